@@ -1,0 +1,43 @@
+# MusicFace: raw singing takes -> training set (HDF5 shards) -> trained model -> evaluation.
+#
+#   snakemake --cores 16 train                          # config.yaml (demo by default)
+#   snakemake --workflow-profile profiles/slurm train   # the same DAG on a SLURM cluster
+#
+# Targets: dataset, train, evaluate, all (= evaluate), ablation (the paper's four variants).
+# Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/song.smk"
+include: "workflow/rules/sync.smk"
+include: "workflow/rules/separate.smk"
+include: "workflow/rules/mfcc.smk"
+include: "workflow/rules/track.smk"
+include: "workflow/rules/coeffs.smk"
+include: "workflow/rules/au45.smk"
+include: "workflow/rules/eyes.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/shards.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.evaluate.output,
+
+
+rule dataset:
+    input:
+        SHARDS,
+        "dataset/qc.tsv",

@@ -1,0 +1,188 @@
+"""Shared plumbing for every dataset step: atomic writes, failure records, the step runner.
+
+Every per-take (or per-song) step of the DAG is a pure function plus a small CLI. The CLI runs the
+function through :func:`run_step`, which gives the DAG its robustness contract:
+
+* outputs are written atomically (temp name in the same folder + ``os.replace``), so a killed job
+  never leaves a half file that looks done;
+* when the step fails on bad input it prints ONE line to stderr,
+  ``musicface: take 'T' step 'S': <reason>``, and writes a *failure record* in place of every declared
+  output, then exits 0. Downstream steps see the record (:func:`check_upstream`) and pass the failure
+  on; ``qc`` collects the reason; gather rules leave the take out. Other takes never notice.
+
+A failure record is a small file starting with :data:`FAILED_MAGIC` followed by one JSON object
+(``{"unit", "step", "reason"}``). No valid wav/npz/json/h5 file starts with those bytes, so any reader
+can tell a record from data whatever the file type.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+FAILED_MAGIC = b"MUSICFACE-FAILED\n"
+
+
+class StepError(Exception):
+    """Bad input for one take or song: the message is the one-line reason shown to the user."""
+
+
+class UpstreamFailed(StepError):
+    """An input of this step is a failure record written by an earlier step."""
+
+    def __init__(self, step: str, reason: str):
+        self.step = step
+        self.reason = reason
+        super().__init__(f"upstream step '{step}' failed: {reason}")
+
+
+# --------------------------------------------------------------------------------------- atomic I/O
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix); rename it to ``path`` on success.
+
+    The temp name keeps the final suffix so libraries that pick the format from the extension
+    (soundfile, numpy, h5py, PyAV) behave. On any exception the temp file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def save_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """Atomic, uncompressed ``np.savez`` (deterministic bytes for the same arrays)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int) -> None:
+    """Atomic float32 mono/stereo WAV."""
+    import soundfile as sf
+
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), int(sr), subtype="FLOAT", format="WAV")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------- failure records
+def write_failure(path: str | os.PathLike, unit: str, step: str, reason: str) -> None:
+    """Write a failure record at ``path`` (atomically), replacing whatever was there."""
+    payload = json.dumps({"unit": unit, "step": step, "reason": reason}, sort_keys=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(FAILED_MAGIC + payload.encode() + b"\n")
+
+
+def read_failure(path: str | os.PathLike) -> dict | None:
+    """Return the failure record stored at ``path``, or None if it holds data."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(FAILED_MAGIC))
+        if head != FAILED_MAGIC:
+            return None
+        return json.loads(fh.read().decode())
+
+
+def check_upstream(*paths: str | os.PathLike) -> None:
+    """Raise :class:`UpstreamFailed` for the first input that is a failure record."""
+    for p in paths:
+        if p is None:
+            continue
+        rec = read_failure(p)
+        if rec is not None:
+            # pass on the root cause, not a chain of "upstream failed" messages
+            raise UpstreamFailed(rec["step"], rec["reason"])
+
+
+def load_json(path: str | os.PathLike) -> dict:
+    check_upstream(path)
+    return json.loads(Path(path).read_text())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    check_upstream(path)
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+# -------------------------------------------------------------------------------------- step runner
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Callable[[], object],
+             *, strict: bool | None = None) -> int:
+    """Run ``fn`` for one take/song; on failure print one line and write failure records.
+
+    Returns the process exit code: 0 on success and on a handled failure (so the DAG goes on),
+    1 when ``strict`` (or env ``MUSICFACE_STRICT=1``) asks failures to stop the run.
+    ``StepError`` carries a user-facing reason; any other exception is a bug or an unforeseen bad
+    input: its type and message become the reason and the traceback goes to the log (stderr).
+    """
+    outputs = [Path(o) for o in outputs]
+    if strict is None:
+        strict = os.environ.get("MUSICFACE_STRICT", "0") == "1"
+    rec_step = step
+    try:
+        fn()
+        return 0
+    except UpstreamFailed as e:
+        # pass the root cause on unchanged: qc reports the step that really failed
+        rec_step, reason = e.step, e.reason
+        msg = f"musicface: take '{unit}' step '{step}': skipped, upstream step '{e.step}' failed: {e.reason}"
+    except StepError as e:
+        reason = one_line(e)
+        msg = f"musicface: take '{unit}' step '{step}': {reason}"
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - the whole point: one take must never stop the others
+        traceback.print_exc(file=sys.stderr)
+        reason = one_line(f"{type(e).__name__}: {e}")
+        msg = f"musicface: take '{unit}' step '{step}': {reason}"
+    print(msg, file=sys.stderr, flush=True)
+    for out in outputs:
+        write_failure(out, unit, rec_step, reason)
+    return 1 if strict else 0
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_sha(obj) -> str:
+    """Stable short hash of a JSON-able config fragment."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from preprocessing.common import (FAILED_MAGIC, StepError, UpstreamFailed, atomic_path, load_json,
+                                  load_npz, read_failure, run_step, save_json, save_npz)
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.npz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_npz_roundtrip_and_deterministic_bytes(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_npz(tmp_path / "a.npz", x=a)
+    save_npz(tmp_path / "b.npz", x=a)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    np.testing.assert_array_equal(load_npz(tmp_path / "a.npz")["x"], a)
+
+
+def test_run_step_writes_failure_records_and_one_line(tmp_path, capsys):
+    outs = [tmp_path / "x.npz", tmp_path / "y.wav"]
+
+    def bad():
+        raise StepError("no audio track\nin this file")
+
+    assert run_step("ingest", "take1", outs, bad) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["musicface: take 'take1' step 'ingest': no audio track in this file"]
+    for o in outs:
+        assert o.read_bytes().startswith(FAILED_MAGIC)
+        assert read_failure(o) == {"unit": "take1", "step": "ingest", "reason": "no audio track in this file"}
+
+
+def test_upstream_failure_passes_root_cause(tmp_path, capsys):
+    up = tmp_path / "ingest.json"
+    run_step("ingest", "t", [up], lambda: (_ for _ in ()).throw(StepError("corrupt file")))
+    capsys.readouterr()
+    down = tmp_path / "sync.json"
+    run_step("sync", "t", [down], lambda: load_json(up))
+    err = capsys.readouterr().err.strip()
+    assert err == "musicface: take 't' step 'sync': skipped, upstream step 'ingest' failed: corrupt file"
+    assert read_failure(down)["step"] == "ingest"
+    with pytest.raises(UpstreamFailed, match="corrupt file"):
+        load_json(down)
+
+
+def test_unexpected_exception_is_contained(tmp_path, capsys):
+    out = tmp_path / "o.json"
+    assert run_step("mfcc", "t", [out], lambda: 1 / 0) == 0
+    assert "ZeroDivisionError" in read_failure(out)["reason"]
+    assert run_step("mfcc", "t", [out], lambda: 1 / 0, strict=True) == 1
+
+
+def test_save_json(tmp_path):
+    save_json(tmp_path / "a.json", {"b": np.float32(1.5), "a": np.arange(2)})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": [0, 1], "b": 1.5}

@@ -1,0 +1,28 @@
+# au45: raw eye-closure intensity per frame [builtin: eyelid aspect ratio | openface: AU45_r]
+
+
+rule au45:
+    input:
+        video=take_video,
+        ingest=take_file("ingest.json"),
+        track=take_file("track.npz"),
+    output:
+        "work/takes/{take}/au45.npz",
+    params:
+        backend=config["au45"]["backend"],
+        binary=q(config["au45"]["openface"]["binary"]),
+    log:
+        "logs/au45/{take}.log",
+    benchmark:
+        "benchmarks/au45/{take}.tsv"
+    container:
+        config["au45"]["openface"]["container"]
+    group:
+        "take_{take}"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "{PY} -m preprocessing.au45 --take {wildcards.take} --video {input.video:q} --ingest {input.ingest:q}"
+        " --track {input.track:q} --backend {params.backend} --openface-binary {params.binary}"
+        " --out {output:q} > {log:q} 2>&1"

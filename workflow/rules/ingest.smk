@@ -1,0 +1,20 @@
+# ingest: probe the take's video (30 fps constant-frame-rate timeline, audio track) -> ingest.json
+
+
+rule ingest:
+    input:
+        video=take_video,
+    output:
+        "work/takes/{take}/ingest.json",
+    log:
+        "logs/ingest/{take}.log",
+    benchmark:
+        "benchmarks/ingest/{take}.tsv"
+    group:
+        "take_{take}"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{PY} -m preprocessing.ingest --take {wildcards.take} --video {input.video:q} --out {output:q}"
+        " > {log:q} 2>&1"

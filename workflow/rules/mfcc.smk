@@ -1,0 +1,25 @@
+# mfcc: vocals / music / mix -> 100 Hz MFCC + delta (26-D), row 0 = time of the take's video frame 0
+
+
+rule mfcc:
+    input:
+        ingest=take_file("ingest.json"),
+        sync=take_file("sync.json"),
+        vocals=take_song_file("vocals.wav"),
+        music=take_song_file("music.wav"),
+        mix=take_song_file("mix.wav"),
+    output:
+        "work/takes/{take}/mfcc.npz",
+    log:
+        "logs/mfcc/{take}.log",
+    benchmark:
+        "benchmarks/mfcc/{take}.tsv"
+    group:
+        "take_{take}"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{PY} -m preprocessing.mfcc --take {wildcards.take} --ingest {input.ingest:q} --sync {input.sync:q}"
+        " --vocals {input.vocals:q} --music {input.music:q} --mix {input.mix:q} --out {output:q}"
+        " > {log:q} 2>&1"

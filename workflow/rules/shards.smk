@@ -1,0 +1,30 @@
+# shards: passing takes -> dataset/shards/{train,test}-NNNNN.h5 (schema version 1) + manifest.json
+
+
+rule shards:
+    input:
+        split="dataset/split.tsv",
+        basis="dataset/exp_basis.npz",
+        ingest=all_takes("ingest.json"),
+        sync=all_takes("sync.json"),
+        mfcc=all_takes("mfcc.npz"),
+        track=all_takes("track.npz"),
+        coeffs=all_takes("coeffs.npz"),
+        eyes=all_takes("eyes.npz"),
+        qc=all_takes("qc.json"),
+    output:
+        directory(SHARDS),
+    params:
+        per_shard=config["shards"]["takes_per_shard"],
+        config_json=lambda wc: q(json.dumps(config, sort_keys=True)),
+    log:
+        "logs/shards.log",
+    benchmark:
+        "benchmarks/shards.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "{PY} -m preprocessing.shards --split {input.split:q} --basis {input.basis:q} --work work/takes"
+        " --takes-per-shard {params.per_shard} --config-json {params.config_json} --out {output:q}"
+        " > {log:q} 2>&1"

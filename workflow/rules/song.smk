@@ -1,0 +1,19 @@
+# song: decode the song that was played -> 16 kHz mono mix.wav + song.json (probe)
+
+
+rule song:
+    input:
+        audio=song_audio,
+    output:
+        mix="work/songs/{song}/mix.wav",
+        info="work/songs/{song}/song.json",
+    log:
+        "logs/song/{song}.log",
+    benchmark:
+        "benchmarks/song/{song}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    shell:
+        "{PY} -m preprocessing.song --song {wildcards.song} --audio {input.audio:q}"
+        " --out-wav {output.mix:q} --out-json {output.info:q} > {log:q} 2>&1"

@@ -1,0 +1,59 @@
+# train: shards -> runs/<name>/model.pt (+ checkpoints, metrics.csv, config snapshot).
+# ablation_train: the same for runs/<name>-<variant> (paper 4.3 variants).
+
+
+def run_config(variant=None):
+    cfg = json.loads(json.dumps(config))
+    if variant is not None:
+        cfg["model"]["variant"] = variant
+    return q(json.dumps(cfg, sort_keys=True))
+
+
+TRAIN_CMD = (
+    "{PY} -m musicface.cli train --shards {input.shards:q} --config-json {params.cfg}"
+    " --out {params.out:q} {params.resume} > {log:q} 2>&1"
+)
+
+
+rule train:
+    input:
+        shards=SHARDS,
+    output:
+        model=f"runs/{RUN}/model.pt",
+        metrics=f"runs/{RUN}/metrics.csv",
+    params:
+        cfg=lambda wc: run_config(),
+        out=f"runs/{RUN}",
+        resume="--resume",
+    log:
+        f"logs/train/{RUN}.log",
+    benchmark:
+        f"benchmarks/train/{RUN}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    shell:
+        TRAIN_CMD
+
+
+rule ablation_train:
+    input:
+        shards=SHARDS,
+    output:
+        model=f"runs/{RUN}-{{variant}}/model.pt",
+        metrics=f"runs/{RUN}-{{variant}}/metrics.csv",
+    params:
+        cfg=lambda wc: run_config(wc.variant),
+        out=lambda wc: f"runs/{RUN}-{wc.variant}",
+        resume="--resume",
+    log:
+        f"logs/train/{RUN}-{{variant}}.log",
+    benchmark:
+        f"benchmarks/train/{RUN}-{{variant}}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    shell:
+        TRAIN_CMD
