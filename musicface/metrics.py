@@ -1,0 +1,348 @@
+"""Evaluation metrics of the paper (sections 4.3-4.4), each a small function with its definition.
+
+Conventions (the shard contract of DESIGN.md): sequences are per video frame at ``fps`` (30),
+pose = ``pitch, yaw, roll`` (radians) ``, tx, ty, tz``; eye state in [0, 1] (1 = closed);
+landmarks image-normalised ``(T, K, 2)``.
+
+    cca                 first canonical correlation of two multivariate sequences
+    pose_speed          |p_t - p_{t-1}|, the head-pose speed the paper correlates
+    cca_pose_speed      CCA of head-pose speed (Table 1 "Pose realism CCA")
+    cca_eye             CCA of eye state (Table 1 "Eye realism CCA")
+    roughness           mean(R''(t)^2) of the Euler angles (Eq. 14), degrees per frame^2
+    closure_events      closed-eye runs split into blinks / long closures (tau)
+    blink_stats         blinks/s and mean blink duration (Table 2; ground truth 0.35 /s, 0.23 s)
+    lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole face)
+    mouth_opening       inner-lip gap / inter-ocular distance
+    lipsync_proxy       corr(mouth opening, vocal energy) and mouth-open ratio where nobody sings
+    syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's weights
+    unavailable         the JSON value of a metric that cannot be computed: {"value": None, "reason": ...}
+
+A metric that is undefined on its input (a constant sequence, no silent frame, ...) returns NaN;
+``evaluate`` writes it as null. Nothing here is ever faked: AVC without SyncNet weights and rendered
+face frames is reported unavailable with its reason.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+# FaceMesh (478 points) and iBUG (68 points) indices used below. Inter-ocular distance = outer eye
+# corners; the mouth region = every lip landmark (FaceMesh: the vertices of mediapipe's FACEMESH_LIPS).
+_FACEMESH_EYE_CORNERS = (33, 263)
+_FACEMESH_INNER_LIPS = (13, 14)  # upper / lower inner-lip midpoints
+_IBUG_EYE_CORNERS = (36, 45)
+_IBUG_INNER_LIPS = (62, 66)
+
+
+# -------------------------------------------------------------------------------------------- CCA
+def _as2d(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x.reshape(len(x), -1)
+
+
+def _column_basis(x: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (T, r) of the centred columns of x; rank-deficient directions dropped."""
+    x = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    if s.size == 0 or s[0] <= 0:
+        return u[:, :0]
+    keep = s > s[0] * max(x.shape) * np.finfo(np.float64).eps * 16
+    return u[:, keep]
+
+
+def cca(x, y) -> float:
+    """First canonical correlation of two sequences ``x (T, p)`` and ``y (T, q)`` (1-D allowed).
+
+    rho_1 = max over a, b of corr(x a, y b). Computed exactly (Bjorck-Golub): with Qx, Qy orthonormal
+    bases of the centred columns, rho_1 is the largest singular value of Qx^T Qy. sklearn's CCA finds
+    the same number iteratively (NIPALS); the direct SVD is exact, fast and tolerates constant or
+    collinear columns, which pose speeds often have. For 1-D inputs rho_1 = |Pearson correlation|.
+    NaN when either sequence is constant (the correlation is undefined).
+    """
+    x, y = _as2d(x), _as2d(y)
+    if len(x) != len(y):
+        raise ValueError(f"cca: sequences differ in length ({len(x)} vs {len(y)})")
+    if len(x) < 3:
+        raise ValueError(f"cca: need at least 3 time steps, got {len(x)}")
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    qx, qy = _column_basis(x[ok]), _column_basis(y[ok])
+    if qx.shape[1] == 0 or qy.shape[1] == 0:
+        return float("nan")
+    s = np.linalg.svd(qx.T @ qy, compute_uv=False)
+    return float(min(s[0], 1.0))
+
+
+def pose_speed(pose) -> np.ndarray:
+    """Head-pose speed ``|p_t - p_{t-1}|`` per parameter: (T, D) -> (T-1, D), units per frame."""
+    pose = np.asarray(pose, dtype=np.float64)
+    return np.abs(np.diff(pose, axis=0))
+
+
+def cca_pose_speed(pose_gen, pose_gt, dims=slice(0, 6)) -> float:
+    """CCA of head-pose speed (paper 4.3): ``cca(|diff(pose_gen)|, |diff(pose_gt)|)``.
+
+    The paper correlates the *speed* rather than the pose itself because the same singer moves
+    differently on every take but with a similar rhythm. ``dims`` selects the pose parameters
+    (default all six: 3 Euler angles + 3 translations; CCA is invariant to their scales).
+    """
+    return cca(pose_speed(np.asarray(pose_gen)[:, dims]), pose_speed(np.asarray(pose_gt)[:, dims]))
+
+
+def cca_eye(eye_gen, eye_gt) -> float:
+    """CCA of eye-state sequences (paper 4.3); for 1-D states this is |Pearson correlation|."""
+    return cca(eye_gen, eye_gt)
+
+
+# -------------------------------------------------------------------------------------- roughness
+def roughness(euler, *, degrees: bool = True) -> float:
+    """Roughness of head rotation, paper Eq. 14: ``Rough(R) = 1/T' sum_t ||R''(t)||^2``.
+
+    ``euler (T, 3)``: pitch, yaw, roll in radians (or ``(T, >=3)`` pose: the first three columns).
+    Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the central
+    second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by dt^2),
+    ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior frames.
+    """
+    r = np.asarray(euler, dtype=np.float64)[:, :3]
+    if len(r) < 3:
+        raise ValueError(f"roughness: need at least 3 frames, got {len(r)}")
+    if degrees:
+        r = np.degrees(r)
+    d2 = r[2:] - 2.0 * r[1:-1] + r[:-2]
+    return float(np.mean(np.sum(d2 ** 2, axis=1)))
+
+
+# ---------------------------------------------------------------------------------------- eyes
+def closure_events(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5) -> np.ndarray:
+    """Closed-eye runs of an eye-state sequence: float array (K, 4) = start frame, end frame
+    (exclusive), duration s, kind (0 blink: shorter than ``tau`` s, 1 long closure).
+
+    "Closed" means ``eye >= closed_threshold`` (DESIGN.md, eyes). Uses ``preprocessing.eyes``'
+    ``split_eye_states`` when it is available, so ground truth and generated sequences are split
+    exactly like the dataset; otherwise the same run-length definition is computed here.
+    """
+    eye = np.nan_to_num(np.asarray(eye, dtype=np.float64).reshape(-1), nan=0.0)
+    events = _events_from_eyes_module(eye, fps, tau, closed_threshold)
+    if events is not None:
+        return events
+    closed = np.concatenate([[0], (eye >= closed_threshold).astype(np.int8), [0]])
+    edges = np.diff(closed)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    dur = (ends - starts) / fps
+    # a run is long when it lasts at least tau (frames compared exactly: 0.5 s = 15 frames)
+    kind = ((ends - starts) >= round(tau * fps) - 1e-9).astype(np.float64)
+    return np.stack([starts, ends, dur, kind], axis=1).astype(np.float64).reshape(-1, 4)
+
+
+def _events_from_eyes_module(eye, fps, tau, closed_threshold):
+    try:
+        from preprocessing.eyes import split_eye_states
+    except ImportError:
+        return None
+    out = split_eye_states(eye.astype(np.float32), fps=fps, tau=tau, closed_threshold=closed_threshold)
+    events = out.get("events") if isinstance(out, dict) else getattr(out, "events", None)
+    if events is None:
+        return None
+    return np.asarray(events, dtype=np.float64).reshape(-1, 4)
+
+
+def blink_stats(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5) -> dict:
+    """Blink statistics of one eye-state sequence (paper Table 2: blinks/s, blink duration).
+
+    ``blinks_per_s`` = number of short closures (blinks, < tau) / sequence length in s;
+    ``blink_duration_s`` = their mean duration (NaN without blinks); the same for long closures;
+    ``durations_s`` = every closure's duration (Fig. 9). Paper ground truth: 0.35 /s, 0.23 s.
+    """
+    eye = np.asarray(eye).reshape(-1)
+    ev = closure_events(eye, fps=fps, tau=tau, closed_threshold=closed_threshold)
+    seconds = len(eye) / fps
+    blink, long_ = ev[ev[:, 3] == 0], ev[ev[:, 3] == 1]
+    return {
+        "seconds": seconds,
+        "n_blinks": int(len(blink)),
+        "n_long": int(len(long_)),
+        "blinks_per_s": len(blink) / seconds if seconds > 0 else float("nan"),
+        "blink_duration_s": float(blink[:, 2].mean()) if len(blink) else float("nan"),
+        "long_per_s": len(long_) / seconds if seconds > 0 else float("nan"),
+        "long_duration_s": float(long_[:, 2].mean()) if len(long_) else float("nan"),
+        "durations_s": ev[:, 2].tolist(),
+    }
+
+
+def pool_blink_stats(stats: list[dict]) -> dict:
+    """Blink statistics over several sequences: counts over total time, durations pooled."""
+    seconds = sum(s["seconds"] for s in stats)
+    durations = [d for s in stats for d in s["durations_s"]]
+    n_blinks, n_long = sum(s["n_blinks"] for s in stats), sum(s["n_long"] for s in stats)
+    blink_total = sum(s["blink_duration_s"] * s["n_blinks"] for s in stats if s["n_blinks"])
+    long_total = sum(s["long_duration_s"] * s["n_long"] for s in stats if s["n_long"])
+    return {
+        "seconds": seconds, "n_blinks": n_blinks, "n_long": n_long,
+        "blinks_per_s": n_blinks / seconds if seconds else float("nan"),
+        "blink_duration_s": blink_total / n_blinks if n_blinks else float("nan"),
+        "long_per_s": n_long / seconds if seconds else float("nan"),
+        "long_duration_s": long_total / n_long if n_long else float("nan"),
+        "durations_s": durations,
+    }
+
+
+# ---------------------------------------------------------------------------------- landmarks
+def landmark_sets(k: int) -> dict:
+    """Index sets for a landmark layout with ``k`` points: eye corners, inner lips, mouth region."""
+    if k == 478 or k == 468:
+        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+        mouth = np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}))
+        return {"eye_corners": _FACEMESH_EYE_CORNERS, "inner_lips": _FACEMESH_INNER_LIPS, "mouth": mouth}
+    if k == 68:
+        return {"eye_corners": _IBUG_EYE_CORNERS, "inner_lips": _IBUG_INNER_LIPS, "mouth": np.arange(48, 68)}
+    raise ValueError(f"unknown landmark layout with {k} points (expected 478 FaceMesh or 68 iBUG)")
+
+
+def interocular(landmarks) -> np.ndarray:
+    """Inter-ocular distance per frame (outer eye corners), in the landmarks' units: (T,)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    a, b = landmark_sets(lm.shape[1])["eye_corners"]
+    return np.linalg.norm(lm[:, a, :2] - lm[:, b, :2], axis=-1)
+
+
+def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
+    """Landmark distance (LMD, Chen et al.), in percent of the ground-truth inter-ocular distance.
+
+    ``LMD = 100 / (T K) sum_t sum_k ||g_tk - r_tk|| / d_t`` with ``d_t`` the ground truth's outer
+    eye-corner distance in frame t, over the landmarks of ``region`` ("mouth" or "face" = all).
+    The normalisation makes LMD independent of image and face size; a face 256 px wide has d ~ 100 px,
+    so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the *ground-truth pose*,
+    so LMD measures the expression (lip sync), not the freely generated head motion.
+    """
+    g = np.asarray(landmarks_gen, dtype=np.float64)[..., :2]
+    r = np.asarray(landmarks_gt, dtype=np.float64)[..., :2]
+    if g.shape != r.shape:
+        raise ValueError(f"lmd: landmark shapes differ {g.shape} vs {r.shape}")
+    if region == "mouth":
+        idx = landmark_sets(g.shape[1])["mouth"]
+    elif region == "face":
+        idx = np.arange(g.shape[1])
+    else:
+        raise ValueError(f"lmd: unknown region {region!r} (mouth or face)")
+    d = interocular(r)
+    dist = np.linalg.norm(g[:, idx] - r[:, idx], axis=-1) / d[:, None]
+    return float(100.0 * dist.mean())
+
+
+def mouth_opening(landmarks) -> np.ndarray:
+    """Mouth opening per frame: inner-lip gap (upper to lower inner-lip midpoint) / inter-ocular distance."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    u, l = landmark_sets(lm.shape[1])["inner_lips"]
+    return np.linalg.norm(lm[:, u, :2] - lm[:, l, :2], axis=-1) / interocular(lm)
+
+
+# ------------------------------------------------------------------------------ lip-sync proxy
+def silence_mask(energy_db, *, min_gap_db: float = 10.0) -> np.ndarray:
+    """Frames where nobody sings, from the vocal energy envelope in dB: (T,) bool.
+
+    Silent = below Otsu's threshold of the take's vocal energy (the valley between the singing and
+    the pause modes) AND at least ``min_gap_db`` below the 95th percentile (so a take sung all
+    through, with a unimodal energy, has no silent frames instead of an arbitrary half).
+    """
+    from skimage.filters import threshold_otsu
+
+    e = np.asarray(energy_db, dtype=np.float64)
+    if e.size < 2 or np.ptp(e) == 0:
+        return np.zeros(e.shape, dtype=bool)
+    thr = min(threshold_otsu(e), np.percentile(e, 95) - min_gap_db)
+    return e < thr
+
+
+def lipsync_proxy(opening_gen, energy_db, *, opening_gt=None, silent=None, open_fraction: float = 0.3) -> dict:
+    """A lip-sync measure that needs no renderer (ours; AVC needs rendered faces).
+
+    ``energy_corr`` = Pearson correlation of the generated mouth opening with the vocal energy
+    envelope (dB) over the take (higher = mouth follows the voice). ``silent_open_ratio`` =
+    fraction of silent frames (:func:`silence_mask`) where the mouth is open (lower is better; the
+    paper's Fig. 5a failure: single-stream keeps the mouth open in silence). "Open" means opening
+    above ``p5 + open_fraction * (p95 - p5)`` of the *ground-truth* opening of the take (of the
+    generated one when no ground truth is given). NaN where undefined (constant input, no silence).
+    """
+    o = np.asarray(opening_gen, dtype=np.float64)
+    e = np.asarray(energy_db, dtype=np.float64)
+    if o.shape != e.shape:
+        raise ValueError(f"lipsync_proxy: opening {o.shape} and energy {e.shape} differ")
+    corr = float(np.corrcoef(o, e)[0, 1]) if np.std(o) > 0 and np.std(e) > 0 else float("nan")
+    ref = o if opening_gt is None else np.asarray(opening_gt, dtype=np.float64)
+    lo, hi = np.percentile(ref, [5, 95])
+    threshold = lo + open_fraction * (hi - lo)
+    silent = silence_mask(e) if silent is None else np.asarray(silent, dtype=bool)
+    ratio = float(np.mean(o[silent] > threshold)) if silent.any() else float("nan")
+    return {"energy_corr": corr, "silent_open_ratio": ratio, "silent_frames": int(silent.sum()),
+            "open_threshold": float(threshold)}
+
+
+# ------------------------------------------------------------------------------------------- AVC
+def unavailable(reason: str) -> dict:
+    """JSON value of a metric that cannot be computed here (never a made-up number)."""
+    return {"value": None, "reason": reason}
+
+
+def syncnet_confidence(crops, audio, *, sr: int = 16000, weights: str | Path, device: str = "cpu",
+                       vshift: int = 15, batch: int = 20) -> dict:
+    """AVC: SyncNet audio-visual confidence (Chung & Zisserman; LSE-C) of face crops vs audio.
+
+    ``crops (T, 224, 224, 3)`` uint8 RGB face crops at 25 fps (SyncNet's rate: resample first),
+    ``audio`` mono at ``sr`` = 16 kHz covering the same time. For every 5-frame video window the
+    network embeds lips and the 20 matching MFCC rows (100 Hz); ``mdist[s]`` is the mean embedding
+    distance at audio shift s in [-vshift, vshift] frames; ``offset = vshift - argmin(mdist)``,
+    ``confidence = median(mdist) - min(mdist)``, ``min_dist`` = min(mdist) (LSE-D).
+    The network and its weights are the user's (``syncnet_v2.model``, a plain state dict); this is
+    our own driver around them, fed our crops instead of running S3FD face detection.
+    """
+    import python_speech_features
+    import torch
+    from syncnet_python.SyncNetModel import S
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"SyncNet weights not found: {weights} (syncnet_v2.model from the "
+                                "syncnet_python download script)")
+    if sr != 16000:
+        raise ValueError(f"syncnet_confidence: audio must be 16 kHz, got {sr}")
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3):
+        raise ValueError(f"syncnet_confidence: crops must be (T, 224, 224, 3), got {crops.shape}")
+    net = S(num_layers_in_fc_layers=1024)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict({k.removeprefix("__S__."): v for k, v in state.items()})
+    net.to(device).eval()
+
+    # SyncNet was trained on BGR frames read by OpenCV, 0..255 floats; MFCC: 13 coefficients at 100 Hz
+    video = torch.from_numpy(crops[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)  # (3, T, H, W)
+    mfcc = python_speech_features.mfcc(np.asarray(audio, dtype=np.float64), sr).T.astype(np.float32)
+    # windows of 5 frames (200 ms) and the 20 MFCC rows of the same time; 640 samples per 25 fps frame
+    n = min(len(crops), len(audio) // 640) - 5
+    if n < 2 * vshift + 1:
+        raise ValueError(f"syncnet_confidence: {len(crops)} frames are too few for shifts of +-{vshift}")
+    lip, aud = [], []
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            js = range(i, min(n, i + batch))
+            v = torch.stack([video[:, j:j + 5] for j in js]).to(device)
+            a = torch.stack([torch.from_numpy(mfcc[None, :, 4 * j:4 * j + 20]) for j in js]).to(device)
+            lip.append(net.forward_lip(v).cpu())
+            aud.append(net.forward_aud(a).cpu())
+    lip, aud = torch.cat(lip), torch.cat(aud)
+    aud_pad = torch.nn.functional.pad(aud, (0, 0, vshift, vshift))
+    shifts = torch.arange(2 * vshift + 1)
+    dists = torch.stack([torch.linalg.vector_norm(lip - aud_pad[s:s + n], dim=1) for s in shifts], dim=1)
+    mdist = dists.mean(dim=0)
+    best = int(torch.argmin(mdist))
+    return {"offset": vshift - best, "confidence": float(torch.median(mdist) - mdist[best]),
+            "min_dist": float(mdist[best])}
+
+
+def finite_or_none(x):
+    """JSON-friendly number: NaN / inf -> None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
