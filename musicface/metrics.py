@@ -28,12 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-# FaceMesh (478 points) and iBUG (68 points) indices used below. Inter-ocular distance = outer eye
-# corners; the mouth region = every lip landmark (FaceMesh: the vertices of mediapipe's FACEMESH_LIPS).
-_FACEMESH_EYE_CORNERS = (33, 263)
-_FACEMESH_INNER_LIPS = (13, 14)  # upper / lower inner-lip midpoints
-_IBUG_EYE_CORNERS = (36, 45)
-_IBUG_INNER_LIPS = (62, 66)
+# Landmark layouts: MediaPipe FaceMesh (478 points; index sets from preprocessing.landmarks, the
+# project's shared definitions) and iBUG 68 (Deep3DFaceRecon). Inter-ocular distance = distance between
+# the two eye centres (mean of each eye's corners), as preprocessing.landmarks.interocular.
+_IBUG = {"eyes": ((36, 39), (42, 45)), "inner_lips": (62, 66), "mouth": tuple(range(48, 68))}
 
 
 # -------------------------------------------------------------------------------------------- CCA
@@ -80,14 +78,25 @@ def pose_speed(pose) -> np.ndarray:
     return np.abs(np.diff(pose, axis=0))
 
 
-def cca_pose_speed(pose_gen, pose_gt, dims=slice(0, 6)) -> float:
+def speed_valid(valid) -> np.ndarray:
+    """Rows of :func:`pose_speed` whose two frames are both valid: (T,) -> (T-1,) bool."""
+    v = np.asarray(valid).astype(bool)
+    return v[1:] & v[:-1]
+
+
+def cca_pose_speed(pose_gen, pose_gt, dims=slice(0, 6), valid=None) -> float:
     """CCA of head-pose speed (paper 4.3): ``cca(|diff(pose_gen)|, |diff(pose_gt)|)``.
 
     The paper correlates the *speed* rather than the pose itself because the same singer moves
     differently on every take but with a similar rhythm. ``dims`` selects the pose parameters
     (default all six: 3 Euler angles + 3 translations; CCA is invariant to their scales).
+    ``valid (T,)``: ground-truth frames with a tracked face; speeds touching another frame are left out.
     """
-    return cca(pose_speed(np.asarray(pose_gen)[:, dims]), pose_speed(np.asarray(pose_gt)[:, dims]))
+    sg, sr = pose_speed(np.asarray(pose_gen)[:, dims]), pose_speed(np.asarray(pose_gt)[:, dims])
+    if valid is not None:
+        keep = speed_valid(valid)
+        sg, sr = sg[keep], sr[keep]
+    return cca(sg, sr)
 
 
 def cca_eye(eye_gen, eye_gt) -> float:
@@ -96,21 +105,25 @@ def cca_eye(eye_gen, eye_gt) -> float:
 
 
 # -------------------------------------------------------------------------------------- roughness
-def roughness(euler, *, degrees: bool = True) -> float:
+def roughness(euler, *, degrees: bool = True, valid=None) -> float:
     """Roughness of head rotation, paper Eq. 14: ``Rough(R) = 1/T' sum_t ||R''(t)||^2``.
 
     ``euler (T, 3)``: pitch, yaw, roll in radians (or ``(T, >=3)`` pose: the first three columns).
     Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the central
     second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by dt^2),
-    ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior frames.
+    ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior frames
+    (with ``valid (T,)``: over the frames whose three frames t-1, t, t+1 are all valid; NaN if none).
     """
     r = np.asarray(euler, dtype=np.float64)[:, :3]
     if len(r) < 3:
         raise ValueError(f"roughness: need at least 3 frames, got {len(r)}")
     if degrees:
         r = np.degrees(r)
-    d2 = r[2:] - 2.0 * r[1:-1] + r[:-2]
-    return float(np.mean(np.sum(d2 ** 2, axis=1)))
+    d2 = np.sum((r[2:] - 2.0 * r[1:-1] + r[:-2]) ** 2, axis=1)
+    if valid is not None:
+        v = np.asarray(valid).astype(bool)
+        d2 = d2[v[2:] & v[1:-1] & v[:-2]]
+    return float(np.mean(d2)) if d2.size else float("nan")
 
 
 # ---------------------------------------------------------------------------------------- eyes
@@ -189,29 +202,31 @@ def pool_blink_stats(stats: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------------- landmarks
 def landmark_sets(k: int) -> dict:
-    """Index sets for a landmark layout with ``k`` points: eye corners, inner lips, mouth region."""
+    """Index sets of a layout with ``k`` points: ``eyes`` (corner pair of each eye), ``inner_lips``
+    (upper, lower inner-lip midpoint) and ``mouth`` (every lip landmark: the LMD mouth region)."""
     if k == 478 or k == 468:
-        from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+        from preprocessing import landmarks as L
 
-        mouth = np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}))
-        return {"eye_corners": _FACEMESH_EYE_CORNERS, "inner_lips": _FACEMESH_INNER_LIPS, "mouth": mouth}
+        return {"eyes": ((L.RIGHT_EYE_OUTER, L.RIGHT_EYE_INNER), (L.LEFT_EYE_INNER, L.LEFT_EYE_OUTER)),
+                "inner_lips": (13, 14), "mouth": np.array(L.LIPS)}
     if k == 68:
-        return {"eye_corners": _IBUG_EYE_CORNERS, "inner_lips": _IBUG_INNER_LIPS, "mouth": np.arange(48, 68)}
+        return {"eyes": _IBUG["eyes"], "inner_lips": _IBUG["inner_lips"], "mouth": np.array(_IBUG["mouth"])}
     raise ValueError(f"unknown landmark layout with {k} points (expected 478 FaceMesh or 68 iBUG)")
 
 
 def interocular(landmarks) -> np.ndarray:
-    """Inter-ocular distance per frame (outer eye corners), in the landmarks' units: (T,)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    a, b = landmark_sets(lm.shape[1])["eye_corners"]
-    return np.linalg.norm(lm[:, a, :2] - lm[:, b, :2], axis=-1)
+    """Inter-ocular distance per frame: between the eye centres (mean of each eye's two corners): (T,)."""
+    lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
+    (a, b), (c, d) = landmark_sets(lm.shape[1])["eyes"]
+    return np.linalg.norm(0.5 * (lm[:, a] + lm[:, b]) - 0.5 * (lm[:, c] + lm[:, d]), axis=-1)
 
 
 def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
     """Landmark distance (LMD, Chen et al.), in percent of the ground-truth inter-ocular distance.
 
-    ``LMD = 100 / (T K) sum_t sum_k ||g_tk - r_tk|| / d_t`` with ``d_t`` the ground truth's outer
-    eye-corner distance in frame t, over the landmarks of ``region`` ("mouth" or "face" = all).
+    ``LMD = 100 / (T K) sum_t sum_k ||g_tk - r_tk|| / d_t`` with ``d_t`` the ground truth's
+    inter-ocular distance (:func:`interocular`) in frame t, over the landmarks of ``region``
+    ("mouth": the lips, 40 FaceMesh / 20 iBUG points; "face": all).
     The normalisation makes LMD independent of image and face size; a face 256 px wide has d ~ 100 px,
     so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the *ground-truth pose*,
     so LMD measures the expression (lip sync), not the freely generated head motion.
@@ -234,7 +249,7 @@ def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
 def mouth_opening(landmarks) -> np.ndarray:
     """Mouth opening per frame: inner-lip gap (upper to lower inner-lip midpoint) / inter-ocular distance."""
     lm = np.asarray(landmarks, dtype=np.float64)
-    u, l = landmark_sets(lm.shape[1])["inner_lips"]
+    u, l = landmark_sets(lm.shape[1])["inner_lips"]  # noqa: E741
     return np.linalg.norm(lm[:, u, :2] - lm[:, l, :2], axis=-1) / interocular(lm)
 
 

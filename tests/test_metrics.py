@@ -59,6 +59,10 @@ def test_cca_pose_speed_sees_rhythm_not_direction():
     gen = np.vstack([gt[:1], gt[:1] + np.cumsum(sign * speed, axis=0)])
     np.testing.assert_allclose(M.pose_speed(gen), speed, atol=1e-12)
     assert M.cca_pose_speed(gen, gt) == pytest.approx(1.0, abs=1e-9)
+    valid = np.ones(400, bool)
+    valid[100] = False
+    # an untracked ground-truth frame (zeros in the shards) is masked out
+    assert M.cca_pose_speed(gen, np.where(valid[:, None], gt, 0.0), valid=valid) == pytest.approx(1.0, abs=1e-9)
     unrelated = np.cumsum(rng.standard_normal((400, 6)) * 0.01, axis=0)
     assert M.cca_pose_speed(unrelated, gt) < 0.4
 
@@ -73,6 +77,13 @@ def test_roughness_hand_computed():
     pose[:, 2] = -c * t ** 2
     assert M.roughness(pose) == pytest.approx(2 * 0.1 ** 2, rel=1e-9)  # 0.01 + 0.01 (deg/frame^2)^2
     assert M.roughness(pose, degrees=False) == pytest.approx(2 * (2 * c) ** 2, rel=1e-9)
+    # invalid frames (zeros in the shards) are left out: only fully valid triples count
+    broken = pose.copy()
+    broken[40] = 0.0
+    valid = np.ones(90, bool)
+    valid[40] = False
+    assert M.roughness(broken, valid=valid) == pytest.approx(0.02, rel=1e-9)
+    assert M.roughness(broken) > 1.0
     # a sinusoid: x'' = -4 sin^2(w/2) x exactly for the central difference
     w, amp = 0.2, 5.0
     ang = np.radians(amp * np.sin(w * t))
@@ -124,10 +135,10 @@ def test_blink_tau_boundary_and_edges():
 
 # ----------------------------------------------------------------------------------- landmarks
 def _face(rng, t=20):
-    """FaceMesh-sized landmarks with the eye corners 0.2 apart and inner lips 0.05 apart."""
+    """FaceMesh-sized landmarks with eye centres 0.2 apart and inner lips 0.05 apart."""
     lm = rng.uniform(0.3, 0.7, size=(t, 478, 2))
-    lm[:, 33] = [0.4, 0.4]
-    lm[:, 263] = [0.6, 0.4]
+    lm[:, 33], lm[:, 133] = [0.37, 0.41], [0.43, 0.39]    # right eye: centre (0.4, 0.4)
+    lm[:, 362], lm[:, 263] = [0.57, 0.38], [0.63, 0.42]   # left eye: centre (0.6, 0.4)
     lm[:, 13] = [0.5, 0.6]
     lm[:, 14] = [0.5, 0.65]
     return lm
@@ -136,8 +147,9 @@ def _face(rng, t=20):
 def test_lmd_hand_computed():
     rng = np.random.default_rng(6)
     gt = _face(rng)
+    np.testing.assert_allclose(M.interocular(gt), 0.2, atol=1e-12)
     mouth = M.landmark_sets(478)["mouth"]
-    assert len(mouth) == 40 and 13 in mouth and 14 in mouth and 33 not in mouth
+    assert len(mouth) == 40 and {13, 14, 61, 291, 0, 17} <= set(mouth.tolist()) and 33 not in mouth
     gen = gt.copy()
     gen[:, mouth] += [0.006, 0.008]  # 0.01 away = 5 % of the inter-ocular distance 0.2
     assert M.lmd(gen, gt, region="mouth") == pytest.approx(5.0)
