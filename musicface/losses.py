@@ -1,0 +1,133 @@
+"""Training losses (paper 3.4, eq. 10-13).
+
+    L_exp  = w1 MSE(f, f^) + w2 VEL(f, f^)
+    L_pose = w3 MMD(p, p^) + w4 L1(|v|, |v^|)          v_t = p_t - p_{t-1}
+    L_eye  = w5 L1(e_long, e_long^) + w6 MMD(e_long, e_long^)
+    L_att  = ||att_exp||_1 + ||att_pose||_1 + ||att_eye||_1   (times w_att, default 1)
+    L      = lambda1 (L_exp + L_pose + L_eye + L_att) + lambda2 L_adv
+
+Conventions (ours, where the paper leaves them open):
+
+* Everything is computed on the model's normalised targets (per-dim z-scores of exp and pose; e_long
+  as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions, so a term's
+  size does not depend on E, the window length or the batch size. The paper's weights then keep
+  their relative meaning across coefficient backends.
+* Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames) counts
+  only when both frames are valid. A window with fewer than two valid frames adds nothing to MMD.
+* MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased (V-statistic)
+  squared MMD with a Gaussian kernel averaged over several bandwidths (``loss.mmd_bandwidths``, in
+  normalised units), averaged over windows.
+* L_att: the mean of att over valid frames and channels (att > 0, so this is the L1 norm / count).
+* Adversarial: the non-saturating form of eq. 12 with BCE on per-frame logits. The discriminator
+  minimises BCE(D(real), 1) + BCE(D(fake), 0); the generator minimises BCE(D(fake), 1) instead of
+  -BCE(D(fake), 0): the same fixed point, but it does not saturate when D wins early (Goodfellow 2014).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from musicface.config import LossConfig
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` (B, T, ...) over frames where ``mask`` (B, T) is 1 and over trailing dims."""
+    extra = x[0, 0].numel()
+    m = mask.reshape(*mask.shape, *([1] * (x.dim() - 2)))
+    return (x * m).sum() / (mask.sum() * extra).clamp_min(1.0)
+
+
+def velocity(x: torch.Tensor) -> torch.Tensor:
+    """x_t - x_{t-1} along time: (B, T, ...) -> (B, T-1, ...)."""
+    return x[:, 1:] - x[:, :-1]
+
+
+def pair_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Valid velocities: both frames valid, (B, T) -> (B, T-1)."""
+    return mask[:, 1:] * mask[:, :-1]
+
+
+def mse(pred, target, mask):
+    return masked_mean((pred - target) ** 2, mask)
+
+
+def l1(pred, target, mask):
+    return masked_mean((pred - target).abs(), mask)
+
+
+def velocity_loss(pred, target, mask):
+    """L_VEL: squared error of frame-to-frame differences."""
+    return mse(velocity(pred), velocity(target), pair_mask(mask))
+
+
+def abs_velocity_l1(pred, target, mask):
+    """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from data)."""
+    return l1(velocity(pred).abs(), velocity(target).abs(), pair_mask(mask))
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bandwidths=(0.25, 0.5, 1.0, 2.0, 4.0)):
+    """Squared MMD between the valid frames of x and y, per window, averaged over windows.
+
+    x, y: (B, T, D) or (B, T); mask (B, T). Kernel k(a, b) = mean_s exp(-|a - b|^2 / (2 s^2)).
+    """
+    if x.dim() == 2:
+        x, y = x[..., None], y[..., None]
+    w = mask / mask.sum(1, keepdim=True).clamp_min(1.0)  # per-window sample weights, sum to 1
+
+    def k(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return torch.stack([torch.exp(-d2 / (2 * s * s)) for s in bandwidths]).mean(0)
+
+    def wkw(a, b):
+        return torch.einsum("bi,bij,bj->b", w, k(a, b), w)
+
+    per_window = wkw(x, x) + wkw(y, y) - 2 * wkw(x, y)
+    ok = (mask.sum(1) >= 2).float()
+    return (per_window * ok).sum() / ok.sum().clamp_min(1.0)
+
+
+def attention_l1(att: dict | None, mask: torch.Tensor) -> torch.Tensor:
+    if not att:
+        return mask.new_zeros(())
+    return sum(masked_mean(a.abs(), mask) for a in att.values())
+
+
+def _bce(logits, target: float, mask):
+    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none")
+    return masked_mean(loss, mask)
+
+
+def discriminator_loss(real_logits, fake_logits, mask):
+    """D's side of eq. 12: BCE(D(real), 1) + BCE(D(fake), 0) over valid frames."""
+    return _bce(real_logits, 1.0, mask) + _bce(fake_logits, 0.0, mask)
+
+
+def generator_adversarial_loss(fake_logits, mask):
+    """G's side of eq. 12, non-saturating: BCE(D(fake), 1)."""
+    return _bce(fake_logits, 1.0, mask)
+
+
+def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig,
+                   fake_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Total generator loss (eq. 13) and its parts (detached floats, for metrics.csv).
+
+    ``pred``: the model's normalised outputs (exp, pose, e_long, att); ``target``: exp, pose
+    (normalised), e_long; ``mask``: valid (B, T) float.
+    """
+    bw = tuple(cfg.mmd_bandwidths)
+    parts = {
+        "exp_mse": mse(pred["exp"], target["exp"], mask),
+        "exp_vel": velocity_loss(pred["exp"], target["exp"], mask),
+        "pose_mmd": mmd(pred["pose"], target["pose"], mask, bw),
+        "pose_vel": abs_velocity_l1(pred["pose"], target["pose"], mask),
+        "eye_l1": l1(pred["e_long"], target["e_long"], mask),
+        "eye_mmd": mmd(pred["e_long"], target["e_long"], mask, bw),
+        "att": attention_l1(pred.get("att"), mask),
+    }
+    reg = (cfg.w1 * parts["exp_mse"] + cfg.w2 * parts["exp_vel"] + cfg.w3 * parts["pose_mmd"]
+           + cfg.w4 * parts["pose_vel"] + cfg.w5 * parts["eye_l1"] + cfg.w6 * parts["eye_mmd"]
+           + cfg.w_att * parts["att"])
+    adv = generator_adversarial_loss(fake_logits, mask) if fake_logits is not None else reg.new_zeros(())
+    total = cfg.lambda1 * reg + cfg.lambda2 * adv
+    parts.update(reg=reg, adv=adv)
+    return total, {k: float(v.detach()) for k, v in parts.items()}

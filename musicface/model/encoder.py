@@ -1,0 +1,80 @@
+"""Two-stream audio encoder (TSAE, paper 3.2.2): one 1D temporal conv net per audio stream.
+
+Each video frame t comes with a window of 39 MFCC rows (390 ms at 100 Hz, 26 coefficients each,
+``preprocessing.mfcc.mfcc_windows``). An :class:`AudioEncoder` reads that window as a 1D signal of
+39 steps with 26 + S channels (the S-dim one-hot subject code is concatenated to every row, paper
+3.2.4) and maps it to one feature vector f_t of size F. The vocal and the music stream use two
+encoders with the same structure and separate weights; the single-stream ablation uses one on the mix.
+
+Sizes (defaults, ``model.enc_channels = [32, 64, 128]``, ``enc_blocks = 1``, ``feat_dim = 64``):
+
+    stem   conv k5 stride 2   26+S -> 32 channels, 39 -> 20 steps
+    stage0 residual block      32            20 steps
+    stage1 conv k3 stride 2    32 -> 64,     20 -> 10 steps, + residual block
+    stage2 conv k3 stride 2    64 -> 128,    10 ->  5 steps, + residual block
+    head   mean over steps, linear 128 -> F
+
+The strided stem halves the cost of the whole encoder (generation of a 4-minute song runs the encoder
+on 2 x 7,200 windows); bench/generate.py measures it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ResBlock1d(nn.Module):
+    """Pre-activation residual block: ``x + conv(relu(conv(relu(x))))``, kernel 3, same length."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class AudioEncoder(nn.Module):
+    """One stream: MFCC windows (N, 39, 26) + subject one-hot (N, S) -> features (N, F)."""
+
+    def __init__(self, n_subjects: int, channels: list[int], blocks: int, feat_dim: int, n_mfcc: int = 26):
+        super().__init__()
+        c0 = channels[0]
+        self.stem = nn.Conv1d(n_mfcc + n_subjects, c0, 5, stride=2, padding=2)
+        stages = [nn.Sequential(*[ResBlock1d(c0) for _ in range(blocks)])]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            stages.append(nn.Sequential(nn.Conv1d(c_in, c_out, 3, stride=2, padding=1),
+                                        *[ResBlock1d(c_out) for _ in range(blocks)]))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(channels[-1], feat_dim)
+
+    def forward(self, mfcc: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """``mfcc`` (N, 39, 26) normalised, ``onehot`` (N, S) -> (N, F)."""
+        x = mfcc.transpose(1, 2)  # (N, 26, 39): coefficients are channels, the 39 rows are time
+        x = torch.cat([x, onehot[:, :, None].expand(-1, -1, x.shape[2])], dim=1)
+        x = self.stages(self.stem(x))
+        return self.head(F.relu(x).mean(dim=2))
+
+
+class TSAE(nn.Module):
+    """Two-stream audio encoder: AE^v on the vocals, AE^b on the music (same structure, own weights).
+
+    With ``streams=("mix",)`` it is the single-stream encoder of the ablation.
+    """
+
+    def __init__(self, streams: tuple[str, ...], n_subjects: int, channels: list[int], blocks: int,
+                 feat_dim: int):
+        super().__init__()
+        self.streams = tuple(streams)
+        self.encoders = nn.ModuleDict(
+            {s: AudioEncoder(n_subjects, channels, blocks, feat_dim) for s in self.streams})
+        self.out_dim = feat_dim * len(self.streams)
+
+    def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor) -> torch.Tensor:
+        """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (..., F))."""
+        lead = onehot.shape[:-1]
+        oh = onehot.reshape(-1, onehot.shape[-1])
+        feats = [self.encoders[s](mfcc[s].reshape(-1, *mfcc[s].shape[-2:]), oh) for s in self.streams]
+        return torch.cat(feats, dim=-1).reshape(*lead, self.out_dim)

@@ -1,0 +1,155 @@
+"""The three downstream generators (paper 3.3) and the generation-time eye model.
+
+All work on per-frame inputs h_t = l_t ++ m_t ++ s (the task's ATM output and the subject one-hot),
+shape (B, T, D), and on *normalised* targets (per-dim z-scores of the training split; MusicFace turns
+them back into data units).
+
+* :class:`EGN`  expression: two FC layers with a ReLU between -> exp_t (E).
+* :class:`PGN`  head pose as speed x direction (paper eq. 6-7):
+      s_t = ABS(phi_speed(h_t)) * sigma_v                    speed >= 0 by construction
+      o_t, c_t = LSTM(h_t ++ p_{t-1} ++ v_{t-1}, c_{t-1}),   v_{t-1} = p_{t-1} - p_{t-2}
+      d_t = tanh(phi_direc(o_t))                             direction in (-1, 1)
+      p_t = p_{t-1} + s_t * d_t
+  from an initial pose p_0 (and velocity v_0). The LSTM is fed its own previous poses in training too
+  (no teacher forcing), so training and generation run the same recurrence. sigma_v (a buffer, set from
+  the training data) is the per-dim std of frame-to-frame velocity in normalised units: it puts the
+  MLP's output at unit scale.
+* :class:`MLPPose` the ablations' pose head: an MLP regressing p_t directly.
+* :class:`ESGN` long eye closures: MLP -> sigmoid -> e_long_t in (0, 1) (the data's e_long is the
+  normalised AU45 in [0, 1] inside closures >= tau and 0 elsewhere). Sigmoid rather than ReLU: its
+  gradient never dies, and the data range is (0, 1) anyway; "e_long > 0" of paper eq. 9 is then
+  ``e_long > model.eye_threshold`` (default 0.25, half the eyes step's closed threshold of 0.5).
+* :func:`sample_blinks`, :func:`combine_eye_states`: random blinks (interval ~ U(1.2, 2.0) s,
+  duration ~ U(0.10, 0.45) s), eq. 9 and the temporal Gaussian filter. Generation time only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from scipy.ndimage import gaussian_filter1d
+
+
+def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    """Two fully connected layers with one ReLU between them."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+
+
+class EGN(nn.Module):
+    """Expression generation network: (B, T, D) -> (B, T, E)."""
+
+    def __init__(self, d_in: int, hidden: int, exp_dim: int):
+        super().__init__()
+        self.net = mlp(d_in, hidden, exp_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class ESGN(nn.Module):
+    """Eye state generation network (long closures): (B, T, D) -> e_long (B, T) in (0, 1)."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__()
+        self.net = mlp(d_in, hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(h)).squeeze(-1)
+
+
+class MLPPose(nn.Module):
+    """Ablation pose head (single_stream, two_stream, with_atm): (B, T, D) -> pose (B, T, 6)."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__()
+        self.net = mlp(d_in, hidden, 6)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+@dataclass
+class PoseState:
+    """What the PGN carries from frame to frame (and from one generation chunk to the next)."""
+
+    h: torch.Tensor  # (B, H) LSTM output o_{t-1}
+    c: torch.Tensor  # (B, H) LSTM cell c_{t-1}
+    p: torch.Tensor  # (B, 6) previous pose p_{t-1} (normalised)
+    v: torch.Tensor  # (B, 6) previous velocity v_{t-1} = p_{t-1} - p_{t-2}
+
+
+class PGN(nn.Module):
+    """Pose generation network: speed MLP + direction LSTM, rolled out frame by frame."""
+
+    def __init__(self, d_in: int, hidden: int, lstm_hidden: int):
+        super().__init__()
+        self.speed = mlp(d_in, hidden, 6)
+        self.lstm = nn.LSTMCell(d_in + 12, lstm_hidden)  # input: h_t ++ p_{t-1} ++ v_{t-1}
+        self.direc = nn.Linear(lstm_hidden, 6)
+        self.d_in = d_in
+        self.register_buffer("speed_scale", torch.ones(6))  # sigma_v, set from the training data
+
+    def init_state(self, p0: torch.Tensor, v0: torch.Tensor | None = None) -> PoseState:
+        zeros = p0.new_zeros(p0.shape[0], self.lstm.hidden_size)
+        return PoseState(zeros, zeros.clone(), p0, torch.zeros_like(p0) if v0 is None else v0)
+
+    def speeds(self, h: torch.Tensor) -> torch.Tensor:
+        """s_t = |phi_speed(h_t)| * sigma_v, (B, T, 6), >= 0 by construction."""
+        return self.speed(h).abs() * self.speed_scale
+
+    def forward(self, h: torch.Tensor, state: PoseState) -> tuple[torch.Tensor, torch.Tensor, PoseState]:
+        """Roll out over all T frames of ``h`` (B, T, D) from ``state`` (the frame before h[:, 0]).
+
+        Returns poses p_1..p_T (B, T, 6), speeds (B, T, 6) and the state after the last frame.
+        The LSTM's input projection of h_t does not depend on the recurrence, so it is computed for
+        all frames at once; the loop only does the recurrent part (the same arithmetic as
+        ``nn.LSTMCell`` on the concatenated input, gate order i, f, g, o).
+        """
+        speed = self.speeds(h)
+        w_ih, w_hh = self.lstm.weight_ih, self.lstm.weight_hh
+        pre = torch.nn.functional.linear(h, w_ih[:, :self.d_in], self.lstm.bias_ih + self.lstm.bias_hh)
+        w_rec = torch.cat([w_ih[:, self.d_in:], w_hh], dim=1)  # acts on p_{t-1} ++ v_{t-1} ++ o_{t-1}
+        hid, cell, p, v = state.h, state.c, state.p, state.v
+        poses = []
+        for t in range(h.shape[1]):
+            gates = torch.addmm(pre[:, t], torch.cat([p, v, hid], dim=1), w_rec.t())
+            i, f, g, o = gates.chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            hid = torch.sigmoid(o) * torch.tanh(cell)
+            d = torch.tanh(self.direc(hid))
+            p_new = p + speed[:, t] * d
+            v, p = p_new - p, p_new
+            poses.append(p)
+        return torch.stack(poses, dim=1), speed, PoseState(hid, cell, p, v)
+
+
+# ------------------------------------------------------------------------------ generation-time eyes
+def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duration=(0.10, 0.45),
+                  seed: int = 0) -> np.ndarray:
+    """Random blinks (paper 3.3.3): e_blink (n_frames,) float32 in {0, 1}.
+
+    The eyes stay open for B_i ~ U(interval) seconds, close for B_d ~ U(duration) seconds, and so on
+    (the first blink starts after one interval). A blink covers frames round(start*fps) up to
+    round(end*fps) (exclusive), at least one frame. Same seed -> same blinks.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n_frames, np.float32)
+    t = rng.uniform(*interval)
+    while t * fps < n_frames:
+        d = rng.uniform(*duration)
+        a = int(round(t * fps))
+        out[a:max(a + 1, int(round((t + d) * fps)))] = 1.0
+        t += d + rng.uniform(*interval)
+    return out
+
+
+def combine_eye_states(e_long: np.ndarray, e_blink: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Paper eq. 9 then the temporal Gaussian filter: e = e_long where e_long > 0, else e_blink.
+
+    ``e_long`` must already have sub-threshold values set to 0 (MusicFace.generate does that with
+    ``model.eye_threshold``). ``sigma`` is the filter's standard deviation in frames (0: no filter).
+    """
+    e = np.where(e_long > 0, e_long, e_blink).astype(np.float32)
+    return gaussian_filter1d(e, sigma, mode="nearest").astype(np.float32) if sigma > 0 else e

@@ -1,0 +1,284 @@
+"""The MusicFace generator (paper Fig. 3): TSAE -> ATM per task -> EGN / PGN / ESGN, and its variants.
+
+Data flow for a sequence of T video frames (30 fps) of subject s:
+
+    MFCC windows (T, 39, 26) per stream ---- TSAE ----> f_v ++ f_b (T, 2F)     [mix only: f (T, F)]
+    per task k in (exp, pose, eye):    ATM_k -> att_k (T, 2F), l_k ++ m_k = att_k * (f_v ++ f_b)
+                                       h_k = l_k ++ m_k ++ onehot(s)            (T, 2F + S)
+    EGN(h_exp) -> exp (T, E);  PGN(h_pose, p_0) -> pose, speed (T, 6);  ESGN(h_eye) -> e_long (T,)
+
+Variants (``model.variant``, paper 4.3): ``single_stream`` (mix MFCC, one encoder, no ATM, MLP pose),
+``two_stream`` (vocals + music, TSAE, no ATM, MLP pose), ``with_atm`` (+ ATM, MLP pose), ``full``
+(+ PGN). Without ATM every head gets h = f ++ onehot(s).
+
+Normalisation lives in the model as buffers (saved with the weights): MFCC per stream and coefficient,
+exp and pose per dimension (mean/std of the training split's valid frames), the per-subject mean pose
+(the default p_0) and sigma_v, the PGN's speed scale. The network works on z-scores; :meth:`generate`
+returns data units (exp in the coefficients' units, pose in radians and the translation's units).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from musicface.config import ModelConfig
+from musicface.model.atm import ATM
+from musicface.model.encoder import TSAE
+from musicface.model.generators import EGN, ESGN, PGN, MLPPose, PoseState, combine_eye_states, sample_blinks
+
+TASKS = ("exp", "pose", "eye")
+MFCC_KEY = {"vocals": "mfcc_vocals", "music": "mfcc_music", "mix": "mfcc_mix"}
+CENTRE_ROW = 19  # row of a 39-row MFCC window that sits at the frame's own time
+FORMAT = "musicface-model"
+FORMAT_VERSION = 1
+
+
+class MusicFace(nn.Module):
+    def __init__(self, cfg: ModelConfig, subjects: list[str], exp_dim: int, fps: int = 30):
+        super().__init__()
+        self.cfg = cfg
+        self.subjects = [str(s) for s in subjects]
+        self.exp_dim = int(exp_dim)
+        self.fps = int(fps)
+        n_subj = len(self.subjects)
+        self.streams = ("vocals", "music") if cfg.two_streams else ("mix",)
+        self.tsae = TSAE(self.streams, n_subj, cfg.enc_channels, cfg.enc_blocks, cfg.feat_dim)
+        c = self.tsae.out_dim
+        self.atm = nn.ModuleDict({k: ATM(c, cfg.unet_channels) for k in TASKS}) if cfg.use_atm else None
+        d = c + n_subj
+        self.egn = EGN(d, cfg.hidden, self.exp_dim)
+        self.esgn = ESGN(d, cfg.hidden)
+        self.pgn = PGN(d, cfg.hidden, cfg.lstm_hidden) if cfg.use_pgn else None
+        self.mlp_pose = None if cfg.use_pgn else MLPPose(d, cfg.hidden)
+        # normalisation (identity until set_normalisation is called with training-split statistics)
+        ns = len(self.streams)
+        self.register_buffer("mfcc_mean", torch.zeros(ns, 26))
+        self.register_buffer("mfcc_std", torch.ones(ns, 26))
+        self.register_buffer("exp_mean", torch.zeros(self.exp_dim))
+        self.register_buffer("exp_std", torch.ones(self.exp_dim))
+        self.register_buffer("pose_mean", torch.zeros(6))
+        self.register_buffer("pose_std", torch.ones(6))
+        self.register_buffer("subject_pose", torch.zeros(n_subj, 6))  # normalised mean pose per subject
+
+    # ------------------------------------------------------------------------------- normalisation
+    def set_normalisation(self, stats: dict) -> None:
+        """Set the buffers from training-split statistics (numpy or tensors, data units):
+        ``mfcc_mean/std`` (3, 26) in the order vocals, music, mix; ``exp_mean/std`` (E,);
+        ``pose_mean/std`` (6,); ``subject_pose`` (S, 6) (data units); ``vel_std`` (6,) std of
+        frame-to-frame pose velocity (data units)."""
+        t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in stats.items()}
+        rows = [("vocals", "music", "mix").index(s) for s in self.streams]
+        self.mfcc_mean.copy_(t["mfcc_mean"][rows])
+        self.mfcc_std.copy_(t["mfcc_std"][rows])
+        for k in ("exp_mean", "exp_std", "pose_mean", "pose_std"):
+            getattr(self, k).copy_(t[k])
+        self.subject_pose.copy_((t["subject_pose"] - t["pose_mean"]) / t["pose_std"])
+        if self.pgn is not None:
+            self.pgn.speed_scale.copy_(t["vel_std"] / t["pose_std"])
+
+    def normalise_targets(self, exp: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (exp - self.exp_mean) / self.exp_std, (pose - self.pose_mean) / self.pose_std
+
+    def _mfcc(self, mfcc: dict) -> dict[str, torch.Tensor]:
+        """Raw MFCC windows keyed ``mfcc_vocals``/... -> normalised, keyed by stream."""
+        out = {}
+        for i, s in enumerate(self.streams):
+            x = mfcc[MFCC_KEY[s]]
+            if x is None:
+                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
+            out[s] = (x - self.mfcc_mean[i]) / self.mfcc_std[i]
+        return out
+
+    def disc_audio(self, mfcc: dict) -> torch.Tensor:
+        """The discriminator's audio input: each used stream's centre MFCC row, normalised (B, T, 26*n)."""
+        norm = self._mfcc(mfcc)
+        return torch.cat([norm[s][..., CENTRE_ROW, :] for s in self.streams], dim=-1)
+
+    # ------------------------------------------------------------------------------------- network
+    def onehot(self, subject: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(subject.long(), len(self.subjects)).float()
+
+    def encode(self, mfcc: dict, onehot: torch.Tensor) -> tuple[dict, dict | None]:
+        """MFCC windows (B, T, 39, 26) per stream -> per-task inputs h_k (B, T, D) and att_k (B, T, C)."""
+        norm = self._mfcc(mfcc)
+        b, t = norm[self.streams[0]].shape[:2]
+        oh_t = onehot[:, None, :].expand(b, t, -1)
+        f = self.tsae(norm, oh_t)  # (B, T, C)
+        if self.atm is None:
+            h = torch.cat([f, oh_t], dim=-1)
+            return {k: h for k in TASKS}, None
+        hs, atts = {}, {}
+        for k in TASKS:
+            mod, atts[k] = self.atm[k](f)
+            hs[k] = torch.cat([mod, oh_t], dim=-1)
+        return hs, atts
+
+    def decode(self, h: dict, state: PoseState | None = None, p0: torch.Tensor | None = None):
+        """Heads on per-task inputs. With ``p0`` (B, 6) the sequence starts there (frame 0 = p0);
+        with ``state`` it continues a previous chunk. Returns exp, pose, speed (None for MLP pose),
+        e_long and the PGN state (None for MLP pose)."""
+        exp = self.egn(h["exp"])
+        e_long = self.esgn(h["eye"])
+        if self.pgn is None:
+            return exp, self.mlp_pose(h["pose"]), None, e_long, None
+        if state is None:
+            state = self.pgn.init_state(p0)
+            rest, speed_rest, state = self.pgn(h["pose"][:, 1:], state)
+            pose = torch.cat([p0[:, None], rest], dim=1)
+            speed = torch.cat([self.pgn.speeds(h["pose"][:, :1]), speed_rest], dim=1)
+        else:
+            pose, speed, state = self.pgn(h["pose"], state)
+        return exp, pose, speed, e_long, state
+
+    def forward(self, mfcc: dict, subject: torch.Tensor, p0: torch.Tensor | None = None) -> dict:
+        """Training forward on whole windows; outputs are normalised.
+
+        ``mfcc``: ``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix`` (B, T, 39, 26) raw (the ones the
+        variant uses); ``subject`` (B,) int; ``p0`` (B, 6) normalised pose of frame 0 (default: the
+        subject's mean pose). Returns exp (B, T, E), pose (B, T, 6), speed (B, T, 6) or None,
+        e_long (B, T), att {task: (B, T, C)} or None.
+        """
+        oh = self.onehot(subject)
+        h, att = self.encode(mfcc, oh)
+        if p0 is None:
+            p0 = self.subject_pose[subject.long()]
+        exp, pose, speed, e_long, _ = self.decode(h, p0=p0)
+        return {"exp": exp, "pose": pose, "speed": speed, "e_long": e_long, "att": att}
+
+    # ---------------------------------------------------------------------------------- generation
+    @property
+    def context(self) -> int:
+        """Frames of overlap a generation chunk needs on each side to equal one pass exactly."""
+        return 0 if self.atm is None else self.atm["exp"].unet.context
+
+    @property
+    def stride(self) -> int:
+        return 1 if self.atm is None else self.atm["exp"].unet.stride
+
+    def subject_index(self, subject) -> int:
+        if isinstance(subject, str):
+            if subject not in self.subjects:
+                raise ValueError(f"unknown subject '{subject}'; this model knows: {', '.join(self.subjects)}")
+            return self.subjects.index(subject)
+        i = int(subject)
+        if not 0 <= i < len(self.subjects):
+            raise ValueError(f"subject index {i} out of range (model has {len(self.subjects)} subjects)")
+        return i
+
+    @torch.inference_mode()
+    def generate(self, mfcc_vocals=None, mfcc_music=None, mfcc_mix=None, subject=0, pose0=None, seed: int = 0,
+                 chunk: int | None = None) -> dict:
+        """Audio features of a whole song -> driving parameters in data units (numpy).
+
+        ``mfcc_*``: (T, 39, 26) MFCC windows at the video frame rate (the streams the variant uses;
+        single_stream needs only ``mfcc_mix``); ``subject``: name or index; ``pose0``: (6,) pose of
+        frame 0 in data units (default: the subject's mean training pose); ``seed``: blink sampler;
+        ``chunk``: frames per pass (None: one pass). Chunks overlap by :attr:`context` frames for the
+        U-Net and carry the PGN's LSTM state and last pose/velocity, so the result equals one pass.
+
+        Returns exp (T, E), pose (T, 6), speed (T, 6) per frame (None for MLP-pose variants),
+        e_long (T,) (ESGN output, values <= ``eye_threshold`` set to 0), e_blink (T,) in {0, 1},
+        eye (T,) (eq. 9 combination, Gaussian-filtered), att {exp, pose, eye: (T, C)} (None without ATM).
+        """
+        self.eval()
+        dev = self.pose_mean.device
+        given = {"mfcc_vocals": mfcc_vocals, "mfcc_music": mfcc_music, "mfcc_mix": mfcc_mix}
+        mfcc = {}
+        for s in self.streams:
+            x = given[MFCC_KEY[s]]
+            if x is None:
+                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
+            mfcc[MFCC_KEY[s]] = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)[None]
+        n = next(iter(mfcc.values())).shape[1]
+        if any(v.shape[1:] != (n, 39, 26) for v in mfcc.values()):
+            raise ValueError("MFCC windows must all have shape (T, 39, 26) with the same T")
+        si = self.subject_index(subject)
+        oh = self.onehot(torch.tensor([si], device=dev))
+        if pose0 is None:
+            p0 = self.subject_pose[si][None]
+        else:
+            p0 = ((torch.as_tensor(np.asarray(pose0, np.float32), device=dev) - self.pose_mean) / self.pose_std)[None]
+
+        step = n if not chunk else -(-int(chunk) // self.stride) * self.stride
+        margin = self.context
+        parts: dict[str, list] = {k: [] for k in ("exp", "pose", "speed", "e_long")}
+        att_parts: dict[str, list] = {k: [] for k in TASKS}
+        state = None
+        for a in range(0, n, max(step, 1)):
+            b = min(n, a + step)
+            lo, hi = max(0, a - margin), min(n, b + margin)
+            h, att = self.encode({k: v[:, lo:hi] for k, v in mfcc.items()}, oh)
+            h = {k: v[:, a - lo:b - lo] for k, v in h.items()}
+            exp, pose, speed, e_long, state = self.decode(h, state=state, p0=p0 if a == 0 else None)
+            for k, v in (("exp", exp), ("pose", pose), ("speed", speed), ("e_long", e_long)):
+                parts[k].append(v)
+            if att is not None:
+                for k in TASKS:
+                    att_parts[k].append(att[k][:, a - lo:b - lo])
+
+        exp = torch.cat(parts["exp"], 1)[0] * self.exp_std + self.exp_mean
+        pose = torch.cat(parts["pose"], 1)[0] * self.pose_std + self.pose_mean
+        speed = None if self.pgn is None else torch.cat(parts["speed"], 1)[0] * self.pose_std
+        e_long = torch.cat(parts["e_long"], 1)[0].cpu().numpy()
+        e_long = np.where(e_long > self.cfg.eye_threshold, e_long, 0.0).astype(np.float32)
+        e_blink = sample_blinks(n, self.fps, self.cfg.blink_interval, self.cfg.blink_duration, seed)
+        return {
+            "exp": exp.cpu().numpy(),
+            "pose": pose.cpu().numpy(),
+            "speed": None if speed is None else speed.cpu().numpy(),
+            "e_long": e_long,
+            "e_blink": e_blink,
+            "eye": combine_eye_states(e_long, e_blink, self.cfg.eye_sigma),
+            "att": None if self.atm is None else {k: torch.cat(v, 1)[0].cpu().numpy() for k, v in att_parts.items()},
+        }
+
+
+# ------------------------------------------------------------------------------- saving and loading
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def export(model: MusicFace, **meta) -> dict:
+    """The model.pt payload: only tensors, dicts, lists, str and numbers (``torch.load(weights_only=True)``)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": dataclasses.asdict(model.cfg),
+        "subjects": list(model.subjects),
+        "exp_dim": model.exp_dim,
+        "fps": model.fps,
+        "n_params": count_parameters(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+
+
+def from_payload(payload: dict, device: str | torch.device = "cpu") -> MusicFace:
+    if payload.get("format") != FORMAT:
+        raise ValueError("not a MusicFace model file (no 'format: musicface-model' entry)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"model file format version {payload.get('format_version')} is not supported "
+                         f"(this MusicFace reads version {FORMAT_VERSION})")
+    cfg = ModelConfig(**payload["model_config"])
+    model = MusicFace(cfg, payload["subjects"], payload["exp_dim"], payload.get("fps", 30))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MusicFace, dict]:
+    """``runs/<name>/model.pt`` (or ``checkpoint.pt``) -> (model in eval mode on ``device``, meta).
+
+    ``meta``: subjects, exp_dim, fps, model_config, n_params and what training recorded (epoch,
+    train_config, ...). Loaded with ``weights_only=True``.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "generator" in payload:  # a training checkpoint: the same payload under "generator"
+        payload = payload["generator"]
+    model = from_payload(payload, device)
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta.update(meta.pop("meta", {}))
+    return model, meta
