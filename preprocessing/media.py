@@ -1,0 +1,543 @@
+"""Media I/O for every step: probe, audio decoding, constant-frame-rate frames, H.264/AAC writing.
+
+Everything goes through PyAV (FFmpeg bundled in the wheel), so no ffmpeg binary is needed.
+
+Time conventions (CONTRIBUTING.md "Time and units"):
+
+* The **video timeline** of a file starts at its *origin* ``t0``: the presentation time of the first
+  video frame (``video.start_time``); for a file without video it is the audio stream's start time
+  (for MP3 that is after the encoder delay, which FFmpeg already skips), or 0.
+* :func:`decode_audio` returns samples such that sample ``k`` is at video time ``k / sr`` s. Frames
+  are placed by their presentation timestamps (pts): AAC/Opus priming samples, which FFmpeg's decoder
+  drops using the container's edit list / pre-skip, do not shift time, an audio track that starts
+  after the video is padded with zeros in front, one that starts before is trimmed, and holes in the
+  audio timestamps are filled with zeros.
+* :func:`iter_frames` turns any frame rate (24, 25, 29.97, 60, variable) into a constant rate: output
+  frame ``i`` is the source frame *shown* at video time ``i / fps``, i.e. the last source frame whose
+  pts is at or before that time.
+* Frame-count convention: ``N`` = the number of output frames whose time ``i / fps`` is strictly
+  before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``.
+
+Raw ADTS ``.aac`` files carry no priming information: FFmpeg cannot remove the encoder delay
+(1024 samples for its AAC encoder), so such files come out ~23 ms late. Put AAC in MP4/M4A.
+"""
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import av
+import numpy as np
+
+from preprocessing.common import StepError, atomic_path, one_line
+
+FPS = 30  # the project's video timeline (CONTRIBUTING.md)
+_EPS_FRAMES = 1e-6  # tolerance (in output frames) for float error in N = ceil(D * fps)
+
+
+# --------------------------------------------------------------------------------------- helpers
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open a media file for reading; every failure becomes a one-line StepError."""
+    path = Path(path)
+    if not path.exists():
+        raise StepError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise StepError(f"empty file (0 bytes): {path}")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise StepError(f"unreadable media file {path.name!r} (corrupt, truncated or not audio/video): "
+                        f"{_av_reason(e)}") from e
+
+
+def _av_reason(e: Exception) -> str:
+    """FFmpeg's message without PyAV's errno/filename decoration."""
+    msg = getattr(e, "strerror", None) or str(e)
+    return one_line(msg)
+
+
+def _seconds(value, time_base) -> float | None:
+    return None if value is None or time_base is None else float(value * time_base)
+
+
+def _pick_audio(container, stream: int | None):
+    """The audio stream to decode: ``stream`` is an index among ALL streams of the file (as ffprobe
+    numbers them), or None for the first audio stream."""
+    if stream is None:
+        if not container.streams.audio:
+            raise StepError("no audio track")
+        return container.streams.audio[0]
+    if not 0 <= stream < len(container.streams) or container.streams[stream].type != "audio":
+        raise StepError(f"stream {stream} is not an audio stream")
+    return container.streams[stream]
+
+
+def _video_stream(container):
+    """The first real video stream (cover art in MP3/M4A/stem files is a 'video' stream too: skipped)."""
+    for v in container.streams.video:
+        if not v.disposition & av.stream.Disposition.attached_pic:
+            return v
+    return None
+
+
+def _origin(container) -> float:
+    """Origin ``t0`` (seconds, container clock) of the video timeline, see the module docstring."""
+    v = _video_stream(container)
+    if v is not None:
+        if v.start_time is not None:
+            return float(v.start_time * v.time_base)
+        return 0.0
+    if container.streams.audio:
+        a = container.streams.audio[0]
+        if a.start_time is not None:
+            return float(a.start_time * a.time_base)
+    return 0.0
+
+
+def n_frames_cfr(duration_s: float, fps: float = FPS) -> int:
+    """``N``: number of frames ``i`` with ``i / fps < duration_s`` (0 for an empty video)."""
+    if duration_s <= 0:
+        return 0
+    return int(math.ceil(duration_s * fps - _EPS_FRAMES))
+
+
+# ----------------------------------------------------------------------------------------- probe
+def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
+    """Describe a media file by reading its header and demuxing (not decoding) every packet.
+
+    Returns ``{"path", "container", "duration_s", "size_bytes", "origin_s", "video", "audio",
+    "n_frames"}``. ``video`` (None when absent) holds ``index, codec, width, height`` (as displayed,
+    i.e. after ``rotation``), ``rotation`` (degrees counter-clockwise from the display matrix),
+    ``average_fps`` (frames / duration), ``real_fps`` (FFmpeg's r_frame_rate), ``n_packets``,
+    ``duration_s`` (end of the last frame minus the origin), ``vfr`` (True when the frame intervals
+    are not constant), ``min_interval_s``, ``max_interval_s``, ``corrupt_packets``. ``audio`` (None
+    when absent) holds ``index, codec, sample_rate, channels, start_s`` (relative to the video
+    timeline origin) and ``duration_s``. ``n_frames`` is ``N`` at ``fps`` (0 without video).
+    Raises StepError on unreadable files.
+    """
+    path = Path(path)
+    container = _open(path)
+    try:
+        v = _video_stream(container)
+        a = container.streams.audio[0] if container.streams.audio else None
+        t0 = _origin(container)
+        streams = [s for s in (v, a) if s is not None]
+        pts = {s.index: [] for s in streams}
+        ends = {s.index: [] for s in streams}
+        corrupt = {s.index: 0 for s in streams}
+        truncated = False
+        if streams:
+            try:
+                for packet in container.demux(*streams):
+                    if packet.size == 0 or packet.pts is None:  # flush packets / no timestamps
+                        continue
+                    i = packet.stream.index
+                    pts[i].append(packet.pts)
+                    ends[i].append(packet.pts + (packet.duration or 0))
+                    corrupt[i] += bool(packet.is_corrupt)
+            except av.error.FFmpegError:  # a truncated file: keep what could be read
+                truncated = True
+        info = {
+            "path": str(path),
+            "container": container.format.name,
+            "size_bytes": path.stat().st_size,
+            "origin_s": t0,
+            "truncated": truncated,
+            "video": None,
+            "audio": None,
+            "n_frames": 0,
+        }
+        if v is not None:
+            info["video"] = _probe_video(v, np.asarray(pts[v.index], np.int64),
+                                         np.asarray(ends[v.index], np.int64), corrupt[v.index], t0)
+            info["n_frames"] = n_frames_cfr(info["video"]["duration_s"], fps)
+        if a is not None:
+            cc = a.codec_context
+            p, e = np.asarray(pts[a.index], np.int64), np.asarray(ends[a.index], np.int64)
+            start = _seconds(a.start_time, a.time_base)
+            if start is None:
+                start = float(p.min() * a.time_base) if len(p) else 0.0
+            end = float(e.max() * a.time_base) if len(e) else start
+            info["audio"] = {
+                "index": a.index,
+                "codec": cc.name,
+                "sample_rate": int(cc.sample_rate or a.rate or 0),
+                "channels": int(cc.channels or 0),
+                "start_s": start - t0,
+                "duration_s": max(0.0, end - start),
+                "n_packets": int(len(p)),
+                "corrupt_packets": corrupt[a.index],
+            }
+        durations = [s["duration_s"] for s in (info["video"], info["audio"]) if s]
+        if container.duration is not None:
+            durations.append(container.duration / av.time_base)
+        info["duration_s"] = max(durations) if durations else 0.0
+        return info
+    finally:
+        container.close()
+
+
+def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) -> dict:
+    cc = v.codec_context
+    tb = v.time_base
+    width, height = int(cc.width), int(cc.height)
+    rotation = _stream_rotation(v)
+    if rotation % 180 == 90:
+        width, height = height, width
+    info = {
+        "index": v.index,
+        "codec": cc.name,
+        "width": width,
+        "height": height,
+        "rotation": rotation,
+        "real_fps": float(v.base_rate) if v.base_rate else None,
+        "n_packets": int(len(pts)),
+        "corrupt_packets": int(corrupt),
+        "duration_s": 0.0,
+        "average_fps": None,
+        "vfr": False,
+        "min_interval_s": None,
+        "max_interval_s": None,
+    }
+    if len(pts) == 0:
+        return info
+    order = np.sort(pts)  # B-frames: packets come in decode order, presentation order is sorted pts
+    intervals = np.diff(order)
+    if len(intervals):
+        typical = float(np.median(intervals))
+    else:
+        rate = v.average_rate or v.base_rate or FPS
+        typical = float(1 / (Fraction(rate) * tb))
+    # end of the last frame: its own duration when the container stores one, else a typical interval
+    last_end = max(int(ends.max()), int(order[-1] + typical))
+    info["duration_s"] = float(last_end * tb) - t0
+    info["average_fps"] = len(pts) / info["duration_s"] if info["duration_s"] > 0 else None
+    if len(intervals):
+        # CFR means every interval equals the typical one up to timestamp rounding: 2 time-base ticks
+        # (a 29.97 fps stream in a 1 ms time base alternates 33/34 ms) or 1 % of the interval
+        tol = max(2.0, 0.01 * typical)
+        info["vfr"] = bool(np.any(np.abs(intervals - typical) > tol))
+        info["min_interval_s"] = float(intervals.min() * tb)
+        info["max_interval_s"] = float(intervals.max() * tb)
+    return info
+
+
+def _stream_rotation(v) -> int:
+    """Display rotation of a video stream in degrees counter-clockwise (0, 90, 180, 270).
+
+    Read from the first decoded frame's display matrix (PyAV exposes it there); 0 when absent.
+    """
+    try:
+        container = av.open(v.container.name)
+    except (av.error.FFmpegError, OSError):
+        return 0
+    try:
+        for frame in container.decode(container.streams[v.index]):
+            return int(round(frame.rotation or 0)) % 360
+    except av.error.FFmpegError:
+        pass
+    finally:
+        container.close()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- audio
+def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
+                 stream: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode one audio stream, resampled to ``sr`` Hz (PyAV's resampler, i.e. FFmpeg's swresample).
+
+    Returns ``(audio, start_s)``: float32 ``(n,)`` when ``mono`` (the mean of the channels) else
+    ``(n, channels)`` (more than 2 are downmixed to stereo), with sample 0 at time 0 of the video
+    timeline (see the module docstring), and ``start_s``, the time on that timeline of the first
+    decoded sample (> 0: zeros were padded in front; < 0: audio before the first video frame was
+    dropped; priming samples that the container does not mark are decoded as audio). ``stream`` is a stream index of the file (e.g.
+    4 = the vocal stem of a MUSDB18 stem file) or None for the first audio stream.
+    Raises StepError("no audio track"), StepError on unreadable files or when nothing decodes.
+    """
+    container = _open(path)
+    try:
+        astream = _pick_audio(container, stream)
+        t0 = _origin(container)
+        # keep mono/stereo as they are and average the channels ourselves below: FFmpeg's float
+        # stereo->mono matrix is 0.707 (L + R), +3 dB over the mean that librosa & co. use; more
+        # than two channels (5.1) are first folded to stereo with FFmpeg's downmix matrix
+        channels = astream.codec_context.channels or 2
+        layout = None if channels <= 2 else "stereo"
+        resampler = av.AudioResampler(format="flt", layout=layout, rate=sr)
+        out: list[np.ndarray] = []
+        first_t: float | None = None  # container time of the first decoded sample
+        fed = 0  # input samples given to the resampler so far (incl. filled gaps), at in_rate
+        in_rate = None
+        gaps = corrupt = 0
+
+        def resample(frame):
+            for f in resampler.resample(frame):
+                out.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
+
+        for packet in container.demux(astream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:  # a corrupt packet: skip it, its time becomes a gap
+                corrupt += 1
+                continue
+            for frame in frames:
+                if frame.samples == 0:
+                    continue
+                if first_t is None:
+                    first_t = frame.time if frame.time is not None else t0
+                    in_rate = frame.sample_rate
+                elif frame.time is not None and frame.sample_rate == in_rate:
+                    # place the frame by its pts: fill holes with zeros, cut overlaps
+                    expected = int(round((frame.time - first_t) * in_rate))
+                    hole = expected - fed
+                    if hole > max(2, in_rate // 1000):  # > 1 ms: a real hole, not pts rounding
+                        resample(_silence_like(frame, hole))
+                        fed += hole
+                        gaps += 1
+                    elif hole < -max(2, in_rate // 1000):
+                        frame = _trim_front(frame, min(-hole, frame.samples))
+                        if frame is None:
+                            continue
+                frame.pts = None  # the resampler must not re-time frames itself: we did it above
+                resample(frame)
+                fed += frame.samples
+        resample(None)  # flush the resampler's delay line
+    except av.error.FFmpegError as e:
+        raise StepError(f"cannot decode audio of {Path(path).name!r}: {_av_reason(e)}") from e
+    finally:
+        container.close()
+    if first_t is None or not out:
+        raise StepError("audio track has no decodable samples")
+    audio = np.concatenate(out, axis=0).astype(np.float32, copy=False)
+    start_s = first_t - t0
+    shift = int(round(start_s * sr))
+    if shift > 0:
+        audio = np.concatenate([np.zeros((shift, audio.shape[1]), np.float32), audio])
+    elif shift < 0:
+        audio = audio[-shift:]
+    if mono:
+        audio = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0].copy()
+    return audio, float(start_s)
+
+
+def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
+    z = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=samples)
+    for plane in z.planes:
+        plane.update(bytes(plane.buffer_size))
+    z.sample_rate = frame.sample_rate
+    z.pts = None
+    return z
+
+
+def _trim_front(frame: av.AudioFrame, n: int) -> av.AudioFrame | None:
+    if n >= frame.samples:
+        return None
+    x = frame.to_ndarray()
+    x = x[:, n:] if not frame.format.is_packed else x[:, n * frame.layout.nb_channels:]
+    f = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format=frame.format.name,
+                                   layout=frame.layout.name)
+    f.sample_rate = frame.sample_rate
+    return f
+
+
+def read_wav(path: str | os.PathLike, sr: int | None = None) -> np.ndarray:
+    """Read a float32 mono wav (as written by ``common.save_wav``); check its rate when ``sr``."""
+    import soundfile as sf
+
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise StepError(f"unreadable wav {Path(path).name!r}: {one_line(e)}") from e
+    if sr is not None and rate != sr:
+        raise StepError(f"{Path(path).name}: sample rate {rate} Hz, expected {sr} Hz")
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    return audio.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------- frames
+class iter_frames:  # noqa: N801 - used like a generator function; a class so it can carry .stats
+    """Iterate ``(i, rgb)`` at a constant ``fps``: ``rgb`` is uint8 ``(H, W, 3)``, frame ``i`` the
+    source frame shown at video time ``i / fps`` (by pts), for ``i < N`` (module docstring).
+
+    Streaming: one decoded frame is held at a time, so memory does not grow with video length.
+    ``size=(width, height)`` rescales every frame; by default frames keep the first frame's
+    (displayed) size and a frame whose size changes mid-video is rescaled to it. The display
+    rotation (phones) is applied. Corrupt packets are skipped: the previous good frame is repeated.
+    After (or during) iteration ``.stats`` holds ``n_frames, decoded, repeated, dropped,
+    corrupt_packets`` (could not be decoded), ``corrupt_frames`` (decoded with error concealment),
+    ``size_changes, first_size, out_size``.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = FPS, size: tuple[int, int] | None = None,
+                 n_frames: int | None = None, start: int = 0):
+        self.path = Path(path)
+        self.fps = fps
+        self.size = size
+        info = probe(self.path, fps) if n_frames is None else None
+        if info is not None and info["video"] is None:
+            raise StepError("no video stream")
+        self.n_frames = info["n_frames"] if n_frames is None else int(n_frames)
+        self.start = start
+        self.stats = {"n_frames": self.n_frames, "decoded": 0, "repeated": 0, "dropped": 0,
+                      "corrupt_packets": 0, "corrupt_frames": 0, "size_changes": 0, "first_size": None,
+                      "out_size": None}
+
+    def __len__(self) -> int:
+        return max(0, self.n_frames - self.start)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        container = _open(self.path)
+        try:
+            vs = _video_stream(container)
+            if vs is None:
+                raise StepError("no video stream")
+            vs.thread_type = "AUTO"
+            t0 = _origin(container)
+            # tolerance for timestamp rounding: a pts is an integer number of ticks, so a frame due at
+            # time t may carry a pts up to half a tick later
+            eps = 0.5 * float(vs.time_base) + 1e-9
+            period = 1.0 / self.fps
+            i = self.start  # next output frame
+            held: np.ndarray | None = None  # the frame currently on screen
+            held_used = True
+            for frame in self._decode(container, vs):
+                t = (frame.time - t0) if frame.time is not None else i * period
+                # every output time before this frame's time shows the held frame
+                while i < self.n_frames and i * period < t - eps:
+                    if held is None:  # output starts before the first decodable frame
+                        held = self._rgb(frame)
+                    self.stats["repeated"] += held_used
+                    held_used = True
+                    yield i, held
+                    i += 1
+                if i >= self.n_frames:
+                    break
+                if not held_used:
+                    self.stats["dropped"] += 1  # never shown at an output time (fps > self.fps)
+                held, held_used = self._rgb(frame), False
+            while i < self.n_frames and held is not None:  # the last frame lasts until the end
+                self.stats["repeated"] += held_used
+                held_used = True
+                yield i, held
+                i += 1
+            if i < self.n_frames:
+                raise StepError(f"no decodable video frame in {self.path.name!r}")
+        finally:
+            container.close()
+
+    def _decode(self, container, vs) -> Iterator[av.VideoFrame]:
+        packets = container.demux(vs)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:  # truncated file: stop reading, keep what we have
+                self.stats["corrupt_packets"] += 1
+                break
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                self.stats["corrupt_packets"] += 1
+                continue
+            for frame in frames:
+                self.stats["decoded"] += 1
+                self.stats["corrupt_frames"] += bool(frame.is_corrupt)  # decoded with concealment
+                yield frame
+        try:  # drain the decoder after a truncated read
+            yield from vs.decode(None)
+        except av.error.FFmpegError:
+            pass
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        rot = int(round(frame.rotation or 0)) % 360
+        w, h = frame.width, frame.height
+        disp = (h, w) if rot % 180 == 90 else (w, h)
+        if self.stats["first_size"] is None:
+            self.stats["first_size"] = list(disp)
+            self.stats["out_size"] = list(self.size or disp)
+        elif list(disp) != self.stats["first_size"] and disp != getattr(self, "_last_disp", None):
+            self.stats["size_changes"] += 1
+        self._last_disp = disp
+        ow, oh = self.stats["out_size"]
+        # scale in the stored orientation, then rotate: swscale does resize + RGB in one pass
+        sw, sh = (oh, ow) if rot % 180 == 90 else (ow, oh)
+        rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh)
+        if rot:
+            # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the same
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
+        return rgb
+
+
+# --------------------------------------------------------------------------------------- writing
+def write_video(path: str | os.PathLike, frames: Iterable, fps: float = FPS,
+                audio: np.ndarray | None = None, sr: int = 16000, crf: int = 18,
+                preset: str = "veryfast", rotation: int = 0) -> int:
+    """Write H.264 (yuv420p) + AAC (when ``audio`` is given) to an .mp4, atomically.
+
+    ``frames`` yields RGB uint8 ``(H, W, 3)`` arrays (or ``(i, rgb)`` pairs as from
+    :func:`iter_frames`); odd sizes are padded by one edge row/column (yuv420p needs even sizes).
+    ``audio`` is float ``(n,)`` or ``(n, channels)`` at ``sr``; its sample 0 is at video time 0
+    (AAC priming is recorded in the MP4 edit list, so :func:`decode_audio` reads it back in place).
+    ``rotation`` (degrees counter-clockwise) sets the display matrix, as phones do.
+    Returns the number of video frames written.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    if audio is not None:
+        audio = np.asarray(audio, np.float32)
+        audio = audio[:, None] if audio.ndim == 1 else audio
+        if audio.shape[1] > 2:
+            raise ValueError("write_video: at most 2 audio channels")
+    n = 0
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            vs = out.add_stream("libx264", rate=rate)
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(crf), "preset": preset}
+            if rotation:
+                vs.set_display_rotation(rotation)
+            aus = None
+            if audio is not None:
+                aus = out.add_stream("aac", rate=sr)
+                aus.layout = "mono" if audio.shape[1] == 1 else "stereo"
+                apos = 0
+            for item in frames:
+                rgb = item[1] if isinstance(item, tuple) else item
+                rgb = np.asarray(rgb, np.uint8)
+                if rgb.shape[0] % 2 or rgb.shape[1] % 2:
+                    rgb = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
+                if n == 0:
+                    vs.width, vs.height = rgb.shape[1], rgb.shape[0]
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts = n
+                frame.time_base = 1 / rate
+                out.mux(vs.encode(frame))
+                n += 1
+                if aus is not None:  # interleave: audio up to the end of this video frame
+                    upto = min(len(audio), int(round(n / rate * sr)))
+                    apos = _mux_audio(out, aus, audio, apos, upto, sr)
+            if aus is not None:
+                _mux_audio(out, aus, audio, apos, len(audio), sr)
+                out.mux(aus.encode(None))
+            out.mux(vs.encode(None))
+    return n
+
+
+def _mux_audio(out, aus, audio: np.ndarray, start: int, stop: int, sr: int) -> int:
+    step = 1024  # AAC frame size
+    pos = start
+    while pos + step <= stop or (stop == len(audio) and pos < stop):
+        chunk = audio[pos:min(pos + step, stop)]
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.reshape(1, -1)), format="flt",
+                                           layout=aus.layout.name)
+        frame.sample_rate = sr
+        frame.pts = pos
+        frame.time_base = Fraction(1, sr)
+        out.mux(aus.encode(frame))
+        pos += len(chunk)
+    return pos
