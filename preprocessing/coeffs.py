@@ -1,0 +1,557 @@
+"""Per-frame head pose (6-D) and expression coefficients: stage ``coeffs`` and the ``exp_basis`` gather.
+
+Two backends behind one CLI (``python -m preprocessing.coeffs extract|fit-basis``):
+
+* ``builtin`` (default, offline): rigid similarity alignment of the tracked FaceMesh landmarks to a
+  reference face gives the pose; the non-rigid residual after alignment, minus the take's identity
+  shape, is the expression. ``fit-basis`` fits a PCA of the residuals of the training takes; the
+  shard writer projects each take's residual on it (:func:`project_expression`).
+* ``deep3d``: Deep3DFaceRecon_pytorch (the paper's tool), see :mod:`preprocessing.deep3d`.
+
+Camera frame and pose convention (both backends; it is Deep3DFaceRecon's)
+---------------------------------------------------------------------------
+Landmarks of ``track.npz`` are normalised (x / width, y / height, z in MediaPipe's unit, which has x's
+scale, smaller = closer). They are turned into an isotropic *camera frame* measured in image heights,
+origin at the image centre, x to the image right, y UP, z TOWARD the camera (right-handed)::
+
+    X = (x - 0.5) * W / H        Y = 0.5 - y        Z = -z * W / H
+
+so a non-square frame (W != H) is handled exactly. A frame is fitted as ``P = s * R @ F + t`` where F
+is the face in its own frame (reference units: the stable points of the reference face have RMS
+radius 1 about their centroid, the origin). ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` with the usual
+right-handed axis rotations (Deep3DFaceRecon's ``compute_rotation``), angles in radians, 0 = frontal:
+
+* pitch (about x): positive = chin down (the face looks down),
+* yaw (about y): positive = the face turns toward the image right (the subject's left),
+* roll (about z, in the image plane): positive = counter-clockwise in the image as the viewer sees it
+  (the top of the head moves toward the image left, i.e. the head tilts to the subject's right).
+
+Translation: ``tx, ty`` = position of the face origin (centroid of the stable points, roughly the
+nose bridge) in image heights from the image centre, y up; ``tz = ln(s)``, s = face size in image
+heights relative to the reference (larger tz = bigger face = closer to the camera; under a pinhole
+camera a small move toward the camera by dZ changes tz by dZ / Z). Pose columns: pitch, yaw, roll,
+tx, ty, tz. Euler angles are unique for |yaw| < pi/2; at |yaw| = pi/2 (gimbal lock) they stay finite.
+
+"Frontal" is defined by the reference face: its mirror plane is x = 0 and the best-fit plane of its
+face outline (FaceMesh face oval) is parallel to the image plane. The reference is MediaPipe FaceMesh
+on ``skimage.data.astronaut()`` made exactly mirror-symmetric (``make-reference``; mediapipe 0.10.14
+does not ship its canonical_face_model.obj, so we build our own) and is stored in
+``preprocessing/data/reference_face.npz``.
+
+Expression (builtin)
+--------------------
+``aligned_t = R^T (P_t - t) / s`` is the frame's face in reference units; the take's identity shape is
+its per-coordinate median over tracked (non-interpolated) frames ("mean neutral"); ``residual_t =
+aligned_t - identity`` (478 x 3, flattened to 1434, in reference units) is what coeffs.npz stores. The
+alignment is done twice: to the reference, then to the take's identity (so identity differences do not
+leak into the pose) with a robust (Cauchy-weighted) fit on *stable* points only (upper face outline,
+forehead, nose bridge, eye corners: not the mouth, jaw, eyelids or brows).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing import landmarks as fm
+from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
+                                  run_step, save_npz)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_PATH = DATA_DIR / "reference_face.npz"
+N_POINTS = fm.N_LANDMARKS  # 478
+BASIS_VERSION = "builtin-pca-1"
+
+# Points that move with the skull, not with the expression (FaceMesh indices, mirror-symmetric set).
+UPPER_FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323,  # top -> image right, down to nose level
+                   109, 67, 103, 54, 21, 162, 127, 234, 93]  # top -> image left
+FOREHEAD = [151, 9, 108, 337]
+NOSE_BRIDGE = [168, 6, 197, 195, 5, 4, 1]  # between the eyes -> nose tip
+EYE_CORNERS = [fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER, fm.LEFT_EYE_INNER, fm.LEFT_EYE_OUTER]
+STABLE = np.array(sorted(set(UPPER_FACE_OVAL + FOREHEAD + NOSE_BRIDGE + EYE_CORNERS)))
+
+
+# ------------------------------------------------------------------------------------ camera frame
+def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
+    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to camera).
+
+    ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    fs = np.asarray(frame_size, dtype=np.float64)
+    aspect = (fs[..., 0] / fs[..., 1])[..., None]  # W / H, broadcast over the K points
+    return np.stack([(lm[..., 0] - 0.5) * aspect, 0.5 - lm[..., 1], -lm[..., 2] * aspect], axis=-1)
+
+
+def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
+    """Inverse of :func:`to_camera`: camera-frame points ``(..., K, 3)`` -> normalised x, y, z."""
+    p = np.asarray(points, dtype=np.float64)
+    fs = np.asarray(frame_size, dtype=np.float64)
+    aspect = (fs[..., 0] / fs[..., 1])[..., None]
+    return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
+
+
+# ------------------------------------------------------------------------------------ rotations
+def matrix_from_euler(angles: np.ndarray) -> np.ndarray:
+    """(pitch, yaw, roll) ``(..., 3)`` radians -> ``R = Rz(roll) Ry(yaw) Rx(pitch)`` ``(..., 3, 3)``."""
+    a = np.asarray(angles, dtype=np.float64)
+    cx, sx = np.cos(a[..., 0]), np.sin(a[..., 0])
+    cy, sy = np.cos(a[..., 1]), np.sin(a[..., 1])
+    cz, sz = np.cos(a[..., 2]), np.sin(a[..., 2])
+    return np.stack([
+        np.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], -1),
+        np.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], -1),
+        np.stack([-sy, cy * sx, cy * cx], -1),
+    ], -2)
+
+
+def euler_from_matrix(R: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`matrix_from_euler`: ``(..., 3, 3)`` -> (pitch, yaw, roll) ``(..., 3)``."""
+    R = np.asarray(R, dtype=np.float64)
+    yaw = np.arcsin(np.clip(-R[..., 2, 0], -1.0, 1.0))
+    pitch = np.arctan2(R[..., 2, 1], R[..., 2, 2])
+    roll = np.arctan2(R[..., 1, 0], R[..., 0, 0])
+    return np.stack([pitch, yaw, roll], axis=-1)
+
+
+# ------------------------------------------------------------------------------------ alignment
+def fit_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
+    """Weighted least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991), batched over frames.
+
+    src ``(K, 3)`` (or ``(N, K, 3)``), dst ``(N, K, 3)``, weights ``(N, K)`` (None: uniform).
+    Returns s ``(N,)``, R ``(N, 3, 3)`` (a proper rotation), t ``(N, 3)``. Written here because it
+    must run vectorised over all frames of a take (skimage's SimilarityTransform fits one at a time).
+    """
+    dst = np.asarray(dst, dtype=np.float64)
+    src = np.broadcast_to(np.asarray(src, dtype=np.float64), dst.shape)
+    w = np.ones(dst.shape[:2]) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum(axis=1, keepdims=True)
+    mu_s = np.einsum("nk,nkd->nd", w, src)
+    mu_d = np.einsum("nk,nkd->nd", w, dst)
+    cs, cd = src - mu_s[:, None], dst - mu_d[:, None]
+    cov = np.einsum("nk,nki,nkj->nij", w, cd, cs)  # sum_k w_k dst_k src_k^T
+    U, D, Vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(U @ Vt))
+    sign[sign == 0] = 1.0
+    S = np.ones_like(D)
+    S[:, 2] = sign
+    R = U @ (S[:, :, None] * Vt)
+    var_s = np.einsum("nk,nkd->n", w, cs ** 2)
+    s = (D * S).sum(axis=1) / np.maximum(var_s, 1e-300)
+    t = mu_d - s[:, None] * np.einsum("nij,nj->ni", R, mu_s)
+    return s, R, t
+
+
+def robust_fit(src: np.ndarray, dst: np.ndarray, iterations: int = 3):
+    """:func:`fit_similarity` re-weighted with Cauchy weights ``1 / (1 + (r / c)^2)``, c = 2 x median r.
+
+    Down-weights stable points that moved anyway (a frowning forehead, a tracker glitch on the outline).
+    """
+    w = None
+    for _ in range(iterations):
+        s, R, t = fit_similarity(src, dst, w)
+        pred = s[:, None, None] * np.einsum("nij,nkj->nki", R, np.broadcast_to(src, dst.shape)) + t[:, None]
+        r = np.linalg.norm(dst - pred, axis=-1)
+        c = 2.0 * np.median(r, axis=1, keepdims=True) + 1e-12
+        w = 1.0 / (1.0 + (r / c) ** 2)
+    return s, R, t
+
+
+def to_face_frame(P: np.ndarray, s: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Undo the similarity: ``R^T (P - t) / s`` for every point, ``(N, K, 3)`` in reference units."""
+    return np.einsum("nji,nkj->nki", R, P - t[:, None]) / s[:, None, None]
+
+
+# ------------------------------------------------------------------------------------ reference face
+def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal, exactly mirror-symmetric reference face from one frontal-ish FaceMesh result.
+
+    Returns (reference ``(478, 3)`` in the face frame, mirror ``(478,)``: index of each point's mirror
+    image; midline points map to themselves). Steps: (1) the mirror pairing is the optimal assignment
+    between the points and their reflection (scipy ``linear_sum_assignment``), alternated with (2) the
+    mirror plane = the plane through the pair midpoints normal to the pair differences; (3) pitch zero:
+    the face-oval plane is turned parallel to the image plane; (4) the shape is averaged with its
+    mirror image, centred on the stable points' centroid and scaled to RMS radius 1 there.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    P = to_camera(np.asarray(landmarks)[None], np.asarray(frame_size)[None])[0]
+    flip = np.array([-1.0, 1.0, 1.0])
+
+    def frame_from(x_axis, pts):  # rows: x, y (forehead - chin, made orthogonal), z = x cross y
+        x = x_axis / np.linalg.norm(x_axis)
+        y = pts[fm.FOREHEAD] - pts[fm.CHIN]
+        y = y - x * (y @ x)
+        y /= np.linalg.norm(y)
+        return np.stack([x, y, np.cross(x, y)])
+
+    Q = (P - P.mean(0)) @ frame_from(P[fm.LEFT_EYE_OUTER] - P[fm.RIGHT_EYE_OUTER], P).T
+    mirror = np.arange(N_POINTS)
+    for _ in range(5):
+        _, mirror = linear_sum_assignment(cdist(Q * flip, Q))
+        diff = Q - Q[mirror]
+        normal = np.linalg.svd(diff, full_matrices=False)[2][0]
+        normal *= np.sign(normal[0])
+        Q = (Q - 0.5 * (Q + Q[mirror]).mean(0)) @ frame_from(normal, Q).T
+    # pitch: rotate about x so that the face-oval plane's normal points along +z
+    oval = Q[fm.FACE_OVAL] - Q[fm.FACE_OVAL].mean(0)
+    n = np.linalg.svd(oval, full_matrices=False)[2][2]
+    n *= np.sign(n[2])
+    a = np.arctan2(n[1], n[2])
+    c, s_ = np.cos(a), np.sin(a)
+    Q = Q @ np.array([[1, 0, 0], [0, c, -s_], [0, s_, c]])  # row form of Rx(a): n -> (0, 0, 1)
+    Q = 0.5 * (Q + Q[mirror] * flip)
+    Q -= Q[STABLE].mean(0)
+    Q /= np.sqrt((Q[STABLE] ** 2).sum(1).mean())
+    return Q, mirror
+
+
+_REFERENCE: dict | None = None
+
+
+def load_reference() -> dict:
+    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
+            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
+                          "version": str(z["version"])}
+    return _REFERENCE
+
+
+def make_reference(out: Path = REFERENCE_PATH) -> dict:
+    """Rebuild ``reference_face.npz``: MediaPipe FaceMesh (refine_landmarks) on skimage's astronaut."""
+    import mediapipe as mp
+    from skimage import data
+
+    img = data.astronaut()
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                         max_num_faces=1) as mesh:
+        res = mesh.process(img)
+    lm = np.array([[p.x, p.y, p.z] for p in res.multi_face_landmarks[0].landmark])
+    shape, mirror = build_reference_face(lm, (img.shape[1], img.shape[0]))
+    version = "astronaut-facemesh-0.10.14-sym-1"
+    save_npz(out, shape=shape.astype(np.float32), mirror=mirror.astype(np.int16),
+             stable=STABLE.astype(np.int16), version=np.array(version))
+    return {"shape": shape, "mirror": mirror, "version": version}
+
+
+# ------------------------------------------------------------------------------------ builtin backend
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True in a 1-D mask."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+
+
+def smooth_runs(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing (``sigma`` frames) along axis 0, separately inside each run of ``mask``."""
+    from scipy.ndimage import gaussian_filter1d
+
+    out = np.array(x, dtype=np.float64, copy=True)
+    if sigma <= 0:
+        return out
+    for a, b in _runs(mask):
+        out[a:b] = gaussian_filter1d(out[a:b], sigma, axis=0, mode="nearest")
+    return out
+
+
+def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpolated=None,
+                   reference: np.ndarray | None = None, smooth_sigma: float = 0.0) -> dict:
+    """Pose + non-rigid residual of one take from its FaceMesh landmarks.
+
+    landmarks ``(N, 478, 3)`` normalised (track.npz), valid ``(N,)``, frame_size ``(N, 2)`` or one
+    (width, height) pair, interpolated ``(N,)`` (frames bridged by the tracker: used for the output but
+    not for the identity shape). Returns float32 arrays ``pose (N, 6)``, ``residual (N, 1434)``,
+    ``landmarks2d (N, 478, 2)`` (the tracked x, y), ``identity (478, 3)``, ``scale (N,)`` and ``valid``
+    uint8; frames without a usable face are zeros with valid = 0. Raises StepError when no frame is usable.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    n = lm.shape[0]
+    if lm.ndim != 3 or lm.shape[1:] != (N_POINTS, 3):
+        raise StepError(f"landmarks have shape {lm.shape}, expected (N, {N_POINTS}, 3)")
+    fs = np.broadcast_to(np.asarray(frame_size, dtype=np.float64), (n, 2))
+    ok = np.asarray(valid).astype(bool).reshape(n)
+    ok &= np.isfinite(lm).all(axis=(1, 2)) & (fs > 0).all(axis=1)
+    ok[ok] &= np.ptp(lm[ok][:, STABLE, :2], axis=1).min(axis=1) > 1e-6  # not collapsed to a point
+    if not ok.any():
+        raise StepError("no usable face in any frame (track.npz has no valid landmarks)")
+    interp = np.zeros(n, bool) if interpolated is None else np.asarray(interpolated).astype(bool)
+    ident_frames = ~interp[ok] if (~interp[ok]).any() else np.ones(ok.sum(), bool)
+
+    P = to_camera(lm[ok], fs[ok])
+    target = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
+    for _ in range(2):  # 1: to the reference face; 2: to this take's own identity shape
+        s, R, t = robust_fit(target[STABLE], P[:, STABLE])
+        aligned = to_face_frame(P, s, R, t)
+        target = np.median(aligned[ident_frames], axis=0)
+    identity = target
+    pose = np.concatenate([euler_from_matrix(R), t[:, :2], np.log(s)[:, None]], axis=1)
+    residual = (aligned - identity).reshape(len(P), -1)
+
+    out_pose = np.zeros((n, 6))
+    out_res = np.zeros((n, N_POINTS * 3))
+    out_scale = np.zeros(n)
+    out_pose[ok], out_res[ok], out_scale[ok] = pose, residual, s
+    if smooth_sigma > 0:
+        out_pose[:, :3] = np.unwrap(out_pose[:, :3], axis=0)
+        out_pose = smooth_runs(out_pose, ok, smooth_sigma)
+        out_pose[:, :3] = (out_pose[:, :3] + np.pi) % (2 * np.pi) - np.pi
+        out_res = smooth_runs(out_res, ok, smooth_sigma)
+        out_pose[~ok] = 0
+        out_res[~ok] = 0
+    lm2d = np.where(ok[:, None, None], lm[:, :, :2], 0.0)
+    return {"pose": out_pose.astype(np.float32), "residual": out_res.astype(np.float32),
+            "landmarks2d": lm2d.astype(np.float32), "identity": identity.astype(np.float32),
+            "scale": out_scale.astype(np.float32), "valid": ok.astype(np.uint8)}
+
+
+# ------------------------------------------------------------------------------------ expression basis
+def _is_identity_basis(basis: dict) -> bool:
+    return bool(np.asarray(basis.get("identity", False)).item()) if "identity" in basis else False
+
+
+def fit_pca(rows_iter, dim: int) -> dict:
+    """PCA with ``dim`` components from an iterable of ``(n_i, D)`` arrays, in constant memory.
+
+    Streams the sums ``sum x`` and ``sum x x^T`` (float64), so a dataset of hours never sits in memory;
+    eigen-decomposes the covariance (``numpy.linalg.eigh``). When the data has rank r < dim (few frames)
+    the components r..dim-1 are zero vectors with zero variance, so projections on them are 0. Each
+    component's sign is fixed (largest-magnitude entry positive) so the basis is reproducible.
+    """
+    total, sx, sxx = 0, None, None
+    for x in rows_iter:
+        x = np.asarray(x, dtype=np.float64)
+        if not len(x):
+            continue
+        if sx is None:
+            sx, sxx = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
+        total += len(x)
+        sx += x.sum(0)
+        sxx += x.T @ x
+    if total < 2:
+        raise StepError(f"expression basis needs at least 2 valid training frames, got {total}")
+    mean = sx / total
+    cov = (sxx - total * np.outer(mean, mean)) / (total - 1)
+    evals, evecs = np.linalg.eigh(cov)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = evals[order], evecs[:, order].T
+    rank = int((evals > max(evals[0], 0) * 1e-9).sum()) if evals[0] > 0 else 0
+    rank = min(rank, dim, total - 1)
+    comps = np.zeros((dim, len(mean)))
+    var = np.zeros(dim)
+    comps[:rank], var[:rank] = evecs[:rank], evals[:rank]
+    big = np.argmax(np.abs(comps[:rank]), axis=1)
+    comps[:rank] *= np.sign(comps[np.arange(rank), big])[:, None]
+    return {"mean": mean.astype(np.float32), "components": comps.astype(np.float32),
+            "explained_variance": var.astype(np.float32), "rank": np.int64(rank),
+            "n_frames": np.int64(total)}
+
+
+def project_expression(residual: np.ndarray, basis: dict) -> np.ndarray:
+    """Expression coefficients ``(N, E)`` float32 = ``(residual - mean) @ components.T``.
+
+    With the deep3d backend's identity basis the input already is the expression (``exp`` (N, 64))
+    and is returned as float32.
+    """
+    x = np.asarray(residual, dtype=np.float64)
+    if _is_identity_basis(basis):
+        return x.astype(np.float32)
+    comps = np.asarray(basis["components"], dtype=np.float64)
+    return ((x - np.asarray(basis["mean"], np.float64)) @ comps.T).astype(np.float32)
+
+
+def expression_from_coeffs(coeffs: dict, basis: dict) -> np.ndarray:
+    """``exp (N, E)`` of a loaded coeffs.npz, whichever backend wrote it (invalid frames -> 0)."""
+    backend = str(np.asarray(coeffs["backend"]).item())
+    exp = project_expression(coeffs["exp"] if backend == "deep3d" else coeffs["residual"], basis)
+    exp[~np.asarray(coeffs["valid"]).astype(bool)] = 0
+    return exp
+
+
+def reconstruct_residual(exp: np.ndarray, basis: dict) -> np.ndarray:
+    """Back from expression coefficients to the residual shape ``(N, 478, 3)`` (reference units)."""
+    x = np.asarray(basis["mean"], np.float64) + np.asarray(exp, np.float64) @ np.asarray(
+        basis["components"], np.float64)
+    return x.reshape(len(x), N_POINTS, 3)
+
+
+def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, reference=None,
+                          frame_size=(1, 1), bfm_dir=None) -> np.ndarray:
+    """The backend's landmark model: expression + pose -> image-normalised 2-D landmarks.
+
+    builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
+    (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
+    face), mapped to x / width, y / height of ``frame_size`` = (width, height).
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks in the 224 x 224 aligned crop, divided by 224
+    (``reference`` = identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    :func:`preprocessing.deep3d.landmarks_from_coeffs`.
+    """
+    if _is_identity_basis(basis):
+        from preprocessing import deep3d
+
+        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
+    ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
+    shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
+    pose = np.asarray(pose, np.float64)
+    R = matrix_from_euler(pose[:, :3])
+    t = np.concatenate([pose[:, 3:5], np.zeros((len(pose), 1))], axis=1)
+    P = np.exp(pose[:, 5])[:, None, None] * np.einsum("nij,nkj->nki", R, shape) + t[:, None]
+    return from_camera(P, frame_size)[..., :2].astype(np.float32)
+
+
+def mouth_opening(shape: np.ndarray) -> np.ndarray:
+    """Mean inner-lip gap (7 middle upper/lower pairs) of face-frame shapes ``(..., 478, 3)``."""
+    shape = np.asarray(shape, np.float64)
+    up = shape[..., [u for u, _ in fm.INNER_LIP_PAIRS], :]
+    lo = shape[..., [d for _, d in fm.INNER_LIP_PAIRS], :]
+    return np.linalg.norm(up - lo, axis=-1).mean(axis=-1)
+
+
+# ------------------------------------------------------------------------------------ step functions
+def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", video=None,
+            checkpoint=None, bfm_dir=None, batch_size: int = 25, device: str = "cpu",
+            smooth_sigma: float = 0.0) -> dict:
+    """The ``coeffs`` step for one take: track.npz (+ the video for deep3d) -> coeffs.npz."""
+    ingest = load_json(ingest_path)
+    track = load_npz(track_path)
+    n = int(ingest["n_frames"])
+    for key in ("landmarks", "valid"):
+        if key not in track:
+            raise StepError(f"track.npz has no '{key}' array")
+    if len(track["landmarks"]) != n or len(track["valid"]) != n:
+        raise StepError(f"track.npz has {len(track['landmarks'])} frames, ingest.json says {n}")
+    fs = track.get("frame_size")
+    if fs is None:
+        fs = np.tile([ingest["width"], ingest["height"]], (n, 1))
+    fs = np.asarray(fs, dtype=np.float64).reshape(n, 2)
+    bad = ~(fs > 0).all(axis=1)  # no size recorded for this frame: use the video's
+    fs[bad] = [ingest["width"], ingest["height"]]
+    if backend == "builtin":
+        res = builtin_coeffs(track["landmarks"], track["valid"], fs, track.get("interpolated"),
+                             smooth_sigma=smooth_sigma)
+        res["reference_version"] = np.array(load_reference()["version"])
+    elif backend == "deep3d":
+        from preprocessing import deep3d
+
+        res = deep3d.extract_deep3d(video, track["landmarks"], track["valid"], fs, checkpoint,
+                                    batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
+    else:
+        raise ValueError(f"unknown coeffs backend {backend!r}")
+    res["backend"] = np.array(backend)
+    res["take"] = np.array(take)
+    save_npz(out, **res)
+    return res
+
+
+def _take_of(path: Path, data: dict) -> str:
+    return str(np.asarray(data["take"]).item()) if "take" in data else Path(path).parent.name
+
+
+def fit_basis(split_tsv, coeff_paths, out, backend: str = "builtin", dim: int = 64) -> dict:
+    """The ``exp_basis`` gather: PCA of the training takes' valid residual frames -> exp_basis.npz.
+
+    Takes not in split.tsv's ``train`` rows, and coeffs files that are failure records, are skipped.
+    deep3d: Deep3DFaceRecon's expression is already a basis, the file says ``identity=True``.
+    """
+    import pandas as pd
+
+    if backend == "deep3d":
+        res = {"identity": np.array(True), "version": np.array("deep3d-identity-1"),
+               "backend": np.array("deep3d")}
+        save_npz(out, **res)
+        return res
+    check_upstream(split_tsv)
+    split = pd.read_csv(split_tsv, sep="\t", dtype=str, keep_default_na=False)
+    for col in ("take", "split"):
+        if col not in split.columns:
+            raise StepError(f"{split_tsv} has no '{col}' column")
+    train = set(split.loc[split["split"] == "train", "take"])
+    used: list[str] = []
+
+    def rows():
+        for p in coeff_paths:
+            if read_failure(p) is not None:
+                print(f"exp_basis: skipping {p} (failure record)", file=sys.stderr)
+                continue
+            c = load_npz(p)
+            take = _take_of(p, c)
+            if take not in train:
+                continue
+            b = str(np.asarray(c["backend"]).item())
+            if b != "builtin":
+                raise StepError(f"{p} was made by backend '{b}', the basis is for 'builtin'")
+            used.append(take)
+            yield c["residual"][np.asarray(c["valid"]).astype(bool)]
+
+    res = fit_pca(rows(), dim)
+    if not used:
+        raise StepError("no training take has coefficients (split.tsv train rows vs coeffs files)")
+    res.update(version=np.array(f"{BASIS_VERSION} ref={load_reference()['version']}"),
+               train_takes=np.array(sorted(used)), backend=np.array("builtin"))
+    save_npz(out, **res)
+    return res
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _opt_path(value):
+    """Config nulls reach the CLI as 'None' or ''."""
+    return None if value in (None, "", "None", "null") else value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.coeffs", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("extract", help="one take: track.npz (+ video) -> coeffs.npz")
+    ex.add_argument("--take", required=True)
+    ex.add_argument("--track", required=True)
+    ex.add_argument("--ingest", required=True)
+    ex.add_argument("--video", help="the take's video (deep3d backend)")
+    ex.add_argument("--backend", choices=["builtin", "deep3d"], default="builtin")
+    ex.add_argument("--checkpoint", help="Deep3DFaceRecon_pytorch epoch_20.pth (deep3d)")
+    ex.add_argument("--bfm-dir", help="Basel Face Model folder (deep3d landmarks only; unused here)")
+    ex.add_argument("--batch-size", type=int, default=25)
+    ex.add_argument("--device", default="cpu")
+    ex.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ex.add_argument("--smooth", action="store_true", help="temporal Gaussian smoothing of the outputs")
+    ex.add_argument("--smooth-sigma", type=float, default=1.0, help="smoothing sigma in frames")
+    ex.add_argument("--out", required=True)
+    fb = sub.add_parser("fit-basis", help="training takes' residuals -> dataset/exp_basis.npz")
+    fb.add_argument("--split", required=True)
+    fb.add_argument("--backend", choices=["builtin", "deep3d"], default="builtin")
+    fb.add_argument("--dim", type=int, default=64)
+    fb.add_argument("--out", required=True)
+    fb.add_argument("coeffs", nargs="*")
+    sub.add_parser("make-reference", help=f"rebuild {REFERENCE_PATH.name} (maintainers)")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "make-reference":
+        print(make_reference()["version"])
+        return 0
+    if args.cmd == "fit-basis":
+        return run_step("exp_basis", "dataset", [args.out],
+                        lambda: fit_basis(args.split, args.coeffs, args.out, args.backend, args.dim))
+    checkpoint = _opt_path(args.checkpoint)
+    if args.backend == "deep3d":
+        # a missing model is a configuration error, not bad input: stop now, write no failure record
+        from preprocessing import deep3d
+
+        problem = deep3d.checkpoint_problem(checkpoint)
+        if problem:
+            print(f"musicface: take '{args.take}' step 'coeffs': {problem}", file=sys.stderr)
+            return 2
+        if args.threads > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
+    sigma = args.smooth_sigma if args.smooth else 0.0
+    return run_step("coeffs", args.take, [args.out], lambda: extract(
+        args.take, args.track, args.ingest, args.out, args.backend, video=args.video,
+        checkpoint=checkpoint, bfm_dir=_opt_path(args.bfm_dir), batch_size=args.batch_size,
+        device=args.device, smooth_sigma=sigma))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
