@@ -1,0 +1,483 @@
+"""Shard reader: HDF5 shards (schema version 1, DESIGN.md section 5) -> takes, training windows.
+
+    shards = open_shards("dataset/shards")         # ShardSet: .subjects, .exp_dim, .fps, .takes(split)
+    ds = WindowDataset(shards, split="train", window=128, samples_per_epoch=10_000, seed=0)
+    ds.set_epoch(epoch)                             # items are a pure function of (seed, epoch, index)
+    item = ds[i]                                    # dict of torch tensors, see WindowDataset
+    whole = take_arrays(shards, "singer1_song1")    # the same keys for a whole take (+ landmarks)
+    musicface inspect dataset/shards                # summary (calls main() below)
+
+Definitions (units):
+
+* frame ``t`` of a take is at video time ``t / fps`` s (fps = 30); ``N`` frames per take.
+* ``mfcc_*`` items are windows of the 100 Hz MFCC+delta features: window ``t`` holds the 39 rows
+  centred on 100 Hz row ``round(t * mfcc_rate / fps)``; rows outside the take replicate its edge
+  rows (``preprocessing.mfcc.mfcc_windows``' contract). A training window's MFCC windows are the
+  same numbers as the whole take's rows ``start .. start + W - 1``.
+* ``pose_vel[t] = pose[t] - pose[t-1]`` (per frame); at a window's first frame ``pose[t-1]`` is the
+  frame before the window, at the take's first frame the velocity is 0; it is 0 wherever frame ``t``
+  or ``t-1`` is invalid.
+* ``valid`` is 1 where the face was tracked and every coefficient is trustworthy; invalid frames hold
+  0 in every per-frame array. Training windows are drawn among those whose valid fraction is at
+  least ``min_valid_fraction`` (default 0.9): losses should still be masked with ``valid``.
+* ``subject`` is the index into ``ShardSet.subjects`` (sorted subject names of the passing takes):
+  the model's one-hot order.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+SCHEMA_VERSION = 1
+MFCC_WIDTH = 39
+MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
+FRAME_KEYS = ("exp", "pose", "au45", "eye_long", "eye_blink", "valid")
+ITEM_KEYS = MFCC_KEYS + ("exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink", "valid",
+                         "subject", "start")
+
+
+class ShardError(ValueError):
+    """A shard set that this reader cannot use (wrong schema version, missing file, ...)."""
+
+
+# ------------------------------------------------------------------------------------ shard set
+@dataclass(frozen=True)
+class TakeInfo:
+    """One take of a shard set (the attributes of ``/takes/<take>/``)."""
+
+    take: str
+    subject: str
+    subject_index: int
+    song: str
+    split: str
+    n_frames: int
+    shard: str  # path of the HDF5 file holding the take
+    offset_s: float = 0.0
+    sync_method: str = ""
+    sync_confidence: float = float("nan")
+    backends: dict = field(default_factory=dict, compare=False)
+    tool_versions: dict = field(default_factory=dict, compare=False)
+
+    def duration_s(self, fps: int = 30) -> float:
+        return self.n_frames / fps
+
+
+def _attr_str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _check_version(path, f: h5py.File) -> None:
+    if "schema_version" not in f.attrs:
+        raise ShardError(f"{path}: not a MusicFace shard (no schema_version attribute)")
+    v = int(f.attrs["schema_version"])
+    if v != SCHEMA_VERSION:
+        raise ShardError(f"{path}: shard schema_version {v} is not supported by this reader "
+                         f"(schema_version {SCHEMA_VERSION}); rebuild the shards (snakemake dataset) "
+                         f"or use the musicface version that wrote them")
+
+
+class ShardSet:
+    """The metadata of a set of shard files (no open handles: safe to pickle into workers)."""
+
+    def __init__(self, root: Path, files: list[str], subjects: list[str], exp_dim: int, fps: int,
+                 mfcc_rate: int, config_sha: str, takes: list[TakeInfo]):
+        self.root, self.files, self.subjects = root, files, subjects
+        self.exp_dim, self.fps, self.mfcc_rate, self.config_sha = exp_dim, fps, mfcc_rate, config_sha
+        self._takes = sorted(takes, key=lambda t: t.take)
+        self._by_name = {t.take: t for t in self._takes}
+
+    def takes(self, split: str | None = None) -> list[TakeInfo]:
+        """Takes sorted by name, all or those of one split ("train" / "test")."""
+        return [t for t in self._takes if split is None or t.split == split]
+
+    def take(self, name: str) -> TakeInfo:
+        if name not in self._by_name:
+            raise KeyError(f"take '{name}' is not in the shard set {self.root}")
+        return self._by_name[name]
+
+    def __len__(self) -> int:
+        return len(self._takes)
+
+    def __repr__(self) -> str:
+        return (f"ShardSet({str(self.root)!r}, takes={len(self)}, subjects={len(self.subjects)}, "
+                f"exp_dim={self.exp_dim}, files={len(self.files)})")
+
+
+def open_shards(path: str | os.PathLike) -> ShardSet:
+    """Open a shard set: a folder (``manifest.json`` + ``*.h5``) or one ``.h5`` file.
+
+    Reads only attributes. Raises :class:`ShardError` for an unknown schema version (naming the file
+    and both versions), a missing file, or files that disagree on subjects / exp_dim / fps.
+    """
+    root = Path(path)
+    if root.is_dir():
+        manifest = root / "manifest.json"
+        if manifest.exists():
+            names = [f["name"] for f in json.loads(manifest.read_text())["files"]]
+            missing = [n for n in names if not (root / n).exists()]
+            if missing:
+                raise ShardError(f"{root}: files listed in manifest.json are missing: {', '.join(missing)}")
+            files = [root / n for n in names]
+        else:
+            files = sorted(root.glob("*.h5"))
+        if not files:
+            raise ShardError(f"{root}: no shard files (*.h5) found")
+    elif root.is_file():
+        files = [root]
+    else:
+        raise ShardError(f"{root}: no such shard folder or file")
+
+    meta, takes = None, []
+    for p in files:
+        with h5py.File(p, "r") as f:
+            _check_version(p, f)
+            m = dict(subjects=[_attr_str(s) for s in f.attrs["subjects"]], exp_dim=int(f.attrs["exp_dim"]),
+                     fps=int(f.attrs["fps"]), mfcc_rate=int(f.attrs["mfcc_rate"]),
+                     config_sha=_attr_str(f.attrs.get("config_sha", "")))
+            if meta is None:
+                meta = m
+            elif m != meta:
+                diff = [k for k in m if m[k] != meta[k]]
+                raise ShardError(f"{p}: disagrees with {files[0]} on {', '.join(diff)}")
+            for name, g in f.get("takes", {}).items():
+                a = g.attrs
+                takes.append(TakeInfo(
+                    take=name, subject=_attr_str(a["subject"]), subject_index=int(a["subject_index"]),
+                    song=_attr_str(a["song"]), split=_attr_str(a["split"]), n_frames=int(a["n_frames"]),
+                    shard=str(p), offset_s=float(a["offset_s"]), sync_method=_attr_str(a["sync_method"]),
+                    sync_confidence=float(a["sync_confidence"]),
+                    backends=json.loads(_attr_str(a["backends"])),
+                    tool_versions=json.loads(_attr_str(a["tool_versions"]))))
+    names = [t.take for t in takes]
+    if len(set(names)) != len(names):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        raise ShardError(f"{root}: takes stored twice: {', '.join(dups)}")
+    return ShardSet(root, [str(p) for p in files], takes=takes, **meta)
+
+
+def _as_shardset(shards) -> ShardSet:
+    return shards if isinstance(shards, ShardSet) else open_shards(shards)
+
+
+# ----------------------------------------------------------------------------------- MFCC windows
+def mfcc_row_index(first_frame: int, n_frames: int, n_rows: int, fps: int = 30, rate: int = 100,
+                   width: int = MFCC_WIDTH) -> np.ndarray:
+    """Row indices ``(n_frames, width)`` of the MFCC windows of frames ``first_frame ..``.
+
+    Window of frame ``t`` is centred on row ``round(t * rate / fps)`` (computed as
+    ``floor((2 t rate + fps) / (2 fps))``, exact in integers; for 30 fps / 100 Hz no tie occurs),
+    rows ``centre - width//2 .. centre + width//2``, clipped to ``[0, n_rows - 1]`` (edge replication).
+    """
+    centre = mfcc_centres(first_frame, n_frames, n_rows, fps, rate)
+    idx = centre[:, None] + np.arange(-(width // 2), width - width // 2, dtype=np.int64)[None, :]
+    return np.clip(idx, 0, n_rows - 1)
+
+
+def mfcc_centres(first_frame: int, n_frames: int, n_rows: int, fps: int = 30, rate: int = 100) -> np.ndarray:
+    """Centre row ``round(t * rate / fps)`` of each frame's MFCC window, clipped to the rows."""
+    t = np.arange(first_frame, first_frame + n_frames, dtype=np.int64)
+    return np.clip((2 * t * rate + fps) // (2 * fps), 0, n_rows - 1)
+
+
+def window_view(features: np.ndarray, width: int = MFCC_WIDTH) -> np.ndarray:
+    """Read-only ``(M, width, D)`` view: element ``c`` is the window centred on row ``c``.
+
+    The features are edge-padded by ``width // 2`` rows once, after which every window is a
+    contiguous block of the padded array, so gathering W windows is W block copies (4x faster than
+    a (W, 39) fancy index; bench/reader.py). numpy has no ready-made strided view in this layout
+    (``sliding_window_view`` puts the window axis last), hence ``as_strided``.
+    """
+    h = width // 2
+    padded = np.pad(features, ((h, width - 1 - h), (0, 0)), mode="edge")
+    s0, s1 = padded.strides
+    return np.lib.stride_tricks.as_strided(padded, shape=(features.shape[0], width, features.shape[1]),
+                                           strides=(s0, s0, s1), writeable=False)
+
+
+def mfcc_windows(features: np.ndarray, n_frames: int, fps: int = 30, width: int = MFCC_WIDTH,
+                 rate: int = 100) -> np.ndarray:
+    """``(M, 26)`` 100 Hz features -> ``(n_frames, width, 26)`` windows (the contract above).
+
+    ``preprocessing.mfcc.mfcc_windows`` is the project's public function for this contract; the reader
+    uses the index form (:func:`mfcc_row_index`) to gather only a window's rows, and
+    tests/test_data.py checks both agree.
+    """
+    return features[mfcc_row_index(0, n_frames, features.shape[0], fps, rate, width)]
+
+
+# ---------------------------------------------------------------------------------- take arrays
+def _read_take(path: str, take: str, keys, handle: h5py.File | None = None) -> dict[str, np.ndarray]:
+    f = handle if handle is not None else h5py.File(path, "r")
+    try:
+        g = f["takes"][take]
+        return {k: g[k][()] for k in keys}
+    finally:
+        if handle is None:
+            f.close()
+
+
+def _pose_velocity(pose: np.ndarray, valid: np.ndarray, prev_pose=None, prev_valid=0) -> np.ndarray:
+    """``pose[t] - pose[t-1]``, 0 at the take start and wherever t or t-1 is invalid."""
+    prev = np.empty_like(pose)
+    prev[1:] = pose[:-1]
+    prev[0] = pose[0] if prev_pose is None else prev_pose
+    ok = valid.astype(bool).copy()
+    ok[1:] &= valid[:-1].astype(bool)
+    ok[0] &= bool(prev_valid) if prev_pose is not None else False
+    vel = pose - prev
+    vel[~ok] = 0
+    return vel
+
+
+def take_arrays(shards, take: str, landmarks: bool = True) -> dict[str, torch.Tensor]:
+    """A whole take with the keys of a :class:`WindowDataset` item (window = the take, start = 0).
+
+    ``mfcc_*`` are ``(N, 39, 26)``; with ``landmarks=True`` also ``landmarks`` float32 ``(N, K, 2)``
+    (image-normalised, for LMD).
+    """
+    shards = _as_shardset(shards)
+    info = shards.take(take)
+    keys = MFCC_KEYS + FRAME_KEYS + (("landmarks",) if landmarks else ())
+    a = _read_take(info.shard, take, keys)
+    n = info.n_frames
+    out = {k: torch.from_numpy(np.ascontiguousarray(
+        mfcc_windows(a[k], n, shards.fps, MFCC_WIDTH, shards.mfcc_rate))) for k in MFCC_KEYS}
+    out["exp"] = torch.from_numpy(a["exp"])
+    out["pose"] = torch.from_numpy(a["pose"])
+    out["pose_vel"] = torch.from_numpy(_pose_velocity(a["pose"], a["valid"]))
+    for k in ("au45", "eye_long", "eye_blink", "valid"):
+        out[k] = torch.from_numpy(a[k].astype(np.float32))
+    out["subject"] = torch.tensor(info.subject_index, dtype=torch.int64)
+    out["start"] = torch.tensor(0, dtype=torch.int64)
+    if landmarks:
+        out["landmarks"] = torch.from_numpy(a["landmarks"].astype(np.float32))
+    return out
+
+
+# ------------------------------------------------------------------------------ training windows
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(*words: int) -> int:
+    """SplitMix64 over a few integers: a cheap, well-mixed 64-bit hash of (seed, epoch, index).
+
+    Written out because a numpy Generator per item costs ~30 us, a third of the per-item budget.
+    """
+    z = 0x9E3779B97F4A7C15
+    for w in words:
+        z = (z ^ (w & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _MASK64
+        z ^= z >> 31
+    return z
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Random ``window``-frame training windows of one split, drawn uniformly among eligible windows.
+
+    A window start ``s`` of a take is eligible when ``s + window <= N`` and at least
+    ``min_valid_fraction`` of its frames are valid. Item ``i`` of epoch ``e`` is a pure function of
+    ``(seed, e, i)`` (with replacement across items), so any worker order gives the same data.
+
+    Item (all torch tensors; W = window, E = exp_dim):
+      mfcc_vocals, mfcc_music, mfcc_mix  float32 (W, 39, 26)
+      exp (W, E), pose (W, 6), pose_vel (W, 6)           float32
+      au45, eye_long, eye_blink, valid (W,)              float32
+      subject, start                                     int64 ()
+
+    Multi-worker DataLoaders: files are opened lazily per process (never shared across fork) and each
+    process keeps an LRU cache of whole takes (``cache_mb``, without landmarks) so a window is a
+    gather from memory, not an HDF5 read.
+    """
+
+    def __init__(self, shards, split: str = "train", window: int = 128, samples_per_epoch: int | None = None,
+                 seed: int = 0, min_valid_fraction: float = 0.9, cache_mb: float = 2048):
+        self.shards = _as_shardset(shards)
+        self.split, self.window, self.seed = split, int(window), int(seed)
+        self.min_valid_fraction, self.cache_bytes = float(min_valid_fraction), int(cache_mb * 2**20)
+        self.epoch = 0
+        infos = self.shards.takes(split)
+        if not infos:
+            raise ShardError(f"{self.shards.root}: no '{split}' takes in the shard set")
+        need = math.ceil(self.min_valid_fraction * self.window - 1e-9)
+        self.infos, self.starts = [], []
+        for info in infos:  # eligible starts from the valid masks (N bytes per take)
+            valid = _read_take(info.shard, info.take, ("valid",))["valid"]
+            if len(valid) < self.window:
+                continue
+            c = np.concatenate([[0], np.cumsum(valid, dtype=np.int64)])
+            counts = c[self.window:] - c[:-self.window]
+            starts = np.flatnonzero(counts >= need).astype(np.int64)
+            if len(starts):
+                self.infos.append(info)
+                self.starts.append(starts)
+        if not self.infos:
+            raise ShardError(f"{self.shards.root}: no '{split}' take has a {self.window}-frame window with "
+                             f">= {self.min_valid_fraction:.0%} valid frames")
+        self.cum = np.concatenate([[0], np.cumsum([len(s) for s in self.starts])])
+        self.n_windows = int(self.cum[-1])
+        self.samples_per_epoch = int(samples_per_epoch or max(1, self.n_windows // self.window))
+        self._pid, self._files, self._cache, self._cached = None, {}, collections.OrderedDict(), 0
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getstate__(self):  # workers get metadata only, never open handles or the cache
+        state = self.__dict__.copy()
+        state.update(_pid=None, _files={}, _cache=collections.OrderedDict(), _cached=0)
+        return state
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``index`` -> (position in ``self.infos``, start frame) for the current epoch."""
+        if not 0 <= index < self.samples_per_epoch:
+            raise IndexError(f"index {index} out of range for {self.samples_per_epoch} samples")
+        g = _mix64(self.seed, self.epoch, index) % self.n_windows
+        k = int(np.searchsorted(self.cum, g, side="right")) - 1
+        return k, int(self.starts[k][g - self.cum[k]])
+
+    def _take(self, k: int) -> dict[str, np.ndarray]:
+        if self._pid != os.getpid():  # first use in this process (or after a fork): start fresh
+            self._pid, self._files, self._cache, self._cached = os.getpid(), {}, collections.OrderedDict(), 0
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        info = self.infos[k]
+        if info.shard not in self._files:
+            self._files[info.shard] = h5py.File(info.shard, "r")
+        a = _read_take(info.shard, info.take, MFCC_KEYS + FRAME_KEYS, self._files[info.shard])
+        size = sum(v.nbytes for v in a.values()) + a["valid"].nbytes * 7
+        a["n_rows"] = a["mfcc_mix"].shape[0]
+        for key in MFCC_KEYS:
+            a[key] = window_view(a[key])
+        a["au45"], a["eye_long"] = a["au45"].astype(np.float32), a["eye_long"].astype(np.float32)
+        a["eye_blink"], a["valid_f"] = a["eye_blink"].astype(np.float32), a["valid"].astype(np.float32)
+        a["size"] = size
+        while self._cache and self._cached + size > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= old["size"]
+        self._cache[k] = a
+        self._cached += size
+        return a
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        k, s = self.locate(index)
+        a, w, info = self._take(k), self.window, self.infos[k]
+        centres = mfcc_centres(s, w, a["n_rows"], self.shards.fps, self.shards.mfcc_rate)
+        item = {key: torch.from_numpy(a[key][centres]) for key in MFCC_KEYS}
+        pose, valid = a["pose"][s:s + w], a["valid"][s:s + w]
+        prev = (a["pose"][s - 1], a["valid"][s - 1]) if s > 0 else (None, 0)
+        item["exp"] = torch.from_numpy(a["exp"][s:s + w].copy())
+        item["pose"] = torch.from_numpy(pose.copy())
+        item["pose_vel"] = torch.from_numpy(_pose_velocity(pose, valid, *prev))
+        for key in ("au45", "eye_long", "eye_blink"):
+            item[key] = torch.from_numpy(a[key][s:s + w].copy())
+        item["valid"] = torch.from_numpy(a["valid_f"][s:s + w].copy())
+        item["subject"] = torch.tensor(info.subject_index, dtype=torch.int64)
+        item["start"] = torch.tensor(s, dtype=torch.int64)
+        return item
+
+    def take_of(self, index: int) -> TakeInfo:
+        """The take that item ``index`` of the current epoch comes from."""
+        return self.infos[self.locate(index)[0]]
+
+
+# --------------------------------------------------------------------------------- inspect (CLI)
+def _runs(x: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the runs where ``x`` is true."""
+    d = np.diff(np.concatenate([[0], x.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def summarize(shards) -> dict:
+    """Numbers of a shard set: takes, hours, subjects, valid frames, blinks, long closures."""
+    shards = _as_shardset(shards)
+    fps = shards.fps
+    per_subject = collections.defaultdict(lambda: {"takes": 0, "hours": 0.0})
+    frames = valid_frames = n_blinks = n_long = 0
+    blink_frames = long_frames = 0
+    for info in shards.takes():
+        a = _read_take(info.shard, info.take, ("valid", "eye_blink", "eye_long"))
+        frames += info.n_frames
+        valid_frames += int(a["valid"].sum())
+        blinks, longs = _runs(a["eye_blink"] > 0), _runs(a["eye_long"] > 0)
+        n_blinks += len(blinks)
+        n_long += len(longs)
+        blink_frames += sum(e - s for s, e in blinks)
+        long_frames += sum(e - s for s, e in longs)
+        per_subject[info.subject]["takes"] += 1
+        per_subject[info.subject]["hours"] += info.n_frames / fps / 3600
+    valid_s = valid_frames / fps
+    return {
+        "path": str(shards.root), "files": len(shards.files), "takes": len(shards),
+        "train_takes": len(shards.takes("train")), "test_takes": len(shards.takes("test")),
+        "hours": frames / fps / 3600, "subjects": shards.subjects, "exp_dim": shards.exp_dim,
+        "per_subject": {s: {"takes": v["takes"], "hours": v["hours"]} for s, v in sorted(per_subject.items())},
+        "frames": frames, "valid_fraction": valid_frames / frames if frames else 0.0,
+        "blinks": n_blinks, "blinks_per_s": n_blinks / valid_s if valid_s else 0.0,
+        "mean_blink_s": blink_frames / n_blinks / fps if n_blinks else 0.0,
+        "long_closures": n_long, "mean_long_closure_s": long_frames / n_long / fps if n_long else 0.0,
+        "config_sha": shards.config_sha,
+    }
+
+
+def _qc_failures(root: Path) -> list[dict] | None:
+    """Failed takes from ``qc.tsv`` beside the shard folder (``dataset/qc.tsv``), if present."""
+    qc = (root.parent if root.is_dir() else root.parent.parent) / "qc.tsv"
+    if not qc.exists():
+        return None
+    import pandas as pd
+
+    df = pd.read_csv(qc, sep="\t", dtype=str, keep_default_na=False)
+    return df[df["status"] != "pass"].to_dict("records")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``musicface inspect PATH [--json]``."""
+    ap = argparse.ArgumentParser(prog="musicface inspect", description="Summarise a shard set.")
+    ap.add_argument("path", help="shard folder (dataset/shards) or one .h5 file")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    a = ap.parse_args(argv)
+    try:
+        s = summarize(a.path)
+    except (ShardError, OSError) as e:
+        print(f"musicface inspect: {e}", file=sys.stderr)
+        return 1
+    fails = _qc_failures(Path(a.path))
+    s["qc_failures"] = fails
+    if a.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(f"shard set   {s['path']} ({s['files']} files, config {s['config_sha']})")
+    print(f"takes       {s['takes']} ({s['train_takes']} train, {s['test_takes']} test), "
+          f"{s['hours']:.3f} h = {s['hours'] * 60:.1f} min")
+    print(f"subjects    {len(s['subjects'])}, exp_dim {s['exp_dim']}")
+    for i, name in enumerate(s["subjects"]):
+        p = s["per_subject"].get(name, {"takes": 0, "hours": 0.0})
+        print(f"  [{i}] {name}: {p['takes']} takes, {p['hours'] * 60:.1f} min")
+    print(f"valid       {s['valid_fraction']:.1%} of {s['frames']} frames")
+    print(f"blinks      {s['blinks']} ({s['blinks_per_s']:.2f}/s, mean {s['mean_blink_s']:.2f} s)")
+    print(f"long closes {s['long_closures']} (mean {s['mean_long_closure_s']:.2f} s)")
+    if fails is None:
+        print("qc          (no qc.tsv beside the shards)")
+    else:
+        print(f"qc failures {len(fails)}")
+        for r in fails:
+            print(f"  {r['take']} ({r['subject']}, {r['song']}): {r['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
