@@ -127,49 +127,46 @@ def roughness(euler, *, degrees: bool = True, valid=None) -> float:
 
 
 # ---------------------------------------------------------------------------------------- eyes
-def closure_events(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5) -> np.ndarray:
+def closure_events(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5,
+                   valid=None) -> np.ndarray:
     """Closed-eye runs of an eye-state sequence: float array (K, 4) = start frame, end frame
     (exclusive), duration s, kind (0 blink: shorter than ``tau`` s, 1 long closure).
 
-    "Closed" means ``eye >= closed_threshold`` (DESIGN.md, eyes). Uses ``preprocessing.eyes``'
-    ``split_eye_states`` when it is available, so ground truth and generated sequences are split
-    exactly like the dataset; otherwise the same run-length definition is computed here.
+    "Closed" means ``eye >= closed_threshold`` (DESIGN.md, eyes); frames where ``valid`` is 0 never
+    count as closed. Uses ``preprocessing.eyes.split_eye_states`` when it is available, so ground truth
+    and generated sequences are split exactly like the dataset; otherwise the same run-length
+    definition is computed here.
     """
     eye = np.nan_to_num(np.asarray(eye, dtype=np.float64).reshape(-1), nan=0.0)
-    events = _events_from_eyes_module(eye, fps, tau, closed_threshold)
-    if events is not None:
-        return events
-    closed = np.concatenate([[0], (eye >= closed_threshold).astype(np.int8), [0]])
-    edges = np.diff(closed)
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    dur = (ends - starts) / fps
-    # a run is long when it lasts at least tau (frames compared exactly: 0.5 s = 15 frames)
-    kind = ((ends - starts) >= round(tau * fps) - 1e-9).astype(np.float64)
-    return np.stack([starts, ends, dur, kind], axis=1).astype(np.float64).reshape(-1, 4)
-
-
-def _events_from_eyes_module(eye, fps, tau, closed_threshold):
     try:
         from preprocessing.eyes import split_eye_states
     except ImportError:
-        return None
-    out = split_eye_states(eye.astype(np.float32), fps=fps, tau=tau, closed_threshold=closed_threshold)
-    events = out.get("events") if isinstance(out, dict) else getattr(out, "events", None)
-    if events is None:
-        return None
-    return np.asarray(events, dtype=np.float64).reshape(-1, 4)
+        split_eye_states = None
+    if split_eye_states is not None:
+        _, _, events = split_eye_states(eye, fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
+        return np.asarray(events, dtype=np.float64).reshape(-1, 4)
+    closed = eye >= closed_threshold
+    if valid is not None:
+        closed &= np.asarray(valid).astype(bool)
+    edges = np.diff(np.concatenate([[0], closed.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    kind = ((ends - starts) >= tau * fps - 1e-9).astype(np.float64)  # exactly tau counts as long
+    return np.stack([starts, ends, (ends - starts) / fps, kind], axis=1).astype(np.float64).reshape(-1, 4)
 
 
-def blink_stats(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5) -> dict:
+def blink_stats(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5,
+                valid=None) -> dict:
     """Blink statistics of one eye-state sequence (paper Table 2: blinks/s, blink duration).
 
-    ``blinks_per_s`` = number of short closures (blinks, < tau) / sequence length in s;
-    ``blink_duration_s`` = their mean duration (NaN without blinks); the same for long closures;
-    ``durations_s`` = every closure's duration (Fig. 9). Paper ground truth: 0.35 /s, 0.23 s.
+    ``blinks_per_s`` = number of short closures (blinks, < tau) / length in s (with ``valid``: of the
+    valid frames, as ``preprocessing.eyes``); ``blink_duration_s`` = their mean duration (NaN without
+    blinks); the same for long closures; ``durations_s`` = every closure's duration (Fig. 9).
+    Paper ground truth: 0.35 /s, 0.23 s.
     """
     eye = np.asarray(eye).reshape(-1)
-    ev = closure_events(eye, fps=fps, tau=tau, closed_threshold=closed_threshold)
-    seconds = len(eye) / fps
+    ev = closure_events(eye, fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
+    n = len(eye) if valid is None else int(np.asarray(valid).astype(bool).sum())
+    seconds = n / fps
     blink, long_ = ev[ev[:, 3] == 0], ev[ev[:, 3] == 1]
     return {
         "seconds": seconds,

@@ -131,6 +131,24 @@ def test_blink_tau_boundary_and_edges():
     assert ev[:, :2].tolist() == [[0, 14], [40, 55], [90, 100]]
     s = M.blink_stats(np.zeros(300))
     assert s["n_blinks"] == 0 and math.isnan(s["blink_duration_s"]) and s["blinks_per_s"] == 0
+    # untracked frames never count as closed, and rates are per valid second
+    valid = np.ones(100, bool)
+    valid[45:50] = False  # splits the long closure into 5 + 5 frames: two blinks
+    s = M.blink_stats(eye, fps=30, valid=valid)
+    assert s["n_blinks"] == 4 and s["n_long"] == 0 and s["seconds"] == pytest.approx(95 / 30)
+
+
+def test_closure_events_fallback_matches_eyes_module(monkeypatch):
+    """The run-length fallback (no preprocessing.eyes) gives the same events as the dataset's split."""
+    import sys
+
+    eye, _ = _eye_sequence()
+    valid = np.ones(len(eye), bool)
+    valid[100:130] = False
+    with_module = M.closure_events(eye, valid=valid)
+    monkeypatch.setitem(sys.modules, "preprocessing.eyes", None)  # import now raises ImportError
+    fallback = M.closure_events(eye, valid=valid)
+    np.testing.assert_allclose(fallback, with_module, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- landmarks
