@@ -5,12 +5,14 @@
 #
 # Targets: dataset, train, evaluate, all (= evaluate), ablation (the paper's four variants).
 # Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -1,5 +1,6 @@
 # Shared definitions: config validation, the sample sheet, paths, and the interpreter rules call.
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -7,7 +8,54 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+def _coerce(cfg, schema):
+    """`--config key='{a: 1}'` gives nested values as strings (Snakemake parses them with YAML's
+    BaseLoader): turn such strings into the number/boolean/null the schema asks for."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if isinstance(value, dict):
+            _coerce(value, sub)
+        elif isinstance(value, str):
+            types = sub.get("type", [])
+            types = [types] if isinstance(types, str) else types
+            if "string" in types or not types:
+                if "null" in types and value in ("null", "~"):
+                    cfg[key] = None
+                continue
+            import yaml
+
+            parsed = yaml.safe_load(value)
+            if not isinstance(parsed, str):
+                cfg[key] = parsed
+
+
+def validate_config(cfg, schema_file):
+    """Validate with one line per problem naming the key, then fill the schema's defaults."""
+    import jsonschema
+    import yaml
+
+    with open(schema_file) as fh:
+        schema = yaml.safe_load(fh)
+    _coerce(cfg, schema)
+    problems = []
+    for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path)):
+        key = ".".join(str(p) for p in err.path)
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            for name in extra:
+                problems.append(f"config key '{key + '.' if key else ''}{name}': unknown key")
+            continue
+        problems.append(f"config key '{key}': {err.message}")
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+    validate(cfg, schema_file)  # sets the defaults
+
+
+validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
@@ -51,7 +99,8 @@ def load_samples():
         raise WorkflowError(f"sample sheet: duplicate take names: {', '.join(dups)}")
     df["video"] = [v if Path(v).is_absolute() else str(root / v) for v in df["video"]]
     df["song_path"] = [s if Path(s).is_absolute() else str(root / s) for s in df["song"]]
-    df["song"] = [Path(s).name.split(".")[0] for s in df["song_path"]]
+    # song id = file name without extension, made file-name safe ("My Song (live).mp3" -> My_Song_live)
+    df["song"] = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(s).stem).strip("_.") or "song" for s in df["song_path"]]
     clash = df.groupby("song")["song_path"].nunique()
     if (clash > 1).any():
         raise WorkflowError(
