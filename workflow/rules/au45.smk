@@ -1,4 +1,6 @@
 # au45: raw eye-closure intensity per frame [builtin: eyelid aspect ratio | openface: AU45_r]
+# No `container:` directive: the step itself is our Python; only OpenFace's FeatureExtraction runs in
+# the image (apptainer/singularity exec), and only when the binary is not installed on the host.
 
 
 rule au45:
@@ -11,12 +13,11 @@ rule au45:
     params:
         backend=config["au45"]["backend"],
         binary=q(config["au45"]["openface"]["binary"]),
+        container=q(config["au45"]["openface"]["container"] or ""),
     log:
         "logs/au45/{take}.log",
     benchmark:
         "benchmarks/au45/{take}.tsv"
-    container:
-        config["au45"]["openface"]["container"]
     group:
         "take_{take}"
     threads: 1
@@ -25,4 +26,5 @@ rule au45:
     shell:
         "{PY} -m preprocessing.au45 --take {wildcards.take} --video {input.video:q} --ingest {input.ingest:q}"
         " --track {input.track:q} --backend {params.backend} --openface-binary {params.binary}"
+        " --openface-container {params.container}"
         " --out {output:q} > {log:q} 2>&1"
