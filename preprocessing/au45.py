@@ -145,14 +145,19 @@ def openface_to_timeline(rows: dict, n_frames: int, source_fps: float | None = N
 
 
 # ---------------------------------------------------------------------------------------- OpenFace run
+def _runnable(exe: str) -> bool:
+    return bool(shutil.which(exe)) or (Path(exe).is_file() and os.access(exe, os.X_OK))
+
+
 def openface_command(binary: str, container: str | None, bind: list[str]) -> list[str]:
     """argv prefix that runs FeatureExtraction: ``binary`` on this machine if it exists (it may be a
     command with arguments, split like a shell does), else inside ``container`` with apptainer or
     singularity (binding ``bind`` folders). Raises StepError naming the binary otherwise."""
-    argv = shlex.split(binary or "FeatureExtraction")
+    binary = binary or "FeatureExtraction"
+    # a path with spaces is one program; otherwise split off arguments like a shell
+    argv = [binary] if _runnable(binary) else shlex.split(binary)
     exe = argv[0]
-    found = shutil.which(exe) or (os.access(exe, os.X_OK) and Path(exe).is_file())
-    if found:
+    if _runnable(exe):
         return argv
     runner = shutil.which("apptainer") or shutil.which("singularity")
     if container and runner:
@@ -179,7 +184,8 @@ def run_openface(video: str, binary: str, container: str | None = None, timeout:
             raise StepError(f"OpenFace FeatureExtraction could not start: {one_line(e)}") from None
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         if proc.returncode != 0:
-            tail = one_line((proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"])
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            tail = one_line(lines[-1]) if lines else "no output"
             raise StepError(f"OpenFace FeatureExtraction exited {proc.returncode}: {tail}")
         csv = Path(tmp) / f"{video.stem}.csv"
         if not csv.exists():

@@ -1,0 +1,110 @@
+"""Eye-state split: min-max over valid frames, closed runs, tau split, events, stats, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from preprocessing.common import read_failure, save_npz, write_failure
+from preprocessing.eyes import blink_stats, closed_runs, eye_states, normalise_au45, split_eye_states
+
+
+def test_normalise_uses_valid_frames_only():
+    au45 = np.array([9.0, 1.0, 2.0, 3.0, -5.0, np.nan], np.float32)
+    valid = np.array([0, 1, 1, 1, 0, 1], np.uint8)  # the extremes 9 and -5 are untracked frames
+    out = normalise_au45(au45, valid)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1, 0, 0])
+    np.testing.assert_array_equal(normalise_au45(np.full(4, 2.0), np.ones(4)), np.zeros(4))  # constant
+    with pytest.raises(Exception, match="no valid AU45 frame"):
+        normalise_au45(np.ones(3), np.zeros(3))
+
+
+def test_closed_runs():
+    np.testing.assert_array_equal(closed_runs([0, 1, 1, 0, 1, 0, 0, 1]), [[1, 3], [4, 5], [7, 8]])
+    assert closed_runs(np.zeros(5, bool)).shape == (0, 2)
+    np.testing.assert_array_equal(closed_runs(np.ones(4, bool)), [[0, 4]])
+
+
+def _signal(n, runs, level=0.9):
+    a = np.full(n, 0.1)
+    for s, e in runs:
+        a[s:e] = level
+    return a
+
+
+def test_split_tau_boundary_and_threshold():
+    # at 30 fps and tau = 0.5 s: 14 frames (0.467 s) is a blink, 15 frames (0.500 s) is long
+    a = _signal(100, [(10, 24), (40, 55), (70, 73)])
+    a[45] = 0.5  # exactly the threshold counts as closed
+    eye_long, eye_blink, events = split_eye_states(a, fps=30, tau=0.5, closed_threshold=0.5)
+    assert eye_long.dtype == np.float32 and eye_blink.dtype == np.uint8 and events.dtype == np.float32
+    np.testing.assert_allclose(events, [[10, 24, 14 / 30, 0], [40, 55, 15 / 30, 1], [70, 73, 0.1, 0]],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.flatnonzero(eye_blink), list(range(10, 24)) + [70, 71, 72])
+    np.testing.assert_allclose(eye_long[40:55], a[40:55].astype(np.float32))   # keeps the normalised AU45
+    assert eye_long[:40].sum() == 0 and eye_long[55:].sum() == 0
+    # just below the threshold is open: the run splits in two blinks
+    a[45] = 0.4999
+    _, _, events = split_eye_states(a, fps=30, tau=0.5, closed_threshold=0.5)
+    np.testing.assert_array_equal(events[:, :2], [[10, 24], [40, 45], [46, 55], [70, 73]])
+    assert (events[:, 3] == 0).all()
+    # another fps / tau / threshold
+    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4, closed_threshold=0.75)
+    assert events.shape == (0, 4)
+    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4, closed_threshold=0.6)
+    np.testing.assert_allclose(events, [[5, 15, 0.4, 1]])
+
+
+def test_invalid_frames_never_closed():
+    a = _signal(60, [(10, 30)])
+    valid = np.ones(60, np.uint8)
+    valid[20] = 0
+    eye_long, eye_blink, events = split_eye_states(a, valid=valid)
+    np.testing.assert_array_equal(events[:, :2], [[10, 20], [21, 30]])   # two blinks, not one long run
+    assert eye_blink[20] == 0 and eye_long.sum() == 0
+    # through eye_states: an untracked frame with a huge AU45 neither counts nor sets the max
+    au45 = np.where(np.arange(60) == 50, 100.0, a)
+    out = eye_states(au45, np.where(np.arange(60) == 50, 0, 1))
+    assert out["au45"][50] == 0 and out["valid"][50] == 0
+    np.testing.assert_array_equal(out["events"][:, :2], [[10, 30]])
+
+
+def test_stats():
+    ev = np.array([[0, 6, 0.2, 0], [40, 43, 0.1, 0], [100, 130, 1.0, 1]], np.float32)
+    s = blink_stats(ev, n_valid=300, fps=30)
+    assert s["n_blinks"] == 2 and s["n_long"] == 1
+    assert s["blinks_per_s"] == pytest.approx(0.2)
+    assert s["mean_blink_s"] == pytest.approx(0.15)
+    assert s["long_per_min"] == pytest.approx(6.0)
+    assert s["mean_long_s"] == pytest.approx(1.0)
+    assert s["closed_fraction"] == pytest.approx(1.3 / 10)
+
+
+def test_cli(tmp_path, run_cli):
+    n = 120
+    au45 = np.full(n, 0.2, np.float32)
+    au45[30:34] = 3.2
+    au45[60:80] = 4.2
+    valid = np.ones(n, np.uint8)
+    valid[100:] = 0
+    save_npz(tmp_path / "au45.npz", au45=au45, valid=valid, backend=np.str_("builtin"))
+    out = tmp_path / "out dir" / "eyes.npz"
+    run_cli(["preprocessing.eyes", "--take", "t1", "--au45", tmp_path / "au45.npz", "--tau", "0.5",
+             "--closed-threshold", "0.5", "--out", out])
+    with np.load(out) as z:
+        assert set(z.files) == {"au45", "eye_long", "eye_blink", "valid", "events", "stats_json"}
+        assert z["au45"].shape == (n,) and z["au45"].dtype == np.float32
+        assert z["au45"].max() == 1.0 and z["au45"].min() == 0.0
+        np.testing.assert_allclose(z["events"], [[30, 34, 4 / 30, 0], [60, 80, 20 / 30, 1]], rtol=1e-6)
+        stats = json.loads(str(z["stats_json"]))
+    assert stats["n_blinks"] == 1 and stats["n_long"] == 1
+    assert stats["blinks_per_s"] == pytest.approx(1 / (100 / 30))
+    # an upstream failure record passes through: one line naming take and step, record written, exit 0
+    write_failure(tmp_path / "bad.npz", "t2", "track", "no face found in any frame")
+    proc = run_cli(["preprocessing.eyes", "--take", "t2", "--au45", tmp_path / "bad.npz",
+                    "--out", tmp_path / "eyes2.npz"])
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "musicface: take 't2' step 'eyes': skipped, upstream step 'track' failed: no face found in any frame")
+    assert read_failure(tmp_path / "eyes2.npz")["reason"] == "no face found in any frame"

@@ -1,0 +1,189 @@
+"""Face tracking on real material (Debian opencv-doc's Megamind.avi) and on videos made from it:
+small face in a large frame, two faces, no face, face in part of the take, gaps, corrupt bytes,
+frame-size change, a face too small to track; plus the gap filler and the demo acceptance."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from preprocessing.common import StepError, read_failure, save_json
+from preprocessing.media import iter_frames, probe, write_video
+from preprocessing.track import fill_gaps, track_video
+
+MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
+needs_megamind = pytest.mark.skipif(not MEGAMIND.exists(), reason="apt-get install opencv-doc")
+N_SHORT = 90  # frames of Megamind used for the derived videos (3 s)
+
+
+def _placed(frame: np.ndarray, scale: float, canvas=(1280, 720), at=(700, 300)) -> np.ndarray:
+    """``frame`` resized by ``scale`` and pasted at ``at`` into a grey canvas (width, height)."""
+    h, w = frame.shape[:2]
+    small = np.asarray(Image.fromarray(frame).resize((int(w * scale), int(h * scale)), Image.BILINEAR))
+    out = np.full((canvas[1], canvas[0], 3), 40, np.uint8)
+    out[at[1]:at[1] + small.shape[0], at[0]:at[0] + small.shape[1]] = small
+    return out
+
+
+def _megamind(n=N_SHORT):
+    return (f for _, f in iter_frames(MEGAMIND, n_frames=n))
+
+
+@pytest.fixture(scope="module")
+def megamind_track(tmp_path_factory, run_cli=None):
+    """track.npz of the whole Megamind.avi through the CLI (ingest.json written here: n_frames)."""
+    from tests.conftest import _run
+
+    d = tmp_path_factory.mktemp("megamind")
+    n = probe(MEGAMIND)["n_frames"]
+    save_json(d / "ingest.json", {"n_frames": n})
+    out = d / "track.npz"
+    _run(["preprocessing.track", "--take", "megamind", "--video", MEGAMIND, "--ingest", d / "ingest.json",
+          "--max-gap", "5", "--out", out])
+    with np.load(out) as z:
+        return {k: z[k] for k in z.files}
+
+
+@needs_megamind
+def test_megamind_tracked(megamind_track):
+    t = megamind_track
+    n = probe(MEGAMIND)["n_frames"]          # 11.26 s of 23.976 fps video -> 338 frames at 30 fps
+    assert t["landmarks"].shape == (n, 478, 3) and t["landmarks"].dtype == np.float32
+    assert t["valid"].dtype == np.uint8 and t["interpolated"].dtype == np.uint8
+    assert t["frame_size"].shape == (n, 2) and t["frame_size"].dtype == np.int32
+    assert t["bbox"].shape == (n, 4) and t["bbox"].dtype == np.float32
+    assert (t["frame_size"] == [720, 528]).all()
+    assert t["valid"].mean() >= 0.95                       # measured: 0.994 (the first 2 frames are black)
+    assert not t["valid"][:2].any()                        # ... and those are not invented
+    v = t["valid"].astype(bool)
+    assert np.isfinite(t["landmarks"][v]).all() and np.isnan(t["landmarks"][~v]).all()
+    assert not (t["interpolated"].astype(bool) & ~v).any()
+    # bbox is the landmarks' box
+    lm = t["landmarks"][v]
+    np.testing.assert_allclose(t["bbox"][v][:, :2], lm[:, :, :2].min(axis=1), atol=1e-5)
+    np.testing.assert_allclose(t["bbox"][v][:, 2:], lm[:, :, :2].max(axis=1), atol=1e-5)
+    # one face followed: in the first shot (frames 2-123) a second face sits in the background at
+    # x ~ 0.64; the track stays on the woman in front (x ~ 0.37-0.48)
+    cx = (t["bbox"][2:124, 0] + t["bbox"][2:124, 2]) / 2
+    assert (cx < 0.55).all() and (cx > 0.3).all()
+
+
+@needs_megamind
+def test_small_face_in_720p_frame(tmp_path):
+    """Megamind at half size in a 1280x720 canvas: faces of ~70 px, far under FaceMesh's own range."""
+    video = tmp_path / "small.mp4"
+    write_video(video, (_placed(f, 0.5) for f in _megamind()))
+    small = track_video(str(video), N_SHORT, progress=False)
+    full = track_video(str(MEGAMIND), N_SHORT, progress=False)
+    assert small["valid"].mean() >= 0.95
+    face_px = (small["bbox"][:, 2] - small["bbox"][:, 0]) * 1280
+    assert 50 < np.nanmedian(face_px) < 90
+    # landmarks mapped back to the full frame agree with tracking the original video
+    both = (small["valid"] & full["valid"]).astype(bool)
+    p_full = full["landmarks"][both, :, :2] * [720, 528]
+    p_small = (small["landmarks"][both, :, :2] * [1280, 720] - [700, 300]) / 0.5
+    err = np.linalg.norm(p_full - p_small, axis=-1).mean(axis=1)   # px of the original frame
+    size = (full["bbox"][both, 2] - full["bbox"][both, 0]) * 720
+    assert (err / size).mean() < 0.03                               # measured: 0.008
+
+
+@needs_megamind
+def test_two_faces_keeps_following_the_first(tmp_path):
+    """A larger face (the astronaut photo) appears at frame 30: the track stays on the face it follows."""
+    from skimage import data
+
+    astro = np.asarray(Image.fromarray(data.astronaut()).resize((560, 560), Image.BILINEAR))
+
+    def frames():
+        for i, f in enumerate(_megamind(60)):
+            c = _placed(f, 1.0, at=(0, 100))
+            if i >= 30:
+                c[80:640, 720:1280] = astro
+            yield c
+
+    video = tmp_path / "two.mp4"
+    write_video(video, frames())
+    t = track_video(str(video), 60, progress=False)
+    cx = (t["bbox"][:, 0] + t["bbox"][:, 2]) / 2 * 1280
+    assert t["valid"][2:].all()
+    assert (cx[2:] < 400).all()           # the woman (x ~ 300 px), never the astronaut (x ~ 960 px)
+    # alone, the astronaut is found (the tracker could have switched to it)
+    write_video(tmp_path / "astro.mp4", (np.concatenate([np.zeros((80, 560, 3), np.uint8), astro]) for _ in range(5)))
+    a = track_video(str(tmp_path / "astro.mp4"), 5, progress=False)
+    assert a["valid"].all()
+
+
+@needs_megamind
+def test_partial_face_gaps_and_no_face(tmp_path, run_cli):
+    blank_long, blank_short = range(30, 60), range(70, 73)
+
+    def frames():
+        for i, f in enumerate(_megamind()):
+            yield np.zeros_like(f) if i in blank_long or i in blank_short else f
+
+    video = tmp_path / "partial.mp4"
+    write_video(video, frames())
+    t = track_video(str(video), N_SHORT, max_gap=5, progress=False)
+    v, it = t["valid"].astype(bool), t["interpolated"].astype(bool)
+    assert not v[30:60].any() and not it[30:60].any()          # 30-frame gap: left invalid
+    assert v[70:73].all() and it[70:73].all()                  # 3-frame gap: interpolated, flagged
+    assert it.sum() == 3 and v[2:30].all() and v[60:70].all() and v[73:].all()
+    w = np.array([1, 2, 3]) / 4
+    expect = (1 - w)[:, None, None] * t["landmarks"][69] + w[:, None, None] * t["landmarks"][73]
+    np.testing.assert_allclose(t["landmarks"][70:73], expect, atol=1e-6)
+    # no face anywhere: one line naming take and step, a failure record, exit 0
+    write_video(tmp_path / "noface.mp4", (np.full((480, 640, 3), (i * 7) % 255, np.uint8) for i in range(20)))
+    save_json(tmp_path / "ingest.json", {"n_frames": 20})
+    out = tmp_path / "track.npz"
+    proc = run_cli(["preprocessing.track", "--take", "empty", "--video", tmp_path / "noface.mp4",
+                    "--ingest", tmp_path / "ingest.json", "--out", out])
+    assert proc.stderr.strip().splitlines()[-1] == "musicface: take 'empty' step 'track': no face found in any frame"
+    assert read_failure(out) == {"unit": "empty", "step": "track", "reason": "no face found in any frame"}
+
+
+@needs_megamind
+def test_tiny_face_is_not_tracked(tmp_path):
+    """A ~14 px face in a 1280x720 frame: nothing trustworthy to track -> the take fails clearly."""
+    video = tmp_path / "tiny.mp4"
+    write_video(video, (_placed(f, 0.1) for f in _megamind(30)))
+    with pytest.raises(StepError, match="^no face found in any frame$"):
+        track_video(str(video), 30, progress=False)
+
+
+@needs_megamind
+def test_corrupt_bytes_and_size_change(tmp_path):
+    # bytes of the file overwritten in two places: frames are lost or damaged, the take goes on
+    bad = tmp_path / "corrupt.avi"
+    data = bytearray(MEGAMIND.read_bytes())
+    for frac in (0.3, 0.6):
+        k = int(len(data) * frac)
+        data[k:k + 20000] = bytes(20000)
+    bad.write_bytes(bytes(data))
+    n = probe(MEGAMIND)["n_frames"]
+    t = track_video(str(bad), n, progress=False)
+    assert t["valid"].mean() >= 0.8
+    # frame size changes mid-video (two MPEG-TS segments of different sizes, concatenated)
+    parts = []
+    for k, (scale, rng) in enumerate(((1.0, range(0, 45)), (0.5, range(45, 90)))):
+        p = tmp_path / f"part{k}.ts"
+        with av.open(str(p), "w", format="mpegts") as out:
+            s = out.add_stream("mpeg2video", rate=30)
+            s.width, s.height = int(720 * scale), int(528 * scale)
+            s.pix_fmt = "yuv420p"
+            s.bit_rate = 4_000_000
+            for i, f in enumerate(_megamind()):
+                if i in rng:
+                    img = np.asarray(Image.fromarray(f).resize((s.width, s.height), Image.BILINEAR))
+                    out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            out.mux(s.encode(None))
+        parts.append(p.read_bytes())
+    cat = tmp_path / "sizes.ts"
+    cat.write_bytes(b"".join(parts))
+    t = track_video(str(cat), N_SHORT, progress=False)
+    assert t["valid"][2:85].mean() >= 0.95
+    assert (t["frame_size"] > 0).all()
