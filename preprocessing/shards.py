@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from preprocessing.coeffs import expression_from_coeffs
 from preprocessing.common import StepError, config_sha, load_json, load_npz, sha256_file
 
 SCHEMA_VERSION = 1
@@ -86,23 +87,6 @@ def n_mfcc_rows(n_frames: int, fps: int = FPS, rate: int = MFCC_RATE) -> int:
     return -(-n_frames * rate // fps)
 
 
-def project_expression(residual: np.ndarray, basis: dict) -> np.ndarray:
-    """Builtin expression coefficients: the residual projected on the training PCA basis.
-
-    Uses ``preprocessing.coeffs.project_expression`` (the coeffs step owns the basis); the fallback
-    below is the same definition, ``(residual - mean) @ components.T``, used only until that
-    function exists.
-    """
-    try:
-        from preprocessing.coeffs import project_expression as project
-    except ImportError:
-        project = None
-    if project is not None:
-        return np.asarray(project(residual, basis), dtype=np.float32)
-    comps = np.asarray(basis["components"], dtype=np.float64)
-    return ((np.asarray(residual, np.float64) - basis["mean"]) @ comps.T).astype(np.float32)
-
-
 def tool_versions(*extra: dict) -> dict:
     """Installed versions of the libraries that produce the data (plus any a step recorded)."""
     out = {}
@@ -141,10 +125,7 @@ def assemble_take(take_dir: str | os.PathLike, basis: dict, take: str, subject: 
     m = n_mfcc_rows(n)
 
     backend = _str(coeffs["backend"])
-    if backend == "deep3d" or bool(np.asarray(basis.get("identity", False))):
-        exp = np.asarray(coeffs["exp"], np.float32)
-    else:
-        exp = project_expression(coeffs["residual"], basis)
+    exp = expression_from_coeffs(coeffs, basis)  # builtin: residual on the PCA basis; deep3d: exp as is
     valid = (np.asarray(track["valid"]).astype(bool) & np.asarray(coeffs["valid"]).astype(bool)
              & np.asarray(eyes["valid"]).astype(bool))
 

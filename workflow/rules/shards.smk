@@ -1,4 +1,6 @@
-# shards: passing takes -> dataset/shards/{train,test}-NNNNN.h5 (schema version 1) + manifest.json
+# shards: passing takes -> dataset/shards/{train,test}-NNNNN.h5 (schema version 1) + manifest.json.
+# The folder is built beside the target and renamed into place, so a killed job never leaves a set
+# that looks done (Snakemake also marks the job incomplete and reruns it).
 
 
 rule shards:
@@ -10,13 +12,16 @@ rule shards:
         mfcc=all_takes("mfcc.npz"),
         track=all_takes("track.npz"),
         coeffs=all_takes("coeffs.npz"),
+        au45=all_takes("au45.npz"),
         eyes=all_takes("eyes.npz"),
         qc=all_takes("qc.json"),
     output:
         directory(SHARDS),
     params:
         per_shard=config["shards"]["takes_per_shard"],
-        config_json=lambda wc: q(json.dumps(config, sort_keys=True)),
+        # only the sections that shape the data: editing model/train keys must not rebuild the shards
+        config_json=lambda wc: q(json.dumps({k: v for k, v in config.items()
+                                             if k not in ("model", "train", "evaluate")}, sort_keys=True)),
     log:
         "logs/shards.log",
     benchmark:

@@ -1,0 +1,193 @@
+"""QC: one take's step outputs -> qc.json (pass, or fail with EVERY reason).
+
+    python -m preprocessing.qc --take T --subject S --song G --ingest ingest.json --sync sync.json \
+        --mfcc mfcc.npz --track track.npz --coeffs coeffs.npz --au45 au45.npz --eyes eyes.npz \
+        --min-sync-confidence 4.0 --min-valid-fraction 0.8 --min-frames 128 --out qc.json
+
+Checks (each failing one adds a reason; the take fails when there is any):
+
+* every input: a failure record -> ``"<step>: <reason>"`` of the step that really failed (records
+  carry the root cause, so one failure seen through several inputs is reported once); a file that
+  cannot be read -> ``"<file>: unreadable (<error>)"``.
+* ingest: fps is 30; N (``n_frames``) >= ``min_frames`` (one training window), else "too short".
+* track: some face (``"no face found in any frame"``); the valid fraction, i.e. frames valid in
+  track AND coeffs AND eyes over N, >= ``min_valid_fraction``.
+* sync: confidence >= ``min_sync_confidence``.
+* lengths: MFCC arrays ``(ceil(N * 100 / 30), 26)``; every per-frame array of track / coeffs / au45 /
+  eyes has N rows; the MFCC was computed with sync's offset.
+* values: finite in valid frames (MFCC everywhere).
+
+qc.json: ``take, subject, song, status ("pass"/"fail"), reasons [str], n_frames, valid_fraction,
+sync_confidence, sync_method, offset_s, duration_s, thresholds {}``. QC itself never fails a take by
+crashing: a check that raises becomes a reason.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.common import UpstreamFailed, load_json, load_npz, one_line, run_step, save_json
+
+FPS = 30
+MFCC_RATE = 100
+MFCC_DIM = 26
+MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
+# per-frame arrays (first axis N) that each step's file must hold
+FRAME_ARRAYS = {
+    "track": ("landmarks", "valid"),
+    "coeffs": ("pose", "landmarks2d", "valid"),
+    "au45": ("au45", "valid"),
+    "eyes": ("au45", "eye_long", "eye_blink", "valid"),
+}
+# arrays that must be finite where the take is valid
+FINITE = {"coeffs": ("pose", "landmarks2d", "residual", "exp"), "eyes": ("au45", "eye_long")}
+
+
+def _load(name: str, path, reasons: list[str]):
+    """Load one input; a failure record or unreadable file becomes a reason and gives None."""
+    if path is None:
+        return None
+    try:
+        return load_json(path) if str(path).endswith(".json") else load_npz(path)
+    except UpstreamFailed as e:
+        _add(reasons, f"{e.step}: {e.reason}")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a QC reason, never a crash
+        _add(reasons, f"{name}: unreadable ({one_line(f'{type(e).__name__}: {e}')})")
+    return None
+
+
+def _add(reasons: list[str], reason: str) -> None:
+    if reason not in reasons:
+        reasons.append(reason)
+
+
+def check_take(take: str, subject: str, song: str, paths: dict, min_sync_confidence: float = 4.0,
+               min_valid_fraction: float = 0.8, min_frames: int = 128) -> dict:
+    """The qc.json dict of one take. ``paths``: step name -> file (ingest, sync, mfcc, track, coeffs,
+    au45, eyes); a missing key skips that input."""
+    reasons: list[str] = []
+    d = {name: _load(name, paths.get(name), reasons) for name in
+         ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
+    ingest, sync = d["ingest"], d["sync"]
+    n = None
+    result = {"take": take, "subject": subject, "song": song, "n_frames": None, "duration_s": None,
+              "valid_fraction": None, "sync_confidence": None, "sync_method": None, "offset_s": None,
+              "thresholds": {"min_sync_confidence": min_sync_confidence,
+                             "min_valid_fraction": min_valid_fraction, "min_frames": min_frames}}
+
+    def check(label, fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a malformed file is a reason, not a crash
+            _add(reasons, f"{label}: malformed ({one_line(f'{type(e).__name__}: {e}')})")
+
+    def ingest_checks():
+        nonlocal n
+        n = int(ingest["n_frames"])
+        result["n_frames"], result["duration_s"] = n, n / FPS
+        if float(ingest.get("fps", FPS)) != FPS:
+            _add(reasons, f"ingest: fps {ingest['fps']} is not {FPS}")
+        if n < min_frames:
+            _add(reasons, f"too short: {n} frames < {min_frames} (one training window)")
+
+    if ingest is not None:
+        check("ingest", ingest_checks)
+
+    def sync_checks():
+        conf = float(sync["confidence"])
+        result.update(sync_confidence=conf, sync_method=str(sync["method"]), offset_s=float(sync["offset_s"]))
+        if not conf >= min_sync_confidence:
+            _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}")
+
+    if sync is not None:
+        check("sync", sync_checks)
+
+    if n is not None:
+        m = -(-n * MFCC_RATE // FPS)
+
+        def mfcc_checks():
+            z = d["mfcc"]
+            for k in MFCC_KEYS:
+                a = np.asarray(z[k])
+                if a.shape != (m, MFCC_DIM):
+                    _add(reasons, f"mfcc length mismatch: {k} has shape {a.shape}, expected ({m}, {MFCC_DIM}) "
+                                  f"for {n} frames")
+                elif not np.isfinite(a).all():
+                    _add(reasons, f"mfcc: non-finite values in {k}")
+            if sync is not None and "offset_s" in z and abs(float(z["offset_s"]) - float(sync["offset_s"])) > 1e-6:
+                _add(reasons, f"mfcc: computed with offset {float(z['offset_s']):.3f} s but sync says "
+                              f"{float(sync['offset_s']):.3f} s (stale file)")
+
+        if d["mfcc"] is not None:
+            check("mfcc", mfcc_checks)
+
+        def frame_checks(name):
+            z = d[name]
+            for k in FRAME_ARRAYS[name]:
+                if k not in z:
+                    _add(reasons, f"{name}: missing array '{k}'")
+                elif len(z[k]) != n:
+                    _add(reasons, f"{name} length mismatch: {k} has {len(z[k])} frames, expected {n}")
+
+        for name in FRAME_ARRAYS:
+            if d[name] is not None:
+                check(name, lambda name=name: frame_checks(name))
+
+        def valid_checks():
+            masks = [np.asarray(d[k]["valid"]).astype(bool) for k in ("track", "coeffs", "eyes")
+                     if d[k] is not None and len(d[k].get("valid", ())) == n]
+            if not masks:
+                return
+            if d["track"] is not None and not np.asarray(d["track"]["valid"]).any():
+                _add(reasons, "no face found in any frame")
+                result["valid_fraction"] = 0.0
+                return
+            valid = np.logical_and.reduce(masks)
+            frac = float(valid.mean()) if n else 0.0
+            result["valid_fraction"] = frac
+            if frac < min_valid_fraction:
+                _add(reasons, f"too few valid frames: {frac:.1%} < {min_valid_fraction:.0%}")
+            for name, keys in FINITE.items():
+                z = d[name]
+                if z is None:
+                    continue
+                for k in keys:
+                    if k in z and len(z[k]) == n and not np.isfinite(np.asarray(z[k], np.float64)[valid]).all():
+                        _add(reasons, f"{name}: non-finite values in {k} on valid frames")
+
+        check("valid", valid_checks)
+
+    result["status"] = "fail" if reasons else "pass"
+    result["reasons"] = reasons
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.qc", description=__doc__.split("\n")[0])
+    ap.add_argument("--take", required=True)
+    ap.add_argument("--subject", required=True)
+    ap.add_argument("--song", required=True)
+    for name in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes"):
+        ap.add_argument(f"--{name}", default=None, help=f"the take's {name} output")
+    ap.add_argument("--min-sync-confidence", type=float, default=4.0)
+    ap.add_argument("--min-valid-fraction", type=float, default=0.8)
+    ap.add_argument("--min-frames", type=int, default=128)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    paths = {k: getattr(a, k) for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
+
+    def work():
+        res = check_take(a.take, a.subject, a.song, paths, a.min_sync_confidence, a.min_valid_fraction,
+                         a.min_frames)
+        save_json(a.out, res)
+        line = "pass" if res["status"] == "pass" else "fail: " + "; ".join(res["reasons"])
+        print(f"qc {a.take}: {line}", file=sys.stderr)
+
+    return run_step("qc", a.take, [Path(a.out)], work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
