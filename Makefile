@@ -32,6 +32,20 @@ test: install
 test-fast: install
 	$(VENV)/bin/python -m pytest -m "not slow"
 
+## Spleeter 2stems in its own venv (Python < 3.12, tensorflow 2.12.1, numpy < 2; ~2.4 GB, ~2 min).
+## The pins are the pip section of envs/spleeter.yaml (one list for venv and conda users).
+SPLEETER_PYTHON ?= $(shell command -v python3.11 || command -v python3.10 || command -v python3.9)
+
+spleeter-env: $(SPLEETER_VENV)/.installed
+
+$(SPLEETER_VENV)/.installed: envs/spleeter.yaml
+	@test -n "$(SPLEETER_PYTHON)" || { echo "spleeter-env: needs python3.9-3.11 (Spleeter 2.4.2 does not support 3.12+); set SPLEETER_PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(SPLEETER_VENV)/bin/python || $(SPLEETER_PYTHON) -m venv $(SPLEETER_VENV)
+	sed -n 's/^ *- *\([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' envs/spleeter.yaml > $(SPLEETER_VENV)/requirements.txt
+	$(SPLEETER_VENV)/bin/pip install --disable-pip-version-check -q -r $(SPLEETER_VENV)/requirements.txt
+	$(SPLEETER_VENV)/bin/python -c "import spleeter.model, tensorflow, numpy; assert numpy.__version__ < '2'"
+	touch $@
+
 bench: install
 	for b in bench/*.py; do $(VENV)/bin/python $$b; done
 

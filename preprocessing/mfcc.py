@@ -1,0 +1,203 @@
+"""mfcc: vocals / music / mix -> 100 Hz MFCC + first derivatives (26-D), row 0 = the take's video frame 0.
+
+Paper 3.2.1: 16 kHz audio, MFCC and their first derivatives, 25 ms window, 10 ms step -> 26-D at
+100 Hz; windows of 39 rows (390 ms) per 30 fps video frame -> ``(30 T, 39, 26)``.
+
+Feature settings (python_speech_features 0.6, the library most audio-driven face models use; every
+setting fixed here, none left to a library default):
+
+* ``WIN`` = 400 samples (25 ms), ``HOP`` = 160 samples (10 ms) at ``SR`` = 16 kHz; a Hamming window.
+* pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]`` (over the whole cut, before framing).
+* power spectrum ``|rfft(frame, 512)|^2 / 512`` (``N_FFT`` = 512, the frame zero-padded).
+* ``N_MELS`` = 26 triangular filters on the HTK mel scale from 0 Hz to 8 kHz; ``log`` of the filter
+  energies (exact zeros replaced by the float64 eps, so silence gives finite values: log(eps) = -36.04).
+* DCT-II (orthonormal), first ``N_CEP`` = 13 coefficients, sinusoidal lifter ``1 + 11 sin(pi n / 22)``
+  (``LIFTER`` = 22); coefficient 0 replaced by the log of the frame's total power (appendEnergy).
+* deltas: the regression ``d_t = sum_{n=1..2} n (c_{t+n} - c_{t-n}) / 10`` (``DELTA_N`` = 2), computed
+  on real audio context (two extra rows each side), so a row's features do not depend on where the take
+  starts or ends. Columns: 13 MFCC, then their 13 deltas. float32.
+* Row ``r`` is the frame *centred* at time ``r / 100`` s: it covers ``[r/100 - 12.5 ms, r/100 + 12.5 ms)``.
+
+Take alignment (CONTRIBUTING.md "Time and units"): ``song_time = video_time + offset_s`` (sync.json),
+so row ``r`` reads the song around sample ``r * 160 + round(offset_s * 16000)``: the offset is applied
+here, once, at 16 kHz sample precision. ``M = ceil(N * 100 / 30)`` rows for ``N`` video frames.
+Where the take runs past either end of the song (recording started before the song or went on after
+it), the song is zero (digital silence, the log(eps) rows above). A take that does not overlap the song
+at all, a song that is silent during the whole take, empty or mismatched wav files are errors.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+
+from preprocessing.common import StepError, check_upstream, load_json, run_step, save_npz
+
+SR = 16000
+WIN = 400            # samples: 25 ms analysis window
+HOP = 160            # samples: 10 ms step -> 100 rows per second
+RATE = 100           # rows per second
+N_FFT = 512
+N_MELS = 26
+N_CEP = 13
+LIFTER = 22
+PREEMPH = 0.97
+DELTA_N = 2
+DIM = 2 * N_CEP      # 26 = 13 MFCC + 13 deltas
+SILENCE = 1e-8       # peak amplitude under which audio counts as digital silence
+STEMS = ("vocals", "music", "mix")
+
+
+def n_rows(n_frames: int, fps: int = 30) -> int:
+    """``M = ceil(n_frames * 100 / fps)``, in exact integer arithmetic for integer ``fps``."""
+    if isinstance(fps, (int, np.integer)):
+        return -(-int(n_frames) * RATE // int(fps))
+    return int(math.ceil(n_frames * RATE / fps - 1e-9))
+
+
+def _features(padded: np.ndarray, rows: int, sr: int = SR) -> np.ndarray:
+    """MFCC+delta rows of a cut that starts ``DELTA_N * HOP + WIN / 2`` samples before row 0's centre.
+
+    ``padded`` must hold exactly ``(rows + 2 DELTA_N - 1) * HOP + WIN`` samples: frames
+    ``-DELTA_N .. rows + DELTA_N - 1`` are computed, the deltas use them, the extra rows are dropped.
+    """
+    import python_speech_features as psf
+
+    hop, win = sr // RATE, int(round(0.025 * sr))
+    total = rows + 2 * DELTA_N
+    assert len(padded) == (total - 1) * hop + win, (len(padded), total)
+    cep = psf.mfcc(np.asarray(padded, np.float64), samplerate=sr, winlen=win / sr, winstep=hop / sr,
+                   numcep=N_CEP, nfilt=N_MELS, nfft=N_FFT, lowfreq=0, highfreq=sr / 2, preemph=PREEMPH,
+                   ceplifter=LIFTER, appendEnergy=True, winfunc=np.hamming)
+    assert cep.shape == (total, N_CEP), cep.shape
+    # delta regression, vectorised (psf.delta loops in Python): d_t = sum n (c_{t+n} - c_{t-n}) / denom
+    denom = 2 * sum(n * n for n in range(1, DELTA_N + 1))
+    d = sum(n * (cep[DELTA_N + n: total - DELTA_N + n] - cep[DELTA_N - n: total - DELTA_N - n])
+            for n in range(1, DELTA_N + 1)) / denom
+    return np.concatenate([cep[DELTA_N: total - DELTA_N], d], axis=1).astype(np.float32)
+
+
+def cut(audio: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``audio[start : start + length]`` with zeros where the range lies outside the signal."""
+    out = np.zeros(length, np.float32)
+    a, b = max(start, 0), min(start + length, len(audio))
+    if b > a:
+        out[a - start: b - start] = audio[a:b]
+    return out
+
+
+def features_at(audio: np.ndarray, first_sample: int, rows: int, sr: int = SR) -> np.ndarray:
+    """``rows`` MFCC+delta rows (float32 ``(rows, 26)``) of ``audio``; row ``r`` centred at sample
+    ``first_sample + r * sr / 100``; the signal is zero outside ``audio``."""
+    hop, win = sr // RATE, int(round(0.025 * sr))
+    lead = DELTA_N * hop + win // 2
+    return _features(cut(audio, first_sample - lead, (rows + 2 * DELTA_N - 1) * hop + win), rows, sr)
+
+
+def mfcc(wav: np.ndarray, sr: int = SR) -> np.ndarray:
+    """MFCC + first derivatives of a whole signal: float32 ``(ceil(n / hop), 26)`` at 100 Hz.
+
+    Row ``r`` is centred at ``r / 100`` s of ``wav`` (module docstring for every setting); frames that
+    reach past either end read zeros. ``sr`` must be a multiple of 100 (16 kHz in the pipeline).
+    """
+    wav = np.asarray(wav, np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"mfcc: mono audio expected, got shape {wav.shape}")
+    if sr % RATE:
+        raise ValueError(f"mfcc: sample rate must be a multiple of {RATE} Hz, got {sr}")
+    if len(wav) == 0:
+        raise StepError("empty audio (0 samples)")
+    return features_at(wav, 0, -(-len(wav) // (sr // RATE)), sr)
+
+
+def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = 30, width: int = 39) -> np.ndarray:
+    """Per-video-frame windows of 100 Hz features: ``(n_frames, width, D)`` (DESIGN.md section 4).
+
+    Window ``i`` is centred on video-frame time ``i / fps``: its centre row is ``c_i = round(i * 100 /
+    fps)`` (halves round up) and it holds rows ``c_i - width // 2 .. c_i + (width - 1) // 2``; rows
+    outside ``[0, M)`` replicate the first / last row. One gather, no Python loop over frames.
+    """
+    feats = np.asarray(features_100hz)
+    if feats.ndim != 2 or len(feats) == 0:
+        raise ValueError(f"mfcc_windows: features must be (M >= 1, D), got shape {feats.shape}")
+    if width < 1 or n_frames < 0:
+        raise ValueError(f"mfcc_windows: need width >= 1 and n_frames >= 0, got {width}, {n_frames}")
+    i = np.arange(n_frames, dtype=np.int64)
+    if isinstance(fps, (int, np.integer)):
+        centre = (2 * i * RATE + fps) // (2 * fps)          # floor(i * 100 / fps + 1/2), exact
+    else:
+        centre = np.floor(i * RATE / fps + 0.5).astype(np.int64)
+    rows = np.clip(centre[:, None] + np.arange(width)[None, :] - width // 2, 0, len(feats) - 1)
+    return feats[rows]
+
+
+# ------------------------------------------------------------------------------------- the take
+def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, fps: int = 30,
+                  sr: int = SR) -> dict[str, np.ndarray]:
+    """The take's features: ``{"mfcc_vocals", "mfcc_music", "mfcc_mix"}`` float32 ``(M, 26)``.
+
+    ``stems`` maps vocals / music / mix to the song's float mono audio at ``sr`` (same length).
+    Row ``r`` is at video time ``r / 100`` s = song time ``r / 100 + offset_s`` (module docstring).
+    Also returns ``"coverage"``: the fraction of rows whose centre lies inside the song.
+    """
+    lengths = {k: len(v) for k, v in stems.items()}
+    if len(set(lengths.values())) != 1:
+        raise StepError(f"vocals/music/mix lengths differ: {lengths} samples")
+    n = lengths["mix"]
+    if n == 0:
+        raise StepError("mix.wav is empty (0 samples)")
+    if n_frames < 1:
+        raise StepError(f"take has no video frames (n_frames={n_frames})")
+    if not math.isfinite(offset_s):
+        raise StepError(f"sync offset is not a number: {offset_s}")
+    rows = n_rows(n_frames, fps)
+    hop = sr // RATE
+    first = int(round(offset_s * sr))       # song sample at video time 0 (16 kHz precision)
+    last = first + (rows - 1) * hop
+    song_s = n / sr
+    if last < 0 or first >= n:
+        raise StepError(f"take does not overlap the song: the take covers song time {first / sr:.2f}.."
+                        f"{last / sr:.2f} s, the song is 0..{song_s:.2f} s long (check sync offset_s)")
+    mix_span = cut(stems["mix"], first, last - first + 1)
+    if float(np.max(np.abs(mix_span))) < SILENCE:
+        raise StepError(f"the song is silent during the whole take (song time {max(first, 0) / sr:.2f}.."
+                        f"{min(last, n - 1) / sr:.2f} s)")
+    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, rows, sr) for k in STEMS}
+    centres = first + np.arange(rows) * hop
+    out["coverage"] = np.float32(np.mean((centres >= 0) & (centres < n)))
+    return out
+
+
+def work(args) -> None:
+    from preprocessing.media import read_wav
+
+    info = load_json(args.ingest)
+    sync = load_json(args.sync)
+    check_upstream(args.vocals, args.music, args.mix)
+    stems = {"vocals": read_wav(args.vocals, SR), "music": read_wav(args.music, SR), "mix": read_wav(args.mix, SR)}
+    fps = info.get("fps", 30)
+    fps = int(fps) if float(fps).is_integer() else float(fps)
+    offset = float(sync["offset_s"])
+    feats = take_features(stems, offset, int(info["n_frames"]), fps)
+    print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, "
+          f"coverage {float(feats['coverage']):.3f}", file=sys.stderr)
+    save_npz(args.out, **feats, offset_s=np.float64(offset))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--take", required=True)
+    ap.add_argument("--ingest", required=True, help="ingest.json (n_frames, fps)")
+    ap.add_argument("--sync", required=True, help="sync.json (offset_s)")
+    ap.add_argument("--vocals", required=True)
+    ap.add_argument("--music", required=True)
+    ap.add_argument("--mix", required=True)
+    ap.add_argument("--out", required=True, help="mfcc.npz")
+    args = ap.parse_args(argv)
+    return run_step("mfcc", args.take, [args.out], lambda: work(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
