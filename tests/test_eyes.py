@@ -108,3 +108,56 @@ def test_cli(tmp_path, run_cli):
     assert proc.stderr.strip().splitlines()[-1] == (
         "musicface: take 't2' step 'eyes': skipped, upstream step 'track' failed: no face found in any frame")
     assert read_failure(tmp_path / "eyes2.npz")["reason"] == "no face found in any frame"
+
+
+# ---------------------------------------------------------------------------------------- acceptance
+def _match(pred: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+    """One-to-one matching of events by overlap of [start, end): (truth index, pred index) pairs."""
+    pairs, used = [], set()
+    for i, t in enumerate(truth):
+        for k, p in enumerate(pred):
+            if k not in used and p[0] < t[1] and t[0] < p[1]:
+                used.add(k)
+                pairs.append((i, k))
+                break
+    return pairs
+
+
+@pytest.mark.slow
+def test_demo_acceptance_blinks_and_long_closures(demo_dir):
+    """track -> built-in AU45 -> eye split on every demo take, scored against the demo's truth."""
+    from preprocessing.au45 import compute_au45
+    from preprocessing.track import track_video
+
+    tp = n_pred = n_true = 0
+    for truth_path in sorted(demo_dir.glob("singer*/*.truth.npz")):
+        with np.load(truth_path) as z:
+            truth = {k: z[k] for k in z.files}
+        n = int(truth["n_frames"])
+        track = track_video(str(truth_path.with_name(truth_path.name.replace(".truth.npz", ".mp4"))), n,
+                            progress=False)
+        au = compute_au45("builtin", n_frames=n, track=track)
+        eyes = eye_states(au["au45"], au["valid"], fps=30, tau=0.5, closed_threshold=0.5)
+        ok = au["valid"].astype(bool)
+        assert ok.mean() >= 0.95
+        r = np.corrcoef(au["au45"][ok], truth["eye_closure"][ok])[0, 1]
+        print(f"{truth_path.name}: corr(au45, truth eye_closure) = {r:.3f}")
+        assert r >= 0.9                                       # measured 0.993-0.995
+        ev, te = eyes["events"], truth["events"]
+        pb, tb = ev[ev[:, 3] == 0], te[te[:, 3] == 0]
+        tp += len(_match(pb, tb))
+        n_pred += len(pb)
+        n_true += len(tb)
+        # every long closure found, as one long event, start and duration within 2 frames
+        pl, tl = ev[ev[:, 3] == 1], te[te[:, 3] == 1]
+        assert len(tl) >= 1
+        pairs = _match(pl, tl)
+        assert len(pairs) == len(tl), (tl, pl)
+        for i, k in pairs:
+            assert abs(pl[k, 0] - tl[i, 0]) <= 2
+            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 2
+    precision, recall = tp / n_pred, tp / n_true
+    f1 = 2 * precision * recall / (precision + recall)
+    print(f"blinks: {n_true} true, {n_pred} found, {tp} matched, F1 = {f1:.3f}")
+    assert n_true >= 20
+    assert f1 >= 0.9                                          # measured 1.000

@@ -187,3 +187,23 @@ def test_corrupt_bytes_and_size_change(tmp_path):
     t = track_video(str(cat), N_SHORT, progress=False)
     assert t["valid"][2:85].mean() >= 0.95
     assert (t["frame_size"] > 0).all()
+
+
+@pytest.mark.slow
+def test_demo_take_small_in_720p(demo_dir, tmp_path):
+    """A demo singer shrunk to a ~85 px face in a 1280x720 frame: tracked, and its eyes still read."""
+    from preprocessing.au45 import au45_from_landmarks
+
+    take = sorted(demo_dir.glob("singer*/*.mp4"))[0]
+    with np.load(take.with_name(take.stem + ".truth.npz")) as z:
+        n, closure = int(z["n_frames"]), z["eye_closure"]
+    scale = 0.45                                  # the demo face is ~190 px in its 640x480 frame
+    video = tmp_path / "small demo.mp4"
+    write_video(video, (_placed(f, scale, at=(800, 200)) for _, f in iter_frames(take, n_frames=n)))
+    t = track_video(str(video), n, progress=False)
+    assert t["valid"].mean() >= 0.95
+    face = np.nanmedian((t["bbox"][:, 2] - t["bbox"][:, 0]) * 1280)
+    assert 70 < face < 100
+    au45, valid = au45_from_landmarks(t["landmarks"], t["frame_size"], t["valid"])
+    ok = valid.astype(bool)
+    assert np.corrcoef(au45[ok], closure[ok])[0, 1] >= 0.9     # measured 0.994 at 89 px
