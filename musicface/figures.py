@@ -109,9 +109,10 @@ def eye_durations(path, gen_durations, real_durations, *, tau: float = 0.5, titl
     top = max([1.0, *(gen.tolist()), *(real.tolist())])
     bins = np.arange(0.0, math.ceil(top / 0.1) * 0.1 + 0.1, 0.1 if top <= 3 else 0.25)
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for data, label, colour in ((real, "real", "tab:gray"), (gen, "generated", "tab:blue")):
+    for data, label, colour, style in ((real, "real", "tab:gray", dict(alpha=0.6)),
+                                       (gen, "generated", "tab:blue", dict(histtype="step", lw=2))):
         if len(data):
-            ax.hist(data, bins=bins, alpha=0.55, color=colour, density=True,
+            ax.hist(data, bins=bins, color=colour, density=True, **style,
                     label=f"{label} (n={len(data)}, mean {data.mean():.2f} s)")
         else:
             ax.plot([], [], color=colour, label=f"{label} (no closures)")

@@ -1,0 +1,494 @@
+"""`musicface evaluate` and `musicface ablation-table`: a trained model on the test split (paper 4.3-4.4).
+
+    musicface evaluate --checkpoint runs/demo/model.pt --shards dataset/shards --out runs/demo/eval
+    musicface ablation-table --out runs/demo-ablation/table.md runs/demo-*/eval/metrics.json
+
+For every TEST take of the shards the model generates the whole take (seed ``--seed`` + the take's
+rank, initial pose = the take's first valid ground-truth pose) and is scored against the ground truth
+(:mod:`musicface.metrics` states each definition):
+
+* lip sync: AVC (SyncNet confidence; only with SyncNet weights AND rendered videos, otherwise null +
+  reason), LMD of the mouth and the whole face (% of the inter-ocular distance; landmarks from the
+  coefficients through the backend's landmark model, both with the ground-truth pose), and our
+  renderer-free proxy (corr of mouth opening with vocal energy; mouth-open ratio in vocal silence);
+* pose realism: CCA of head-pose speed (pooled over test takes), roughness (Eq. 14, deg/frame^2);
+* eye realism: CCA of the long-closure state (e_long vs ground-truth eye_long; the short blinks are
+  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration.
+
+Outputs in ``--out``: ``metrics.json`` (summary, ground-truth reference values, per take, definitions),
+``table.md`` (paper Table 1 layout), and figures ``pose.png`` (Fig. 5b), ``attention.png`` (Fig. 6),
+``eye_durations.png`` (Fig. 9), ``training.png`` (``metrics.csv`` next to the checkpoint).
+A take that cannot be scored is skipped with one line on stderr and listed under ``skipped``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from musicface import figures
+from musicface import metrics as M
+from preprocessing.common import StepError, atomic_path, one_line, save_json
+
+VARIANT_NAMES = {"single_stream": "Single-Stream", "two_stream": "Two-Stream", "with_atm": "With-ATM",
+                 "full": "Ours (full)"}
+VARIANT_ORDER = ("single_stream", "two_stream", "with_atm", "full")
+FIGURES = {"pose": "pose.png", "attention": "attention.png", "eye_durations": "eye_durations.png",
+           "training": "training.png"}
+PAPER_GROUND_TRUTH = {"blinks_per_s": 0.35, "blink_duration_s": 0.23}
+
+DEFINITIONS = {
+    "avc": "SyncNet audio-visual confidence (LSE-C: median - min of the mean embedding distance over "
+           "+-15 frame shifts at 25 fps); needs SyncNet weights and rendered face videos",
+    "lmd_mouth": "mean distance of the 40 lip landmarks (FaceMesh; 20 iBUG), % of the ground-truth "
+                 "inter-ocular distance; both landmark sets from the coefficients with the ground-truth pose",
+    "lmd_face": "the same over all landmarks",
+    "lip_energy_corr": "Pearson correlation of the generated mouth opening (inner-lip gap / inter-ocular) "
+                       "with the vocal energy envelope (dB), frame-weighted mean over takes",
+    "silent_open_ratio": "fraction of vocal-silence frames (Otsu on vocal energy, >= 10 dB below its "
+                         "95th percentile) where the mouth is open (above p5 + 0.3 (p95 - p5) of the "
+                         "take's ground-truth opening)",
+    "cca_pose_speed": "first canonical correlation of |p_t - p_(t-1)| (6 pose parameters), generated "
+                      "vs ground truth, valid frames of all test takes pooled",
+    "rough": "Eq. 14: mean over frames of ||R''(t)||^2, R = pitch, yaw, roll in degrees, central second "
+             "difference per frame^2; frame-weighted mean over takes",
+    "cca_eye": "first canonical correlation of the long eye-closure state (e_long vs ground-truth "
+               "eye_long), valid frames pooled",
+    "cca_eye_combined": "the same for the combined eye state (eq. 9, filtered) vs ground-truth AU45",
+    "blinks_per_s": "closed runs (state >= closed_threshold) shorter than tau, per second (generated: "
+                    "the combined eye state; ground truth: normalised AU45)",
+    "blink_duration_s": "mean duration of those blinks (s)",
+}
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _np(x):
+    if x is None:
+        return None
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def _fmt(x, digits=2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def _clean(obj):
+    """JSON-ready copy: NaN/inf -> None, numpy -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return M.finite_or_none(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    return obj
+
+
+def find_basis(checkpoint: Path, meta: dict, explicit=None, shards: Path | None = None) -> Path | None:
+    """The expression basis (``exp_basis.npz``) of the landmark model, first found of: ``explicit``;
+    the path the checkpoint recorded (meta ``exp_basis``/``basis``); ``exp_basis.npz`` beside the
+    checkpoint; ``exp_basis.npz`` beside the shard folder (``dataset/``); ``dataset/exp_basis.npz``."""
+    if explicit:
+        return Path(explicit)
+    cands = [meta.get(k) for k in ("exp_basis", "basis", "basis_path") if isinstance(meta.get(k), str)]
+    cands.append(Path(checkpoint).parent / "exp_basis.npz")
+    if shards is not None:
+        cands.append(Path(shards).parent / "exp_basis.npz")
+    cands.append(Path("dataset/exp_basis.npz"))
+    for c in cands:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def load_basis(path) -> dict:
+    from preprocessing.common import load_npz
+
+    return load_npz(path)
+
+
+def landmarks(exp, pose, basis: dict) -> np.ndarray:
+    """Coefficients -> 2-D landmarks through the backend's landmark model, isotropic frame (1 x 1)."""
+    from preprocessing.coeffs import landmarks_from_coeffs
+
+    return np.asarray(landmarks_from_coeffs(np.asarray(exp), np.asarray(pose), basis, frame_size=(1, 1)))
+
+
+def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
+    """Vocal energy envelope (dB) per video frame from the vocal MFCC windows (N, 39, 26): the centre
+    row's first coefficient, the log frame energy (python_speech_features ``appendEnergy``: ln of the
+    frame's power-spectrum sum), converted to dB (x 10 / ln 10)."""
+    w = np.asarray(mfcc_vocals_windows)
+    return w[:, w.shape[1] // 2, 0].astype(np.float64) * (10.0 / math.log(10.0))
+
+
+# ------------------------------------------------------------------------------------- per take
+def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = 30.0, tau: float = 0.5,
+               closed_threshold: float = 0.5) -> dict:
+    """Metrics of one generated take vs its ground truth (arrays of :func:`musicface.data.take_arrays`).
+
+    Returns per-take values plus the pieces pooled over takes (``_pool``: speeds, eye states).
+    """
+    valid = gt["valid"].astype(bool)
+    n = len(valid)
+    out: dict = {"n_frames": n, "valid_frames": int(valid.sum())}
+    # pose
+    keep = M.speed_valid(valid)
+    sp_gen, sp_gt = M.pose_speed(gen["pose"])[keep], M.pose_speed(gt["pose"])[keep]
+    out["cca_pose_speed"] = M.cca(sp_gen, sp_gt) if len(sp_gen) >= 3 else float("nan")
+    out["rough"] = M.roughness(gen["pose"])
+    out["rough_gt"] = M.roughness(gt["pose"], valid=valid)
+    # eyes
+    e_long, eye = np.asarray(gen["e_long"], np.float64), np.asarray(gen["eye"], np.float64)
+    out["cca_eye"] = M.cca(e_long[valid], gt["eye_long"][valid])
+    out["cca_eye_combined"] = M.cca(eye[valid], gt["au45"][valid])
+    out["blinks"] = M.blink_stats(eye, fps=fps, tau=tau, closed_threshold=closed_threshold)
+    out["blinks_gt"] = M.blink_stats(gt["au45"], fps=fps, tau=tau, closed_threshold=closed_threshold,
+                                     valid=valid)
+    pool = {"speed": (sp_gen, sp_gt), "eye": (e_long[valid], gt["eye_long"][valid]),
+            "eye_combined": (eye[valid], gt["au45"][valid])}
+    # lip sync through the landmark model (both with the ground-truth pose: expression only)
+    if basis is not None:
+        lm_gen = landmarks(gen["exp"][valid], gt["pose"][valid], basis)
+        lm_gt = landmarks(gt["exp"][valid], gt["pose"][valid], basis)
+        out["lmd_mouth"] = M.lmd(lm_gen, lm_gt, region="mouth")
+        out["lmd_face"] = M.lmd(lm_gen, lm_gt, region="face")
+        energy = vocal_energy_db(gt["mfcc_vocals"])[valid]
+        o_gen, o_gt = M.mouth_opening(lm_gen), M.mouth_opening(lm_gt)
+        silent = M.silence_mask(energy)
+        p = M.lipsync_proxy(o_gen, energy, opening_gt=o_gt, silent=silent)
+        q = M.lipsync_proxy(o_gt, energy, opening_gt=o_gt, silent=silent)
+        out.update(lip_energy_corr=p["energy_corr"], silent_open_ratio=p["silent_open_ratio"],
+                   lip_energy_corr_gt=q["energy_corr"], silent_open_ratio_gt=q["silent_open_ratio"],
+                   silent_frames=p["silent_frames"])
+    out["_pool"] = pool
+    return out
+
+
+def _weighted(rows: list[dict], key: str, weight: str = "valid_frames") -> float:
+    pairs = [(r[key], r[weight]) for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
+    if not pairs:
+        return float("nan")
+    v, w = np.array(pairs, dtype=np.float64).T
+    return float(np.sum(v * w) / np.sum(w)) if w.sum() > 0 else float("nan")
+
+
+def summarise(rows: list[dict]) -> tuple[dict, dict, list, list]:
+    """Per-take rows -> (generated summary, ground-truth reference values, closure durations of the
+    generated and the real eye states)."""
+    cat = lambda key, i: np.concatenate([r["_pool"][key][i] for r in rows])  # noqa: E731
+    gen_blinks = M.pool_blink_stats([r["blinks"] for r in rows])
+    gt_blinks = M.pool_blink_stats([r["blinks_gt"] for r in rows])
+    summary = {
+        "lmd_mouth": _weighted(rows, "lmd_mouth"), "lmd_face": _weighted(rows, "lmd_face"),
+        "lip_energy_corr": _weighted(rows, "lip_energy_corr"),
+        "silent_open_ratio": _weighted(rows, "silent_open_ratio", "silent_frames"),
+        "cca_pose_speed": M.cca(cat("speed", 0), cat("speed", 1)),
+        "rough": _weighted(rows, "rough", "n_frames"),
+        "cca_eye": M.cca(cat("eye", 0), cat("eye", 1)),
+        "cca_eye_combined": M.cca(cat("eye_combined", 0), cat("eye_combined", 1)),
+        "blinks_per_s": gen_blinks["blinks_per_s"], "blink_duration_s": gen_blinks["blink_duration_s"],
+        "long_per_s": gen_blinks["long_per_s"], "long_duration_s": gen_blinks["long_duration_s"],
+    }
+    ground = {
+        "lip_energy_corr": _weighted(rows, "lip_energy_corr_gt"),
+        "silent_open_ratio": _weighted(rows, "silent_open_ratio_gt", "silent_frames"),
+        "rough": _weighted(rows, "rough_gt"),
+        "blinks_per_s": gt_blinks["blinks_per_s"], "blink_duration_s": gt_blinks["blink_duration_s"],
+        "long_per_s": gt_blinks["long_per_s"], "long_duration_s": gt_blinks["long_duration_s"],
+    }
+    return summary, ground, gen_blinks["durations_s"], gt_blinks["durations_s"]
+
+
+# ------------------------------------------------------------------------------------------- AVC
+def avc_value(syncnet_weights, rendered_dir, takes: list[str], vocals_for=None) -> dict:
+    """AVC over the test takes, or ``{"value": None, "reason": ...}`` when it cannot be measured.
+
+    Needs the user's SyncNet weights and a folder of rendered videos ``<take>.mp4`` (a renderer turning
+    the generated parameters into face video, with the song as audio; MusicFace has none).
+    """
+    if not rendered_dir:
+        return M.unavailable("no rendered face videos: MusicFace outputs parameters and has no renderer "
+                             "(paper 4.1 trains a separate rendering-to-video network); pass "
+                             "--rendered DIR with <take>.mp4 videos and --syncnet-weights to score AVC")
+    if not syncnet_weights:
+        return M.unavailable("SyncNet weights not configured (evaluate.syncnet_weights / --syncnet-weights: "
+                             "syncnet_v2.model from the syncnet_python download script)")
+    if not Path(syncnet_weights).is_file():
+        return M.unavailable(f"SyncNet weights not found: {syncnet_weights}")
+    confs, missing = [], []
+    for take in takes:
+        video = Path(rendered_dir) / f"{take}.mp4"
+        if not video.is_file():
+            missing.append(take)
+            continue
+        confs.append(avc_of_video(video, syncnet_weights)["confidence"])
+    if not confs:
+        return M.unavailable(f"no rendered video for any test take in {rendered_dir} (expected <take>.mp4)")
+    out = {"value": float(np.mean(confs)), "takes": len(confs)}
+    if missing:
+        out["missing"] = missing
+    return out
+
+
+def face_crops(video, fps: float = 25.0, size: int = 224) -> np.ndarray:
+    """Face crops ``(T, size, size, 3)`` uint8 of a video resampled to ``fps`` (SyncNet's 25).
+
+    MediaPipe's face detector on every frame; the box (median-filtered over 5 frames against jitter,
+    the last box kept where no face is found) is widened to a square of 1.5 x its larger side, as
+    SyncNet's own pipeline enlarges its S3FD boxes, and resized with Pillow.
+    """
+    import mediapipe as mp
+    from PIL import Image
+    from scipy.ndimage import median_filter
+
+    from preprocessing.media import iter_frames
+
+    frames, boxes = [], []
+    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
+        last = None
+        for _, rgb in iter_frames(video, fps=fps):
+            h, w = rgb.shape[:2]
+            res = det.process(rgb)
+            if res.detections:
+                b = res.detections[0].location_data.relative_bounding_box
+                last = np.array([(b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h, max(b.width * w, b.height * h)])
+            boxes.append(last)
+            frames.append(rgb)
+    if all(b is None for b in boxes):
+        raise StepError(f"no face found in any frame of {Path(video).name}")
+    first = next(b for b in boxes if b is not None)
+    boxes = np.array([first if b is None else b for b in boxes])
+    boxes = median_filter(boxes, size=(5, 1), mode="nearest")
+    crops = []
+    for rgb, (cx, cy, side) in zip(frames, boxes):
+        half = 0.75 * side
+        img = Image.fromarray(rgb).crop((int(cx - half), int(cy - half), int(cx + half), int(cy + half)))
+        crops.append(np.asarray(img.resize((size, size), Image.BILINEAR)))
+    return np.stack(crops)
+
+
+def avc_of_video(video, weights, device: str = "cpu") -> dict:
+    """SyncNet confidence of a rendered video (its own audio track) via :func:`metrics.syncnet_confidence`."""
+    from preprocessing.media import decode_audio
+
+    audio, _ = decode_audio(video, sr=16000)
+    return M.syncnet_confidence(face_crops(video), audio, sr=16000, weights=weights, device=device)
+
+
+# ------------------------------------------------------------------------------------------ table
+COLUMNS = [  # (group, header, key in summary, digits)
+    ("Lip sync", "AVC ↑", "avc", 2),
+    ("Lip sync", "LMD mouth ↓", "lmd_mouth", 2),
+    ("Lip sync", "LMD face ↓", "lmd_face", 2),
+    ("Lip sync", "mouth~voice corr ↑", "lip_energy_corr", 2),
+    ("Lip sync", "open in silence ↓", "silent_open_ratio", 2),
+    ("Pose realism", "CCA ↑", "cca_pose_speed", 2),
+    ("Pose realism", "Rough ↓", "rough", 3),
+    ("Eye realism", "CCA ↑", "cca_eye", 2),
+    ("Eye realism", "blinks/s", "blinks_per_s", 2),
+    ("Eye realism", "blink dur. (s)", "blink_duration_s", 2),
+]
+
+
+def _cell(summary: dict, key: str, digits: int) -> str:
+    v = summary.get(key)
+    if isinstance(v, dict):
+        v = v.get("value")
+    return _fmt(v, digits)
+
+
+def table_markdown(results: list[dict], title: str = "") -> str:
+    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth."""
+    head = [f"{g}: {h}" for g, h, _, _ in COLUMNS]
+    lines = [f"## {title}" if title else "## MusicFace evaluation (test split)", "",
+             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for r in results:
+        name = VARIANT_NAMES.get(r.get("variant"), r.get("variant", "?"))
+        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in COLUMNS) + " |")
+    gt = results[0].get("ground_truth", {}) if results else {}
+    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in COLUMNS) + " |")
+    lines.append("| Paper ground truth | " + " | ".join(
+        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in COLUMNS) + " |")
+    lines += ["", f"Test takes: {', '.join(str(len(r.get('takes', {}))) for r in results)} "
+              f"({', '.join(r.get('variant', '?') for r in results)}); — = not applicable or not measurable.", ""]
+    notes = []
+    for r in results:
+        avc = r["summary"].get("avc")
+        if isinstance(avc, dict) and avc.get("value") is None:
+            notes.append(f"AVC ({r.get('variant')}): unavailable: {avc.get('reason')}")
+            break
+    lines += [f"* {n}" for n in notes]
+    lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
+    return "\n".join(lines)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------------------- evaluate
+def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", basis=None,
+             syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
+             figure_take: str | None = None, progress: bool = True) -> dict:
+    """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
+    from tqdm import tqdm
+
+    from musicface.data import open_shards, take_arrays
+    from musicface.model import load_checkpoint
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not checkpoint.is_file():
+        raise StepError(f"checkpoint not found: {checkpoint}")
+    model, meta = load_checkpoint(checkpoint, device)
+    variant = model.cfg.variant
+    shardset = open_shards(shards)
+    tests = shardset.takes("test")
+    if not tests:
+        raise StepError(f"no test takes in {shards}: nothing to evaluate")
+    unknown = sorted({t.subject for t in tests} - set(model.subjects))
+    if unknown:
+        raise StepError(f"test takes of subjects the model does not know: {', '.join(unknown)} "
+                        f"(model subjects: {', '.join(model.subjects)})")
+    basis_path = find_basis(checkpoint, meta, basis, Path(shards))
+    basis_dict = load_basis(basis_path) if basis_path else None
+    fps = float(shardset.fps)
+
+    rows, skipped, keep = {}, {}, {}
+    fig_take = figure_take or max(tests, key=lambda t: t.n_frames).take
+    for rank, info in enumerate(tqdm(tests, desc="evaluate", unit="take", disable=not progress)):
+        try:
+            gt = {k: _np(v) for k, v in take_arrays(shardset, info.take).items()}
+            valid = gt["valid"].astype(bool)
+            if valid.sum() < 3:
+                raise StepError("fewer than 3 frames with a tracked face")
+            pose0 = gt["pose"][int(np.argmax(valid))]
+            gen = model.generate(gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], info.subject,
+                                 pose0=pose0, seed=seed + rank)
+            rows[info.take] = score_take(gen, gt, basis_dict, fps=fps, tau=tau, closed_threshold=closed_threshold)
+            if info.take == fig_take:
+                keep = {"gen": gen, "gt": gt}
+        except (StepError, ValueError) as e:
+            print(f"musicface: take '{info.take}' step 'evaluate': {one_line(e)}", file=sys.stderr, flush=True)
+            skipped[info.take] = one_line(e)
+    if not rows:
+        raise StepError(f"no test take could be evaluated ({len(skipped)} skipped)")
+
+    summary, ground, dur_gen, dur_gt = summarise(list(rows.values()))
+    summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
+    notes = {}
+    if basis_dict is None:
+        reason = "no expression basis (exp_basis.npz) found: pass --basis"
+        for k in ("lmd_mouth", "lmd_face", "lip_energy_corr", "silent_open_ratio"):
+            notes[k] = reason
+    if not math.isfinite(summary.get("silent_open_ratio", float("nan"))) and basis_dict is not None:
+        notes["silent_open_ratio"] = "no vocal-silence frames in the test takes"
+    if not math.isfinite(summary["cca_eye"]):
+        notes["cca_eye"] = "undefined: a constant sequence (no long eye closure generated or in the ground truth)"
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / v for k, v in FIGURES.items()}
+    title = f"{checkpoint.parent.name} ({variant}), take {fig_take}"
+    if keep:
+        figures.pose_curves(paths["pose"], keep["gen"]["pose"], keep["gt"]["pose"], fps=fps, title=title,
+                            valid=keep["gt"]["valid"].astype(bool))
+        figures.attention_maps(paths["attention"], keep["gen"].get("att"), fps=fps, title=title,
+                               note=f"variant '{variant}' has no ATM: no attention maps (paper Fig. 6 needs with_atm or full)")
+    else:
+        figures.note_figure(paths["pose"], f"take {fig_take} could not be evaluated")
+        figures.note_figure(paths["attention"], f"take {fig_take} could not be evaluated")
+    figures.eye_durations(paths["eye_durations"], dur_gen, dur_gt, tau=tau,
+                          title=f"Eye-closure durations, test split ({variant})")
+    figures.training_curves(paths["training"], checkpoint.parent / "metrics.csv")
+
+    per_take = {t: {k: v for k, v in r.items() if k != "_pool"} for t, r in rows.items()}
+    for r in per_take.values():
+        for k in ("blinks", "blinks_gt"):
+            r[k] = {kk: vv for kk, vv in r[k].items() if kk != "durations_s"}
+    result = {
+        "variant": variant, "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
+        "tau": tau, "closed_threshold": closed_threshold,
+        "basis": str(basis_path) if basis_path else None,
+        "summary": summary, "ground_truth": ground, "paper_ground_truth": PAPER_GROUND_TRUTH,
+        "notes": notes, "takes": per_take, "skipped": skipped, "figure_take": fig_take,
+        "figures": {k: p.name for k, p in paths.items()}, "definitions": DEFINITIONS,
+        "model": {"subjects": model.subjects, "exp_dim": model.exp_dim, "epoch": meta.get("epoch")},
+    }
+    result = _clean(result)
+    save_json(out / "metrics.json", result)
+    write_text(out / "table.md", table_markdown([result], title=f"{checkpoint.parent.name}: test split"))
+    return result
+
+
+def ablation_table(metrics_paths, out) -> str:
+    """The variants' ``metrics.json`` -> one table (paper Table 1), rows in the paper's order."""
+    results = []
+    for p in metrics_paths:
+        p = Path(p)
+        if not p.is_file():
+            raise StepError(f"metrics file not found: {p}")
+        results.append(json.loads(p.read_text()))
+    rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    results.sort(key=lambda r: rank.get(r.get("variant"), len(rank)))
+    text = table_markdown(results, title="Ablation study (paper Table 1 layout), test split")
+    write_text(out, text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def main_evaluate(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="musicface evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="runs/<name>/model.pt")
+    ap.add_argument("--shards", required=True, help="dataset/shards (folder or one .h5)")
+    ap.add_argument("--out", required=True, help="output folder (metrics.json, table.md, *.png)")
+    ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed of the first test take (+rank)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--basis", default=None, help="exp_basis.npz of the landmark model (default: found "
+                    "beside the checkpoint or the shards)")
+    ap.add_argument("--syncnet-weights", default=None, help="syncnet_v2.model, for AVC (with --rendered)")
+    ap.add_argument("--rendered", default=None, help="folder of rendered face videos <take>.mp4, for AVC")
+    ap.add_argument("--tau", type=float, default=0.5, help="s: closures this long are long closures, not blinks")
+    ap.add_argument("--closed-threshold", type=float, default=0.5, help="eye state at/above this is closed")
+    ap.add_argument("--figure-take", default=None, help="test take drawn in pose.png / attention.png "
+                    "(default: the longest)")
+    a = ap.parse_args(argv)
+    try:
+        r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device, basis=a.basis,
+                     syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
+                     closed_threshold=a.closed_threshold, figure_take=a.figure_take)
+    except StepError as e:
+        print(f"musicface evaluate: {one_line(e)}", file=sys.stderr)
+        return 1
+    print(Path(a.out) / "table.md")
+    print(json.dumps({k: v for k, v in r["summary"].items()}, indent=1))
+    return 0
+
+
+def main_ablation_table(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="musicface ablation-table",
+                                 description="gather the variants' metrics.json into one table (paper Table 1)")
+    ap.add_argument("--out", required=True, help="table.md to write")
+    ap.add_argument("metrics", nargs="+", help="runs/<name>-<variant>/eval/metrics.json")
+    a = ap.parse_args(argv)
+    try:
+        print(ablation_table(a.metrics, a.out))
+    except (StepError, json.JSONDecodeError) as e:
+        print(f"musicface ablation-table: {one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+main = main_evaluate
+
+if __name__ == "__main__":
+    sys.exit(main_evaluate())
