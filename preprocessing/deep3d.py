@@ -106,12 +106,22 @@ def load_net(path, device: str = "cpu"):
         raise StepError(f"{path} is not a Deep3DFaceRecon checkpoint (no 'net_recon' state dict)")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
     net = build_net()
+    expected = set(net.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise StepError(f"{path} does not match Deep3DFaceRecon's resnet50 network: "
+                        f"missing keys {_few(missing)}; unexpected keys {_few(unexpected)}")
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    except RuntimeError as e:  # same keys, other shapes
+        detail = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
         raise StepError(f"{path} does not match Deep3DFaceRecon's resnet50 network: "
-                        f"{str(e).splitlines()[0]}") from e
+                        f"{detail[0] if detail else e}") from e
     return net.eval().to(device)
+
+
+def _few(keys: list[str], k: int = 3) -> str:
+    return "none" if not keys else ", ".join(keys[:k]) + (f" (+{len(keys) - k} more)" if len(keys) > k else "")
 
 
 # ------------------------------------------------------------------------------------ alignment
