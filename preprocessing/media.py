@@ -156,6 +156,12 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
             info["n_frames"] = n_frames_cfr(info["video"]["duration_s"], fps)
         if a is not None:
             cc = a.codec_context
+            if cc is None:  # no decoder: describe the stream as unusable
+                info["audio"] = {"index": a.index, "codec": None, "sample_rate": 0, "channels": 0,
+                                 "start_s": 0.0, "duration_s": 0.0, "n_packets": len(pts[a.index]),
+                                 "corrupt_packets": corrupt[a.index]}
+                a = None
+        if a is not None:
             p, e = np.asarray(pts[a.index], np.int64), np.asarray(ends[a.index], np.int64)
             start = _seconds(a.start_time, a.time_base)
             if start is None:
@@ -181,15 +187,15 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
 
 
 def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) -> dict:
-    cc = v.codec_context
+    cc = v.codec_context  # None when FFmpeg has no decoder for the stream's codec
     tb = v.time_base
-    width, height = int(cc.width), int(cc.height)
-    rotation = _stream_rotation(v)
+    width, height = (int(cc.width), int(cc.height)) if cc is not None else (0, 0)
+    rotation = _stream_rotation(v) if cc is not None else 0
     if rotation % 180 == 90:
         width, height = height, width
     info = {
         "index": v.index,
-        "codec": cc.name,
+        "codec": cc.name if cc is not None else None,
         "width": width,
         "height": height,
         "rotation": rotation,
@@ -260,6 +266,8 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
     container = _open(path)
     try:
         astream = _pick_audio(container, stream)
+        if astream.codec_context is None:
+            raise StepError("unsupported audio codec (FFmpeg has no decoder for it)")
         t0 = _origin(container)
         # keep mono/stereo as they are and average the channels ourselves below: FFmpeg's float
         # stereo->mono matrix is 0.707 (L + R), +3 dB over the mean that librosa & co. use; more
@@ -395,6 +403,8 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             vs = _video_stream(container)
             if vs is None:
                 raise StepError("no video stream")
+            if vs.codec_context is None:
+                raise StepError("unsupported video codec (FFmpeg has no decoder for it)")
             vs.thread_type = "AUTO"
             t0 = _origin(container)
             # tolerance for timestamp rounding: a pts is an integer number of ticks, so a frame due at

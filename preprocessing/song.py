@@ -1,0 +1,86 @@
+"""song: decode the song that was played -> ``mix.wav`` (16 kHz mono float32) + ``song.json``.
+
+Any container/codec FFmpeg reads (WAV, FLAC, MP3, AAC/M4A, OGG/Opus, a music video's sound track...)
+at any rate and channel count. The mix is the mean of the channels, resampled by FFmpeg's
+swresample (:func:`preprocessing.media.decode_audio`); sample 0 is the first sample of the song
+(MP3/AAC encoder delay removed), so song time ``k / 16000`` s is sample ``k``.
+
+``song.json``: ``song, path, duration_s, source_sr, channels, codec``, plus ``container``,
+``peak`` (max |x| of the mix), ``rms_dbfs`` and ``sr`` (16000).
+
+A song that cannot be used fails with a one-line reason naming it: unreadable/corrupt file, no audio
+track, no decodable samples, shorter than :data:`MIN_SECONDS`, or silent (peak below
+:data:`SILENCE_DBFS`).
+
+CLI: ``python -m preprocessing.song --song S --audio PATH --out-wav mix.wav --out-json song.json``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.common import StepError, run_step, save_json, save_wav
+from preprocessing.media import decode_audio, probe
+
+SR = 16000
+MIN_SECONDS = 1.0      # shorter than this cannot be aligned (sync) nor give one training window
+SILENCE_DBFS = -60.0   # a mix whose peak is below this is treated as silent (e.g. a muted export)
+
+
+def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
+    """Decode ``path`` to float32 mono at ``sr``; return ``(mix, info)`` (``info`` without ``song``).
+
+    Raises StepError for the bad inputs listed in the module docstring.
+    """
+    info = probe(path)
+    a = info["audio"]
+    if a is None:
+        raise StepError("no audio track")
+    if a["codec"] is None:
+        raise StepError("unsupported audio codec (FFmpeg has no decoder for it)")
+    mix, _ = decode_audio(path, sr=sr, mono=True)
+    duration = len(mix) / sr
+    if duration < MIN_SECONDS:
+        raise StepError(f"song too short: {duration:.2f} s (need at least {MIN_SECONDS:g} s)")
+    peak = float(np.max(np.abs(mix)))
+    peak_dbfs = 20 * np.log10(peak) if peak > 0 else -np.inf
+    if peak_dbfs < SILENCE_DBFS:
+        raise StepError(f"silent audio (peak {peak_dbfs:.0f} dBFS, below {SILENCE_DBFS:.0f} dBFS)")
+    rms = float(np.sqrt(np.mean(mix.astype(np.float64) ** 2)))
+    return mix, {
+        "path": str(Path(path).absolute()),
+        "duration_s": duration,
+        "source_sr": a["sample_rate"],
+        "channels": a["channels"],
+        "codec": a["codec"],
+        "container": info["container"],
+        "sr": sr,
+        "peak": peak,
+        "rms_dbfs": float(20 * np.log10(rms)),
+    }
+
+
+def song_step(song: str, audio: str | Path, out_wav: str | Path, out_json: str | Path) -> dict:
+    mix, info = decode_song(audio)
+    info = {"song": song, **info}
+    save_wav(out_wav, mix, SR)
+    save_json(out_json, info)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--song", required=True, help="song id (file name without extension)")
+    ap.add_argument("--audio", required=True, help="the song file that was played")
+    ap.add_argument("--out-wav", required=True)
+    ap.add_argument("--out-json", required=True)
+    args = ap.parse_args(argv)
+    return run_step("song", args.song, [args.out_wav, args.out_json],
+                    lambda: song_step(args.song, args.audio, args.out_wav, args.out_json))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""sync: where in the song does the take start? -> ``sync.json``.
+
+``offset_s`` is the song time of video frame 0: ``song_time = video_time + offset_s`` (negative when
+the camera started before the song). Three methods, tried in this order:
+
+1. **gcc-phat** (built-in, when the video has usable camera audio). The camera hears the song being
+   played. Cross-correlate the camera audio ``c`` with the whole song ``s`` (both 16 kHz mono):
+   ``r[k] = sum_n c[n] s[n + k]``, so a camera sample at video time ``t`` holds the song at
+   ``t + k/sr`` and ``offset_s = k* / sr`` for the best lag ``k*``. The cross-spectrum is computed
+   by FFT over every lag at which the take overlaps the song (the take may start anywhere, before
+   the song included) and PHAT-weighted (divided by its magnitude, so every frequency votes with its
+   phase alone: room colouration, gain and the song's own spectrum drop out and the peak stays one
+   sample wide under reverb). The peak is refined below one sample by a parabola through the three
+   samples around it. Camera and song may have any sample rates: both are decoded to 16 kHz.
+2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
+   divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
+   vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
+   about a frame (33 ms): mouths open a little before the sound they make.
+3. **syncnet** (backend ``syncnet``): method 1 or 2 first, then SyncNet on our own 224x224
+   mouth-centred face crops (from ``track.npz``, no S3FD) at 25 fps against the vocal stem at the
+   shifts ``-search..+search`` frames (40 ms steps) around that offset. ``mdist[s]`` = mean over
+   5-frame windows of the embedding distance; ``shift = argmin``; LSE-D = ``min(mdist)``, LSE-C =
+   ``median(mdist) - min(mdist)``. Our ``shift_frames`` is minus SyncNet's "AV offset".
+
+``confidence`` is the **peak-to-sidelobe ratio** (PSR) of the correlation of method 1 or 2 (SyncNet
+keeps it; its own LSE-C/LSE-D go to ``details``): ``PSR = (r[k*] - mean(side)) / std(side)``, where
+``side`` is the correlation at every searched lag farther than :data:`EXCLUDE_S` from the peak. It
+reads as "how many noise standard deviations the peak stands out". Unrelated audio still yields a
+largest value of about ``sqrt(2 ln n_lags)`` (4.5-6 for a song of 10 s-10 min; ``details.noise_psr``),
+so only values well above that mean a match: measured on the demo takes and on the real MUSDB18 clip
+through a simulated camera PSR is 30-400 (gcc-phat) and 6.5-12 (mouth-envelope), unrelated
+audio 4.3-5.5; ``sync.min_confidence`` (default 8) lies between. Low confidence is not an error here:
+``qc`` decides. ``details.peak_to_second`` (peak over the largest sidelobe) flags an ambiguous
+offset (repetitive music: close to 1).
+
+Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
+less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera
+audio and no face track, SyncNet selected but its weights missing.
+
+CLI: ``python -m preprocessing.sync --take T --video V --ingest ingest.json --track track.npz
+--mix mix.wav --vocals vocals.wav [--backend builtin|syncnet --syncnet-weights W --device cpu
+--search-frames 15] --out sync.json``
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.fft as sfft
+
+from preprocessing.common import (StepError, UpstreamFailed, load_json, load_npz, read_failure,
+                                  run_step, save_json)
+from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
+
+SR = 16000
+EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
+SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
+REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
+MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
+MIN_SEARCH_OVERLAP_S = 1.0  # lags where take and song overlap less than this are not searched
+SILENCE_DBFS = -60.0     # camera audio whose peak is below this counts as "no camera audio"
+SYNCNET_FPS = 25         # SyncNet was trained on 25 fps video: we feed it 25 fps crops
+SYNCNET_CROP = 224
+SYNCNET_CROP_SCALE = 0.4  # crop side = 2 (1 + 0.4) x half face size, as syncnet_python's pipeline
+SYNCNET_URL = "https://github.com/joonson/syncnet_python (download_model.sh)"
+
+# FaceMesh indices (see preprocessing/landmarks.py)
+UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+MOUTH_LEFT, MOUTH_RIGHT = 61, 291
+
+
+# ------------------------------------------------------------------------------ cross-correlation
+def _psr(corr: np.ndarray, i: int, exclude: int) -> tuple[float, float]:
+    """Peak-to-sidelobe ratio ``(corr[i] - mean(side)) / std(side)`` and peak over the largest |sidelobe|,
+    ``side`` = every lag farther than ``exclude`` from ``i``."""
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)
+    n_side = len(corr) - (hi - lo)
+    if n_side < 2:  # nothing to compare with (a search range shorter than the exclusion zone)
+        return 0.0, 1.0
+    # sidelobe mean/std from totals minus the peak zone (no copy of a long array)
+    s1 = float(corr.sum() - corr[lo:hi].sum())
+    s2 = float(np.dot(corr, corr) - np.dot(corr[lo:hi], corr[lo:hi]))
+    mean = s1 / n_side
+    std = np.sqrt(max(s2 / n_side - mean * mean, 0.0))
+    second = max(float(np.abs(corr[:lo]).max(initial=0.0)), float(np.abs(corr[hi:]).max(initial=0.0)))
+    return float((corr[i] - mean) / (std + 1e-30)), float(corr[i] / second) if second > 0 else float("inf")
+
+
+def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
+               min_overlap: int = 1) -> dict:
+    """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >= ``min_overlap``.
+
+    The cross-spectrum ``G = conj(A) B`` is weighted by ``|G|^-beta`` for the search (0: plain
+    correlation, 1: PHAT). With ``refine_s > 0`` the peak is then looked up again within
+    ``+-refine_s`` of the search peak in the PHAT-weighted correlation (``|G|^-1``: one sample wide),
+    and ``psr`` / ``peak_to_second`` are those of that peak in the PHAT correlation over all lags;
+    otherwise they are the search correlation's. The final peak is refined below one sample by a
+    parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer), ``search_lag``, ``psr``,
+    ``peak_to_second``, ``search_psr``, ``n_lags``, ``noise_psr`` (module docstring).
+    """
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    na, nb = len(a), len(b)
+    nfft = sfft.next_fast_len(na + nb - 1, real=True)
+    # lags with overlap(k) = min(na, nb - k) - max(0, -k) >= m are the range m - na <= k <= nb - m
+    m = max(1, min(min_overlap, na, nb))
+    first, last = m - na, nb - m
+
+    def lagged(spec: np.ndarray) -> np.ndarray:
+        """irfft -> correlation at lags first..last (circular index k >= 0 is lag k, nfft + k is k < 0)."""
+        r = sfft.irfft(spec, nfft, workers=1)
+        return np.concatenate([r[nfft + first:] if first < 0 else r[:0], r[max(first, 0):last + 1]])
+
+    spec = np.conj(sfft.rfft(a, nfft, workers=1)) * sfft.rfft(b, nfft, workers=1)
+    mag = np.maximum(np.abs(spec), 1e-12 * float(np.abs(spec).max()) + 1e-30)
+    corr = lagged(spec / mag**beta if beta else spec).astype(np.float64)
+    i = int(np.argmax(corr))
+    exclude = max(1, int(round(EXCLUDE_S * rate)))
+    psr, p2s = _psr(corr, i, exclude)
+    search_psr = psr
+    search_lag = first + i
+    if refine_s > 0:
+        w = max(1, int(round(refine_s * rate)))
+        corr = lagged(spec / mag).astype(np.float64)
+        lo = max(0, i - w)
+        i = lo + int(np.argmax(corr[lo:i + w + 1]))
+        psr, p2s = _psr(corr, i, exclude)
+    del spec, mag
+    delta = 0.0
+    if 0 < i < len(corr) - 1:  # parabola through the peak and its neighbours
+        y0, y1, y2 = corr[i - 1], corr[i], corr[i + 1]
+        den = y0 - 2 * y1 + y2
+        delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+    lag = first + i
+    n_lags = len(corr)
+    return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag),
+            "psr": psr, "peak_to_second": p2s, "search_psr": search_psr, "n_lags": n_lags,
+            "noise_psr": float(np.sqrt(2 * np.log(max(n_lags, 2))))}
+
+
+def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
+    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
+
+    Returns ``{"offset_s", "confidence" (PSR), "details": {...}}``.
+    """
+    if len(camera) < sr // 10 or len(song) < sr // 10:
+        raise StepError("audio too short to align (less than 0.1 s)")
+    res = xcorr_peak(camera, song, sr, beta=SEARCH_BETA, refine_s=REFINE_S,
+                     min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
+    details = {k: res[k] for k in ("lag", "search_lag", "psr", "peak_to_second", "search_psr", "n_lags",
+                                   "noise_psr")}
+    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr)
+    return {"offset_s": res["offset_s"], "confidence": res["psr"], "method": "gcc-phat", "details": details}
+
+
+# --------------------------------------------------------------------------------- mouth envelope
+def mouth_opening(landmarks: np.ndarray, frame_size: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Inner-lip gap (13-14) / inter-ocular distance (33-263) per frame, in pixels; NaN where invalid.
+
+    ``landmarks`` (N, 478, >=2) normalised x/width, y/height; ``frame_size`` (N, 2) = width, height.
+    """
+    lm = np.asarray(landmarks, np.float64)[..., :2] * np.asarray(frame_size, np.float64)[:, None, :]
+    gap = np.linalg.norm(lm[:, UPPER_INNER_LIP] - lm[:, LOWER_INNER_LIP], axis=-1)
+    eyes = np.linalg.norm(lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER], axis=-1)
+    ok = np.asarray(valid, bool) & (eyes > 0) & np.isfinite(gap)
+    out = np.full(len(lm), np.nan)
+    out[ok] = gap[ok] / eyes[ok]
+    return out
+
+
+def vocal_envelope(vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> np.ndarray:
+    """RMS of ``vocals`` in windows of one video frame centred on song times ``j / fps``."""
+    hop = sr / fps
+    n = int(np.ceil(len(vocals) / hop))
+    x = np.asarray(vocals, np.float64)
+    csum = np.concatenate([[0.0], np.cumsum(x * x)])
+    centre = np.arange(n) * hop
+    lo = np.clip(np.round(centre - hop / 2).astype(int), 0, len(x))
+    hi = np.clip(np.round(centre + hop / 2).astype(int), 0, len(x))
+    return np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
+
+
+def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> dict:
+    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem (module doc)."""
+    ok = np.isfinite(mouth)
+    if ok.sum() < 2 * fps:
+        raise StepError(f"too few frames with a face to align the mouth ({int(ok.sum())} frames)")
+    m = np.where(ok, mouth, 0.0)
+    m = np.where(ok, (m - m[ok].mean()) / (m[ok].std() + 1e-12), 0.0)  # no face -> neutral 0
+    env = vocal_envelope(vocals, sr, fps)
+    if env.max() <= 0:
+        raise StepError("vocal track is silent: nothing to align the mouth with")
+    env = np.sqrt(env)  # compress loudness: the mouth opens for quiet sung vowels too
+    env = (env - env.mean()) / (env.std() + 1e-12)
+    res = xcorr_peak(m, env, fps, beta=0.0, min_overlap=int(min(ok.sum(), len(env)) // 2))
+    details = {k: res[k] for k in ("lag", "psr", "peak_to_second", "n_lags", "noise_psr")}
+    details.update(face_frames=int(ok.sum()), fps=fps)
+    return {"offset_s": res["offset_s"], "confidence": res["psr"], "method": "mouth-envelope",
+            "details": details}
+
+
+# ---------------------------------------------------------------------------------------- SyncNet
+def load_syncnet(weights: str | Path | None, device: str = "cpu"):
+    """SyncNet (syncnet-python's model class) with the state dict at ``weights``; fails at once."""
+    if weights in (None, "", "None", "null"):
+        raise StepError("sync backend 'syncnet' needs sync.syncnet.weights: the path of syncnet_v2.model "
+                        f"(get it with the download script of {SYNCNET_URL})")
+    weights = Path(weights)
+    if not weights.is_file():
+        raise StepError(f"SyncNet weights not found: {weights} (get syncnet_v2.model with the download "
+                        f"script of {SYNCNET_URL})")
+    import torch
+    from syncnet_python.SyncNetModel import S
+
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem means "not a SyncNet state dict"
+        raise StepError(f"cannot load SyncNet weights {weights}: {type(e).__name__}: {e}") from e
+    net = S(num_layers_in_fc_layers=1024)
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, AttributeError, TypeError) as e:
+        raise StepError(f"{weights} is not a SyncNet state dict: {str(e).splitlines()[0]}") from e
+    return net.to(device).eval()
+
+
+def crop_boxes(track: dict, n_out: int, fps_out: float = SYNCNET_FPS) -> tuple[np.ndarray, np.ndarray]:
+    """Square mouth-centred crops for ``n_out`` frames at ``fps_out``: ``(cx, cy, side)`` in pixels
+    and a valid mask. Side = 2 (1 + crop_scale) x half the face size (the larger bbox side), centre =
+    the mouth (corners + inner lips); both median-filtered over 0.5 s, gaps filled from neighbours."""
+    from scipy.ndimage import median_filter
+
+    lm = np.asarray(track["landmarks"], np.float64)[..., :2]
+    size = np.asarray(track["frame_size"], np.float64)
+    valid = np.asarray(track["valid"], bool)
+    n_in = len(lm)
+    src = np.clip(np.round(np.arange(n_out) * FPS / fps_out).astype(int), 0, n_in - 1)
+    px = lm[src] * size[src][:, None, :]
+    box = np.asarray(track["bbox"], np.float64)[src] * np.concatenate([size[src], size[src]], axis=1)
+    ok = valid[src] & np.all(np.isfinite(px[:, [MOUTH_LEFT, MOUTH_RIGHT, UPPER_INNER_LIP, LOWER_INNER_LIP]]),
+                             axis=(1, 2)) & np.all(np.isfinite(box), axis=1)
+    if not ok.any():
+        raise StepError("no face in any frame: nothing to crop for SyncNet")
+    mouth = px[:, [MOUTH_LEFT, MOUTH_RIGHT, UPPER_INNER_LIP, LOWER_INNER_LIP]].mean(axis=1)
+    half = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]) / 2
+    params = np.stack([mouth[:, 0], mouth[:, 1], 2 * (1 + SYNCNET_CROP_SCALE) * half], axis=1)
+    t = np.arange(n_out)
+    for j in range(3):  # fill frames without a face from the nearest faces, then smooth
+        params[:, j] = np.interp(t, t[ok], params[ok, j])
+        params[:, j] = median_filter(params[:, j], size=max(1, int(fps_out // 2) | 1), mode="nearest")
+    return params, ok
+
+
+def crop_frame(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int = SYNCNET_CROP) -> np.ndarray:
+    """BGR uint8 ``(out_px, out_px, 3)`` square crop centred at (cx, cy); outside the frame = grey 110
+    (syncnet_python pads with 110). One affine warp does crop + resize."""
+    import cv2
+
+    s = out_px / side
+    mat = np.array([[s, 0, out_px / 2 - s * cx], [0, s, out_px / 2 - s * cy]], np.float64)
+    crop = cv2.warpAffine(np.ascontiguousarray(rgb[..., ::-1]), mat, (out_px, out_px),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))
+    return crop
+
+
+def syncnet_audio_windows(audio: np.ndarray, start_s: float, n_windows: int, sr: int = SR) -> np.ndarray:
+    """MFCC windows as SyncNet wants them: ``(n_windows, 1, 13, 20)``; window ``a`` covers song time
+    ``start_s + a / 25`` s for 0.2 s (python_speech_features MFCC at 100 Hz on int16-scaled audio,
+    syncnet_python's input). Song time outside the song reads as silence."""
+    import python_speech_features
+
+    n = int(round((n_windows / SYNCNET_FPS + 0.2) * sr)) + 400
+    first = int(round(start_s * sr))
+    seg = np.zeros(n, np.float64)
+    lo, hi = max(0, first), min(len(audio), first + n)
+    if hi > lo:
+        seg[lo - first:hi - first] = audio[lo:hi]
+    mfcc = python_speech_features.mfcc(seg * 32768.0, sr).T  # (13, T) at 100 Hz
+    step = 100 // SYNCNET_FPS  # 4 MFCC frames per video frame
+    idx = np.arange(n_windows)[:, None] * step + np.arange(20)[None, :]
+    return mfcc[:, idx].transpose(1, 0, 2)[:, None].astype(np.float32)
+
+
+def syncnet_shift(im_feat: np.ndarray, cc_feat: np.ndarray, search: int, window_ok: np.ndarray | None = None) -> dict:
+    """Best shift from embeddings: ``im_feat`` (n, D) for video windows, ``cc_feat`` (n + 2 search, D)
+    for audio windows where audio window ``j + search + s`` pairs with video window ``j`` at shift
+    ``s``. Returns ``shift`` (frames: audio at +shift/25 s matches), ``mdist`` curve, LSE-D, LSE-C."""
+    n = len(im_feat)
+    if window_ok is None:
+        window_ok = np.ones(n, bool)
+    if not window_ok.any():
+        raise StepError("no 5-frame window with a face for SyncNet")
+    shifts = np.arange(-search, search + 1)
+    dist = np.stack([np.linalg.norm(im_feat - cc_feat[search + s:search + s + n], axis=1) for s in shifts], 1)
+    mdist = dist[window_ok].mean(axis=0)
+    best = int(np.argmin(mdist))
+    return {"shift": int(shifts[best]), "mdist": mdist, "lse_d": float(mdist[best]),
+            "lse_c": float(np.median(mdist) - mdist[best])}
+
+
+def lip_features(net, clip: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """SyncNet lip embeddings ``(T - 4, 1024)`` of every 5-frame window of ``clip`` (T, 224, 224, 3) BGR.
+
+    Equal to ``net.forward_lip`` on each window (tests check it): the 3D CNN's only temporal kernel
+    is the first layer's (5 frames, stride 1, no padding), so running it once over the clip gives
+    every window's output without building a (T - 4, 3, 5, 224, 224) copy (5x the memory).
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None], np.float32)).to(device)
+    with torch.no_grad():
+        mid = net.netcnnlip(x)  # (1, 512, T - 4, 1, 1)
+        mid = mid[0, :, :, 0, 0].transpose(0, 1)  # (T - 4, 512)
+        return net.netfclip(mid).cpu().numpy()
+
+
+def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offset_s: float,
+                   search: int = 15, n_frames: int | None = None, device: str = "cpu",
+                   batch: int = 20) -> dict:
+    """SyncNet refinement of ``offset_s`` within +-``search`` frames at 25 fps (module doc).
+
+    ``audio``: the vocal stem (16 kHz) of the song; ``track``: the take's track.npz arrays.
+    Returns ``{"offset_s", "shift_frames", "lse_c", "lse_d", "mdist", "windows"}``.
+    """
+    import torch
+    from tqdm import tqdm
+
+    n30 = len(track["valid"]) if n_frames is None else n_frames
+    n25 = int(np.ceil(n30 / FPS * SYNCNET_FPS - 1e-6))
+    if n25 < 5:
+        raise StepError(f"take too short for SyncNet ({n25} frames at 25 fps, need 5)")
+    boxes, ok = crop_boxes(track, n25)
+    n_win = n25 - 4
+    window_ok = np.array([ok[j:j + 5].all() for j in range(n_win)])
+    frames = iter_frames(video, fps=SYNCNET_FPS, n_frames=n25)
+    crops: list[np.ndarray] = []
+    im_feat: list[np.ndarray] = []
+    done = 0  # windows computed
+
+    def flush(upto: int):
+        nonlocal done, crops
+        while done < upto:
+            k = min(batch, upto - done)
+            # crops[0] is frame `done`: the k windows starting there need frames done..done+k+3
+            im_feat.append(lip_features(net, np.stack(crops[:k + 4]), device))
+            crops = crops[k:]
+            done += k
+
+    for j, rgb in tqdm(frames, total=n25, desc="syncnet crops", unit="frame", mininterval=5, leave=False):
+        crops.append(crop_frame(rgb, *boxes[j]))
+        if len(crops) >= batch + 4:
+            flush(done + batch)
+    flush(n_win)
+    im = np.concatenate(im_feat)
+    mf = syncnet_audio_windows(audio, offset_s - search / SYNCNET_FPS, n_win + 2 * search)
+    cc = []
+    with torch.no_grad():
+        for s in range(0, len(mf), 100):
+            cc.append(net.forward_aud(torch.from_numpy(mf[s:s + 100]).to(device)).cpu().numpy())
+    res = syncnet_shift(im, np.concatenate(cc), search, window_ok)
+    return {"offset_s": offset_s + res["shift"] / SYNCNET_FPS, "shift_frames": res["shift"],
+            "lse_c": res["lse_c"], "lse_d": res["lse_d"], "mdist": res["mdist"].tolist(),
+            "windows": int(window_ok.sum())}
+
+
+# ------------------------------------------------------------------------------------------- step
+def camera_audio(video: str | Path, ingest: dict) -> tuple[np.ndarray | None, str]:
+    """The camera track at 16 kHz, or ``(None, why not)``."""
+    if not ingest.get("has_audio"):
+        return None, "no audio track"
+    try:
+        cam, _ = decode_audio(video, sr=SR, mono=True)
+    except StepError as e:
+        return None, str(e)
+    cam = cam[: int(np.ceil(ingest["n_frames"] / FPS * SR))]  # audio past the last frame is not the take
+    peak = float(np.max(np.abs(cam))) if len(cam) else 0.0
+    if peak <= 10 ** (SILENCE_DBFS / 20):
+        return None, "camera audio is silent"
+    return cam, ""
+
+
+def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: str | Path,
+              mix_wav: str | Path, vocals_wav: str | Path, backend: str = "builtin",
+              weights: str | None = None, device: str = "cpu", search_frames: int = 15) -> dict:
+    """The sync step for one take (module docstring); returns the ``sync.json`` dict."""
+    ingest = load_json(ingest_json)
+    net = load_syncnet(weights, device) if backend == "syncnet" else None  # fail before any work
+    song = read_wav(_checked(mix_wav), SR)
+    n = int(ingest["n_frames"])
+    take_s = n / FPS
+    cam, why = camera_audio(video, ingest)
+    track = None
+    if cam is not None:
+        res = gcc_phat_offset(cam, song, SR)
+    else:
+        track = _load_track(track_npz, why)
+        vocals, source = _vocals_or_mix(vocals_wav, song)
+        mouth = mouth_opening(track["landmarks"], track["frame_size"], track["valid"])
+        res = mouth_envelope_offset(mouth, vocals, SR, FPS)
+        res["details"].update(why_not_camera=why, envelope_of=source)
+    offset = res["offset_s"]
+    song_s = len(song) / SR
+    overlap = max(0.0, min(offset + take_s, song_s) - max(offset, 0.0)) / take_s
+    if overlap < MIN_OVERLAP:
+        raise StepError(f"the song covers only {100 * overlap:.0f}% of the take (song {song_s:.1f} s, "
+                        f"take {take_s:.1f} s, offset {offset:+.2f} s): wrong or truncated song?")
+    res["details"].update(overlap_fraction=overlap, take_s=take_s)
+    if net is not None:
+        if track is None:
+            track = _load_track(track_npz, "SyncNet needs face crops")
+        vocals, source = _vocals_or_mix(vocals_wav, song)
+        sn = syncnet_refine(net, video, track, vocals, offset, search_frames, n, device)
+        res["details"].update(builtin_method=res["method"], builtin_offset_s=offset, syncnet=sn,
+                              syncnet_audio=source)
+        res.update(offset_s=sn["offset_s"], method="syncnet")
+    return {"take": take, "offset_s": float(res["offset_s"]), "confidence": float(res["confidence"]),
+            "method": res["method"], "details": res["details"]}
+
+
+def _checked(path):
+    rec = read_failure(path)
+    if rec is not None:
+        raise UpstreamFailed(rec["step"], rec["reason"])
+    return path
+
+
+def _load_track(track_npz, why: str) -> dict:
+    try:
+        track = load_npz(track_npz)
+    except UpstreamFailed as e:
+        raise StepError(f"{why} and no face track ({e.step}: {e.reason})") from e
+    except FileNotFoundError as e:
+        raise StepError(f"{why} and no face track ({track_npz} missing)") from e
+    if not np.asarray(track["valid"]).any():
+        raise StepError(f"{why} and no face in any frame")
+    return track
+
+
+def _vocals_or_mix(vocals_wav, mix: np.ndarray) -> tuple[np.ndarray, str]:
+    """The vocal stem, or the mix when separation failed or is absent."""
+    try:
+        if vocals_wav and Path(vocals_wav).exists() and read_failure(vocals_wav) is None:
+            return read_wav(vocals_wav, SR), "vocals"
+    except StepError:
+        pass
+    return mix, "mix"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--take", required=True)
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--ingest", required=True, help="ingest.json of the take")
+    ap.add_argument("--track", required=True, help="track.npz (used without camera audio, and by syncnet)")
+    ap.add_argument("--mix", required=True, help="the song's mix.wav (16 kHz)")
+    ap.add_argument("--vocals", default=None, help="the song's vocals.wav (16 kHz)")
+    ap.add_argument("--backend", choices=["builtin", "syncnet"], default="builtin")
+    ap.add_argument("--syncnet-weights", default=None, help="syncnet_v2.model (backend syncnet)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--search-frames", type=int, default=15, help="SyncNet search, +- frames at 25 fps")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+
+    def work():
+        save_json(a.out, sync_take(a.take, a.video, a.ingest, a.track, a.mix, a.vocals, a.backend,
+                                   a.syncnet_weights, a.device, a.search_frames))
+
+    return run_step("sync", a.take, [a.out], work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

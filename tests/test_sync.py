@@ -1,0 +1,392 @@
+"""preprocessing.sync: GCC-PHAT over the whole song, mouth-envelope fallback, SyncNet refinement."""
+from __future__ import annotations
+
+import json
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from preprocessing.common import StepError, read_failure, save_json, save_npz, save_wav, write_failure
+from preprocessing.media import decode_audio, write_video
+from preprocessing.sync import (SYNCNET_FPS, camera_audio, gcc_phat_offset, lip_features, load_syncnet,
+                                mouth_envelope_offset, mouth_opening, sync_take, syncnet_audio_windows,
+                                syncnet_shift)
+from test_media import code_frame, stempeg_clip
+
+MIN_CONFIDENCE = 7.0  # config.yaml sync.min_confidence
+
+
+# ------------------------------------------------------------------------------------- material
+@pytest.fixture(scope="module")
+def clip44():
+    """The real MUSDB18 clip at 44.1 kHz: mixture and vocal stem (mono float64)."""
+    path = stempeg_clip()
+    mix = decode_audio(path, sr=44100, stream=0)[0].astype(np.float64)
+    vocals = decode_audio(path, sr=44100, stream=4)[0].astype(np.float64)
+    return mix, vocals
+
+
+def simulate_camera(mix, vocals, rng, *, seg=(1.0, 5.0), lead_s=0.5, rt60=0.4, snr_db=10.0,
+                    clip=0.5, gain=0.3, singer=0.0, cam_sr=48000, src_sr=44100, tail_s=0.5):
+    """A camera microphone recording the song played from ``seg[0]`` to ``seg[1]`` (song time),
+    heard ``lead_s`` after the camera started: room reverb (direct path + exponential tail), a
+    gain, brown room noise at ``snr_db``, clipping at ``clip`` x peak, an optional singer (the
+    vocal stem, 120 ms late), resampled to ``cam_sr``. Returns (audio, true offset_s)."""
+    a = mix[int(seg[0] * src_sr):int(seg[1] * src_sr)].copy()
+    if singer:
+        a += singer * np.roll(vocals[int(seg[0] * src_sr):int(seg[1] * src_sr)], int(0.12 * src_sr))
+    g = gcd(cam_sr, src_sr)
+    x = signal.resample_poly(a, cam_sr // g, src_sr // g)
+    lead = int(round(lead_s * cam_sr))
+    y = np.zeros(lead + len(x) + int(tail_s * cam_sr))
+    y[lead:lead + len(x)] = x
+    t = np.arange(int(rt60 * cam_sr)) / cam_sr
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.05
+    ir[: int(0.003 * cam_sr)] = 0
+    ir[0] = 1.0
+    y = signal.fftconvolve(y, ir)[: len(y)]
+    y = gain * y / np.abs(y).max()
+    noise = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(len(y)))
+    y += noise * np.std(y[lead:lead + len(x)]) / np.std(noise) * 10 ** (-snr_db / 20)
+    y = np.clip(y, -clip * gain, clip * gain)
+    return y.astype(np.float32), seg[0] - lead_s
+
+
+def camera_video(path, audio, sr, seconds=None, fps=30):
+    """A small mp4 (flat frames) carrying ``audio`` as its AAC camera track."""
+    n = int(round((seconds if seconds is not None else len(audio) / sr) * fps))
+    write_video(path, (code_frame(k % 200) for k in range(n)), fps=fps, audio=audio, sr=sr)
+    return path
+
+
+def synth_singing(seconds, rng, sr=16000):
+    """A vocal line: syllables (onset, offset s) with raised-sine envelopes and harmonic tones."""
+    t, syl = 0.3, []
+    while t < seconds - 0.5:
+        d = rng.uniform(0.15, 0.6)
+        syl.append((t, t + d))
+        t += d + rng.uniform(0.05, 0.5)
+    tt = np.arange(int(seconds * sr)) / sr
+    x = np.zeros(len(tt))
+    for on, off in syl:
+        a, b = int(on * sr), int(off * sr)
+        seg = tt[a:b] - on
+        env = np.clip(np.sin(np.pi * seg / (off - on)), 0, 1) ** 0.5 * rng.uniform(0.3, 1.0)
+        f0 = rng.uniform(180, 400)
+        x[a:b] += env * sum(np.sin(2 * np.pi * f0 * h * seg) / h for h in range(1, 5))
+    return (0.3 * x).astype(np.float32), np.array(syl)
+
+
+def mouth_track(syl, offset, n, rng, lead=0.0, noise=0.05, dropout=0.1, size=(640, 480)):
+    """track.npz arrays of a face singing ``syl`` (song times) with video frame i at song time
+    i/30 + offset; the mouth opens ``lead`` s before the sound; ``dropout`` of frames untracked."""
+    t = np.arange(n) / 30 + offset + lead
+    opening = np.zeros(n)
+    for on, off in syl:
+        inside = (t >= on) & (t < off)
+        opening[inside] = np.sin(np.pi * (t[inside] - on) / (off - on))
+    w, h = size
+    lm = np.zeros((n, 478, 3), np.float32)
+    cx, cy = 320 + 10 * np.sin(np.arange(n) / 20), 240.0
+    eye = 90 * rng.uniform(0.8, 1.2) * (1 + 0.1 * np.sin(np.arange(n) / 50))  # face moves to/from camera
+    lm[:, 33, 0], lm[:, 263, 0] = (cx - eye / 2) / w, (cx + eye / 2) / w
+    lm[:, 33, 1] = lm[:, 263, 1] = (cy - 40) / h
+    gap = (0.03 + 0.35 * opening + noise * rng.standard_normal(n).clip(-2, 2)) * eye
+    lm[:, [13, 14, 61, 291], 0] = (cx / w)[:, None]
+    lm[:, 61, 0], lm[:, 291, 0] = (cx - 30) / w, (cx + 30) / w
+    lm[:, 13, 1], lm[:, 14, 1] = (cy + 50) / h, (cy + 50 + gap) / h
+    lm[:, [61, 291], 1] = ((cy + 50 + gap / 2) / h)[:, None]
+    bbox = np.stack([(cx - 80) / w, np.full(n, (cy - 100) / h), (cx + 80) / w, np.full(n, (cy + 100) / h)], 1)
+    valid = (rng.uniform(size=n) > dropout).astype(np.uint8)
+    return {"landmarks": lm, "valid": valid, "interpolated": np.zeros(n, np.uint8),
+            "frame_size": np.tile(np.int32([w, h]), (n, 1)), "bbox": bbox.astype(np.float32)}
+
+
+def ingest_json(path, n_frames, has_audio):
+    save_json(path, {"take": "t", "n_frames": n_frames, "fps": 30, "has_audio": has_audio})
+    return path
+
+
+# --------------------------------------------------------------------------------------- gcc-phat
+CAMERAS = {
+    "late-start 48k": dict(seg=(1.0, 5.0), lead_s=0.5),
+    "camera before song": dict(seg=(0.0, 4.0), lead_s=2.0),
+    "noisy 0 dB, singer, 22.05k": dict(seg=(2.5, 6.0), lead_s=0.3, snr_db=0.0, singer=1.0, cam_sr=22050),
+    "hard clip, long reverb, 8k": dict(seg=(0.5, 5.5), lead_s=1.2, rt60=0.8, clip=0.1, gain=2.0, cam_sr=8000),
+}
+
+
+@pytest.mark.parametrize("name", list(CAMERAS))
+def test_gcc_phat_real_clip_through_a_camera(tmp_path, clip44, name):
+    """The MUSDB18 clip played in a room and recorded by a camera (AAC in mp4) is found within 2 ms."""
+    mix, vocals = clip44
+    rng = np.random.default_rng(list(CAMERAS).index(name))
+    cam, truth = simulate_camera(mix, vocals, rng, **CAMERAS[name])
+    cam_sr = CAMERAS[name].get("cam_sr", 48000)
+    video = camera_video(tmp_path / "take.mp4", cam, cam_sr)
+    song16 = decode_audio(stempeg_clip(), stream=0)[0]
+    audio, why = camera_audio(video, {"has_audio": True, "n_frames": int(len(cam) / cam_sr * 30)})
+    assert why == ""
+    res = gcc_phat_offset(audio, song16)
+    assert res["method"] == "gcc-phat"
+    assert abs(res["offset_s"] - truth) < 0.002, (res["offset_s"], truth)
+    assert res["confidence"] >= MIN_CONFIDENCE
+    # the same camera against audio it did not record: low confidence
+    assert gcc_phat_offset(audio[::-1].copy(), song16)["confidence"] < MIN_CONFIDENCE
+
+
+def test_gcc_phat_subsample_and_sign():
+    """A song delayed by a fractional number of samples: offset = song time of camera sample 0."""
+    rng = np.random.default_rng(1)
+    song = rng.standard_normal(16000 * 8)
+    # band-limited fractional delay: upsample 10x, start 2.3457 s in (23457 / 10 samples), decimate
+    up = signal.resample_poly(song, 10, 1)
+    k = 23457 * 16
+    cam = signal.resample_poly(up[k:k + 16000 * 40], 1, 10)
+    truth = k / 160000
+    res = gcc_phat_offset(cam.astype(np.float32), song.astype(np.float32))
+    assert abs(res["offset_s"] - truth) < 0.1 / 16000   # a tenth of a sample
+    assert res["details"]["lag"] == int(np.floor(truth * 16000 + 0.5))
+    # negative offset: the camera started 1.5 s before the song
+    cam2 = np.concatenate([np.zeros(24000), song[:16000 * 3]]) + 0.01 * rng.standard_normal(16000 * 3 + 24000)
+    assert gcc_phat_offset(cam2.astype(np.float32), song.astype(np.float32))["offset_s"] == pytest.approx(-1.5, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_demo_takes_recovered_within_1ms(demo_dir, run_cli, tmp_path):
+    """End to end on the demo recordings: ingest + song + sync CLIs, offset vs truth.npz."""
+    import csv
+
+    rows = list(csv.DictReader(open(demo_dir / "samples.tsv"), delimiter="\t"))
+    songs = {}
+    for row in rows:
+        s = Path(row["song"]).stem
+        if s not in songs:
+            songs[s] = tmp_path / s / "mix.wav"
+            run_cli(["preprocessing.song", "--song", s, "--audio", demo_dir / row["song"],
+                     "--out-wav", songs[s], "--out-json", tmp_path / s / "song.json"])
+    for row in rows:
+        take, song = row["take"], Path(row["song"]).stem
+        d = tmp_path / take
+        run_cli(["preprocessing.ingest", "--take", take, "--video", demo_dir / row["video"], "--out", d / "ingest.json"])
+        run_cli(["preprocessing.sync", "--take", take, "--video", demo_dir / row["video"], "--ingest", d / "ingest.json",
+                 "--track", d / "track.npz", "--mix", songs[song], "--vocals", d / "none.wav", "--out", d / "sync.json"])
+        out = json.loads((d / "sync.json").read_text())
+        truth = float(np.load(demo_dir / Path(row["video"]).with_suffix(".truth.npz"))["offset_s"])
+        assert out["method"] == "gcc-phat" and out["take"] == take
+        assert abs(out["offset_s"] - truth) < 0.001, (take, out["offset_s"], truth)
+        assert out["confidence"] >= MIN_CONFIDENCE
+        # the same take against a song it did not sing: below the QC threshold
+        other = next(p for s, p in songs.items() if s != song)
+        from preprocessing.sync import gcc_phat_offset as g
+        cam, _ = camera_audio(demo_dir / row["video"], json.loads((d / "ingest.json").read_text()))
+        assert g(cam, decode_audio(other)[0])["confidence"] < MIN_CONFIDENCE
+
+
+# --------------------------------------------------------------------------------- mouth envelope
+@pytest.mark.parametrize("seconds,offset,take_s", [(60, 12.345, 40), (30, -2.2, 25)])
+def test_mouth_envelope_recovers_offset(seconds, offset, take_s):
+    rng = np.random.default_rng(7)
+    vocals, syl = synth_singing(seconds, rng)
+    tr = mouth_track(syl, offset, int(take_s * 30), rng)
+    m = mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"])
+    assert np.isnan(m[tr["valid"] == 0]).all() and np.isfinite(m[tr["valid"] == 1]).all()
+    res = mouth_envelope_offset(m, vocals)
+    assert res["method"] == "mouth-envelope"
+    assert abs(res["offset_s"] - offset) < 1 / 30          # within a frame
+    other, _ = synth_singing(seconds, rng)                 # a different vocal line
+    assert mouth_envelope_offset(m, other)["confidence"] < res["confidence"] / 2
+
+
+def test_mouth_envelope_anticipation_shows_as_bias():
+    """A mouth that opens 60 ms before the sound is aligned 60 ms later (sign of the convention)."""
+    rng = np.random.default_rng(8)
+    vocals, syl = synth_singing(60, rng)
+    tr = mouth_track(syl, 5.0, 40 * 30, rng, lead=0.06)
+    res = mouth_envelope_offset(mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"]), vocals)
+    assert res["offset_s"] - 5.0 == pytest.approx(0.06, abs=0.02)
+
+
+def test_mouth_opening_is_scale_free():
+    rng = np.random.default_rng(9)
+    _, syl = synth_singing(20, rng)
+    tr = mouth_track(syl, 0.0, 300, rng, dropout=0.0)
+    m1 = mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"])
+    lm = tr["landmarks"].copy()
+    lm[..., :2] = 0.5 + (lm[..., :2] - 0.5) * 0.5  # the face twice as far from the camera
+    np.testing.assert_allclose(mouth_opening(lm, tr["frame_size"], tr["valid"]), m1, rtol=1e-4, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------- the step (CLI)
+@pytest.fixture(scope="module")
+def no_audio_take(tmp_path_factory):
+    """A 30 s take without camera audio, its track, and a 60 s song (mix = vocals here)."""
+    d = tmp_path_factory.mktemp("noaudio")
+    rng = np.random.default_rng(11)
+    vocals, syl = synth_singing(60, rng)
+    n = 30 * 30
+    write_video(d / "take 'one'.mp4", (code_frame(0) for _ in range(n)))
+    save_npz(d / "track.npz", **mouth_track(syl, 17.5, n, rng))
+    save_wav(d / "vocals.wav", vocals, 16000)
+    save_wav(d / "mix.wav", vocals + 0.05 * rng.standard_normal(len(vocals)).astype(np.float32), 16000)
+    ingest_json(d / "ingest.json", n, False)
+    return d
+
+
+def test_step_falls_back_to_mouth_envelope(no_audio_take, run_cli, tmp_path):
+    d = no_audio_take
+    out = tmp_path / "a dir" / "sync.json"
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4", "--ingest", d / "ingest.json",
+                    "--track", d / "track.npz", "--mix", d / "mix.wav", "--vocals", d / "vocals.wav", "--out", out])
+    res = json.loads(out.read_text())
+    assert res["method"] == "mouth-envelope", proc.stderr
+    assert abs(res["offset_s"] - 17.5) < 1 / 30
+    assert res["details"]["why_not_camera"] == "no audio track" and res["details"]["envelope_of"] == "vocals"
+    assert res["details"]["overlap_fraction"] == pytest.approx(1.0)
+
+
+def test_step_mouth_envelope_uses_mix_when_separation_failed(no_audio_take, tmp_path):
+    d = no_audio_take
+    write_failure(tmp_path / "vocals.wav", "s", "separate", "boom")
+    res = sync_take("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav", tmp_path / "vocals.wav")
+    assert res["details"]["envelope_of"] == "mix" and abs(res["offset_s"] - 17.5) < 1 / 30
+
+
+def test_step_silent_camera_audio_falls_back(no_audio_take, tmp_path):
+    d = no_audio_take
+    write_video(tmp_path / "silent.mp4", (code_frame(0) for _ in range(900)), audio=np.zeros(16000 * 30), sr=16000)
+    res = sync_take("t", tmp_path / "silent.mp4", ingest_json(tmp_path / "i.json", 900, True), d / "track.npz",
+                    d / "mix.wav", d / "vocals.wav")
+    assert res["method"] == "mouth-envelope" and res["details"]["why_not_camera"] == "camera audio is silent"
+
+
+def test_step_no_audio_no_face_is_one_line_failure(no_audio_take, run_cli, tmp_path):
+    d = no_audio_take
+    write_failure(tmp_path / "track.npz", "t", "track", "no face found in any frame")
+    out = tmp_path / "sync.json"
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4", "--ingest", d / "ingest.json",
+                    "--track", tmp_path / "track.npz", "--mix", d / "mix.wav", "--vocals", d / "vocals.wav",
+                    "--out", out])
+    expected = "no audio track and no face track (track: no face found in any frame)"
+    assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 't' step 'sync': {expected}"
+    assert read_failure(out)["reason"] == expected
+
+
+def test_step_song_shorter_than_take(clip44, tmp_path):
+    """A 20 s take whose song file holds only the 6 s clip: the song covers too little of it."""
+    mix, vocals = clip44
+    cam, truth = simulate_camera(mix, vocals, np.random.default_rng(2), seg=(0.0, 6.0), lead_s=1.0, tail_s=13.0)
+    video = camera_video(tmp_path / "t.mp4", cam, 48000)
+    save_wav(tmp_path / "mix.wav", decode_audio(stempeg_clip())[0], 16000)
+    n = int(len(cam) / 48000 * 30)
+    with pytest.raises(StepError, match=r"^the song covers only 30% of the take \(song 6\.1 s, take 20\.0 s, "
+                                        r"offset -1\.00 s\): wrong or truncated song\?$"):
+        sync_take("t", video, ingest_json(tmp_path / "i.json", n, True), tmp_path / "no.npz",
+                  tmp_path / "mix.wav", None)
+
+
+def test_step_upstream_failures_pass_through(tmp_path, run_cli):
+    write_failure(tmp_path / "ingest.json", "t", "ingest", "video stream has no frames")
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", tmp_path / "v.mp4", "--ingest", tmp_path / "ingest.json",
+                    "--track", tmp_path / "x", "--mix", tmp_path / "x", "--vocals", tmp_path / "x",
+                    "--out", tmp_path / "sync.json"])
+    assert "upstream step 'ingest' failed: video stream has no frames" in proc.stderr
+    assert read_failure(tmp_path / "sync.json") == {"unit": "t", "step": "ingest", "reason": "video stream has no frames"}
+
+
+# ---------------------------------------------------------------------------------------- SyncNet
+@pytest.fixture(scope="module")
+def syncnet_weights(tmp_path_factory):
+    """Randomly initialised SyncNet saved as a plain state dict (the format of syncnet_v2.model)."""
+    import torch
+    from syncnet_python.SyncNetModel import S
+
+    torch.manual_seed(0)
+    net = S()
+    for mod in net.modules():  # non-trivial BatchNorm statistics, as trained weights have
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+            mod.running_mean.uniform_(-0.1, 0.1)
+            mod.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
+    d = no_audio_take
+    args = ("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav", d / "vocals.wav", "syncnet")
+    with pytest.raises(StepError, match=r"^SyncNet weights not found: /nowhere/syncnet_v2\.model \(get syncnet_v2\.model "
+                                        r"with the download script of https://github\.com/joonson/syncnet_python"):
+        sync_take(*args, weights="/nowhere/syncnet_v2.model")
+    with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
+        sync_take(*args, weights="None")
+    (tmp_path / "bad.model").write_bytes(b"\x80\x04K\x01.")  # a pickled int, not a state dict
+    with pytest.raises(StepError, match="not a SyncNet state dict|cannot load SyncNet weights"):
+        load_syncnet(tmp_path / "bad.model")
+
+
+def test_syncnet_lip_features_equal_forward_lip(syncnet_weights):
+    import torch
+
+    net = load_syncnet(syncnet_weights)
+    clip = np.random.default_rng(0).uniform(0, 255, (7, 224, 224, 3)).astype(np.float32)
+    ours = lip_features(net, clip)
+    windows = np.stack([clip[j:j + 5] for j in range(3)]).transpose(0, 4, 1, 2, 3)
+    with torch.no_grad():
+        ref = net.forward_lip(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+    assert ours.shape == (3, 1024)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_syncnet_audio_windows_timing():
+    """Window a covers song time start + a/25 s: a tone burst at song time 3.0 s shows in the
+    MFCC energy of window (3.0 - start) * 25 at its first frame."""
+    sr = 16000
+    audio = np.zeros(sr * 6, np.float32)
+    audio[3 * sr:3 * sr + 800] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(800) / sr)
+    mf = syncnet_audio_windows(audio, start_s=2.0, n_windows=40)
+    assert mf.shape == (40, 1, 13, 20) and mf.dtype == np.float32
+    energy = mf[:, 0, 0, 0]  # appended log energy of each window's first 10 ms frame
+    assert int(np.argmax(energy)) == 25
+
+
+def test_syncnet_shift_sign_and_units():
+    """Audio embeddings equal to the video ones 3 windows later: the audio matching video time t
+    is at t + 3/25 s, so the offset grows by 3 frames (120 ms)."""
+    rng = np.random.default_rng(0)
+    n, search = 50, 6
+    feats = rng.standard_normal((n + 2 * search + 10, 16))
+    im = feats[search + 3:search + 3 + n] + 0.01 * rng.standard_normal((n, 16))
+    res = syncnet_shift(im, feats[:n + 2 * search], search)
+    assert res["shift"] == 3 and len(res["mdist"]) == 2 * search + 1
+    assert res["lse_d"] == pytest.approx(res["mdist"].min())
+    assert res["lse_c"] == pytest.approx(np.median(res["mdist"]) - res["mdist"].min())
+
+
+def test_syncnet_backend_runs_on_our_crops(syncnet_weights, clip44, tmp_path):
+    """Random weights: the code path runs end to end on our crops and the result is in 40 ms steps
+    around the built-in offset (accuracy needs the real weights)."""
+    mix, vocals = clip44
+    rng = np.random.default_rng(12)
+    cam, truth = simulate_camera(mix, vocals, rng, seg=(2.0, 3.2), lead_s=0.0, tail_s=0.0)
+    n = 36  # 1.2 s of video -> 30 frames at 25 fps -> 26 five-frame windows
+    write_video(tmp_path / "v.mp4", (rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(n)),
+                audio=cam, sr=48000)
+    _, syl = synth_singing(20, rng)
+    save_npz(tmp_path / "track.npz", **mouth_track(syl, truth, n, rng, dropout=0.0, size=(160, 120)))
+    save_wav(tmp_path / "mix.wav", decode_audio(stempeg_clip(), stream=0)[0], 16000)
+    save_wav(tmp_path / "vocals.wav", decode_audio(stempeg_clip(), stream=4)[0], 16000)
+    res = sync_take("t", tmp_path / "v.mp4", ingest_json(tmp_path / "i.json", n, True), tmp_path / "track.npz",
+                    tmp_path / "mix.wav", tmp_path / "vocals.wav", backend="syncnet", weights=syncnet_weights,
+                    search_frames=3)
+    sn = res["details"]["syncnet"]
+    assert res["method"] == "syncnet" and res["details"]["builtin_method"] == "gcc-phat"
+    assert res["details"]["syncnet_audio"] == "vocals"
+    base = res["details"]["builtin_offset_s"]
+    assert abs(base - truth) < 0.002
+    assert res["offset_s"] - base == pytest.approx(sn["shift_frames"] / SYNCNET_FPS, abs=1e-9)
+    assert abs(sn["shift_frames"]) <= 3 and len(sn["mdist"]) == 7 and sn["windows"] == 26
+    assert sn["lse_d"] == pytest.approx(min(sn["mdist"])) and sn["lse_c"] >= 0
