@@ -1,5 +1,28 @@
 # coeffs: per-frame head pose (6-D) + expression [builtin: landmarks | deep3d: Deep3DFaceRecon]
 # exp_basis: the builtin expression PCA basis, fitted on the training takes only (gathering rule)
+# With backend deep3d a missing checkpoint stops the run here, before any job starts (it is a
+# configuration error, not bad input of one take).
+
+COEFFS_DEEP3D = config["coeffs"]["backend"] == "deep3d"
+
+if COEFFS_DEEP3D:
+    _ckpt = config["coeffs"]["deep3d"]["checkpoint"]
+    if not _ckpt or not Path(_ckpt).is_file():
+        raise WorkflowError(
+            f"config key 'coeffs.deep3d.checkpoint': Deep3DFaceRecon checkpoint not found: {_ckpt} "
+            "(epoch_20.pth of Deep3DFaceRecon_pytorch; see README, section Coefficients)"
+        )
+
+
+def coeffs_deep3d_args(wildcards, threads):
+    """CLI options of the deep3d backend (none for builtin)."""
+    if not COEFFS_DEEP3D:
+        return ""
+    d = config["coeffs"]["deep3d"]
+    return (
+        f"--checkpoint {q(d['checkpoint'])} --bfm-dir {q(d['bfm_dir'])} --batch-size {d['batch_size']}"
+        f" --device {q(d['device'])} --threads {threads}"
+    )
 
 
 rule coeffs:
@@ -11,10 +34,7 @@ rule coeffs:
         "work/takes/{take}/coeffs.npz",
     params:
         backend=config["coeffs"]["backend"],
-        checkpoint=q(config["coeffs"]["deep3d"]["checkpoint"]),
-        bfm_dir=q(config["coeffs"]["deep3d"]["bfm_dir"]),
-        batch=config["coeffs"]["deep3d"]["batch_size"],
-        device=config["coeffs"]["deep3d"]["device"],
+        deep3d=coeffs_deep3d_args,
         smooth="--smooth" if config["coeffs"]["smooth"] else "",
     log:
         "logs/coeffs/{take}.log",
@@ -22,14 +42,15 @@ rule coeffs:
         "benchmarks/coeffs/{take}.tsv"
     group:
         "take_{take}"
-    threads: 1
+    conda:
+        "../../envs/deep3d.yaml"
+    threads: 2 if COEFFS_DEEP3D else 1
     resources:
-        mem_mb=lambda wc: 6000 if config["coeffs"]["backend"] == "deep3d" else 2000,
+        mem_mb=6000 if COEFFS_DEEP3D else 2000,
     shell:
         "{PY} -m preprocessing.coeffs extract --take {wildcards.take} --video {input.video:q}"
         " --ingest {input.ingest:q} --track {input.track:q} --backend {params.backend}"
-        " --checkpoint {params.checkpoint} --bfm-dir {params.bfm_dir} --batch-size {params.batch}"
-        " --device {params.device} {params.smooth} --out {output:q} > {log:q} 2>&1"
+        " {params.deep3d} {params.smooth} --out {output:q} > {log:q} 2>&1"
 
 
 rule exp_basis:
@@ -45,6 +66,8 @@ rule exp_basis:
         "logs/exp_basis.log",
     benchmark:
         "benchmarks/exp_basis.tsv"
+    conda:
+        "../../envs/deep3d.yaml"
     threads: 1
     resources:
         mem_mb=4000,
