@@ -1,4 +1,9 @@
 # separate: song -> vocals.wav + music.wav (16 kHz mono) [builtin DSP separator | Spleeter 2stems]
+# The rule runs MusicFace's own module (envs/musicface.yaml); with backend spleeter that module calls
+# the Spleeter interpreter (separate.spleeter.python, built by `make spleeter-env` or from
+# envs/spleeter.yaml), which must exist together with the model before the run starts.
+
+SEPARATE_WITH_SPLEETER = config["separate"]["backend"] == "spleeter"
 
 
 rule separate:
@@ -12,16 +17,18 @@ rule separate:
         backend=config["separate"]["backend"],
         python=q(config["separate"]["spleeter"]["python"]),
         model_dir=q(config["separate"]["spleeter"]["model_dir"]),
+        chunk_s=config["separate"]["spleeter"]["chunk_s"],
     log:
         "logs/separate/{song}.log",
     benchmark:
         "benchmarks/separate/{song}.tsv"
     conda:
-        "../../envs/spleeter.yaml"
-    threads: 1
+        "../../envs/musicface.yaml"
+    threads: 4 if SEPARATE_WITH_SPLEETER else 1
     resources:
-        mem_mb=lambda wc: 8000 if config["separate"]["backend"] == "spleeter" else 2000,
+        mem_mb=8000 if SEPARATE_WITH_SPLEETER else 2000,
     shell:
         "{PY} -m preprocessing.separate --song {wildcards.song} --mix {input.mix:q} --audio {input.audio:q}"
         " --backend {params.backend} --spleeter-python {params.python} --model-dir {params.model_dir}"
+        " --chunk-s {params.chunk_s} --threads {threads}"
         " --out-vocals {output.vocals:q} --out-music {output.music:q} > {log:q} 2>&1"

@@ -1,0 +1,229 @@
+"""mfcc: window contract, feature values against a by-hand computation, offset handling, bad input, CLI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from preprocessing.common import StepError, load_npz, read_failure, save_json, save_wav, write_failure
+from preprocessing.mfcc import SR, features_at, mfcc, mfcc_windows, n_rows, take_features
+
+LOG_EPS = math.log(np.finfo(float).eps)   # -36.04: log energy of digital silence
+
+
+def noise(seconds: float, seed: int = 0, level: float = 0.1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, level, int(round(seconds * SR))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ window contract
+def test_n_rows():
+    assert [n_rows(n) for n in (0, 1, 2, 3, 30, 31, 128)] == [0, 4, 7, 10, 100, 104, 427]
+    assert n_rows(9000) == 30000
+
+
+def test_mfcc_windows_matches_hand_built_index():
+    M, D, N, W = n_rows(50), 26, 50, 39
+    feats = np.arange(M * D, dtype=np.float32).reshape(M, D)        # row r holds r*26 .. r*26+25
+    win = mfcc_windows(feats, N)
+    assert win.shape == (N, W, D) and win.dtype == np.float32
+    ref = np.empty_like(win)
+    for i in range(N):                                              # the contract, one frame at a time
+        centre = int(math.floor(i * 100 / 30 + 0.5))
+        for j in range(W):
+            ref[i, j] = feats[min(max(centre - 19 + j, 0), M - 1)]
+    np.testing.assert_array_equal(win, ref)
+    # centres: frame 1 at 3.33 -> row 3, frame 2 at 6.67 -> row 7, frame 3 at row 10
+    assert [int(win[i, 19, 0]) // D for i in range(5)] == [0, 3, 7, 10, 13]
+    assert np.all(win[0, :19] == feats[0]) and np.all(win[0, 19:] == feats[:20])   # left edge replicated
+    assert int(win[N - 1, 19, 0]) // D == 163                       # last frame: 49 * 100 / 30 = 163.3
+    assert np.all(win[N - 1, 22:] == feats[M - 1])                  # rows 166.. replicate the last row
+    assert int(win[N - 1, 21, 0]) // D == 165
+
+
+def test_mfcc_windows_other_rates_and_errors():
+    feats = np.arange(20, dtype=np.float64)[:, None]
+    w = mfcc_windows(feats, 5, fps=40, width=3)                     # centres 0, 2.5 -> 3 (half up), 5, 7.5 -> 8, 10
+    assert w.dtype == np.float64
+    np.testing.assert_array_equal(w[:, 1, 0], [0, 3, 5, 8, 10])
+    np.testing.assert_array_equal(w[0, :, 0], [0, 0, 1])
+    w = mfcc_windows(feats, 3, fps=25, width=4)                     # even width: 2 before, 1 after
+    np.testing.assert_array_equal(w[1, :, 0], [2, 3, 4, 5])
+    assert mfcc_windows(feats, 0).shape == (0, 39, 1)
+    with pytest.raises(ValueError, match=r"features must be \(M >= 1, D\)"):
+        mfcc_windows(np.zeros((0, 26)), 3)
+    with pytest.raises(ValueError, match="width >= 1"):
+        mfcc_windows(feats, 3, width=0)
+
+
+# ------------------------------------------------------------------------------- feature values
+def hand_mfcc_rows(x: np.ndarray, centres: list[int]) -> np.ndarray:
+    """13 MFCCs of the frames centred at the given samples, computed here from the definitions."""
+    xe = lambda p: float(x[p]) if 0 <= p < len(x) else 0.0          # the signal is zero outside
+    # HTK mel filterbank, 26 triangles, 0..8000 Hz, FFT bins floor(513 * f / 16000)
+    mel = lambda f: 2595 * np.log10(1 + f / 700)
+    imel = lambda m: 700 * (10 ** (m / 2595) - 1)
+    edges = np.floor(513 * imel(np.linspace(mel(0), mel(8000), 28)) / SR).astype(int)
+    fb = np.zeros((26, 257))
+    for j in range(26):
+        lo, mid, hi = edges[j], edges[j + 1], edges[j + 2]
+        for k in range(lo, mid):
+            fb[j, k] = (k - lo) / (mid - lo)
+        for k in range(mid, hi):
+            fb[j, k] = (hi - k) / (hi - mid)
+    n = np.arange(26)
+    dct = np.sqrt(2 / 26) * np.cos(np.pi * np.arange(13)[:, None] * (2 * n[None, :] + 1) / 52)
+    dct[0] /= np.sqrt(2)
+    lift = 1 + 11 * np.sin(np.pi * np.arange(13) / 22)
+    rows = []
+    for c in centres:
+        frame = np.zeros(400)
+        for i in range(400):                                        # pre-emphasis
+            p = c - 200 + i
+            frame[i] = xe(p) - 0.97 * xe(p - 1)
+        frame = frame * (0.54 - 0.46 * np.cos(2 * np.pi * np.arange(400) / 399))   # Hamming
+        power = np.abs(np.fft.rfft(frame, 512)) ** 2 / 512
+        cep = (dct @ np.log(np.maximum(fb @ power, np.finfo(float).eps))) * lift
+        cep[0] = np.log(max(power.sum(), np.finfo(float).eps))
+        rows.append(cep)
+    return np.array(rows)
+
+
+def test_mfcc_values_match_hand_computation():
+    t = np.arange(SR) / SR
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1375 * t) + noise(1, 3, 0.01)).astype(np.float32)
+    feats = mfcc(x)
+    assert feats.shape == (100, 26) and feats.dtype == np.float32
+    rows = [0, 1, 37, 50, 51, 52, 53, 54, 99]
+    ref = hand_mfcc_rows(x, [r * 160 for r in rows])
+    np.testing.assert_allclose(feats[rows, :13], ref, rtol=2e-4, atol=2e-3)
+    # deltas: regression over +-2 rows, d = (c[t+1]-c[t-1] + 2 (c[t+2]-c[t-2])) / 10
+    c = {r: v for r, v in zip(rows, ref)}
+    d52 = (c[53] - c[51] + 2 * (c[54] - c[50])) / 10
+    np.testing.assert_allclose(feats[52, 13:], d52, rtol=2e-3, atol=2e-3)
+
+
+def test_mfcc_shapes_and_silence():
+    assert mfcc(noise(0.5)).shape == (50, 26)
+    assert mfcc(noise(0.501)).shape == (51, 26)
+    assert mfcc(np.zeros(10, np.float32)).shape == (1, 26)
+    silent = mfcc(np.zeros(SR, np.float32))
+    assert np.all(np.isfinite(silent)) and np.allclose(silent[:, 0], LOG_EPS) and np.allclose(silent[:, 13:], 0)
+    with pytest.raises(StepError, match=r"empty audio \(0 samples\)"):
+        mfcc(np.zeros(0, np.float32))
+    with pytest.raises(ValueError, match="multiple of 100"):
+        mfcc(noise(1), sr=22050)
+
+
+# ------------------------------------------------------------------------------------ the offset
+def click_song(seconds: float, click_s: float) -> np.ndarray:
+    x = noise(seconds, 1, 1e-4)                                     # quiet floor, not digital silence
+    x[int(round(click_s * SR))] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("offset_s, click_s, row", [
+    (1.5, 5.0, 350),              # click at video time 3.5 s
+    (-2.0, 1.0, 300),             # the recording started 2 s before the song: video time 3.0 s
+    (0.25 + 7 / SR, 4.0, 375),    # 4.0 - 0.250437 = 3.749563 s -> row 375 (3.75 s, 0.4 ms away)
+    (0.0, 0.0, 0),                # click on the song's first sample, row 0
+])
+def test_click_lands_on_the_right_row(offset_s, click_s, row):
+    song = click_song(12.0, click_s)
+    stems = {"vocals": song, "music": song * 0, "mix": song}
+    out = take_features(stems, offset_s, n_frames=150)
+    assert out["mfcc_mix"].shape == (500, 26)
+    energy = out["mfcc_mix"][:, 0]
+    assert int(np.argmax(energy)) == row
+
+
+def test_offset_is_applied_at_sample_precision():
+    song = noise(10, 5)
+    n_frames, M = 120, n_rows(120)
+    for shift in (12345, 12346, 16000 * 2 + 1):
+        for frac in (-0.49, 0.0, 0.49):                            # rounds to the same sample
+            out = take_features({"vocals": song, "music": song, "mix": song}, (shift + frac) / SR, n_frames)
+            ref = features_at(song, shift, M)
+            np.testing.assert_array_equal(out["mfcc_vocals"], ref)
+    # and equals the whole-signal features of the song cut at that sample (away from the cut's edge)
+    cutsong = song[12345:]
+    whole = mfcc(cutsong)[:M]
+    out = take_features({"vocals": song, "music": song, "mix": song}, 12345 / SR, n_frames)
+    np.testing.assert_allclose(out["mfcc_mix"][4:], whole[4:], rtol=1e-5, atol=1e-4)
+
+
+def test_take_runs_past_the_song_is_padded_with_silence():
+    song = noise(3.0, 2)
+    out = take_features({"vocals": song, "music": song, "mix": song}, offset_s=-1.0, n_frames=150)   # 5 s take
+    e = out["mfcc_mix"][:, 0]
+    assert out["mfcc_mix"].shape == (500, 26)
+    assert out["coverage"] == pytest.approx(300 / 500)             # rows 100..399 lie in the song
+    assert np.allclose(e[:98], LOG_EPS) and np.allclose(e[402:], LOG_EPS)   # silence before / after
+    assert np.all(e[102:398] > -10)
+
+
+def test_bad_inputs():
+    song = noise(3.0, 2)
+    stems = {"vocals": song, "music": song, "mix": song}
+    with pytest.raises(StepError, match=r"take does not overlap the song: the take covers song time 5\.00\.\.9\.99 s, "
+                                        r"the song is 0\.\.3\.00 s long"):
+        take_features(stems, 5.0, 150)
+    with pytest.raises(StepError, match="take does not overlap the song"):
+        take_features(stems, -6.0, 150)
+    quiet = {"vocals": song, "music": song, "mix": np.concatenate([song[:SR], np.zeros(2 * SR, np.float32)])}
+    with pytest.raises(StepError, match=r"the song is silent during the whole take \(song time 1\.50\.\.3\.00 s\)"):
+        take_features(quiet, 1.5, 60)
+    with pytest.raises(StepError, match=r"mix\.wav is empty \(0 samples\)"):
+        take_features({k: np.zeros(0, np.float32) for k in stems}, 0.0, 30)
+    with pytest.raises(StepError, match="vocals/music/mix lengths differ"):
+        take_features({**stems, "music": song[:-1]}, 0.0, 30)
+    with pytest.raises(StepError, match="no video frames"):
+        take_features(stems, 0.0, 0)
+    with pytest.raises(StepError, match="not a number"):
+        take_features(stems, float("nan"), 30)
+    # an instrumental passage (silent vocals) is fine
+    out = take_features({**stems, "vocals": np.zeros_like(song)}, 0.0, 30)
+    assert np.allclose(out["mfcc_vocals"][:, 0], LOG_EPS)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def write_take(d, n_frames=90, offset_s=0.75, mix=None):
+    mix = noise(6.0, 4) if mix is None else mix
+    save_wav(d / "vocals.wav", 0.5 * mix, SR)
+    save_wav(d / "music.wav", 0.5 * mix, SR)
+    save_wav(d / "mix.wav", mix, SR)
+    save_json(d / "ingest.json", {"take": "t 1", "n_frames": n_frames, "fps": 30})
+    save_json(d / "sync.json", {"take": "t 1", "offset_s": offset_s, "confidence": 9.0, "method": "gcc-phat",
+                                "details": {}})
+
+
+def cli_args(d):
+    return ["preprocessing.mfcc", "--take", "t1", "--ingest", d / "ingest.json", "--sync", d / "sync.json",
+            "--vocals", d / "vocals.wav", "--music", d / "music.wav", "--mix", d / "mix.wav", "--out", d / "mfcc.npz"]
+
+
+def test_cli_writes_contract(tmp_path, run_cli):
+    d = tmp_path / "take 'quoted'"
+    d.mkdir()
+    mix = noise(6.0, 4)
+    write_take(d, mix=mix)
+    run_cli(cli_args(d))
+    z = load_npz(d / "mfcc.npz")
+    for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
+        assert z[k].dtype == np.float32 and z[k].shape == (300, 26)
+    assert z["offset_s"].shape == () and float(z["offset_s"]) == 0.75
+    np.testing.assert_array_equal(z["mfcc_mix"], features_at(mix, 12000, 300))
+    assert float(z["coverage"]) == 1.0
+
+
+def test_cli_failures_become_records(tmp_path, run_cli):
+    write_take(tmp_path, mix=np.zeros(6 * SR, np.float32))
+    proc = run_cli(cli_args(tmp_path))
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "musicface: take 't1' step 'mfcc': the song is silent during the whole take (song time 0.75..3.74 s)"
+    assert read_failure(tmp_path / "mfcc.npz")["step"] == "mfcc"
+    write_take(tmp_path)
+    write_failure(tmp_path / "sync.json", "t1", "sync", "no audio track")
+    proc = run_cli(cli_args(tmp_path))
+    assert "skipped, upstream step 'sync' failed: no audio track" in proc.stderr
+    assert read_failure(tmp_path / "mfcc.npz") == {"unit": "t1", "step": "sync", "reason": "no audio track"}
