@@ -32,6 +32,9 @@ heights relative to the reference (larger tz = bigger face = closer to the camer
 camera a small move toward the camera by dZ changes tz by dZ / Z). Pose columns: pitch, yaw, roll,
 tx, ty, tz. Euler angles are unique for |yaw| < pi/2; at |yaw| = pi/2 (gimbal lock) they stay finite.
 
+(``preprocessing.demo``'s truth uses OpenCV axes, y down and z away: its yaw and roll are ours
+negated, its pitch is ours.)
+
 "Frontal" is defined by the reference face: its mirror plane is x = 0 and the best-fit plane of its
 face outline (FaceMesh face oval) is parallel to the image plane. The reference is MediaPipe FaceMesh
 on ``skimage.data.astronaut()`` made exactly mirror-symmetric (``make-reference``; mediapipe 0.10.14
@@ -45,7 +48,13 @@ its per-coordinate median over tracked (non-interpolated) frames ("mean neutral"
 aligned_t - identity`` (478 x 3, flattened to 1434, in reference units) is what coeffs.npz stores. The
 alignment is done twice: to the reference, then to the take's identity (so identity differences do not
 leak into the pose) with a robust (Cauchy-weighted) fit on *stable* points only (upper face outline,
-forehead, nose bridge, eye corners: not the mouth, jaw, eyelids or brows).
+forehead, nose bridge, eye corners: not the mouth, jaw, eyelids or brows). ``fit-basis`` turns the
+residuals of the training takes into ``exp`` = PCA coefficients (:func:`project_expression`);
+:func:`landmarks_from_coeffs` goes back to image landmarks (the LMD landmark model).
+
+coeffs.npz (builtin): ``backend``, ``take``, ``pose`` f4 (N, 6), ``residual`` f4 (N, 1434),
+``landmarks2d`` f4 (N, 478, 2) = the tracked x, y, ``valid`` u1 (N,), ``identity`` f4 (478, 3),
+``scale`` f4 (N,) (= exp(tz)), ``reference_version``. Frames without a face: zeros, valid 0.
 """
 from __future__ import annotations
 
@@ -247,15 +256,17 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def smooth_runs(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing (``sigma`` frames) along axis 0, separately inside each run of ``mask``."""
+    """Gaussian smoothing (``sigma`` frames) along axis 0, in place, separately inside each run of ``mask``."""
     from scipy.ndimage import gaussian_filter1d
 
-    out = np.array(x, dtype=np.float64, copy=True)
-    if sigma <= 0:
-        return out
-    for a, b in _runs(mask):
-        out[a:b] = gaussian_filter1d(out[a:b], sigma, axis=0, mode="nearest")
-    return out
+    if sigma > 0:
+        for a, b in _runs(mask):
+            x[a:b] = gaussian_filter1d(x[a:b], sigma, axis=0, mode="nearest")
+    return x
+
+
+IDENTITY_SAMPLE = 1500  # frames (evenly spaced) from which the identity shape's median is taken
+CHUNK = 2048  # frames per block when the full 478-point shapes are needed (bounds memory)
 
 
 def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpolated=None,
@@ -267,45 +278,58 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
     not for the identity shape). Returns float32 arrays ``pose (N, 6)``, ``residual (N, 1434)``,
     ``landmarks2d (N, 478, 2)`` (the tracked x, y), ``identity (478, 3)``, ``scale (N,)`` and ``valid``
     uint8; frames without a usable face are zeros with valid = 0. Raises StepError when no frame is usable.
+
+    Memory: the fits use the 34 stable points only; full shapes are made in blocks of ``CHUNK`` frames
+    and the identity median over at most ``IDENTITY_SAMPLE`` evenly spaced frames, so beyond the
+    input and output arrays memory does not grow with the take's length.
     """
-    lm = np.asarray(landmarks, dtype=np.float64)
+    lm = np.asarray(landmarks)
     n = lm.shape[0]
     if lm.ndim != 3 or lm.shape[1:] != (N_POINTS, 3):
         raise StepError(f"landmarks have shape {lm.shape}, expected (N, {N_POINTS}, 3)")
     fs = np.broadcast_to(np.asarray(frame_size, dtype=np.float64), (n, 2))
-    ok = np.asarray(valid).astype(bool).reshape(n)
+    ok = np.asarray(valid).astype(bool).reshape(n).copy()
     ok &= np.isfinite(lm).all(axis=(1, 2)) & (fs > 0).all(axis=1)
-    ok[ok] &= np.ptp(lm[ok][:, STABLE, :2], axis=1).min(axis=1) > 1e-6  # not collapsed to a point
+    spread = np.ptp(np.nan_to_num(lm[:, STABLE, :2].astype(np.float64)), axis=1).min(axis=1)
+    ok &= spread > 1e-6  # not collapsed to a point
     if not ok.any():
         raise StepError("no usable face in any frame (track.npz has no valid landmarks)")
+    frames = np.flatnonzero(ok)
     interp = np.zeros(n, bool) if interpolated is None else np.asarray(interpolated).astype(bool)
-    ident_frames = ~interp[ok] if (~interp[ok]).any() else np.ones(ok.sum(), bool)
+    ident = np.flatnonzero(~interp[frames])
+    ident = ident if len(ident) else np.arange(len(frames))
+    ident = ident[np.unique(np.linspace(0, len(ident) - 1, min(len(ident), IDENTITY_SAMPLE)).astype(int))]
 
-    P = to_camera(lm[ok], fs[ok])
+    def shapes(rows, s, R, t):  # full 478-point shapes of frames[rows] in the face frame
+        P = to_camera(lm[frames[rows]], fs[frames[rows]])
+        return to_face_frame(P, s[rows], R[rows], t[rows])
+
+    stable = to_camera(lm[:, STABLE][frames], fs[frames])
     target = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     for _ in range(2):  # 1: to the reference face; 2: to this take's own identity shape
-        s, R, t = robust_fit(target[STABLE], P[:, STABLE])
-        aligned = to_face_frame(P, s, R, t)
-        target = np.median(aligned[ident_frames], axis=0)
+        s, R, t = robust_fit(target[STABLE], stable)
+        target = np.median(shapes(ident, s, R, t), axis=0)
     identity = target
-    pose = np.concatenate([euler_from_matrix(R), t[:, :2], np.log(s)[:, None]], axis=1)
-    residual = (aligned - identity).reshape(len(P), -1)
 
-    out_pose = np.zeros((n, 6))
-    out_res = np.zeros((n, N_POINTS * 3))
-    out_scale = np.zeros(n)
-    out_pose[ok], out_res[ok], out_scale[ok] = pose, residual, s
+    pose = np.zeros((n, 6))
+    pose[frames] = np.concatenate([euler_from_matrix(R), t[:, :2], np.log(s)[:, None]], axis=1)
+    residual = np.zeros((n, N_POINTS * 3), np.float32)
+    for a in range(0, len(frames), CHUNK):
+        rows = np.arange(a, min(a + CHUNK, len(frames)))
+        residual[frames[rows]] = (shapes(rows, s, R, t) - identity).reshape(len(rows), -1)
+    scale = np.zeros(n)
+    scale[frames] = s
     if smooth_sigma > 0:
-        out_pose[:, :3] = np.unwrap(out_pose[:, :3], axis=0)
-        out_pose = smooth_runs(out_pose, ok, smooth_sigma)
-        out_pose[:, :3] = (out_pose[:, :3] + np.pi) % (2 * np.pi) - np.pi
-        out_res = smooth_runs(out_res, ok, smooth_sigma)
-        out_pose[~ok] = 0
-        out_res[~ok] = 0
-    lm2d = np.where(ok[:, None, None], lm[:, :, :2], 0.0)
-    return {"pose": out_pose.astype(np.float32), "residual": out_res.astype(np.float32),
-            "landmarks2d": lm2d.astype(np.float32), "identity": identity.astype(np.float32),
-            "scale": out_scale.astype(np.float32), "valid": ok.astype(np.uint8)}
+        pose[:, :3] = np.unwrap(pose[:, :3], axis=0)
+        smooth_runs(pose, ok, smooth_sigma)
+        pose[:, :3] = (pose[:, :3] + np.pi) % (2 * np.pi) - np.pi
+        smooth_runs(residual, ok, smooth_sigma)
+        pose[~ok] = 0
+    lm2d = np.zeros((n, N_POINTS, 2), np.float32)
+    lm2d[frames] = lm[frames, :, :2]
+    return {"pose": pose.astype(np.float32), "residual": residual, "landmarks2d": lm2d,
+            "identity": identity.astype(np.float32), "scale": scale.astype(np.float32),
+            "valid": ok.astype(np.uint8)}
 
 
 # ------------------------------------------------------------------------------------ expression basis

@@ -270,7 +270,7 @@ def extract_deep3d(video, landmarks, valid, frame_size, checkpoint, batch_size: 
         from preprocessing.coeffs import smooth_runs
 
         for key in ("exp", "pose", "id", "tex", "gamma"):
-            res[key] = np.where(ok[:, None], smooth_runs(res[key], ok, smooth_sigma), 0).astype(np.float32)
+            smooth_runs(res[key], ok, smooth_sigma)  # in place, inside tracked runs only
     lm = np.asarray(landmarks, np.float32)[:, :, :2]
     res["landmarks2d"] = np.where(ok[:, None, None], lm, 0).astype(np.float32)
     del res["coeffs"]  # the slices above hold all of it
