@@ -38,21 +38,11 @@ def _stems():
     return mix, vocals, music
 
 
-def _features(wav):
-    try:
-        from preprocessing.mfcc import mfcc
-    except ImportError:  # TEMPORARY until preprocessing.mfcc lands
-        import python_speech_features as psf
+def _features(wav, m):
+    """The mfcc step's features of a take starting at song time 0: (M, 26) float32."""
+    from preprocessing.mfcc import features_at
 
-        def mfcc(w, sr):
-            c = psf.mfcc(w, sr, winlen=0.025, winstep=0.01, numcep=13)
-            return np.hstack([c, psf.delta(c, 2)])
-    return np.asarray(mfcc(wav, SR), np.float32)
-
-
-def _rows(feats, m):
-    """Exactly M rows (the mfcc step's contract), the last row replicated if the signal ends early."""
-    return np.concatenate([feats, np.repeat(feats[-1:], max(0, m - len(feats)), axis=0)])[:m]
+    return features_at(np.asarray(wav, np.float32), 0, m, SR)
 
 
 def _frame_db(wav, n):
@@ -111,8 +101,8 @@ def _take(name, subject, split, shift_s, rng, jaw, basis=None):
     if split == "test" and name.endswith("4"):
         valid[200:206] = False
     eye_long, eye_blink, _ = split_eye_states(au45, fps=FPS, tau=0.5, closed_threshold=0.5, valid=valid)
-    arrays = {"mfcc_vocals": _rows(_features(vocals), m), "mfcc_music": _rows(_features(music), m),
-              "mfcc_mix": _rows(_features(mix), m), "pose": pose.astype(np.float32), "au45": au45.astype(np.float32),
+    arrays = {"mfcc_vocals": _features(vocals, m), "mfcc_music": _features(music, m),
+              "mfcc_mix": _features(mix, m), "pose": pose.astype(np.float32), "au45": au45.astype(np.float32),
               "eye_long": eye_long, "eye_blink": eye_blink, "valid": valid.astype(np.uint8)}
     return name, subject, split, residual.reshape(n, -1), arrays
 

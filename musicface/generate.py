@@ -1,0 +1,221 @@
+"""`musicface generate`: any song -> separation -> MFCC -> the model -> driving parameters + a preview.
+
+    musicface generate song.mp3 --checkpoint runs/demo/model.pt --subject singer1 --out out/
+        [--separate builtin|spleeter] [--seed K] [--basis dataset/exp_basis.npz] [--no-preview]
+
+Pipeline (the same features as the dataset, so a model sees at generation what it saw in training):
+
+1. ``preprocessing.media.decode_audio``: the song at 16 kHz mono (any format FFmpeg reads);
+   ``N = ceil(duration * 30)`` video frames (frame i at i / 30 s, the project's frame-count rule).
+2. Separation into vocals + music (``preprocessing.separate``: builtin REPET-SIM, or Spleeter 2stems in
+   its own environment); skipped for the single_stream variant, which only uses the mix.
+3. ``preprocessing.mfcc``: 26-D MFCC+delta at 100 Hz per stream, windows ``(N, 39, 26)``.
+4. ``model.generate`` (seeded blink sampler; initial pose = the subject's mean training pose).
+5. ``DIR/params.npz``: ``exp (N, E)``, ``pose (N, 6)`` (pitch, yaw, roll rad, tx, ty, tz), ``eye``
+   (N,) combined + filtered eye state, ``e_long``, ``e_blink``, ``speed (N, 6)`` (the PGN's
+   speed; for variants without PGN ``|p_t - p_(t-1)|`` of the generated pose, flagged by
+   ``speed_from_pose``), ``att_exp/att_pose/att_eye (N, C)`` (ATM variants), ``fps``, ``subject``,
+   ``variant``, ``seed``, ``duration_s``.
+6. ``DIR/preview.mp4``: the face mesh driven by the parameters (landmark model: expression basis +
+   pose; eye state applied to the lids), H.264 + AAC with the song, 480 x 480.
+
+Errors (missing checkpoint, unknown subject, unreadable audio, missing basis) are one line:
+``musicface generate: <reason>``, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.common import StepError, one_line, save_json, save_npz
+
+SR = 16000
+FPS = 30
+
+
+# -------------------------------------------------------------------------------------- features
+def load_song(path, sr: int = SR) -> np.ndarray:
+    """Decode any audio/video file's first audio track to float32 mono at ``sr`` (StepError if unreadable)."""
+    from preprocessing.media import decode_audio
+
+    path = Path(path)
+    if not path.is_file():
+        raise StepError(f"song not found: {path}")
+    try:
+        audio, _ = decode_audio(path, sr=sr)
+    except StepError as e:
+        raise StepError(f"cannot read audio from '{path}': {one_line(e)}") from e
+    if len(audio) == 0 or not np.isfinite(audio).all():
+        raise StepError(f"cannot read audio from '{path}': no samples decoded")
+    return np.asarray(audio, np.float32)
+
+
+def separate(mix: np.ndarray, song_path, backend: str = "builtin", spleeter_python=".venv-spleeter/bin/python",
+             spleeter_model_dir=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Song -> (vocals, music), float32 (n,) at 16 kHz, via ``preprocessing.separate``'s backends."""
+    from preprocessing import separate as sep
+
+    if backend == "builtin":
+        return sep.separate_builtin(mix, SR, progress=progress)
+    if backend == "spleeter":
+        return sep.separate_spleeter(song_path, len(mix), spleeter_python, spleeter_model_dir)
+    raise StepError(f"unknown separation backend '{backend}' (builtin or spleeter)")
+
+
+def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS) -> dict:
+    """MFCC windows ``(N, 39, 26)`` per available stream + ``n_frames``; N = ceil(duration * fps).
+
+    The dataset's features exactly (``preprocessing.mfcc``: M = ceil(N * 100 / fps) rows at 100 Hz,
+    row 0 at song time 0, then one 39-row window per video frame).
+    """
+    from preprocessing.media import n_frames_cfr
+    from preprocessing.mfcc import features_at, mfcc_windows, n_rows
+
+    n = n_frames_cfr(len(mix) / SR, fps)
+    if n < 1:
+        raise StepError(f"song too short: {len(mix) / SR:.3f} s")
+    out = {"n_frames": n}
+    for key, wav in (("mfcc_mix", mix), ("mfcc_vocals", vocals), ("mfcc_music", music)):
+        if wav is not None:
+            feats = features_at(np.asarray(wav, np.float32), 0, n_rows(n, fps), SR)
+            out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=39), np.float32)
+    return out
+
+
+# ------------------------------------------------------------------------------------ generation
+def check_inputs(checkpoint, subject: str, device: str = "cpu"):
+    """Load the model and check the subject; one-line StepErrors for a missing checkpoint / unknown subject."""
+    from musicface.model import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise StepError(f"checkpoint not found: {checkpoint}")
+    try:
+        model, meta = load_checkpoint(checkpoint, device)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise StepError(f"cannot load checkpoint {checkpoint}: {one_line(e)}") from e
+    if subject not in model.subjects:
+        raise StepError(f"unknown subject '{subject}'; known subjects: {', '.join(model.subjects)}")
+    return model, meta
+
+
+def params_from_output(gen: dict, variant: str, fps: int) -> dict:
+    """``model.generate``'s dict -> the arrays of params.npz (module docstring)."""
+    pose = np.asarray(gen["pose"], np.float32)
+    speed = gen.get("speed")
+    from_pose = speed is None
+    if from_pose:  # MLP-pose variants predict the pose directly: report its frame-to-frame speed
+        speed = np.abs(np.diff(pose, axis=0, prepend=pose[:1]))
+    out = {
+        "exp": np.asarray(gen["exp"], np.float32), "pose": pose,
+        "eye": np.asarray(gen["eye"], np.float32), "e_long": np.asarray(gen["e_long"], np.float32),
+        "e_blink": np.asarray(gen["e_blink"], np.uint8), "speed": np.asarray(speed, np.float32),
+        "speed_from_pose": np.array(from_pose), "fps": np.array(fps, np.int32),
+        "variant": np.array(variant),
+    }
+    for k, v in (gen.get("att") or {}).items():
+        out[f"att_{k}"] = np.asarray(v, np.float32)
+    return out
+
+
+def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "builtin", seed: int = 0,
+             basis=None, device: str = "cpu", preview: bool = True, size: int = 480,
+             spleeter_python=".venv-spleeter/bin/python", spleeter_model_dir=None, bfm_dir=None,
+             progress: bool = True) -> dict:
+    """The whole pipeline (module docstring). Returns timings and output paths."""
+    from musicface.evaluate import find_basis, load_basis
+
+    out = Path(out)
+    timings = {}
+    t0 = time.perf_counter()
+    model, meta = check_inputs(checkpoint, subject, device)
+    basis_path = None
+    if preview:
+        basis_path = find_basis(Path(checkpoint), meta, basis)
+        if basis_path is None:
+            raise StepError("no expression basis for the preview: pass --basis PATH (dataset/exp_basis.npz of "
+                            "the training data) or --no-preview")
+        if not basis_path.is_file():
+            raise StepError(f"expression basis not found: {basis_path}")
+    mix = load_song(song)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    vocals = music = None
+    if model.cfg.two_streams:
+        vocals, music = separate(mix, song, separate_backend, spleeter_python, spleeter_model_dir, progress)
+    timings["separate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    feats = song_features(mix, vocals, music)
+    timings["features_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gen = model.generate(feats.get("mfcc_vocals"), feats.get("mfcc_music"), feats.get("mfcc_mix"),
+                         subject, seed=seed)
+    timings["generate_s"] = time.perf_counter() - t
+
+    params = params_from_output(gen, model.cfg.variant, FPS)
+    params.update(subject=np.array(subject), seed=np.array(seed, np.int64),
+                  duration_s=np.array(len(mix) / SR), song=np.array(str(song)))
+    out.mkdir(parents=True, exist_ok=True)
+    save_npz(out / "params.npz", **params)
+    result = {"params": str(out / "params.npz"), "n_frames": int(feats["n_frames"]),
+              "variant": model.cfg.variant, "subject": subject}
+
+    if preview:
+        from musicface.preview import write_preview
+        from preprocessing.coeffs import landmarks_from_coeffs
+
+        t = time.perf_counter()
+        lm = landmarks_from_coeffs(params["exp"], params["pose"], load_basis(basis_path), frame_size=(1, 1),
+                                   bfm_dir=bfm_dir)
+        write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size, progress=progress)
+        timings["preview_s"] = time.perf_counter() - t
+        result["preview"] = str(out / "preview.mp4")
+        result["basis"] = str(basis_path)
+    result["timings"] = timings
+    return result
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="musicface generate",
+                                 description="song audio -> expression, head pose and eye parameters + a preview video")
+    ap.add_argument("song", help="any audio (or video) file FFmpeg reads: wav, mp3, flac, m4a, mp4, ...")
+    ap.add_argument("--checkpoint", required=True, help="runs/<name>/model.pt")
+    ap.add_argument("--subject", required=True, help="whose singing style (one of the model's subjects)")
+    ap.add_argument("--out", required=True, help="output folder: params.npz, preview.mp4")
+    ap.add_argument("--separate", default="builtin", choices=["builtin", "spleeter"],
+                    help="vocal/music separation backend (default builtin)")
+    ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed")
+    ap.add_argument("--basis", default=None, help="exp_basis.npz of the landmark model (default: recorded in "
+                    "the checkpoint, beside it, or dataset/exp_basis.npz)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-preview", action="store_true", help="write params.npz only")
+    ap.add_argument("--size", type=int, default=480, help="preview width = height in pixels")
+    ap.add_argument("--spleeter-python", default=".venv-spleeter/bin/python",
+                    help="interpreter of the Spleeter environment (--separate spleeter)")
+    ap.add_argument("--spleeter-model-dir", default=None, help="MODEL_PATH holding 2stems/ (--separate spleeter)")
+    ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients only)")
+    a = ap.parse_args(argv)
+    try:
+        r = generate(a.song, a.checkpoint, a.subject, a.out, separate_backend=a.separate, seed=a.seed,
+                     basis=a.basis, device=a.device, preview=not a.no_preview, size=a.size,
+                     spleeter_python=a.spleeter_python, spleeter_model_dir=a.spleeter_model_dir,
+                     bfm_dir=a.bfm_dir)
+    except StepError as e:
+        print(f"musicface generate: {one_line(e)}", file=sys.stderr)
+        return 1
+    save_json(Path(a.out) / "generate.json", r)
+    print(f"{r['n_frames']} frames ({r['n_frames'] / FPS:.2f} s) -> {r['params']}"
+          + (f", {r['preview']}" if "preview" in r else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
