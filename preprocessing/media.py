@@ -169,7 +169,7 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
             end = float(e.max() * a.time_base) if len(e) else start
             info["audio"] = {
                 "index": a.index,
-                "codec": cc.name,
+                "codec": cc.codec.canonical_name,  # "mp3", not the decoder "mp3float"
                 "sample_rate": int(cc.sample_rate or a.rate or 0),
                 "channels": int(cc.channels or 0),
                 "start_s": start - t0,
@@ -195,7 +195,7 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
         width, height = height, width
     info = {
         "index": v.index,
-        "codec": cc.name if cc is not None else None,
+        "codec": cc.codec.canonical_name if cc is not None else None,
         "width": width,
         "height": height,
         "rotation": rotation,
@@ -375,14 +375,17 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
     ``size=(width, height)`` rescales every frame; by default frames keep the first frame's
     (displayed) size and a frame whose size changes mid-video is rescaled to it. The display
     rotation (phones) is applied. Corrupt packets are skipped: the previous good frame is repeated.
+    ``start`` skips the first output frames (they are decoded, not yielded); ``threads`` sets the
+    decoder's thread count (0: FFmpeg's choice).
     After (or during) iteration ``.stats`` holds ``n_frames, decoded, repeated, dropped,
     corrupt_packets`` (could not be decoded), ``corrupt_frames`` (decoded with error concealment),
     ``size_changes, first_size, out_size``.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = FPS, size: tuple[int, int] | None = None,
-                 n_frames: int | None = None, start: int = 0):
+                 n_frames: int | None = None, start: int = 0, threads: int = 0):
         self.path = Path(path)
+        self.threads = threads  # decoder threads; 0 = FFmpeg's choice (frame + slice threading)
         self.fps = fps
         self.size = size
         info = probe(self.path, fps) if n_frames is None else None
@@ -406,6 +409,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             if vs.codec_context is None:
                 raise StepError("unsupported video codec (FFmpeg has no decoder for it)")
             vs.thread_type = "AUTO"
+            vs.codec_context.thread_count = self.threads
             t0 = _origin(container)
             # tolerance for timestamp rounding: a pts is an integer number of ticks, so a frame due at
             # time t may carry a pts up to half a tick later

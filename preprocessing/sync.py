@@ -6,12 +6,15 @@ the camera started before the song). Three methods, tried in this order:
 1. **gcc-phat** (built-in, when the video has usable camera audio). The camera hears the song being
    played. Cross-correlate the camera audio ``c`` with the whole song ``s`` (both 16 kHz mono):
    ``r[k] = sum_n c[n] s[n + k]``, so a camera sample at video time ``t`` holds the song at
-   ``t + k/sr`` and ``offset_s = k* / sr`` for the best lag ``k*``. The cross-spectrum is computed
-   by FFT over every lag at which the take overlaps the song (the take may start anywhere, before
-   the song included) and PHAT-weighted (divided by its magnitude, so every frequency votes with its
-   phase alone: room colouration, gain and the song's own spectrum drop out and the peak stays one
-   sample wide under reverb). The peak is refined below one sample by a parabola through the three
-   samples around it. Camera and song may have any sample rates: both are decoded to 16 kHz.
+   ``t + k/sr`` and ``offset_s = k* / sr`` for the best lag ``k*``. The cross-spectrum ``G`` is
+   computed once by FFT, for every lag at which the take overlaps the song (the take may start
+   anywhere, before the song included). Search: ``G / |G|^0.5`` over all lags (half-way to PHAT:
+   whitened enough that room colouration, gain and the song's own spectrum matter little, while
+   frequencies drowned in room noise do not vote as loudly as clean ones). Refinement: full PHAT
+   ``G / |G|`` (every frequency votes with its phase alone, the peak is one sample wide even under
+   reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
+   search peak, then a parabola through the three samples around it (sub-sample). Camera and song
+   may have any sample rates: both are decoded to 16 kHz.
 2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
    divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
    vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
@@ -22,16 +25,33 @@ the camera started before the song). Three methods, tried in this order:
    5-frame windows of the embedding distance; ``shift = argmin``; LSE-D = ``min(mdist)``, LSE-C =
    ``median(mdist) - min(mdist)``. Our ``shift_frames`` is minus SyncNet's "AV offset".
 
-``confidence`` is the **peak-to-sidelobe ratio** (PSR) of the correlation of method 1 or 2 (SyncNet
-keeps it; its own LSE-C/LSE-D go to ``details``): ``PSR = (r[k*] - mean(side)) / std(side)``, where
-``side`` is the correlation at every searched lag farther than :data:`EXCLUDE_S` from the peak. It
-reads as "how many noise standard deviations the peak stands out". Unrelated audio still yields a
-largest value of about ``sqrt(2 ln n_lags)`` (4.5-6 for a song of 10 s-10 min; ``details.noise_psr``),
-so only values well above that mean a match: measured on the demo takes and on the real MUSDB18 clip
-through a simulated camera PSR is 30-400 (gcc-phat) and 6.5-12 (mouth-envelope), unrelated
-audio 4.3-5.5; ``sync.min_confidence`` (default 8) lies between. Low confidence is not an error here:
-``qc`` decides. ``details.peak_to_second`` (peak over the largest sidelobe) flags an ambiguous
-offset (repetitive music: close to 1).
+``confidence`` is the **peak-to-sidelobe ratio** (PSR) of the chosen peak: ``PSR = (r[k*] -
+mean(side)) / std(side)``, ``side`` = the correlation at every searched lag farther than
+:data:`EXCLUDE_S` from the peak; for gcc-phat ``r`` is the fully PHAT-weighted correlation (one
+sample wide at the true lag, so a wrong peak scores low), for mouth-envelope the plain one; SyncNet
+keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``). It reads "the
+peak stands out by this many standard deviations of the correlation noise". Unrelated audio still
+has a largest value near ``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min), so
+only values well above it mean a match. Measured (tests/test_sync.py, bench/audio.py):
+
+=================================================================  =============
+material                                                            confidence
+=================================================================  =============
+demo takes (12-30 s, camera audio), right song                     500-900
+real MUSDB18 clip through a simulated camera (4-5 s, reverb,        54-97
+noise 0-10 dB, clipping, 8-48 kHz)
+4 s of it under -5 dB noise + heavy reverb + 30 % clipping          7-8
+synthetic 4-minute song, camera audio                               > 1000
+the same cameras against the wrong demo song / reversed / noise     3.1-6.4
+mouth-envelope, synthetic singing, 20-240 s takes                   6-21
+mouth-envelope, demo truth mouth, 12 s takes                        4.4-5.0
+mouth-envelope, wrong song                                          2.3-3.4
+=================================================================  =============
+
+so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs fail; the
+mouth-envelope fallback is a lower scale (a frame of precision, fewer lags) and passes only on
+longer, clearly sung takes. Low confidence is not an error here: ``qc`` decides.
+``details.peak_to_second`` (peak over the largest sidelobe) flags an ambiguous offset (close to 1).
 
 Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
 less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera

@@ -10,6 +10,8 @@ rule ingest:
         "logs/ingest/{take}.log",
     benchmark:
         "benchmarks/ingest/{take}.tsv"
+    conda:
+        "../../envs/musicface.yaml"
     group:
         "take_{take}"
     threads: 1

@@ -11,6 +11,8 @@ rule song:
         "logs/song/{song}.log",
     benchmark:
         "benchmarks/song/{song}.tsv"
+    conda:
+        "../../envs/musicface.yaml"
     threads: 1
     resources:
         mem_mb=1000,

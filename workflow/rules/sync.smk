@@ -1,6 +1,17 @@
 # sync: where in the song does the take start? GCC-PHAT of the camera audio over the whole song
 # (mouth opening vs vocal energy when the video has no audio) [+ SyncNet refinement] -> sync.json
 
+# SyncNet selected without its weights: stop before anything runs, with the file and how to get it
+# (the step itself would otherwise fail every take one by one with the same message).
+if config["sync"]["backend"] == "syncnet":
+    _syncnet_weights = config["sync"]["syncnet"]["weights"]
+    if not _syncnet_weights or not Path(_syncnet_weights).is_file():
+        raise WorkflowError(
+            f"config sync.backend is 'syncnet' but sync.syncnet.weights ({_syncnet_weights}) is not a file: "
+            "get syncnet_v2.model with the download script of https://github.com/joonson/syncnet_python "
+            "(download_model.sh) and set sync.syncnet.weights to its path"
+        )
+
 
 rule sync:
     input:
@@ -20,6 +31,8 @@ rule sync:
         "logs/sync/{take}.log",
     benchmark:
         "benchmarks/sync/{take}.tsv"
+    conda:
+        "../../envs/syncnet.yaml"
     group:
         "take_{take}"
     threads: 1

@@ -1,0 +1,78 @@
+"""preprocessing.song: any song file -> 16 kHz mono mix.wav + song.json; bad songs fail by name."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from preprocessing.common import read_failure
+from preprocessing.media import decode_audio, write_video
+from preprocessing.song import decode_song
+from test_media import code_frame, stempeg_clip, write_audio_file
+
+
+def chirp(sr, seconds=3.0):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.5 * np.sin(2 * np.pi * (150 * t + 600 * t**2 / seconds))).astype(np.float32)
+
+
+@pytest.mark.parametrize("ext,codec,sr,channels", [
+    ("wav", "pcm_s16le", 44100, 2),
+    ("flac", "flac", 48000, 1),
+    ("mp3", "libmp3lame", 44100, 2),
+    ("m4a", "aac", 22050, 2),
+])
+def test_song_cli_formats(tmp_path, run_cli, ext, codec, sr, channels):
+    x = chirp(sr)
+    write_audio_file(tmp_path / f"my song.{ext}", np.repeat(x[:, None], channels, 1), sr, codec)
+    wav, js = tmp_path / "songs" / "s1" / "mix.wav", tmp_path / "songs" / "s1" / "song.json"
+    run_cli(["preprocessing.song", "--song", "s1", "--audio", tmp_path / f"my song.{ext}",
+             "--out-wav", wav, "--out-json", js])
+    mix, rate = sf.read(wav, dtype="float32")
+    assert rate == 16000 and mix.ndim == 1 and sf.info(str(wav)).subtype == "FLOAT"
+    ref = resample_poly(x, 16000, sr)
+    n = min(len(ref), len(mix))
+    inner = slice(800, n - 800)
+    err = np.sqrt(np.mean((mix[inner] - ref[inner]) ** 2)) / np.sqrt(np.mean(ref[inner] ** 2))
+    assert err < (0.01 if codec in ("pcm_s16le", "flac") else 0.2)
+    info = json.loads(js.read_text())
+    assert (info["song"], info["source_sr"], info["channels"], info["sr"]) == ("s1", sr, channels, 16000)
+    assert info["codec"] == {"pcm_s16le": "pcm_s16le", "flac": "flac", "libmp3lame": "mp3", "aac": "aac"}[codec]
+    assert info["duration_s"] == pytest.approx(len(mix) / 16000) and info["duration_s"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_song_from_stem_file_is_the_mixture():
+    """A MUSDB18 .stem.mp4 (5 audio streams + cover picture): the song is stream 0, the mixture."""
+    mix, info = decode_song(stempeg_clip())
+    ref = decode_audio(stempeg_clip(), stream=0)[0]
+    np.testing.assert_array_equal(mix, ref)
+    assert (info["source_sr"], info["channels"], info["codec"]) == (44100, 2, "aac")
+    assert info["duration_s"] == pytest.approx(6.08, abs=0.01)
+
+
+def _video_only(d):
+    write_video(d / "bad.mp4", (code_frame(k) for k in range(30)))
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda d: write_audio_file(d / "bad.mp4", np.zeros((44100 * 3, 2), np.float32), 44100, "aac"),
+     "silent audio (peak -inf dBFS, below -60 dBFS)"),
+    (lambda d: write_audio_file(d / "bad.mp4", np.full((8000 * 3, 1), 1e-4, np.float32), 8000, "pcm_s16le"),
+     "silent audio (peak -81 dBFS, below -60 dBFS)"),
+    (lambda d: write_audio_file(d / "bad.mp4", chirp(16000, 0.5)[:, None], 16000, "flac"),
+     "song too short: 0.50 s (need at least 1 s)"),
+    (_video_only, "no audio track"),
+    (lambda d: (d / "bad.mp4").write_bytes(b"ID3" + b"\x00" * 5000),
+     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found when processing input"),
+])
+def test_song_bad_files_fail_by_name(tmp_path, run_cli, make, reason):
+    make(tmp_path)
+    wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
+    proc = run_cli(["preprocessing.song", "--song", "my_song", "--audio", tmp_path / "bad.mp4",
+                    "--out-wav", wav, "--out-json", js])
+    assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 'my_song' step 'song': {reason}"
+    for out in (wav, js):
+        assert read_failure(out) == {"unit": "my_song", "step": "song", "reason": reason}
