@@ -14,6 +14,8 @@ rule mfcc:
         "logs/mfcc/{take}.log",
     benchmark:
         "benchmarks/mfcc/{take}.tsv"
+    conda:
+        "../../envs/musicface.yaml"
     group:
         "take_{take}"
     threads: 1

@@ -1,0 +1,115 @@
+"""Benchmark of the audio branch: built-in separation and MFCC speed on one core, separation SDRs.
+
+    .venv/bin/python bench/separate.py [--seconds 240] [--spleeter-model MODEL_PATH]
+
+Prints one JSON object:
+
+* ``speed``: for a ``--seconds`` demo song (the demo's synthetic singer, 16 kHz), CPU seconds and the
+  real-time factor (song seconds / CPU seconds; BLAS/OpenMP pinned to 1 thread, so CPU time is
+  one-core time even on a shared machine) of ``separate_builtin``, of ``mfcc`` on one stem, and of
+  ``take_features`` (the three stems of a take as long as the song); wall seconds too, and the peak
+  Python-heap memory of the separation (tracemalloc: numpy arrays included).
+* ``sdr_stempeg_clip``: plain SDR (dB) on the 6 s MUSDB18 clip shipped in stempeg (stream 0 = mixture,
+  4 = vocals, accompaniment = mixture - vocals), with the mixture-as-estimate baselines.
+* ``sdr_demo``: the same on the long demo song's true stems.
+* ``spleeter`` (only with ``--spleeter-model``, e.g. a random-weight model built by
+  ``tests/spleeter_model.py``): wall seconds and real-time factor of the Spleeter backend on the song.
+"""
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse
+import glob
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from preprocessing.common import save_wav  # noqa: E402
+from preprocessing.media import decode_audio  # noqa: E402
+from preprocessing.mfcc import mfcc, take_features  # noqa: E402
+from preprocessing.separate import SR, sdr, separate_builtin  # noqa: E402
+
+
+def timed(fn, *args, **kw):
+    c, w = time.process_time(), time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.process_time() - c, time.perf_counter() - w
+
+
+def scores(mix, vocals, music, est_v, est_m) -> dict:
+    r = {"vocals_db": sdr(vocals, est_v), "vocals_mixture_baseline_db": sdr(vocals, mix),
+         "accompaniment_db": sdr(music, est_m), "accompaniment_mixture_baseline_db": sdr(music, mix)}
+    r["vocals_gain_db"] = r["vocals_db"] - r["vocals_mixture_baseline_db"]
+    r["accompaniment_gain_db"] = r["accompaniment_db"] - r["accompaniment_mixture_baseline_db"]
+    return {k: round(v, 2) for k, v in r.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=240.0)
+    ap.add_argument("--spleeter-model", default=None, help="MODEL_PATH with 2stems/ (optional)")
+    ap.add_argument("--spleeter-python", default=".venv-spleeter/bin/python")
+    args = ap.parse_args()
+    from scipy.signal import resample_poly
+
+    from preprocessing.demo import render_song
+
+    result = {"threads": 1, "song_seconds": args.seconds}
+
+    # the MUSDB18 clip: real music, real vocal stem
+    spec = importlib.util.find_spec("stempeg")
+    clip = glob.glob(os.path.join(os.path.dirname(spec.origin), "data", "*.stem.mp4"))[0]
+    mix, _ = decode_audio(clip, SR, mono=True, stream=0)
+    voc, _ = decode_audio(clip, SR, mono=True, stream=4)
+    n = min(len(mix), len(voc))
+    mix, voc = mix[:n], voc[:n]
+    separate_builtin(mix)                                   # warm-up: imports, FFT plans
+    (ev, em), _, _ = timed(separate_builtin, mix)
+    result["sdr_stempeg_clip"] = {"seconds": round(n / SR, 2), **scores(mix, voc, mix - voc, ev, em)}
+
+    # a long demo song with true stems
+    song = render_song(0, 1, args.seconds)
+    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+    vocals, music = to16k(song.vocals), to16k(song.music)
+    mix = vocals + music
+    tracemalloc.start()
+    (ev, em), cpu, wall = timed(separate_builtin, mix)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    result["sdr_demo"] = {"song": "demo seed 0 song 1", **scores(mix, vocals, music, ev, em)}
+    speed = {"separate_builtin": {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                                  "rtf_one_core": round(args.seconds / cpu, 1),
+                                  "peak_heap_mb": round(peak / 2**20, 1)}}
+    _, cpu, wall = timed(mfcc, mix)
+    speed["mfcc_one_stem"] = {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                              "rtf_one_core": round(args.seconds / cpu, 1)}
+    n_frames = int(args.seconds * 30) - 30                 # a take covering the song (offset 0.5 s)
+    _, cpu, wall = timed(take_features, {"vocals": ev, "music": em, "mix": mix}, 0.5, n_frames)
+    speed["mfcc_take_three_stems"] = {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                                      "rtf_one_core": round(n_frames / 30 / cpu, 1)}
+    result["speed"] = speed
+
+    if args.spleeter_model:
+        from preprocessing.separate import separate_spleeter
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "song.wav"
+            save_wav(path, song.vocals + song.music, song.sr)
+            (sv, sm), _, wall = timed(separate_spleeter, path, len(mix), args.spleeter_python, args.spleeter_model)
+        result["spleeter"] = {"wall_s": round(wall, 1), "rtf_wall": round(args.seconds / wall, 2),
+                              "note": "all cores TensorFlow uses; weights as given (random ones give no SDR)"}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
