@@ -66,11 +66,13 @@ def separate(mix: np.ndarray, song_path, backend: str = "builtin", spleeter_pyth
     raise StepError(f"unknown separation backend '{backend}' (builtin or spleeter)")
 
 
-def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS) -> dict:
+def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys=None) -> dict:
     """MFCC windows ``(N, 39, 26)`` per available stream + ``n_frames``; N = ceil(duration * fps).
 
     The dataset's features exactly (``preprocessing.mfcc``: M = ceil(N * 100 / fps) rows at 100 Hz,
-    row 0 at song time 0, then one 39-row window per video frame).
+    row 0 at song time 0, then one 39-row window per video frame). ``keys``: the streams to compute
+    (``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix``; default all available): a model uses either the
+    two separated streams or the mix, never all three.
     """
     from preprocessing.media import n_frames_cfr
     from preprocessing.mfcc import features_at, mfcc_windows, n_rows
@@ -80,7 +82,7 @@ def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS) -> d
         raise StepError(f"song too short: {len(mix) / SR:.3f} s")
     out = {"n_frames": n}
     for key, wav in (("mfcc_mix", mix), ("mfcc_vocals", vocals), ("mfcc_music", music)):
-        if wav is not None:
+        if wav is not None and (keys is None or key in keys):
             feats = features_at(np.asarray(wav, np.float32), 0, n_rows(n, fps), SR)
             out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=39), np.float32)
     return out
@@ -101,6 +103,11 @@ def check_inputs(checkpoint, subject: str, device: str = "cpu"):
     if subject not in model.subjects:
         raise StepError(f"unknown subject '{subject}'; known subjects: {', '.join(model.subjects)}")
     return model, meta
+
+
+def model_streams(model) -> set[str]:
+    """The MFCC inputs the model's variant uses: {mfcc_vocals, mfcc_music} or {mfcc_mix}."""
+    return {f"mfcc_{s}" for s in model.streams}
 
 
 def params_from_output(gen: dict, variant: str, fps: int) -> dict:
@@ -151,7 +158,7 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
     timings["separate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    feats = song_features(mix, vocals, music)
+    feats = song_features(mix, vocals, music, keys=model_streams(model))
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
