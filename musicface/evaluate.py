@@ -40,6 +40,7 @@ VARIANT_ORDER = ("single_stream", "two_stream", "with_atm", "full")
 FIGURES = {"pose": "pose.png", "attention": "attention.png", "eye_durations": "eye_durations.png",
            "training": "training.png"}
 PAPER_GROUND_TRUTH = {"blinks_per_s": 0.35, "blink_duration_s": 0.23}
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 
 DEFINITIONS = {
     "avc": "SyncNet audio-visual confidence (LSE-C: median - min of the mean embedding distance over "
@@ -225,16 +226,17 @@ def avc_value(syncnet_weights, rendered_dir, takes: list[str], vocals_for=None) 
                              "syncnet_v2.model from the syncnet_python download script)")
     if not Path(syncnet_weights).is_file():
         return M.unavailable(f"SyncNet weights not found: {syncnet_weights}")
-    confs, missing = [], []
+    confs, missing = {}, []
     for take in takes:
-        video = Path(rendered_dir) / f"{take}.mp4"
-        if not video.is_file():
+        videos = [Path(rendered_dir) / f"{take}{ext}" for ext in VIDEO_EXTS]
+        video = next((v for v in videos if v.is_file()), None)
+        if video is None:
             missing.append(take)
             continue
-        confs.append(avc_of_video(video, syncnet_weights)["confidence"])
+        confs[take] = avc_of_video(video, syncnet_weights)["confidence"]
     if not confs:
         return M.unavailable(f"no rendered video for any test take in {rendered_dir} (expected <take>.mp4)")
-    out = {"value": float(np.mean(confs)), "takes": len(confs)}
+    out = {"value": float(np.mean(list(confs.values()))), "per_take": confs}
     if missing:
         out["missing"] = missing
     return out

@@ -289,3 +289,41 @@ def test_table_markdown_layout():
     row = next(ln for ln in text.splitlines() if ln.startswith("| Two-Stream"))
     assert row == "| Two-Stream | — | 1.23 | 0.50 | 0.41 | — | 0.25 | 0.012 | 0.07 | 0.38 | 0.26 |"
     assert "AVC (two_stream): unavailable: no renderer" in text
+
+
+def test_avc_on_a_rendered_video_with_syncnet_weights(tmp_path):
+    """AVC plumbing on a real talking face (OpenCV's Megamind clip standing in for a renderer's output):
+    25 fps face crops + the video's own audio through SyncNet (random weights in its own format)."""
+    import mediapipe as mp
+    import torch
+    from syncnet_python.SyncNetModel import S
+
+    from preprocessing.media import decode_audio, iter_frames, write_video
+
+    src = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
+    if not src.exists():
+        pytest.skip("Debian opencv-doc (Megamind.avi) is not installed")
+    rendered = tmp_path / "rendered"
+    rendered.mkdir()
+    frames = [rgb for i, rgb in iter_frames(src, fps=25, n_frames=75)]
+    audio = decode_audio(src, 16000)[0][: 3 * 16000]
+    write_video(rendered / "alice_4.mp4", frames, fps=25, audio=audio, sr=16000)
+
+    crops = EV.face_crops(rendered / "alice_4.mp4")
+    assert crops.shape == (75, 224, 224, 3) and crops.dtype == np.uint8
+    with mp.solutions.face_detection.FaceDetection(model_selection=1) as det:
+        found = det.process(crops[30]).detections
+    box = found[0].location_data.relative_bounding_box
+    assert 0.3 < box.width < 0.95 and 0.2 < box.xmin + box.width / 2 < 0.8  # a centred face fills the crop
+
+    torch.manual_seed(0)
+    weights = tmp_path / "syncnet_v2.model"
+    torch.save(S(num_layers_in_fc_layers=1024).state_dict(), weights)
+    avc = EV.avc_value(weights, rendered, ["alice_4", "bob_4"])
+    assert math.isfinite(avc["value"]) and avc["value"] >= 0
+    assert avc["missing"] == ["bob_4"] and list(avc["per_take"]) == ["alice_4"]
+    direct = M.syncnet_confidence(crops, decode_audio(rendered / "alice_4.mp4", 16000)[0], weights=weights)
+    assert avc["value"] == pytest.approx(direct["confidence"], rel=1e-6)
+    assert "SyncNet weights not configured" in EV.avc_value(None, rendered, ["alice_4"])["reason"]
+    assert "not found" in EV.avc_value(tmp_path / "none.model", rendered, ["alice_4"])["reason"]
+    assert "no rendered video" in EV.avc_value(weights, rendered, ["carol_1"])["reason"]
