@@ -11,7 +11,9 @@ of ``--seconds`` (default 4 minutes) and a camera take of the same length starti
 * ``sync_gcc_phat``: :func:`preprocessing.sync.gcc_phat_offset` over the whole song (+ its error
   against the true offset and its confidence), and ``sync_mouth_envelope`` for the fallback.
 * ``iter_frames_1080p``: 30 fps RGB frames/s from a 1080p H.264 clip (a photo panning) of
-  ``--video-seconds`` and the process's peak RSS growth while iterating (flat = streaming).
+  ``--video-seconds`` and the resident memory growth while iterating (flat = streaming: run with a
+  longer ``--video-seconds`` to see it does not grow). ``rss_growth_mb`` everywhere: peak RSS above
+  the level before the stage.
 * ``separate`` / ``mfcc``: RTF of ``preprocessing.separate.separate_builtin`` and
   ``preprocessing.mfcc.mfcc`` on the 16 kHz mix when those modules exist, else "unavailable".
 CPU time (process_time) is reported next to wall time: the machine may be shared.
@@ -93,6 +95,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class RSSGrowth:
+    """Peak resident memory above the level at entry (MB), sampled every 2 ms by a thread (the
+    process-wide high-water mark cannot tell one stage from the ones before it)."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.done.wait(0.002):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        self.mb = round((max(self.peak, self.proc.memory_info().rss) - self.base) / 2**20, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=240.0)
@@ -129,11 +157,10 @@ def main() -> None:
         mix16, _ = decode_audio(tmp / "song.m4a")
         cam16, _ = decode_audio(tmp / "take.mp4")
 
-        rss0 = peak_rss_mb()
-        res, w, c = timed(lambda: gcc_phat_offset(cam16, mix16))
+        with RSSGrowth() as mem:
+            res, w, c = timed(lambda: gcc_phat_offset(cam16, mix16))
         report["sync_gcc_phat"] = {**rtf(S, w, c), "offset_error_ms": round(1000 * (res["offset_s"] + lead), 4),
-                                   "confidence": round(res["confidence"], 1),
-                                   "peak_rss_growth_mb": round(peak_rss_mb() - rss0, 1)}
+                                   "confidence": round(res["confidence"], 1), "rss_growth_mb": mem.mb}
         # mouth-envelope: a mouth that follows the song's loudness, 1.5 s lead, 10 % of frames untracked
         env = np.abs(signal.hilbert(mix16[::160]))  # 100 Hz envelope
         n = int(S * 30)
@@ -153,11 +180,11 @@ def main() -> None:
         canvas = np.concatenate([photo, photo[:, ::-1]], axis=1)  # 1080 x 2160
         write_video(tmp / "hd.mp4", (np.ascontiguousarray(canvas[:, 4 * k % 240:4 * k % 240 + 1920])
                                      for k in range(int(vs * 30))), preset="ultrafast")
-        rss0 = peak_rss_mb()
         frames = iter_frames(tmp / "hd.mp4", threads=1)
-        count, w, c = timed(lambda: sum(1 for _ in frames))
+        with RSSGrowth() as mem:
+            count, w, c = timed(lambda: sum(1 for _ in frames))
         report["iter_frames_1080p"] = {**rtf(vs, w, c), "frames": count, "fps": round(count / w, 1),
-                                       "peak_rss_growth_mb": round(peak_rss_mb() - rss0, 1)}
+                                       "rss_growth_mb": mem.mb}
 
         try:
             from preprocessing.separate import separate_builtin
