@@ -117,11 +117,13 @@ def load_basis(path) -> dict:
     return load_npz(path)
 
 
-def landmarks(exp, pose, basis: dict) -> np.ndarray:
-    """Coefficients -> 2-D landmarks through the backend's landmark model, isotropic frame (1 x 1)."""
+def landmarks(exp, pose, basis: dict, bfm_dir=None) -> np.ndarray:
+    """Coefficients -> 2-D landmarks through the backend's landmark model, isotropic frame (1 x 1)
+    (builtin: 478 FaceMesh points of the reference face; deep3d: 68 BFM points, needs ``bfm_dir``)."""
     from preprocessing.coeffs import landmarks_from_coeffs
 
-    return np.asarray(landmarks_from_coeffs(np.asarray(exp), np.asarray(pose), basis, frame_size=(1, 1)))
+    return np.asarray(landmarks_from_coeffs(np.asarray(exp), np.asarray(pose), basis, frame_size=(1, 1),
+                                            bfm_dir=bfm_dir))
 
 
 def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
@@ -134,7 +136,7 @@ def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- per take
 def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = 30.0, tau: float = 0.5,
-               closed_threshold: float = 0.5) -> dict:
+               closed_threshold: float = 0.5, bfm_dir=None) -> dict:
     """Metrics of one generated take vs its ground truth (arrays of :func:`musicface.data.take_arrays`).
 
     Returns per-take values plus the pieces pooled over takes (``_pool``: speeds, eye states).
@@ -159,8 +161,13 @@ def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = 30.0, ta
             "eye_combined": (eye[valid], gt["au45"][valid])}
     # lip sync through the landmark model (both with the ground-truth pose: expression only)
     if basis is not None:
-        lm_gen = landmarks(gen["exp"][valid], gt["pose"][valid], basis)
-        lm_gt = landmarks(gt["exp"][valid], gt["pose"][valid], basis)
+        try:
+            lm_gen = landmarks(gen["exp"][valid], gt["pose"][valid], basis, bfm_dir)
+            lm_gt = landmarks(gt["exp"][valid], gt["pose"][valid], basis, bfm_dir)
+        except Exception as e:  # noqa: BLE001 - no landmark model: the lip metrics are missing, not the take
+            out["landmark_error"] = one_line(f"{type(e).__name__}: {e}")
+            out["_pool"] = pool
+            return out
         out["lmd_mouth"] = M.lmd(lm_gen, lm_gt, region="mouth")
         out["lmd_face"] = M.lmd(lm_gen, lm_gt, region="face")
         energy = vocal_energy_db(gt["mfcc_vocals"])[valid]
@@ -323,13 +330,19 @@ def table_markdown(results: list[dict], title: str = "") -> str:
         _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in COLUMNS) + " |")
     lines += ["", f"Test takes: {', '.join(str(len(r.get('takes', {}))) for r in results)} "
               f"({', '.join(r.get('variant', '?') for r in results)}); — = not applicable or not measurable.", ""]
-    notes = []
+    notes = []  # why a cell is empty, each reason once
     for r in results:
         avc = r["summary"].get("avc")
         if isinstance(avc, dict) and avc.get("value") is None:
             notes.append(f"AVC ({r.get('variant')}): unavailable: {avc.get('reason')}")
-            break
-    lines += [f"* {n}" for n in notes]
+        for key, why in (r.get("notes") or {}).items():
+            notes.append(f"{key} ({r.get('variant')}): {why}")
+    seen = set()
+    for n in notes:
+        reason = n.split(": ", 1)[-1]
+        if reason not in seen:
+            seen.add(reason)
+            lines.append(f"* {n}")
     lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
     return "\n".join(lines)
 
@@ -342,7 +355,7 @@ def write_text(path, text: str) -> None:
 # --------------------------------------------------------------------------------------- evaluate
 def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", basis=None,
              syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
-             figure_take: str | None = None, progress: bool = True) -> dict:
+             figure_take: str | None = None, bfm_dir=None, progress: bool = True) -> dict:
     """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
     from tqdm import tqdm
 
@@ -377,7 +390,8 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
             pose0 = gt["pose"][int(np.argmax(valid))]
             gen = model.generate(gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], info.subject,
                                  pose0=pose0, seed=seed + rank)
-            rows[info.take] = score_take(gen, gt, basis_dict, fps=fps, tau=tau, closed_threshold=closed_threshold)
+            rows[info.take] = score_take(gen, gt, basis_dict, fps=fps, tau=tau, closed_threshold=closed_threshold,
+                                         bfm_dir=bfm_dir)
             if info.take == fig_take:
                 keep = {"gen": gen, "gt": gt}
         except (StepError, ValueError) as e:
@@ -389,11 +403,13 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
     summary, ground, dur_gen, dur_gt = summarise(list(rows.values()))
     summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     notes = {}
-    if basis_dict is None:
-        reason = "no expression basis (exp_basis.npz) found: pass --basis"
+    errors = sorted({r["landmark_error"] for r in rows.values() if "landmark_error" in r})
+    if basis_dict is None or errors:
+        reason = ("no expression basis (exp_basis.npz) found: pass --basis" if basis_dict is None
+                  else f"landmark model failed: {errors[0]}")
         for k in ("lmd_mouth", "lmd_face", "lip_energy_corr", "silent_open_ratio"):
             notes[k] = reason
-    if not math.isfinite(summary.get("silent_open_ratio", float("nan"))) and basis_dict is not None:
+    if not math.isfinite(summary.get("silent_open_ratio", float("nan"))) and "silent_open_ratio" not in notes:
         notes["silent_open_ratio"] = "no vocal-silence frames in the test takes"
     if not math.isfinite(summary["cca_eye"]):
         notes["cca_eye"] = "undefined: a constant sequence (no long eye closure generated or in the ground truth)"
@@ -461,13 +477,14 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--rendered", default=None, help="folder of rendered face videos <take>.mp4, for AVC")
     ap.add_argument("--tau", type=float, default=0.5, help="s: closures this long are long closures, not blinks")
     ap.add_argument("--closed-threshold", type=float, default=0.5, help="eye state at/above this is closed")
+    ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients: LMD landmarks)")
     ap.add_argument("--figure-take", default=None, help="test take drawn in pose.png / attention.png "
                     "(default: the longest)")
     a = ap.parse_args(argv)
     try:
         r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device, basis=a.basis,
                      syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
-                     closed_threshold=a.closed_threshold, figure_take=a.figure_take)
+                     closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir)
     except StepError as e:
         print(f"musicface evaluate: {one_line(e)}", file=sys.stderr)
         return 1

@@ -224,6 +224,23 @@ def test_oracle_scores_perfectly(dataset, tmp_path, monkeypatch):
     assert "| With-ATM | — | 0.00 | 0.00 |" in table and "| Ground truth |" in table
 
 
+def test_missing_landmark_model_keeps_other_metrics(dataset, tmp_path, monkeypatch):
+    """deep3d coefficients without the Basel Face Model: LMD and the lip proxy are null with the reason,
+    every take is still scored for pose and eyes."""
+    import musicface.model
+    from preprocessing.common import save_npz
+
+    oracle = Oracle(dataset / "shards")
+    monkeypatch.setattr(musicface.model, "load_checkpoint", lambda path, device="cpu": (oracle, {}))
+    save_npz(tmp_path / "identity.npz", identity=np.array(True))
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"oracle")
+    r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval", basis=tmp_path / "identity.npz", progress=False)
+    assert sorted(r["takes"]) == ["alice_4", "bob_4"]
+    assert r["summary"]["lmd_mouth"] is None and r["summary"]["cca_pose_speed"] == pytest.approx(1.0)
+    assert r["notes"]["lmd_mouth"].startswith("landmark model failed:")
+
+
 def test_evaluate_cli_writes_metrics_table_and_figures(dataset, trained, tmp_path, run_cli):
     from PIL import Image
 

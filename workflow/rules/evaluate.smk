@@ -4,7 +4,7 @@
 
 
 def eval_args():
-    """config.yaml evaluate: (+ eyes: tau, closed_threshold) -> musicface evaluate options."""
+    """config.yaml evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir) -> musicface evaluate options."""
     ev, eyes = config.get("evaluate", {}), config.get("eyes", {})
     args = [
         f"--seed {q(ev.get('seed', 0))}",
@@ -16,6 +16,9 @@ def eval_args():
                      ("figure_take", "--figure-take")):
         if ev.get(key):
             args.append(f"{opt} {q(ev[key])}")
+    bfm_dir = config.get("coeffs", {}).get("deep3d", {}).get("bfm_dir")
+    if bfm_dir:  # deep3d coefficients: the BFM gives LMD its landmarks
+        args.append(f"--bfm-dir {q(bfm_dir)}")
     return " ".join(args)
 
 
