@@ -323,9 +323,14 @@ def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
         sync_take(*args, weights="/nowhere/syncnet_v2.model")
     with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
         sync_take(*args, weights="None")
-    (tmp_path / "bad.model").write_bytes(b"\x80\x04K\x01.")  # a pickled int, not a state dict
-    with pytest.raises(StepError, match="not a SyncNet state dict|cannot load SyncNet weights"):
-        load_syncnet(tmp_path / "bad.model")
+    import torch
+
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.model")  # another network's weights
+    with pytest.raises(StepError, match=r"other\.model is not a SyncNet state dict: Error\(s\) in loading"):
+        load_syncnet(tmp_path / "other.model")
+    (tmp_path / "junk.model").write_bytes(b"not a checkpoint")
+    with pytest.raises(StepError, match=r"^cannot load SyncNet weights .*junk\.model: "):
+        load_syncnet(tmp_path / "junk.model")
 
 
 def test_syncnet_lip_features_equal_forward_lip(syncnet_weights):
