@@ -148,6 +148,10 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
                             "the training data) or --no-preview")
         if not basis_path.is_file():
             raise StepError(f"expression basis not found: {basis_path}")
+        basis_dict = load_basis(basis_path)
+        if "components" in basis_dict and len(basis_dict["components"]) != model.exp_dim:
+            raise StepError(f"expression basis {basis_path} has {len(basis_dict['components'])} components but "
+                            f"the model predicts {model.exp_dim}: pass the exp_basis.npz of its training data")
     mix = load_song(song)
     timings["load_s"] = time.perf_counter() - t0
 
@@ -179,8 +183,7 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         from preprocessing.coeffs import landmarks_from_coeffs
 
         t = time.perf_counter()
-        lm = landmarks_from_coeffs(params["exp"], params["pose"], load_basis(basis_path), frame_size=(1, 1),
-                                   bfm_dir=bfm_dir)
+        lm = landmarks_from_coeffs(params["exp"], params["pose"], basis_dict, frame_size=(1, 1), bfm_dir=bfm_dir)
         write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size, progress=progress)
         timings["preview_s"] = time.perf_counter() - t
         result["preview"] = str(out / "preview.mp4")

@@ -166,6 +166,13 @@ def test_generate_errors(assets, tmp_path, run_cli):
         f"musicface generate: cannot load checkpoint {junk}:")
     assert err(CLIP, "--checkpoint", assets["full"], "--subject", "alice", "--out", tmp_path / "o",
                "--basis", tmp_path / "nobasis.npz") == f"musicface generate: expression basis not found: {tmp_path / 'nobasis.npz'}"
+    from preprocessing.common import save_npz
+
+    save_npz(tmp_path / "basis4.npz", **jaw_basis(dim=4))
+    assert err(CLIP, "--checkpoint", assets["full"], "--subject", "alice", "--out", tmp_path / "o",
+               "--basis", tmp_path / "basis4.npz") == (f"musicface generate: expression basis {tmp_path / 'basis4.npz'} "
+                                                       "has 4 components but the model predicts 8: pass the "
+                                                       "exp_basis.npz of its training data")
     assert not (tmp_path / "o" / "params.npz").exists()
 
 
