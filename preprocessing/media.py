@@ -418,8 +418,11 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             i = self.start  # next output frame
             held: np.ndarray | None = None  # the frame currently on screen
             held_used = True
+            stamp = _BestEffortTimestamp()
+            tb = float(vs.time_base)
             for frame in self._decode(container, vs):
-                t = (frame.time - t0) if frame.time is not None else i * period
+                ts = stamp(frame.pts, frame.dts)
+                t = ts * tb - t0 if ts is not None else i * period
                 # every output time before this frame's time shows the held frame
                 while i < self.n_frames and i * period < t - eps:
                     if held is None:  # output starts before the first decodable frame
@@ -485,6 +488,31 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the same
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
         return rgb
+
+
+class _BestEffortTimestamp:
+    """FFmpeg's ``guess_correct_pts`` (libavcodec/decode.c), which PyAV does not expose: use the
+    frame's pts unless pts has gone backwards more often than the packet dts has; then use dts.
+
+    Needed for files whose demuxer guesses pts badly, e.g. MPEG-4 Part 2 with packed B-frames in
+    AVI (the real Megamind.avi): frames come out of the decoder in display order with pts labels
+    swapped in pairs (1, 2, 3, 5, 4, ...) while their dts count 1, 2, 3, 4, 5, ...
+    """
+
+    def __init__(self):
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = None
+
+    def __call__(self, pts, dts):
+        if pts is not None and self.last_pts is not None:
+            self.faulty_pts += pts <= self.last_pts
+        if dts is not None and self.last_dts is not None:
+            self.faulty_dts += dts <= self.last_dts
+        self.last_pts = pts if pts is not None else self.last_pts
+        self.last_dts = dts if dts is not None else self.last_dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
 
 
 # --------------------------------------------------------------------------------------- writing

@@ -348,3 +348,34 @@ def test_read_wav_checks_rate(tmp_path):
     assert read_wav(tmp_path / "m.wav", 16000).tolist() == [0.5] * 100
     with pytest.raises(StepError, match="sample rate 16000 Hz, expected 22050 Hz"):
         read_wav(tmp_path / "m.wav", 22050)
+
+
+MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
+
+
+@pytest.mark.skipif(not MEGAMIND.exists(), reason="Debian opencv-doc not installed")
+def test_real_avi_with_packed_b_frames():
+    """Megamind.avi (MPEG-4 ASP with packed B-frames in AVI, 23.976 fps, AC-3): the demuxer's pts
+    come out swapped in pairs; FFmpeg's best-effort timestamps put every frame back in order."""
+    p = probe(MEGAMIND)
+    assert (p["video"]["codec"], p["video"]["width"], p["video"]["height"]) == ("mpeg4", 720, 528)
+    assert p["video"]["real_fps"] == pytest.approx(23.976, abs=1e-3)
+    assert p["n_frames"] == n_frames_cfr(p["video"]["duration_s"]) == 340
+    with av.open(str(MEGAMIND)) as c:  # the decoder's output order is the display order
+        native = [f.to_ndarray(format="rgb24")[::8, ::8] for f in c.decode(video=0)]
+    it = iter_frames(MEGAMIND)
+    shown = []
+    for i, f in it:
+        small = f[::8, ::8]
+        lo = max(0, int(i * 0.8) - 4)
+        d = [np.abs(small.astype(int) - native[j]).mean() for j in range(lo, min(len(native), lo + 8))]
+        assert min(d) == 0.0  # an exact source frame, not a blend
+        shown.append(lo + int(np.argmin(d)))
+    steps = np.diff(shown)
+    assert len(shown) == 340 and steps.min() >= 0 and steps.max() <= 2  # in display order
+    assert len(set(shown)) >= len(native) - 2 and it.stats["repeated"] >= 340 - 270
+    # its first AC-3 packet (pts 0) does not decode: the next one, at 32 ms, is placed at 32 ms
+    y, start = decode_audio(MEGAMIND)
+    assert start == pytest.approx(0.032, abs=1e-6)
+    assert np.abs(y[: int(0.032 * 16000)]).max() == 0.0 and np.abs(y).max() > 0.1
+    assert len(y) / 16000 == pytest.approx(p["audio"]["duration_s"], abs=0.005)
