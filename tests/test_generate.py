@@ -142,12 +142,19 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
     assert r["n_frames"] == 183
 
 
-def test_generate_errors(assets, tmp_path, run_cli):
+def test_generate_errors(assets, tmp_path, run_cli, capsys):
     def err(*args):
-        proc = run_cli(["musicface.cli", "generate", *args], check=False)
-        assert proc.returncode == 1
-        lines = proc.stderr.strip().splitlines()
-        return lines[-1]
+        """One line on stderr and exit status 1 (in-process: the same main() the console script runs)."""
+        capsys.readouterr()
+        assert G.main([str(a) for a in args]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        return lines[0]
+
+    proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject", "zed",
+                    "--out", tmp_path / "o"], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
+        "musicface generate: unknown subject 'zed'; known subjects: alice, bob"
 
     base = ["--out", tmp_path / "o", "--basis", assets["basis"]]
     assert err(CLIP, "--checkpoint", tmp_path / "none.pt", "--subject", "alice", *base) == \
