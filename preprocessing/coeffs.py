@@ -438,7 +438,7 @@ def mouth_opening(shape: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ step functions
 def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", video=None,
-            checkpoint=None, bfm_dir=None, batch_size: int = 25, device: str = "cpu",
+            checkpoint=None, batch_size: int = 25, device: str = "cpu",
             smooth_sigma: float = 0.0) -> dict:
     """The ``coeffs`` step for one take: track.npz (+ the video for deep3d) -> coeffs.npz."""
     ingest = load_json(ingest_path)
@@ -462,7 +462,7 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
     elif backend == "deep3d":
         from preprocessing import deep3d
 
-        res = deep3d.extract_deep3d(video, track["landmarks"], track["valid"], fs, checkpoint,
+        res = deep3d.extract_deep3d(video, track["landmarks"], track["valid"], checkpoint,
                                     batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
     else:
         raise ValueError(f"unknown coeffs backend {backend!r}")
@@ -537,7 +537,6 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--video", help="the take's video (deep3d backend)")
     ex.add_argument("--backend", choices=["builtin", "deep3d"], default="builtin")
     ex.add_argument("--checkpoint", help="Deep3DFaceRecon_pytorch epoch_20.pth (deep3d)")
-    ex.add_argument("--bfm-dir", help="Basel Face Model folder (deep3d landmarks only; unused here)")
     ex.add_argument("--batch-size", type=int, default=25)
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -575,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     sigma = args.smooth_sigma if args.smooth else 0.0
     return run_step("coeffs", args.take, [args.out], lambda: extract(
         args.take, args.track, args.ingest, args.out, args.backend, video=args.video,
-        checkpoint=checkpoint, bfm_dir=_opt_path(args.bfm_dir), batch_size=args.batch_size,
+        checkpoint=checkpoint, batch_size=args.batch_size,
         device=args.device, smooth_sigma=sigma))
 
 

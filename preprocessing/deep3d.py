@@ -250,11 +250,12 @@ def deep3d_coeffs(frames, landmarks: np.ndarray, valid: np.ndarray, net, batch_s
     return out
 
 
-def extract_deep3d(video, landmarks, valid, frame_size, checkpoint, batch_size: int = 25,
-                   device: str = "cpu", smooth_sigma: float = 0.0, frames=None) -> dict:
+def extract_deep3d(video, landmarks, valid, checkpoint, batch_size: int = 25, device: str = "cpu",
+                   smooth_sigma: float = 0.0, frames=None) -> dict:
     """The deep3d ``coeffs`` step: decode ``video`` at 30 fps (``media.iter_frames``), crop, infer.
 
-    ``landmarks2d`` = the tracked FaceMesh x, y (the landmark set used for LMD, as for builtin).
+    ``frames`` (optional) replaces the decoding with any iterable of ``(i, rgb)``. ``landmarks2d`` =
+    the tracked FaceMesh x, y (the landmark set used for LMD, as for builtin).
     """
     net = load_net(checkpoint, device)
     n = len(landmarks)

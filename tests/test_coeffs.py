@@ -378,7 +378,7 @@ def test_cli_extract_and_fit_basis(tmp_path, run_cli):
         track, ingest = write_track(d, take["landmarks"], valid, take["size"])
         if name == "a":  # the CLI as the rule calls it (config nulls arrive as 'None')
             run_cli(["preprocessing.coeffs", "extract", "--take", name, "--track", track, "--ingest", ingest,
-                     "--backend", "builtin", "--checkpoint", "None", "--bfm-dir", "None", "--batch-size",
+                     "--backend", "builtin", "--checkpoint", "None", "--batch-size",
                      "25", "--device", "cpu", "--out", d / "coeffs.npz"])
         else:
             C.extract(name, track, ingest, d / "coeffs.npz")

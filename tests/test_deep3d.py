@@ -218,7 +218,7 @@ def test_cli_extract_deep3d_on_a_video(tmp_path, checkpoint, clip, run_cli):
     out = tmp_path / "coeffs.npz"
     run_cli(["preprocessing.coeffs", "extract", "--take", "t", "--video", video, "--track", tmp_path / "track.npz",
              "--ingest", tmp_path / "ingest.json", "--backend", "deep3d", "--checkpoint", checkpoint,
-             "--bfm-dir", "None", "--batch-size", "4", "--threads", "1", "--out", out])
+             "--batch-size", "4", "--threads", "1", "--out", out])
     assert read_failure(out) is None
     with np.load(out) as z:
         assert str(z["backend"]) == "deep3d"

@@ -20,7 +20,7 @@ def coeffs_deep3d_args(wildcards, threads):
         return ""
     d = config["coeffs"]["deep3d"]
     return (
-        f"--checkpoint {q(d['checkpoint'])} --bfm-dir {q(d['bfm_dir'])} --batch-size {d['batch_size']}"
+        f"--checkpoint {q(d['checkpoint'])} --batch-size {d['batch_size']}"
         f" --device {q(d['device'])} --threads {threads}"
     )
 
