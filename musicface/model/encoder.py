@@ -72,9 +72,16 @@ class TSAE(nn.Module):
             {s: AudioEncoder(n_subjects, channels, blocks, feat_dim) for s in self.streams})
         self.out_dim = feat_dim * len(self.streams)
 
+    block = 1024  # frames per encoder call at inference (frames are independent: same result, cache-friendly)
+
     def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor) -> torch.Tensor:
         """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (..., F))."""
         lead = onehot.shape[:-1]
         oh = onehot.reshape(-1, onehot.shape[-1])
-        feats = [self.encoders[s](mfcc[s].reshape(-1, *mfcc[s].shape[-2:]), oh) for s in self.streams]
-        return torch.cat(feats, dim=-1).reshape(*lead, self.out_dim)
+        x = {s: mfcc[s].reshape(-1, *mfcc[s].shape[-2:]) for s in self.streams}
+        n = oh.shape[0]
+        step = n if torch.is_grad_enabled() else self.block
+        feats = torch.cat([
+            torch.cat([self.encoders[s](x[s][a:a + step], oh[a:a + step]) for s in self.streams], dim=-1)
+            for a in range(0, n, max(step, 1))])
+        return feats.reshape(*lead, self.out_dim)

@@ -113,13 +113,15 @@ class PGN(nn.Module):
         w_rec = torch.cat([w_ih[:, self.d_in:], w_hh], dim=1)  # acts on p_{t-1} ++ v_{t-1} ++ o_{t-1}
         hid, cell, p, v = state.h, state.c, state.p, state.v
         poses = []
-        for t in range(h.shape[1]):
-            gates = torch.addmm(pre[:, t], torch.cat([p, v, hid], dim=1), w_rec.t())
+        # unbind once: indexing pre[:, t] in the loop would make backward allocate a full-size
+        # zero gradient per frame (quadratic in T)
+        for pre_t, s_t in zip(pre.unbind(1), speed.unbind(1)):
+            gates = torch.addmm(pre_t, torch.cat([p, v, hid], dim=1), w_rec.t())
             i, f, g, o = gates.chunk(4, dim=1)
             cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
             hid = torch.sigmoid(o) * torch.tanh(cell)
             d = torch.tanh(self.direc(hid))
-            p_new = p + speed[:, t] * d
+            p_new = p + s_t * d
             v, p = p_new - p, p_new
             poses.append(p)
         return torch.stack(poses, dim=1), speed, PoseState(hid, cell, p, v)

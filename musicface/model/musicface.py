@@ -117,16 +117,17 @@ class MusicFace(nn.Module):
             hs[k] = torch.cat([mod, oh_t], dim=-1)
         return hs, atts
 
-    def decode(self, h: dict, state: PoseState | None = None, p0: torch.Tensor | None = None):
-        """Heads on per-task inputs. With ``p0`` (B, 6) the sequence starts there (frame 0 = p0);
-        with ``state`` it continues a previous chunk. Returns exp, pose, speed (None for MLP pose),
-        e_long and the PGN state (None for MLP pose)."""
+    def decode(self, h: dict, state: PoseState | None = None, p0: torch.Tensor | None = None,
+               v0: torch.Tensor | None = None):
+        """Heads on per-task inputs. With ``p0`` (B, 6) the sequence starts there (frame 0 = p0, and
+        ``v0`` = p0 - p_{-1}, default 0); with ``state`` it continues a previous chunk. Returns exp,
+        pose, speed (None for MLP pose), e_long and the PGN state (None for MLP pose)."""
         exp = self.egn(h["exp"])
         e_long = self.esgn(h["eye"])
         if self.pgn is None:
             return exp, self.mlp_pose(h["pose"]), None, e_long, None
         if state is None:
-            state = self.pgn.init_state(p0)
+            state = self.pgn.init_state(p0, v0)
             rest, speed_rest, state = self.pgn(h["pose"][:, 1:], state)
             pose = torch.cat([p0[:, None], rest], dim=1)
             speed = torch.cat([self.pgn.speeds(h["pose"][:, :1]), speed_rest], dim=1)
@@ -134,19 +135,21 @@ class MusicFace(nn.Module):
             pose, speed, state = self.pgn(h["pose"], state)
         return exp, pose, speed, e_long, state
 
-    def forward(self, mfcc: dict, subject: torch.Tensor, p0: torch.Tensor | None = None) -> dict:
+    def forward(self, mfcc: dict, subject: torch.Tensor, p0: torch.Tensor | None = None,
+                v0: torch.Tensor | None = None) -> dict:
         """Training forward on whole windows; outputs are normalised.
 
         ``mfcc``: ``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix`` (B, T, 39, 26) raw (the ones the
         variant uses); ``subject`` (B,) int; ``p0`` (B, 6) normalised pose of frame 0 (default: the
-        subject's mean pose). Returns exp (B, T, E), pose (B, T, 6), speed (B, T, 6) or None,
-        e_long (B, T), att {task: (B, T, C)} or None.
+        subject's mean pose); ``v0`` (B, 6) its normalised velocity p_0 - p_{-1} (default 0).
+        Returns exp (B, T, E), pose (B, T, 6), speed (B, T, 6) or None, e_long (B, T),
+        att {task: (B, T, C)} or None.
         """
         oh = self.onehot(subject)
         h, att = self.encode(mfcc, oh)
         if p0 is None:
             p0 = self.subject_pose[subject.long()]
-        exp, pose, speed, e_long, _ = self.decode(h, p0=p0)
+        exp, pose, speed, e_long, _ = self.decode(h, p0=p0, v0=v0)
         return {"exp": exp, "pose": pose, "speed": speed, "e_long": e_long, "att": att}
 
     # ---------------------------------------------------------------------------------- generation

@@ -1,0 +1,90 @@
+"""Generation speed: parameters for a 4-minute song (T = 7,200 frames) on one CPU core.
+
+    .venv/bin/python bench/generate.py [--checkpoint runs/demo/model.pt] [--frames 7200] [--repeats 3]
+
+Separation and MFCC extraction are excluded (inputs are MFCC windows). Without --checkpoint the
+default architecture (config.yaml sizes, 2 subjects, E = 64) with random weights is timed: the cost
+does not depend on the weight values. Prints JSON: seconds per song (min / median of the repeats)
+for one pass and for 1,000-frame chunks, the parts (TSAE, ATMs, heads + PGN roll-out), the
+real-time factor, and the same for the ablation variants. Target (DESIGN.md 8): < 2 s per song.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from musicface.config import VARIANTS, ModelConfig
+from musicface.model import MusicFace, count_parameters, load_checkpoint
+
+
+def timed(fn, repeats):
+    fn()  # warm-up (allocator, oneDNN primitive cache)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"min_s": round(min(times), 4), "median_s": round(statistics.median(times), 4)}
+
+
+def parts(model: MusicFace, song: dict, repeats: int) -> dict:
+    """Seconds of the stages of one pass (inference mode)."""
+    dev = model.pose_mean.device
+    mf = {k: torch.as_tensor(v)[None].to(dev) for k, v in song.items()}
+    oh = model.onehot(torch.tensor([0], device=dev))
+    out = {}
+    with torch.inference_mode():
+        norm = model._mfcc(mf)
+        oh_t = oh[:, None].expand(1, song["mfcc_mix"].shape[0], -1)
+        out["tsae"] = timed(lambda: model.tsae(norm, oh_t), repeats)
+        f = model.tsae(norm, oh_t)
+        if model.atm is not None:
+            out["atm_x3"] = timed(lambda: [model.atm[k](f) for k in ("exp", "pose", "eye")], repeats)
+        h, _ = model.encode(mf, oh)
+        p0 = model.subject_pose[:1]
+        out["heads_and_pose"] = timed(lambda: model.decode(h, p0=p0), repeats)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--frames", type=int, default=7200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-variants", action="store_true")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(0)
+    song = {k: rng.normal(size=(a.frames, 39, 26)).astype(np.float32)
+            for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+
+    if a.checkpoint:
+        model, _ = load_checkpoint(a.checkpoint)
+        models = {model.cfg.variant: model}
+    else:
+        torch.manual_seed(0)
+        names = [ModelConfig().variant] if a.no_variants else list(VARIANTS)
+        models = {v: MusicFace(ModelConfig(variant=v), ["singer1", "singer2"], 64).eval() for v in names}
+
+    result = {"frames": a.frames, "song_s": a.frames / 30, "threads": a.threads,
+              "torch": torch.__version__, "variants": {}}
+    for name, model in models.items():
+        r = {"params": count_parameters(model),
+             "one_pass": timed(lambda: model.generate(**song, subject=0), a.repeats),
+             "chunks_1000": timed(lambda: model.generate(**song, subject=0, chunk=1000), a.repeats),
+             "parts": parts(model, song, a.repeats)}
+        r["realtime_factor"] = round(a.frames / 30 / r["one_pass"]["min_s"], 1)
+        r["under_2s"] = r["one_pass"]["min_s"] < 2.0
+        result["variants"][name] = r
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

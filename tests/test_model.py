@@ -1,0 +1,311 @@
+"""The MusicFace generator, its variants and parts (synthetic tensors; training is in test_train.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musicface.config import ModelConfig, from_dict
+from musicface.model import Discriminator, MusicFace, count_parameters, export, load_checkpoint
+from musicface.model.atm import UNet1d
+from musicface.model.generators import combine_eye_states, sample_blinks
+from musicface.train import train_step
+
+VARIANTS = ["single_stream", "two_stream", "with_atm", "full"]
+TINY = dict(enc_channels=[8, 16], feat_dim=8, unet_channels=[8, 16], hidden=16, lstm_hidden=16, disc_channels=8)
+SUBJECTS = ["singer1", "singer2"]
+E = 5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the CPU is shared, and torch's thread pool collapses when oversubscribed."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(variant: str, **kw) -> MusicFace:
+    torch.manual_seed(0)
+    return MusicFace(ModelConfig(variant=variant, **{**TINY, **kw}), SUBJECTS, E)
+
+
+def batch(b=3, t=32, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    out = {k: torch.randn(b, t, 39, 26, generator=g) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    out["exp"] = torch.randn(b, t, E, generator=g)
+    out["pose"] = torch.cumsum(0.05 * torch.randn(b, t, 6, generator=g), 1)
+    out["pose_vel"] = torch.cat([torch.zeros(b, 1, 6), out["pose"][:, 1:] - out["pose"][:, :-1]], 1)
+    out["eye_long"] = (torch.rand(b, t, generator=g) > 0.7).float() * 0.8
+    out["valid"] = torch.ones(b, t)
+    out["valid"][0, 5:9] = 0
+    out["subject"] = torch.tensor([0, 1, 0][:b])
+    return out
+
+
+# ------------------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("variant", VARIANTS)
+@torch.no_grad()
+def test_forward_shapes_per_variant(variant):
+    m = tiny(variant)
+    b = batch()
+    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    assert out["exp"].shape == (3, 32, E) and out["exp"].dtype == torch.float32
+    assert out["pose"].shape == (3, 32, 6)
+    assert out["e_long"].shape == (3, 32)
+    assert float(out["e_long"].min()) > 0 and float(out["e_long"].max()) < 1
+    if variant == "full":
+        assert out["speed"].shape == (3, 32, 6)
+    else:
+        assert out["speed"] is None
+    if variant in ("with_atm", "full"):
+        assert set(out["att"]) == {"exp", "pose", "eye"}
+        for a in out["att"].values():
+            assert a.shape == (3, 32, 16)  # 2 streams x feat_dim 8
+            assert float(a.min()) > 0 and float(a.max()) < 1
+    else:
+        assert out["att"] is None
+    assert m.streams == (("mix",) if variant == "single_stream" else ("vocals", "music"))
+
+
+@torch.no_grad()
+def test_single_stream_reads_only_the_mix():
+    m = tiny("single_stream")
+    b = batch()
+    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    a = m(mf, b["subject"])["exp"]
+    mf2 = dict(mf, mfcc_vocals=torch.randn_like(b["mfcc_vocals"]), mfcc_music=None)
+    assert torch.equal(a, m(mf2, b["subject"])["exp"])
+    with pytest.raises(ValueError, match="variant 'full' needs mfcc_music"):
+        tiny("full")(mf2, b["subject"])
+
+
+def test_default_sizes_and_parameter_count():
+    """The documented default architecture (2 subjects, E = 64)."""
+    m = MusicFace(ModelConfig(), SUBJECTS, 64)
+    assert count_parameters(m.tsae) == 2 * 173_152
+    assert count_parameters(m.atm) == 3 * 313_344
+    assert count_parameters(m.pgn) == 157_580
+    counts = {v: count_parameters(MusicFace(ModelConfig(variant=v), SUBJECTS, 64)) for v in VARIANTS}
+    assert counts == {"single_stream": 208_039, "two_stream": 405_767, "with_atm": 1_345_799,
+                      "full": 1_485_837}
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_parameter_gets_a_gradient(variant):
+    """One training step (generator + discriminator): no dead branch anywhere."""
+    m = tiny(variant)
+    d = Discriminator(26 * len(m.streams), 8)
+    cfg = from_dict({"model": {"variant": variant, **TINY}})
+    opt_g = torch.optim.SGD(m.parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(d.parameters(), lr=0.0)
+    parts = train_step(m, d, m, batch(), cfg, opt_g, opt_d)
+    assert np.isfinite(parts["loss"]) and parts["adv"] > 0 and parts["disc"] > 0
+    for name, module in (("generator", m), ("discriminator", d)):
+        for pname, p in module.named_parameters():
+            assert p.grad is not None, f"{variant}: {name}.{pname} got no gradient"
+            assert float(p.grad.abs().sum()) > 0, f"{variant}: {name}.{pname} has an all-zero gradient"
+    if variant in ("with_atm", "full"):
+        assert parts["att"] > 0
+
+
+# --------------------------------------------------------------------------------- the PGN
+@torch.no_grad()
+def test_pgn_speed_is_nonnegative_and_bounds_each_step():
+    m = tiny("full")
+    m.pgn.speed[2].bias.fill_(-3.0)  # push the speed MLP's raw output strongly negative
+    m.pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
+    b = batch()
+    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    s, p = out["speed"], out["pose"]
+    assert float(s.min()) >= 0
+    assert float(s.mean()) > 0.1  # ABS, not a clamp: negative outputs become speed
+    # p_t = p_{t-1} + s_t * d_t with |d_t| < 1: each step is at most the speed
+    step = (p[:, 1:] - p[:, :-1]).abs()
+    assert bool((step <= s[:, 1:] + 1e-6).all())
+    assert float((step / s[:, 1:].clamp_min(1e-9)).max()) < 1.0
+
+
+@torch.no_grad()
+def test_pgn_is_autoregressive_and_starts_at_p0():
+    m = tiny("full")
+    b = batch()
+    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    p0 = torch.zeros(3, 6)
+    a = m(mf, b["subject"], p0=p0)["pose"]
+    assert torch.equal(a[:, 0], p0)
+    p0b = p0.clone()
+    p0b[:, 1] = 2.0
+    c = m(mf, b["subject"], p0=p0b)["pose"]
+    # the LSTM sees its own previous pose: a different start changes the directions, not just an offset
+    assert float(((c - p0b[:, None]) - (a - p0[:, None])).abs()[:, 5:].max()) > 1e-4
+    # the state carried over a split equals one roll-out
+    h, _ = m.encode(mf, m.onehot(b["subject"]))
+    _, full, _, _, _ = m.decode(h, p0=p0)
+    first, second = {k: v[:, :17] for k, v in h.items()}, {k: v[:, 17:] for k, v in h.items()}
+    _, pa, _, _, state = m.decode(first, p0=p0)
+    _, pb, _, _, _ = m.decode(second, state=state)
+    assert torch.allclose(torch.cat([pa, pb], 1), full, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- U-Net
+def test_unet_context_bounds_the_receptive_field():
+    torch.manual_seed(0)
+    for channels in ([8, 16], [8, 16, 16], [8, 8, 8, 8]):
+        u = UNet1d(4, 3, channels)
+        x = torch.randn(1, 4, 400)
+        y = u(x)
+        assert y.shape == (1, 3, 400)
+        t = 200
+        x2 = x.clone()
+        x2[:, :, :t - u.context] += 5.0  # change everything outside the context
+        x2[:, :, t + u.context + 1:] -= 5.0
+        assert torch.allclose(u(x2)[:, :, t], y[:, :, t], atol=1e-6)
+        x3 = x.clone()
+        x3[:, :, t - 1] += 5.0  # a neighbour inside the context does matter
+        assert not torch.allclose(u(x3)[:, :, t], y[:, :, t], atol=1e-6)
+    assert UNet1d(4, 3, [64, 96, 128]).context == 28
+
+
+# ------------------------------------------------------------------------------ generation
+def _song(t, seed=0):
+    g = np.random.default_rng(seed)
+    return {k: g.normal(size=(t, 39, 26)).astype(np.float32) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+
+
+def _stats(e=E):
+    return {"mfcc_mean": np.full((3, 26), 0.5), "mfcc_std": np.full((3, 26), 2.0), "exp_mean": np.arange(e) * 1.0,
+            "exp_std": np.full(e, 0.1), "pose_mean": np.array([0.1, -0.2, 0.0, 1.0, 2.0, 50.0]),
+            "pose_std": np.array([0.05, 0.1, 0.02, 0.5, 0.5, 3.0]), "vel_std": np.full(6, 0.01),
+            "subject_pose": np.array([[0.1, -0.2, 0.0, 1.0, 2.0, 50.0], [0.2, 0.0, 0.05, 1.5, 2.5, 55.0]])}
+
+
+def test_generate_four_minute_song_full_model():
+    """T = 7,200 frames (4 min at 30 fps) with the default architecture: finite, speed >= 0."""
+    torch.manual_seed(0)
+    m = MusicFace(ModelConfig(), SUBJECTS, 64)
+    m.set_normalisation(_stats(64))
+    out = m.generate(**_song(7200), subject="singer2", seed=3)
+    assert out["exp"].shape == (7200, 64) and out["exp"].dtype == np.float32
+    assert out["pose"].shape == (7200, 6) and out["speed"].shape == (7200, 6)
+    for k in ("exp", "pose", "speed", "e_long", "e_blink", "eye"):
+        assert out[k].shape[0] == 7200 and np.isfinite(out[k]).all(), k
+    assert out["speed"].min() >= 0
+    assert set(out["att"]) == {"exp", "pose", "eye"} and out["att"]["pose"].shape == (7200, 128)
+    # frame 0 is the subject's mean pose (data units) when no pose0 is given
+    np.testing.assert_allclose(out["pose"][0], _stats()["subject_pose"][1], rtol=1e-5)
+    assert 0 <= out["eye"].min() and out["eye"].max() <= 1
+    e = out["e_long"]
+    assert ((e == 0) | (e > m.cfg.eye_threshold)).all()
+
+
+@pytest.mark.parametrize("variant", ["with_atm", "full"])
+def test_chunked_generation_has_no_seams(variant):
+    m = tiny(variant)
+    m.set_normalisation(_stats())
+    song = _song(1000, seed=1)
+    one = m.generate(**song, subject=1, pose0=np.array([0.0, 0.1, 0.0, 1.0, 2.0, 50.0]))
+    for chunk in (64, 250, 333):
+        ch = m.generate(**song, subject=1, pose0=np.array([0.0, 0.1, 0.0, 1.0, 2.0, 50.0]), chunk=chunk)
+        for k in ("exp", "pose", "e_long", "eye"):
+            np.testing.assert_allclose(ch[k], one[k], atol=2e-5, rtol=1e-5, err_msg=f"{k}, chunk {chunk}")
+        np.testing.assert_allclose(ch["att"]["exp"], one["att"]["exp"], atol=1e-6)
+
+
+def test_generate_returns_data_units():
+    """Zeroed output layers -> the normalisation's means come back exactly (in data units)."""
+    stats = _stats()
+    for variant in ("two_stream", "full"):
+        m = tiny(variant)
+        m.set_normalisation(stats)
+        with torch.no_grad():
+            m.egn.net[2].weight.zero_()
+            m.egn.net[2].bias.zero_()
+            if m.pgn is not None:
+                m.pgn.speed[2].weight.zero_()
+                m.pgn.speed[2].bias.zero_()
+            else:
+                m.mlp_pose.net[2].weight.zero_()
+                m.mlp_pose.net[2].bias.zero_()
+        pose0 = np.array([0.3, 0.1, -0.1, 0.0, 1.0, 40.0], np.float32)
+        out = m.generate(**_song(200), subject="singer1", pose0=pose0)
+        np.testing.assert_allclose(out["exp"], np.broadcast_to(stats["exp_mean"], (200, E)), atol=1e-5)
+        if variant == "full":  # zero speed: the head stays where it started
+            np.testing.assert_allclose(out["pose"], np.broadcast_to(pose0, (200, 6)), atol=1e-5)
+            assert np.abs(out["speed"]).max() == 0
+        else:
+            np.testing.assert_allclose(out["pose"], np.broadcast_to(stats["pose_mean"], (200, 6)), atol=1e-5)
+            assert out["speed"] is None
+
+
+def test_generate_rejects_bad_input():
+    m = tiny("full")
+    with pytest.raises(ValueError, match="unknown subject 'nobody'; this model knows: singer1, singer2"):
+        m.generate(**_song(50), subject="nobody")
+    with pytest.raises(ValueError, match=r"shape \(T, 39, 26\)"):
+        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), mfcc_music=np.zeros((49, 39, 26)), subject=0)
+    with pytest.raises(ValueError, match="variant 'full' needs mfcc_music"):
+        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), subject=0)
+
+
+def test_save_and_load_with_weights_only(tmp_path):
+    m = tiny("full")
+    m.set_normalisation(_stats())
+    path = tmp_path / "model.pt"
+    torch.save(export(m, epoch=7), path)
+    loaded, meta = load_checkpoint(path)
+    assert meta["subjects"] == SUBJECTS and meta["exp_dim"] == E and meta["epoch"] == 7
+    assert meta["model_config"]["variant"] == "full" and meta["n_params"] == count_parameters(m)
+    a = m.generate(**_song(300), subject=0, seed=1)
+    b = loaded.generate(**_song(300), subject=0, seed=1)
+    for k in ("exp", "pose", "speed", "e_long", "e_blink", "eye"):
+        np.testing.assert_array_equal(a[k], b[k])
+    torch.save({"format": "something-else"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a MusicFace model file"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+# --------------------------------------------------------------------------------------- eyes
+def test_blink_sampler_follows_the_paper_distributions():
+    fps = 30
+    e = sample_blinks(7200, fps, seed=5)
+    assert e.dtype == np.float32 and set(np.unique(e)) == {0.0, 1.0}
+    np.testing.assert_array_equal(e, sample_blinks(7200, fps, seed=5))
+    assert not np.array_equal(e, sample_blinks(7200, fps, seed=6))
+    d = np.diff(np.concatenate([[0], e, [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    dur = (ends - starts) / fps
+    gaps = (starts[1:] - ends[:-1]) / fps
+    assert dur.min() >= 0.10 - 1 / fps and dur.max() <= 0.45 + 1 / fps
+    assert gaps.min() >= 1.2 - 1 / fps and gaps.max() <= 2.0 + 1 / fps
+    assert abs(dur.mean() - 0.275) < 0.03  # mean of U(0.10, 0.45)
+    assert abs(gaps.mean() - 1.6) < 0.06  # mean of U(1.2, 2.0)
+    assert abs(starts[0] / fps - 1.6) < 0.45  # the first blink comes after one interval
+
+
+def test_eye_combination_and_filter():
+    e_long = np.array([0, 0, 0.8, 0.9, 0, 0, 0, 0], np.float32)
+    e_blink = np.array([0, 1, 1, 0, 0, 1, 0, 0], np.float32)
+    np.testing.assert_array_equal(combine_eye_states(e_long, e_blink, sigma=0),
+                                  np.array([0, 1, 0.8, 0.9, 0, 1, 0, 0], np.float32))
+    smooth = combine_eye_states(e_long, e_blink, sigma=1.0)
+    assert smooth.shape == (8,) and 0 < smooth[4] < 0.9 and abs(smooth.sum() - 3.7) < 0.2
+
+
+def test_discriminator_ignores_invalid_frames():
+    torch.manual_seed(0)
+    d = Discriminator(26, 8)
+    pose, e, audio = torch.randn(2, 40, 6), torch.rand(2, 40), torch.randn(2, 40, 26)
+    valid = torch.ones(2, 40)
+    valid[:, 10:15] = 0
+    a = d(pose, e, audio, valid)
+    assert a.shape == (2, 40)
+    pose2, e2 = pose.clone(), e.clone()
+    pose2[:, 10:15] = 100.0
+    e2[:, 10:15] = 1.0
+    assert torch.equal(a, d(pose2, e2, audio, valid))
+    pose3 = pose.clone()
+    pose3[:, 20] += 1.0
+    assert not torch.allclose(a, d(pose3, e, audio, valid))
