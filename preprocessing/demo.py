@@ -526,6 +526,9 @@ _LIP_IN_UP = [(203.3, 139.9), (205.9, 140.1), (209.1, 140.7), (212.9, 141.5), (2
 _LIP_IN_LO = [(203.3, 139.9), (206.4, 143.2), (209.0, 145.5), (212.6, 147.7), (217.3, 149.3), (223.0, 150.1),
               (228.6, 149.7), (233.3, 148.5), (237.1, 146.6), (239.9, 144.6), (243.4, 141.5)]  # 78 .. 14 .. 308
 _CHIN = (221.3, 177.4)                                                 # 152
+_FOREHEAD = (226.3, 71.7)                                              # 10
+_FACE_L, _FACE_R = (179.4, 110.0), (270.2, 115.5)                      # 234, 454 (face oval sides)
+_NOSE_MID = (223.5, 118.0)                                             # between 168 (bridge) and 1 (tip)
 CANVAS_W, CANVAS_H = 1000, 840                                         # canonical (frontal) canvas
 FACE_OUT = (320.0, 250.0)                                              # face centre in the frame at rest
 
@@ -537,9 +540,10 @@ class FaceRenderer:
     frontal "canvas" where the face centre sits at the canvas centre. Per frame: (1) the mouth opens
     by a smooth local warp that moves the lower lip and jaw down and paints the mouth interior in
     the gap; (2) skin-coloured upper eyelids with a dark lash edge are drawn over the eyes down to
-    ``eye_closure`` of the eye height; (3) the head pose is applied as the homography of the face
-    plane rotated by R(pitch, yaw, roll) about the face centre and translated by (tx, ty, tz), seen
-    by a pinhole camera (focal FOCAL_PX). cv2 (remap / warpPerspective / fillPoly) does the pixels.
+    ``eye_closure`` of the eye height; (3) the head pose: the canvas is a face with depth relief
+    (rounded oval + nose ridge) rotated by R(pitch, yaw, roll) about the face centre, translated by
+    (tx, ty, tz) and seen by a pinhole camera (focal FOCAL_PX), so turning the head shows parallax
+    (the nose moves against the cheeks) as a real head does. cv2 remap does the pixels.
     """
 
     def __init__(self, style: Style):
@@ -592,6 +596,16 @@ class FaceRenderer:
         self.m_drop = chin_y - ys.min() + 10                             # rows moving fully with the jaw
         self.m_fall = 110.0                                              # then easing to rest over this
         self.m_y1 = int(ys.max() + self.m_drop + self.m_fall + style.mouth_px + 4)
+        # depth relief (units of the camera distance, < 0 = towards the camera): a rounded face
+        # (an ellipsoid cap over the face oval, flat at its rim) plus a nose ridge
+        yy, xx = np.mgrid[0:CANVAS_H, 0:CANVAS_W].astype(np.float64)
+        half_w = 1.15 * np.linalg.norm(tf([_FACE_L])[0] - tf([_FACE_R])[0]) / 2
+        half_h = 1.25 * abs(tf([_CHIN])[0, 1] - tf([_FOREHEAD])[0, 1]) / 2
+        r2 = ((xx - CANVAS_W / 2) / half_w) ** 2 + ((yy - CANVAS_H / 2) / half_h) ** 2
+        cap = 0.8 * half_w * np.clip(1 - r2, 0, None) ** 1.5
+        nose = tf([_NOSE_MID])[0]
+        ridge = 0.35 * half_w * np.exp(-0.5 * (((xx - nose[0]) / (5 * s)) ** 2 + ((yy - nose[1]) / (12 * s)) ** 2))
+        self.depth = (-(cap + ridge) / FOCAL_PX).astype(np.float32)
 
     # ------------------------------------------------------------------------------------- mouth
     def _mouth(self, img: np.ndarray, a: float) -> None:
@@ -643,27 +657,65 @@ class FaceRenderer:
             img[y0:y1, x0:x0 + len(xs)] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
 
     # -------------------------------------------------------------------------------------- pose
-    def homography(self, pose: np.ndarray) -> np.ndarray:
-        """3x3 map canvas -> frame for pose (pitch, yaw, roll, tx, ty, tz)."""
-        pitch, yaw, roll, tx, ty, tz = [float(v) for v in pose]
+    def _rotation(self, pose):
+        pitch, yaw, roll = [float(v) for v in pose[:3]]
         cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
         Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
         Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-        R = Rz @ Ry @ Rx
+        T = np.array([(FACE_OUT[0] - FRAME_W / 2) / FOCAL_PX + pose[3],
+                      (FACE_OUT[1] - FRAME_H / 2) / FOCAL_PX + pose[4], 1 + pose[5]])
+        return Rz @ Ry @ Rx, T
+
+    def homography(self, pose: np.ndarray) -> np.ndarray:
+        """3x3 map canvas -> frame of the face *plane* (depth 0) for pose (pitch, yaw, roll, tx, ty, tz)."""
+        R, T = self._rotation(pose)
         f = FOCAL_PX
         K = np.array([[f, 0, FRAME_W / 2], [0, f, FRAME_H / 2], [0, 0, 1]])
-        T = np.array([(FACE_OUT[0] - FRAME_W / 2) / f + tx, (FACE_OUT[1] - FRAME_H / 2) / f + ty, 1 + tz])
         plane = np.array([[1 / f, 0, -CANVAS_W / 2 / f], [0, 1 / f, -CANVAS_H / 2 / f], [0, 0, 1]])
         return K @ np.column_stack([R[:, 0], R[:, 1], T]) @ plane
+
+    def pose_map(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Backward map frame pixel -> canvas pixel for ``pose``, with the face's depth relief.
+
+        Canvas pixel p is the head point X(p) = ((p - c) (1 + z) / f + t0 z, z) with z = ``self.depth``
+        and t0 the rest offset of the face centre from the optical axis (so the rest pose reproduces
+        the canvas exactly); the frame shows K (R X + T). The inverse is
+        found by the fixed-point iteration p = G^-1(q) - parallax(p), G the plane homography, on a
+        4x coarser grid (cell centres chosen so cv2.resize upsamples it exactly), then upsampled.
+        """
+        cv2, f, step = self.cv2, FOCAL_PX, 4
+        R, T = self._rotation(pose)
+        G = self.homography(pose)
+        Gi = np.linalg.inv(G)
+        qx, qy = np.meshgrid(step * (np.arange(FRAME_W // step) + 0.5) - 0.5,
+                             step * (np.arange(FRAME_H // step) + 0.5) - 0.5)
+        apply = lambda M, x, y: ((M[0, 0] * x + M[0, 1] * y + M[0, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]),
+                                 (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]))
+        px0, py0 = apply(Gi, qx, qy)
+        px, py = px0, py0
+        t0x, t0y = (FACE_OUT[0] - FRAME_W / 2) / f, (FACE_OUT[1] - FRAME_H / 2) / f   # rest offset
+        for _ in range(4):
+            z = cv2.remap(self.depth, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).astype(np.float64)
+            X = (px - CANVAS_W / 2) * (1 + z) / f + t0x * z
+            Y = (py - CANVAS_H / 2) * (1 + z) / f + t0y * z
+            Xc = R[0, 0] * X + R[0, 1] * Y + R[0, 2] * z + T[0]
+            Yc = R[1, 0] * X + R[1, 1] * Y + R[1, 2] * z + T[1]
+            Zc = R[2, 0] * X + R[2, 1] * Y + R[2, 2] * z + T[2]
+            ex, ey = apply(Gi, f * Xc / Zc + FRAME_W / 2, f * Yc / Zc + FRAME_H / 2)   # where p really lands
+            px, py = px0 - (ex - px), py0 - (ey - py)
+        size = (FRAME_W, FRAME_H)
+        return (cv2.resize(px.astype(np.float32), size, interpolation=cv2.INTER_LINEAR),
+                cv2.resize(py.astype(np.float32), size, interpolation=cv2.INTER_LINEAR))
 
     def render(self, pose: np.ndarray, mouth_open: float, eye_closure: float) -> np.ndarray:
         """One RGB frame (FRAME_H, FRAME_W, 3) uint8."""
         img = self.canvas.copy()
         self._mouth(img, float(mouth_open) * self.style.mouth_px)
         self._eyelids(img, float(eye_closure))
-        return self.cv2.warpPerspective(img, self.homography(pose), (FRAME_W, FRAME_H),
-                                        flags=self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REFLECT101)
+        mx, my = self.pose_map(pose)
+        return self.cv2.remap(img, mx, my, self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REFLECT101)
 
 
 # ====================================================================================== camera + mp4
