@@ -126,8 +126,9 @@ def eye_durations(path, gen_durations, real_durations, *, tau: float = 0.5, titl
 
 
 def training_curves(path, csv_path, title: str = "") -> Path:
-    """Every numeric column of a training log (``runs/<name>/metrics.csv``) against its first column
-    (epoch or step), one panel per column, log scale where all values are positive."""
+    """Every numeric column of a training log (``runs/<name>/metrics.csv``: losses, lr, validation
+    losses) against its epoch (or step), one panel per column (at most 12), log scale where all
+    values are positive."""
     import pandas as pd
 
     csv_path = Path(csv_path)
@@ -137,8 +138,9 @@ def training_curves(path, csv_path, title: str = "") -> Path:
     num = df.select_dtypes("number")
     if num.shape[1] < 2 or len(num) == 0:
         return note_figure(path, f"training log {csv_path.name} has no numeric rows", title or "Training curves")
-    x_name = "step" if "step" in num else "epoch" if "epoch" in num else num.columns[0]
-    cols = [c for c in num.columns if c not in (x_name, "epoch", "step", "time", "wall_s") and num[c].notna().any()]
+    x_name = "epoch" if "epoch" in num else "step" if "step" in num else num.columns[0]
+    skip = {x_name, "epoch", "step", "samples", "time", "time_s", "wall_s"}  # bookkeeping, not curves
+    cols = [c for c in num.columns if c not in skip and num[c].notna().any()]
     cols = cols[:12]
     plt = _plt()
     ncol = 3 if len(cols) > 4 else max(1, len(cols))
