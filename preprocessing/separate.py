@@ -276,7 +276,8 @@ def run_spleeter(stereo_44k: np.ndarray, python: str, model_dir: Path, workdir: 
     sys.stderr.write(proc.stdout)  # the runner's log goes to the rule's log
     if proc.returncode != 0:
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit status {proc.returncode}"
+        errors = [ln.split("error:", 1)[1] for ln in lines if ln.startswith("spleeter_runner: error:")]
+        last = errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")
         raise StepError(f"spleeter failed: {one_line(last)}")
     out = {name: np.load(workdir / f"{name}.npy") for name in ("vocals", "accompaniment")}
     for name, a in out.items():

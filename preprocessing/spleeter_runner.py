@@ -88,7 +88,16 @@ def find_checkpoint(model_dir: Path) -> str:
         return latest
     if (model_dir / "model.index").is_file():
         return str(model_dir / "model")
-    raise SystemExit(f"spleeter_runner: no checkpoint in {model_dir}")
+    raise SystemExit(f"spleeter_runner: error: no checkpoint in {model_dir}")
+
+
+def _tf_reason(e: Exception) -> str:
+    """The informative line of a TF graph-execution error (the one after ``Node: '...'``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for i, ln in enumerate(lines[:-1]):
+        if ln.startswith("Node:"):
+            return lines[i + 1]
+    return lines[0] if lines else ""
 
 
 def main(argv=None) -> int:
@@ -112,11 +121,11 @@ def main(argv=None) -> int:
     model_dir = Path(args.model_dir)
     wave = np.load(args.input).astype(np.float32, copy=False)
     if wave.ndim != 2 or wave.shape[1] != 2:
-        raise SystemExit(f"spleeter_runner: input must be (n, 2), got {wave.shape}")
+        raise SystemExit(f"spleeter_runner: error: input must be (n, 2), got {wave.shape}")
     params = load_configuration("spleeter:2stems")
     params["MWF"] = False
     if params["sample_rate"] != SAMPLE_RATE or tuple(params["instrument_list"]) != STEMS:
-        raise SystemExit(f"spleeter_runner: unexpected 2stems configuration: {params['sample_rate']} Hz, "
+        raise SystemExit(f"spleeter_runner: error: unexpected 2stems configuration: {params['sample_rate']} Hz, "
                          f"{params['instrument_list']}")
     t0 = time.time()
     graph = tf.Graph()
@@ -129,7 +138,11 @@ def main(argv=None) -> int:
                                           inter_op_parallelism_threads=args.threads)
         session = tf.compat.v1.Session(graph=graph, config=config)
         checkpoint = find_checkpoint(model_dir)
-        tf.compat.v1.train.Saver().restore(session, checkpoint)  # raises if any variable is missing
+        try:
+            tf.compat.v1.train.Saver().restore(session, checkpoint)  # raises if any variable is missing
+        except Exception as e:  # noqa: BLE001 - TF raises several kinds; all mean "not a 2stems model"
+            raise SystemExit(f"spleeter_runner: error: cannot restore a 2stems model from {checkpoint}: "
+                             f"{type(e).__name__}: {_tf_reason(e)}")
     log(f"restored {checkpoint} in {time.time() - t0:.1f} s; separating {len(wave) / SAMPLE_RATE:.1f} s")
 
     def separate(piece: np.ndarray) -> dict:

@@ -284,3 +284,17 @@ def test_spleeter_processes_songs_longer_than_600s(tmp_path, spleeter_model):
     tail = slice(n - 10 * SR, n - SR // 10)             # the last 10 s (minus the resampler's edge)
     assert np.sqrt(np.mean(v[tail] ** 2)) > 0.001
     assert sdr(mix16[tail], v[tail] + m[tail]) > 20
+
+
+@pytest.mark.spleeter
+@needs_spleeter
+def test_spleeter_refuses_a_corrupt_checkpoint(tmp_path):
+    """Files present but not a checkpoint: the Saver's restore fails and the song fails with a reason
+    (Spleeter's own provider would have run on fresh random weights)."""
+    from preprocessing.separate import run_spleeter
+
+    model = check_spleeter_model(_fake_model(tmp_path / "bad"))
+    with pytest.raises(StepError, match=r"spleeter failed: cannot restore a 2stems model from .*bad/2stems/model: "
+                                        r"DataLossError: file is too short to be an sstable"):
+        run_spleeter(np.zeros((44100, 2), np.float32), str(SPLEETER_PY), model, tmp_path)
+    assert not (tmp_path / "vocals.npy").exists()
