@@ -14,7 +14,8 @@ the camera started before the song). Three methods, tried in this order:
    ``G / |G|`` (every frequency votes with its phase alone, the peak is one sample wide even under
    reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
    search peak, then a parabola through the three samples around it (sub-sample). Camera and song
-   may have any sample rates: both are decoded to 16 kHz.
+   may have any sample rates: both are decoded to 16 kHz. The clock drift between camera and
+   player is measured on 2 s pieces (``details.drift_ppm``, :func:`clock_drift`), not corrected.
 2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
    divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
    vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
@@ -173,7 +174,41 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     details = {k: res[k] for k in ("lag", "search_lag", "psr", "peak_to_second", "search_psr", "n_lags",
                                    "noise_psr")}
     details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr)
+    details.update(clock_drift(camera, song, res["offset_s"], sr))
     return {"offset_s": res["offset_s"], "confidence": res["psr"], "method": "gcc-phat", "details": details}
+
+
+def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
+                segment_s: float = 2.0, window_s: float = 0.5, min_psr: float = 7.0) -> dict:
+    """Clock drift between camera and song playback, measured, not corrected.
+
+    A camera and a playback device never run at exactly the same rate (tens of ppm): the local
+    offset moves by ``drift_ppm * 1e-6`` s per second of video and the whole-take offset is a
+    compromise. Every ``segment_s`` piece of the camera track is aligned on its own (same GCC-PHAT,
+    within +-``window_s`` of the whole-take offset; pieces whose PSR is below ``min_psr``, e.g.
+    silence, are left out) and a robust line (Theil-Sen) is fitted through (piece centre, local
+    offset). Returns ``drift_ppm`` (slope x 1e6), ``offset_start_s`` / ``offset_end_s`` (the line at
+    the first and last video sample) and ``drift_segments``, or ``{}`` with fewer than 3 good pieces.
+    """
+    from scipy.stats import theilslopes
+
+    n, seg = len(camera), int(segment_s * sr)
+    pad = int(round((window_s + 0.01) * sr))
+    centres, offsets = [], []
+    for a in range(0, n - seg + 1, seg):
+        s0 = a + int(np.floor(offset_s * sr)) - pad  # the song samples this piece should hold, +- pad
+        if s0 < 0 or s0 + seg + 2 * pad > len(song):
+            continue
+        res = xcorr_peak(camera[a:a + seg], song[s0:s0 + seg + 2 * pad], sr, beta=SEARCH_BETA,
+                         refine_s=REFINE_S, min_overlap=seg)
+        if res["psr"] >= min_psr:
+            centres.append((a + seg / 2) / sr)
+            offsets.append((s0 - a) / sr + res["offset_s"])
+    if len(centres) < 3:
+        return {}
+    slope, intercept, _, _ = theilslopes(offsets, centres)
+    return {"drift_ppm": float(slope * 1e6), "drift_segments": len(centres),
+            "offset_start_s": float(intercept), "offset_end_s": float(intercept + slope * n / sr)}
 
 
 # --------------------------------------------------------------------------------- mouth envelope

@@ -155,6 +155,23 @@ def test_gcc_phat_subsample_and_sign():
     assert gcc_phat_offset(cam2.astype(np.float32), song.astype(np.float32))["offset_s"] == pytest.approx(-1.5, abs=1e-5)
 
 
+@pytest.mark.parametrize("ppm", [0, 200, -300])
+def test_gcc_phat_measures_clock_drift(ppm):
+    """A camera clock running ``ppm`` fast against the player: the offset at video time t is
+    10 s + t * ppm 1e-6; details.drift_ppm measures it from the take's first and last thirds."""
+    rng = np.random.default_rng(4)
+    sr = 16000
+    song = signal.lfilter([1.0], [1.0, -0.5], rng.standard_normal(sr * 90)).astype(np.float32)
+    tv = np.arange(45 * sr) / sr
+    cam = np.interp((10 + tv * (1 + ppm * 1e-6)) * sr, np.arange(len(song)), song)
+    cam = (cam + 0.05 * rng.standard_normal(len(cam))).astype(np.float32)
+    d = gcc_phat_offset(cam, song)["details"]
+    assert d["drift_segments"] == 22  # 2 s pieces
+    assert d["drift_ppm"] == pytest.approx(ppm, abs=3 + 0.03 * abs(ppm))
+    assert d["offset_start_s"] == pytest.approx(10.0, abs=3e-4)
+    assert d["offset_end_s"] == pytest.approx(10 + 45 * ppm * 1e-6, abs=3e-4)
+
+
 @pytest.mark.slow
 def test_demo_takes_recovered_within_1ms(demo_dir, run_cli, tmp_path):
     """End to end on the demo recordings: ingest + song + sync CLIs, offset vs truth.npz."""
