@@ -71,8 +71,8 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as sfft
 
-from preprocessing.common import (StepError, UpstreamFailed, load_json, load_npz, read_failure,
-                                  run_step, save_json)
+from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
+                                  read_failure, run_step, save_json)
 from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
 
 SR = 16000
@@ -443,7 +443,8 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
     """The sync step for one take (module docstring); returns the ``sync.json`` dict."""
     ingest = load_json(ingest_json)
     net = load_syncnet(weights, device) if backend == "syncnet" else None  # fail before any work
-    song = read_wav(_checked(mix_wav), SR)
+    check_upstream(mix_wav)
+    song = read_wav(mix_wav, SR)
     n = int(ingest["n_frames"])
     take_s = n / FPS
     cam, why = camera_audio(video, ingest)
@@ -473,13 +474,6 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
         res.update(offset_s=sn["offset_s"], method="syncnet")
     return {"take": take, "offset_s": float(res["offset_s"]), "confidence": float(res["confidence"]),
             "method": res["method"], "details": res["details"]}
-
-
-def _checked(path):
-    rec = read_failure(path)
-    if rec is not None:
-        raise UpstreamFailed(rec["step"], rec["reason"])
-    return path
 
 
 def _load_track(track_npz, why: str) -> dict:

@@ -198,9 +198,8 @@ def test_demo_takes_recovered_within_1ms(demo_dir, run_cli, tmp_path):
         assert out["confidence"] >= MIN_CONFIDENCE
         # the same take against a song it did not sing: below the QC threshold
         other = next(p for s, p in songs.items() if s != song)
-        from preprocessing.sync import gcc_phat_offset as g
         cam, _ = camera_audio(demo_dir / row["video"], json.loads((d / "ingest.json").read_text()))
-        assert g(cam, decode_audio(other)[0])["confidence"] < MIN_CONFIDENCE
+        assert gcc_phat_offset(cam, decode_audio(other)[0])["confidence"] < MIN_CONFIDENCE
 
 
 # --------------------------------------------------------------------------------- mouth envelope
