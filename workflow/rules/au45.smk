@@ -11,6 +11,7 @@ rule au45:
     output:
         "work/takes/{take}/au45.npz",
     params:
+        video=take_video_path,
         backend=config["au45"]["backend"],
         binary=q(config["au45"]["openface"]["binary"]),
         container=q(config["au45"]["openface"]["container"] or ""),
@@ -24,7 +25,7 @@ rule au45:
     resources:
         mem_mb=2000,
     shell:
-        "{PY} -m preprocessing.au45 --take {wildcards.take} --video {input.video:q} --ingest {input.ingest:q}"
+        "python -m preprocessing.au45 --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
         " --track {input.track:q} --backend {params.backend} --openface-binary {params.binary}"
         " --openface-container {params.container}"
         " --out {output:q} > {log:q} 2>&1"

@@ -33,6 +33,7 @@ rule coeffs:
     output:
         "work/takes/{take}/coeffs.npz",
     params:
+        video=take_video_path,
         backend=config["coeffs"]["backend"],
         deep3d=coeffs_deep3d_args,
         smooth="--smooth" if config["coeffs"]["smooth"] else "",
@@ -48,7 +49,7 @@ rule coeffs:
     resources:
         mem_mb=6000 if COEFFS_DEEP3D else 2000,
     shell:
-        "{PY} -m preprocessing.coeffs extract --take {wildcards.take} --video {input.video:q}"
+        "python -m preprocessing.coeffs extract --take {wildcards.take} --video {params.video:q}"
         " --ingest {input.ingest:q} --track {input.track:q} --backend {params.backend}"
         " {params.deep3d} {params.smooth} --out {output:q} > {log:q} 2>&1"
 
@@ -72,5 +73,5 @@ rule exp_basis:
     resources:
         mem_mb=4000,
     shell:
-        "{PY} -m preprocessing.coeffs fit-basis --split {input.split:q} --backend {params.backend}"
+        "python -m preprocessing.coeffs fit-basis --split {input.split:q} --backend {params.backend}"
         " --dim {params.dim} --out {output:q} {input.coeffs:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Shared definitions: config validation, the sample sheet, paths, and the interpreter rules call.
 import json
+import os
 import re
 import shlex
 import sys
@@ -66,17 +67,15 @@ wildcard_constraints:
     variant="single_stream|two_stream|with_atm|full",
 
 
-# Rules call the interpreter that runs Snakemake (the project venv), so `python` on PATH does not
-# matter; with --software-deployment-method conda the rule's env provides `python`.
-def _interpreter():
-    try:
-        methods = {str(m).lower() for m in workflow.deployment_settings.deployment_method}
-    except AttributeError:
-        methods = set()
-    return "python" if any("conda" in m for m in methods) else shlex.quote(sys.executable)
-
-
-PY = _interpreter()
+# Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`: put the interpreter that runs Snakemake (the project
+# venv) first on PATH, so jobs use it without activating anything (the environment is inherited by
+# local jobs and by SLURM jobs alike). With --software-deployment-method conda, the rule's env is
+# activated on top and provides its own `python`.
+# PYTHONPATH makes the repository's packages importable in any env and from any working directory.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+)
 
 
 def load_samples():
@@ -118,16 +117,30 @@ SHARDS = "dataset/shards"
 DEMO_SHEET = "work/demo/samples.tsv"
 
 
-def take_video(wildcards):
+def _existing(path):
+    """Input list for a raw file: [] when the file is missing, so that the step itself reports
+    "not found" for that take (a failure record -> QC) instead of Snakemake refusing the whole DAG."""
+    return [path] if config["samples"] == "demo" or os.path.exists(path) else []
+
+
+def take_video_path(wildcards):
     return SAMPLES.loc[wildcards.take, "video"]
+
+
+def take_video(wildcards):
+    return _existing(take_video_path(wildcards))
 
 
 def take_song(take):
     return SAMPLES.loc[take, "song"]
 
 
-def song_audio(wildcards):
+def song_audio_path(wildcards):
     return SONG_PATH[wildcards.song]
+
+
+def song_audio(wildcards):
+    return _existing(song_audio_path(wildcards))
 
 
 def take_file(name):

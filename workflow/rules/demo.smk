@@ -19,5 +19,5 @@ rule demo:
     resources:
         mem_mb=2000,
     shell:
-        "{PY} -m preprocessing.demo --out work/demo --subjects {params.subjects} --songs {params.songs}"
+        "python -m preprocessing.demo --out work/demo --subjects {params.subjects} --songs {params.songs}"
         " --seconds {params.seconds} --seed {params.seed} > {log:q} 2>&1"

@@ -23,7 +23,7 @@ def eval_args():
 
 
 EVAL_CMD = (
-    "{PY} -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
+    "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
     " --basis {input.basis:q} --out {params.out:q} {params.args} > {log:q} 2>&1"
 )
 
@@ -99,4 +99,4 @@ rule ablation:
         f"logs/evaluate/{RUN}-ablation.log",
     threads: 1
     shell:
-        "{PY} -m musicface.cli ablation-table --out {output.table:q} {input.metrics:q} > {log:q} 2>&1"
+        "python -m musicface.cli ablation-table --out {output.table:q} {input.metrics:q} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule eyes:
     resources:
         mem_mb=500,
     shell:
-        "{PY} -m preprocessing.eyes --take {wildcards.take} --au45 {input.au45:q} --tau {params.tau}"
+        "python -m preprocessing.eyes --take {wildcards.take} --au45 {input.au45:q} --tau {params.tau}"
         " --closed-threshold {params.closed} --out {output:q} > {log:q} 2>&1"

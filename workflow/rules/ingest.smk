@@ -6,6 +6,8 @@ rule ingest:
         video=take_video,
     output:
         "work/takes/{take}/ingest.json",
+    params:
+        video=take_video_path,
     log:
         "logs/ingest/{take}.log",
     benchmark:
@@ -18,5 +20,5 @@ rule ingest:
     resources:
         mem_mb=1000,
     shell:
-        "{PY} -m preprocessing.ingest --take {wildcards.take} --video {input.video:q} --out {output:q}"
+        "python -m preprocessing.ingest --take {wildcards.take} --video {params.video:q} --out {output:q}"
         " > {log:q} 2>&1"

@@ -14,6 +14,7 @@ rule separate:
         vocals="work/songs/{song}/vocals.wav",
         music="work/songs/{song}/music.wav",
     params:
+        audio=song_audio_path,
         backend=config["separate"]["backend"],
         python=q(config["separate"]["spleeter"]["python"]),
         model_dir=q(config["separate"]["spleeter"]["model_dir"]),
@@ -28,7 +29,7 @@ rule separate:
     resources:
         mem_mb=8000 if SEPARATE_WITH_SPLEETER else 2000,
     shell:
-        "{PY} -m preprocessing.separate --song {wildcards.song} --mix {input.mix:q} --audio {input.audio:q}"
+        "python -m preprocessing.separate --song {wildcards.song} --mix {input.mix:q} --audio {params.audio:q}"
         " --backend {params.backend} --spleeter-python {params.python} --model-dir {params.model_dir}"
         " --chunk-s {params.chunk_s} --threads {threads}"
         " --out-vocals {output.vocals:q} --out-music {output.music:q} > {log:q} 2>&1"

@@ -7,6 +7,8 @@ rule song:
     output:
         mix="work/songs/{song}/mix.wav",
         info="work/songs/{song}/song.json",
+    params:
+        audio=song_audio_path,
     log:
         "logs/song/{song}.log",
     benchmark:
@@ -17,5 +19,5 @@ rule song:
     resources:
         mem_mb=1000,
     shell:
-        "{PY} -m preprocessing.song --song {wildcards.song} --audio {input.audio:q}"
+        "python -m preprocessing.song --song {wildcards.song} --audio {params.audio:q}"
         " --out-wav {output.mix:q} --out-json {output.info:q} > {log:q} 2>&1"

@@ -21,5 +21,5 @@ rule split:
     resources:
         mem_mb=500,
     shell:
-        "{PY} -m preprocessing.split --by {params.by} --test-fraction {params.frac} --seed {params.seed}"
+        "python -m preprocessing.split --by {params.by} --test-fraction {params.frac} --seed {params.seed}"
         " --out-split {output.split:q} --out-qc {output.qc:q} {input.qc:q} 2>&1 | tee {log:q} >&2"

@@ -23,6 +23,7 @@ rule sync:
     output:
         "work/takes/{take}/sync.json",
     params:
+        video=take_video_path,
         backend=config["sync"]["backend"],
         weights=q(config["sync"]["syncnet"]["weights"]),
         device=config["sync"]["syncnet"]["device"],
@@ -39,7 +40,7 @@ rule sync:
     resources:
         mem_mb=2000,
     shell:
-        "{PY} -m preprocessing.sync --take {wildcards.take} --video {input.video:q}"
+        "python -m preprocessing.sync --take {wildcards.take} --video {params.video:q}"
         " --ingest {input.ingest:q} --track {input.track:q} --mix {input.mix:q} --vocals {input.vocals:q}"
         " --backend {params.backend} --syncnet-weights {params.weights} --device {params.device}"
         " --search-frames {params.search} --out {output:q} > {log:q} 2>&1"

@@ -8,6 +8,7 @@ rule track:
     output:
         "work/takes/{take}/track.npz",
     params:
+        video=take_video_path,
         max_gap=config["track"]["max_gap"],
     log:
         "logs/track/{take}.log",
@@ -19,5 +20,5 @@ rule track:
     resources:
         mem_mb=2000,
     shell:
-        "{PY} -m preprocessing.track --take {wildcards.take} --video {input.video:q} --ingest {input.ingest:q}"
+        "python -m preprocessing.track --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
         " --max-gap {params.max_gap} --out {output:q} > {log:q} 2>&1"

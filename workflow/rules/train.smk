@@ -10,7 +10,7 @@ def run_config(variant=None):
 
 
 TRAIN_CMD = (
-    "{PY} -m musicface.cli train --shards {input.shards:q} --config-json {params.cfg}"
+    "python -m musicface.cli train --shards {input.shards:q} --config-json {params.cfg}"
     " --out {params.out:q} {params.resume} > {log:q} 2>&1"
 )
 
