@@ -107,7 +107,8 @@ def eye_durations(path, gen_durations, real_durations, *, tau: float = 0.5, titl
     gen = np.asarray(gen_durations, dtype=np.float64)
     real = np.asarray(real_durations, dtype=np.float64)
     top = max([1.0, *(gen.tolist()), *(real.tolist())])
-    bins = np.arange(0.0, math.ceil(top / 0.1) * 0.1 + 0.1, 0.1 if top <= 3 else 0.25)
+    step = 0.1 if top <= 3 else 0.25
+    bins = np.arange(0.0, top + 1.5 * step, step)  # the last edge is past the longest closure
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for data, label, colour, style in ((real, "real", "tab:gray", dict(alpha=0.6)),
                                        (gen, "generated", "tab:blue", dict(histtype="step", lw=2))):

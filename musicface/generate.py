@@ -140,6 +140,7 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
     timings = {}
     t0 = time.perf_counter()
     model, meta = check_inputs(checkpoint, subject, device)
+    timings["checkpoint_s"] = time.perf_counter() - t0
     basis_path = None
     if preview:
         basis_path = find_basis(Path(checkpoint), meta, basis)
@@ -152,8 +153,9 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         if "components" in basis_dict and len(basis_dict["components"]) != model.exp_dim:
             raise StepError(f"expression basis {basis_path} has {len(basis_dict['components'])} components but "
                             f"the model predicts {model.exp_dim}: pass the exp_basis.npz of its training data")
+    t = time.perf_counter()
     mix = load_song(song)
-    timings["load_s"] = time.perf_counter() - t0
+    timings["decode_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     vocals = music = None
