@@ -48,13 +48,16 @@ def au45_from_landmarks(landmarks: np.ndarray, frame_size: np.ndarray, valid: np
     au45 = np.full(len(valid), np.nan, np.float32)
     if not valid.any():
         raise StepError("no tracked face in any frame")
-    px = to_pixels(landmarks[valid], frame_size[valid])  # (V, 478, 3) pixels
-    ear = eye_aspect_ratio(px).mean(axis=-1)               # (V,)
+    idx = np.flatnonzero(valid)
+    ear = np.empty(len(idx))
+    for a in range(0, len(idx), 4096):  # in chunks: float64 pixels of a long take would be large
+        sel = idx[a:a + 4096]
+        px = to_pixels(landmarks[sel], frame_size[sel])    # (chunk, 478, 3) pixels
+        ear[a:a + 4096] = eye_aspect_ratio(px).mean(axis=-1)
     ok = np.isfinite(ear)
     ear_open = np.percentile(ear[ok], OPEN_PERCENTILE) if ok.any() else np.nan
     if not np.isfinite(ear_open) or ear_open <= 0:
         raise StepError("eye landmarks are degenerate (eye aspect ratio not positive)")
-    idx = np.flatnonzero(valid)
     au45[idx] = (1.0 - ear / ear_open).astype(np.float32)
     out_valid = np.zeros(len(valid), np.uint8)
     out_valid[idx[ok]] = 1

@@ -121,7 +121,7 @@ class FaceTracker:
         self.last_box = None      # last landmark box tracked, however long ago
         self.frame_shape = None
         self.lost_for = 0         # frames since the last tracked frame
-        self.stats = {"mesh_from_previous": 0, "detections": 0, "tiled_searches": 0}
+        self.stats = {"mesh_from_previous": 0, "detections": 0, "tiled_searches": 0, "recovered_backwards": 0}
 
     def close(self):
         self.mesh.close()
@@ -254,8 +254,12 @@ def fill_gaps(landmarks: np.ndarray, bbox: np.ndarray, valid: np.ndarray, max_ga
 
 # ---------------------------------------------------------------------------------------- step
 def track_video(video: str, n_frames: int, max_gap: int = 5, min_face_px: int = MIN_FACE_PX,
-                progress: bool = True) -> dict[str, np.ndarray]:
-    """Track one face through ``video`` on the 30 fps timeline; returns the ``track.npz`` arrays."""
+                progress: bool = True, stats: dict | None = None) -> dict[str, np.ndarray]:
+    """Track one face through ``video`` on the 30 fps timeline; returns the ``track.npz`` arrays.
+
+    ``stats`` (optional dict) receives the tracker's counters (frames followed from the previous
+    frame, detector runs, tiled searches, frames recovered backwards) and the decoder's.
+    """
     n = int(n_frames)
     if n <= 0:
         raise StepError(f"take has no frames (n_frames = {n})")
@@ -264,6 +268,7 @@ def track_video(video: str, n_frames: int, max_gap: int = 5, min_face_px: int = 
     valid = np.zeros(n, np.uint8)
     frame_size = np.zeros((n, 2), np.int32)
     tracker = FaceTracker(min_face_px=min_face_px)
+
     def store(i, out):
         px, box = out
         w, h = frame_size[i]
@@ -276,6 +281,7 @@ def track_video(video: str, n_frames: int, max_gap: int = 5, min_face_px: int = 
     # frames missed since the last tiled search (at most TILE_EVERY - 1, so memory stays bounded):
     # when the detector finds the face again they are tracked backwards from it
     missed: deque[tuple[int, np.ndarray]] = deque(maxlen=max(TILE_EVERY - 1, 0))
+    frames = None
     try:
         # media.iter_frames: (i, rgb) on the 30 fps timeline; corrupt packets repeat the previous
         # frame, a mid-video size change is rescaled to the first frame's size
@@ -297,9 +303,12 @@ def track_video(video: str, n_frames: int, max_gap: int = 5, min_face_px: int = 
                         break
                     store(j, back)
                     box = back[1]
+                    tracker.stats["recovered_backwards"] += 1
             missed.clear()
     finally:
         tracker.close()
+        if stats is not None:
+            stats.update(tracker.stats, decoder=getattr(frames, "stats", None))
     if not valid.any():
         raise StepError("no face found in any frame")
     valid, interpolated = fill_gaps(landmarks, bbox, valid, max_gap)
@@ -319,11 +328,12 @@ def main(argv=None) -> int:
 
     def work():
         n = load_json(a.ingest)["n_frames"]
-        arrays = track_video(a.video, n, max_gap=a.max_gap, min_face_px=a.min_face_px)
+        stats: dict = {}
+        arrays = track_video(a.video, n, max_gap=a.max_gap, min_face_px=a.min_face_px, stats=stats)
         save_npz(a.out, **arrays)
         v = arrays["valid"]
         print(f"track: {int(v.sum())}/{len(v)} frames valid "
-              f"({int(arrays['interpolated'].sum())} interpolated)", file=sys.stderr)
+              f"({int(arrays['interpolated'].sum())} interpolated); {stats}", file=sys.stderr)
 
     return run_step("track", a.take, [a.out], work)
 
