@@ -207,3 +207,34 @@ def test_demo_take_small_in_720p(demo_dir, tmp_path):
     au45, valid = au45_from_landmarks(t["landmarks"], t["frame_size"], t["valid"])
     ok = valid.astype(bool)
     assert np.corrcoef(au45[ok], closure[ok])[0, 1] >= 0.9     # measured 0.994 at 89 px
+
+
+def test_fill_gaps_exact():
+    n = 20
+    lm = np.full((n, 478, 3), np.nan, np.float32)
+    box = np.full((n, 4), np.nan, np.float32)
+    valid = np.zeros(n, np.uint8)
+    for i in (2, 8, 9, 16):          # gaps: 0-1 (start), 3-7 (5 frames), 10-15 (6 frames), 17-19 (end)
+        lm[i], box[i], valid[i] = i, (i, i, i + 1, i + 1), 1
+    v, it = fill_gaps(lm, box, valid, max_gap=5)
+    np.testing.assert_array_equal(np.flatnonzero(it), [3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(np.flatnonzero(v), [2, 3, 4, 5, 6, 7, 8, 9, 16])
+    np.testing.assert_allclose(lm[3:8, 0, 0], [3, 4, 5, 6, 7])  # linear between frames 2 and 8
+    np.testing.assert_allclose(box[5], [5, 5, 6, 6])
+    assert np.isnan(lm[[0, 1, 10, 15, 17, 19]]).all()          # edges and the long gap untouched
+    v, it = fill_gaps(lm, box, valid, max_gap=0)
+    assert it.sum() == 0 and (v == valid).all()
+
+
+def test_tiles_cover_the_frame():
+    from preprocessing.track import _tiles
+
+    for w, h in ((1280, 720), (1920, 1080), (640, 480), (480, 854)):
+        tiles = list(_tiles(w, h))
+        cover = np.zeros((h, w), bool)
+        for x0, y0, side in tiles:
+            assert 0 <= x0 and 0 <= y0 and x0 + side <= w and y0 + side <= h
+            if side < min(w, h):
+                cover[y0:y0 + side, x0:x0 + side] = True
+        assert cover.all(), (w, h)                     # the finest level covers every pixel
+    assert [s for _, _, s in _tiles(1280, 720)] == [720] * 3 + [360] * 15
