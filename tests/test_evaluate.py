@@ -241,6 +241,7 @@ def test_missing_landmark_model_keeps_other_metrics(dataset, tmp_path, monkeypat
     assert r["notes"]["lmd_mouth"].startswith("landmark model failed:")
 
 
+@pytest.mark.slow  # trains two tiny models / runs SyncNet on CPU: ~1 min
 def test_evaluate_cli_writes_metrics_table_and_figures(dataset, trained, tmp_path, run_cli):
     from PIL import Image
 
@@ -268,6 +269,7 @@ def test_evaluate_cli_writes_metrics_table_and_figures(dataset, trained, tmp_pat
             assert im.format == "PNG" and im.size[0] >= min_w, name
 
 
+@pytest.mark.slow  # trains two tiny models / runs SyncNet on CPU: ~1 min
 def test_ablation_table_orders_variants(dataset, trained, tmp_path, run_cli):
     paths = []
     for variant in ("single_stream", "full"):
@@ -308,6 +310,7 @@ def test_table_markdown_layout():
     assert "AVC (two_stream): unavailable: no renderer" in text
 
 
+@pytest.mark.slow  # trains two tiny models / runs SyncNet on CPU: ~1 min
 def test_avc_on_a_rendered_video_with_syncnet_weights(tmp_path):
     """AVC plumbing on a real talking face (OpenCV's Megamind clip standing in for a renderer's output):
     25 fps face crops + the video's own audio through SyncNet (random weights in its own format)."""
