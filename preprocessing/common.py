@@ -29,6 +29,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 FAILED_MAGIC = b"MUSICFACE-FAILED\n"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StepError(Exception):
@@ -59,6 +61,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files: give the final file the usual umask mode
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

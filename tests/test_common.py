@@ -62,3 +62,17 @@ def test_unexpected_exception_is_contained(tmp_path, capsys):
 def test_save_json(tmp_path):
     save_json(tmp_path / "a.json", {"b": np.float32(1.5), "a": np.arange(2)})
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": [0, 1], "b": 1.5}
+
+
+def test_atomic_outputs_get_umask_mode(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import preprocessing.common as common
+        importlib.reload(common)
+        common.save_json(tmp_path / "m.json", {})
+        assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
