@@ -66,13 +66,8 @@ def test_save_json(tmp_path):
 
 def test_atomic_outputs_get_umask_mode(tmp_path):
     import os
-    old = os.umask(0o022)
-    try:
-        import importlib
 
-        import preprocessing.common as common
-        importlib.reload(common)
-        common.save_json(tmp_path / "m.json", {})
-        assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
-    finally:
-        os.umask(old)
+    from preprocessing.common import _UMASK
+    save_json(tmp_path / "m.json", {})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    assert 0o666 & ~_UMASK != 0o600 or _UMASK == 0o066  # i.e. not mkstemp's private mode
