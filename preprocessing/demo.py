@@ -390,14 +390,14 @@ def subject_style(seed: int, i: int) -> Style:
         face_scale=float(rng.uniform(2.05, 2.35)),
         mirror=bool(i % 2 == 0),
         tint=tuple(float(g) for g in 1 + rng.uniform(-0.08, 0.08, 3)),
-        amp=(0.08 + 0.07 * u, 0.10 + 0.10 * u, 0.15 + 0.07 * u),
+        amp=(0.05 + 0.04 * u, 0.10 + 0.08 * u, 0.15 + 0.07 * u),
         trans=(0.01 + 0.02 * u, 0.01 + 0.01 * u, 0.02 + 0.04 * u),
         speed=0.25 + 0.40 * u,
         turn_prob=float(rng.uniform(0.2, 0.5)),
         blink_interval=(1.2 + 0.3 * (1 - u), 1.6 + 0.4 * (1 - u)),
         blink_duration=(0.10 + 0.12 * u, 0.26 + 0.19 * u),
         long_prob=0.4 + 0.5 * u,
-        mouth_px=float(rng.uniform(0.15, 0.19)) * 106 * 2.2,      # 106 px = photo face height
+        mouth_px=float(rng.uniform(0.12, 0.15)) * 106 * 2.2,      # 106 px = photo face height
     )
 
 
@@ -528,7 +528,7 @@ _LIP_IN_LO = [(203.3, 139.9), (206.4, 143.2), (209.0, 145.5), (212.6, 147.7), (2
 _CHIN = (221.3, 177.4)                                                 # 152
 _FOREHEAD = (226.3, 71.7)                                              # 10
 _FACE_L, _FACE_R = (179.4, 110.0), (270.2, 115.5)                      # 234, 454 (face oval sides)
-_NOSE_MID = (223.5, 118.0)                                             # between 168 (bridge) and 1 (tip)
+_NOSE_BRIDGE, _NOSE_TIP = (224.8, 103.5), (223.4, 130.0)              # 168 (approx.), 1
 CANVAS_W, CANVAS_H = 1000, 840                                         # canonical (frontal) canvas
 FACE_OUT = (320.0, 250.0)                                              # face centre in the frame at rest
 
@@ -592,47 +592,84 @@ class FaceRenderer:
         self.lens = (1 - u ** 2) ** 0.6                                 # gap shape between the corners
         self.jaw = np.cos(0.5 * np.pi * np.clip((xs - xc) / (2.2 * hw), -1, 1)) ** 2   # jaw drop profile
         self.m_x0, self.m_ys = bx0, ys
-        self.m_y0 = int(ys.min()) - 2
+        # hide the photo's lower teeth once: the lower lip is stretched up to the split line (rows
+        # [ys, lo + T] take the photo rows [lo, lo + T], T = 12 photo px). With lower teeth between
+        # the lips FaceMesh's inner lower-lip landmarks jump between teeth and lip; upper teeth stay.
+        yin_lo = np.maximum(np.interp(xs, lo[:, 0], lo[:, 1]), ys)
+        bot = yin_lo + 12 * s
+        yy = np.arange(int(ys.min()) - 1, int(bot.max()) + 2, dtype=np.float64)[:, None]
+        src = np.where((yy >= ys) & (yy <= bot), bot - (bot - yy) * (bot - yin_lo) / (bot - ys), yy)
+        rows = slice(int(yy[0, 0]), int(yy[-1, 0]) + 1)
+        self.canvas[rows, bx0:bx1] = cv2.remap(
+            self.canvas, np.broadcast_to(xs[None, :], src.shape).astype(np.float32), src.astype(np.float32),
+            cv2.INTER_LINEAR)
+        self.m_xc, self.m_hw = xc, hw
+        self.m_y0 = int(ys.min() - 45 - 1.3 * style.mouth_px) - 2
         self.m_drop = chin_y - ys.min() + 10                             # rows moving fully with the jaw
         self.m_fall = 110.0                                              # then easing to rest over this
         self.m_y1 = int(ys.max() + self.m_drop + self.m_fall + style.mouth_px + 4)
         # depth relief (units of the camera distance, < 0 = towards the camera): a rounded face
-        # (an ellipsoid cap over the face oval, flat at its rim) plus a nose ridge
+        # (a cap over the face oval, flat at its rim) plus a nose ridge
         yy, xx = np.mgrid[0:CANVAS_H, 0:CANVAS_W].astype(np.float64)
         half_w = 1.15 * np.linalg.norm(tf([_FACE_L])[0] - tf([_FACE_R])[0]) / 2
-        half_h = 1.25 * abs(tf([_CHIN])[0, 1] - tf([_FOREHEAD])[0, 1]) / 2
-        r2 = ((xx - CANVAS_W / 2) / half_w) ** 2 + ((yy - CANVAS_H / 2) / half_h) ** 2
-        cap = 0.8 * half_w * np.clip(1 - r2, 0, None) ** 1.5
-        nose = tf([_NOSE_MID])[0]
-        ridge = 0.35 * half_w * np.exp(-0.5 * (((xx - nose[0]) / (5 * s)) ** 2 + ((yy - nose[1]) / (12 * s)) ** 2))
+        half_h = 1.45 * abs(tf([_CHIN])[0, 1] - tf([_FOREHEAD])[0, 1]) / 2
+        # round across, nearly flat from brow to chin (4th power), as a face is
+        r2 = ((xx - CANVAS_W / 2) / half_w) ** 2 + ((yy - CANVAS_H / 2) / half_h) ** 4
+        cap = 0.5 * half_w * np.clip(1 - r2, 0, None) ** 1.5
+        # nose: protrudes more and more from the bridge down to the tip, then cuts back sharply
+        # above the upper lip (a Gaussian tail there would tilt the lips and fake mouth motion)
+        (bx, by), (nx, ny) = tf([_NOSE_BRIDGE])[0], tf([_NOSE_TIP])[0]
+        v = (yy - by) / (ny - by)                                       # 0 at the bridge, 1 at the tip
+        along = np.where(v < 0, np.exp(-0.5 * (v * (ny - by) / (6 * s)) ** 2),
+                         np.where(v <= 1, 0.3 + 0.7 * v, np.exp(-0.5 * ((yy - ny) / (2.0 * s)) ** 2)))
+        along = np.where(v < 0, 0.3 * along, along)
+        across = np.exp(-0.5 * ((xx - (bx + (nx - bx) * np.clip(v, 0, 1))) / (6 * s)) ** 2)
+        ridge = 0.30 * half_w * along * across
         self.depth = (-(cap + ridge) / FOCAL_PX).astype(np.float32)
 
     # ------------------------------------------------------------------------------------- mouth
-    def _mouth(self, img: np.ndarray, a: float) -> None:
-        """Open the mouth by ``a`` canvas pixels (in place)."""
+    def _mouth(self, img: np.ndarray, depth: np.ndarray, a: float) -> None:
+        """Open the mouth by ``a`` canvas pixels (in place); the depth relief moves with the jaw.
+
+        The lips part along the split line: the upper lip rises by 0.2 a, the lower lip and the jaw
+        drop by 0.8 a (both x the lens profile, 0 at the corners), and the corners move in by up to
+        0.15 a (an open singing mouth is narrower than a smile). One backward map does it all; the
+        gap between the lips is painted as the mouth interior.
+        """
         if a < 0.05:
             return
         cv2 = self.cv2
+        a_up, a_lo = 0.2 * a, 0.8 * a
         y = np.arange(self.m_y0, self.m_y1, dtype=np.float64)[:, None]
         x = np.arange(len(self.m_ys), dtype=np.float64)[None, :] + self.m_x0
-        gap = a * self.lens[None, :]
-        below = y - self.m_ys[None, :]                                   # >= 0 below the split line
-        dist = below - gap                                               # distance below the gap
+        xs = x[0]
+        # corners in: source columns come from further out, near the mouth's rows only
+        yc = self.m_ys.mean() + 0.3 * a
+        env_y = np.cos(0.5 * np.pi * np.clip(np.abs(y - yc) / (45 + a), 0, 1)) ** 2
+        u2 = np.clip((x - self.m_xc) / (2 * self.m_hw), -1, 1)
+        src_x = x + 0.15 * a * np.sin(np.pi * u2) * env_y
+        split = np.interp(src_x, xs, self.m_ys)
+        lens = np.interp(src_x, xs, self.lens)
+        jaw = np.interp(src_x, xs, self.jaw)
+        top, bottom = split - a_up * lens, split + a_lo * lens          # inner lip lines in the frame
+        above, dist = top - y, y - bottom                                # >= 0 above / below the gap
+        w_up = np.cos(0.5 * np.pi * np.clip(above / 40.0, 0, 1)) ** 2   # upper lip + philtrum stretch
         m = np.clip(dist / 30.0, 0, 1)                                   # lip -> jaw profile blend
         v = np.where(dist < self.m_drop, 1.0,
                      np.cos(0.5 * np.pi * np.clip((dist - self.m_drop) / self.m_fall, 0, 1)) ** 2)
-        disp = a * (self.lens[None, :] * (1 - m) + self.jaw[None, :] * m) * v
-        disp = np.where(below >= 0, disp, 0.0)
-        src_y = (y - disp).astype(np.float32)
-        src_x = np.broadcast_to(x, src_y.shape).astype(np.float32)
+        src_y = np.where(y <= top, y + a_up * lens * w_up,
+                         np.where(y >= bottom, y - a_lo * (lens * (1 - m) + jaw * m) * v, split))
+        src_x, src_y = src_x.astype(np.float32), src_y.astype(np.float32)
         region = cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        box = (slice(self.m_y0, self.m_y1), slice(self.m_x0, self.m_x0 + len(self.m_ys)))
+        depth[box] = cv2.remap(self.depth, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         # mouth interior (anti-aliased): dark, a little redder towards the bottom (tongue)
-        inside = np.clip(np.minimum(np.minimum(below + 0.5, gap - below + 0.5), gap), 0, 1)
-        depth = np.clip(below / np.maximum(gap, 1e-3), 0, 1)
-        colour = np.stack([38 + 40 * depth ** 2, 14 + 6 * depth, 18 + 8 * depth], -1)
+        inside = np.clip(np.minimum(np.minimum(y - top + 0.5, bottom - y + 0.5), bottom - top), 0, 1)
+        t = np.clip((y - top) / np.maximum(bottom - top, 1e-3), 0, 1)
+        colour = np.stack([38 + 40 * t ** 2, 14 + 6 * t, 18 + 8 * t], -1)
         alpha = inside[..., None]
         region = region * (1 - alpha) + colour * alpha
-        img[self.m_y0:self.m_y1, self.m_x0:self.m_x0 + len(self.m_ys)] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+        img[box] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
 
     # -------------------------------------------------------------------------------------- eyes
     def _eyelids(self, img: np.ndarray, closure: float) -> None:
@@ -675,7 +712,7 @@ class FaceRenderer:
         plane = np.array([[1 / f, 0, -CANVAS_W / 2 / f], [0, 1 / f, -CANVAS_H / 2 / f], [0, 0, 1]])
         return K @ np.column_stack([R[:, 0], R[:, 1], T]) @ plane
 
-    def pose_map(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pose_map(self, pose: np.ndarray, depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Backward map frame pixel -> canvas pixel for ``pose``, with the face's depth relief.
 
         Canvas pixel p is the head point X(p) = ((p - c) (1 + z) / f + t0 z, z) with z = ``self.depth``
@@ -685,6 +722,7 @@ class FaceRenderer:
         4x coarser grid (cell centres chosen so cv2.resize upsamples it exactly), then upsampled.
         """
         cv2, f, step = self.cv2, FOCAL_PX, 4
+        depth = self.depth if depth is None else depth
         R, T = self._rotation(pose)
         G = self.homography(pose)
         Gi = np.linalg.inv(G)
@@ -696,7 +734,7 @@ class FaceRenderer:
         px, py = px0, py0
         t0x, t0y = (FACE_OUT[0] - FRAME_W / 2) / f, (FACE_OUT[1] - FRAME_H / 2) / f   # rest offset
         for _ in range(4):
-            z = cv2.remap(self.depth, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
+            z = cv2.remap(depth, px.astype(np.float32), py.astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).astype(np.float64)
             X = (px - CANVAS_W / 2) * (1 + z) / f + t0x * z
             Y = (py - CANVAS_H / 2) * (1 + z) / f + t0y * z
@@ -711,10 +749,10 @@ class FaceRenderer:
 
     def render(self, pose: np.ndarray, mouth_open: float, eye_closure: float) -> np.ndarray:
         """One RGB frame (FRAME_H, FRAME_W, 3) uint8."""
-        img = self.canvas.copy()
-        self._mouth(img, float(mouth_open) * self.style.mouth_px)
+        img, depth = self.canvas.copy(), self.depth.copy()
+        self._mouth(img, depth, float(mouth_open) * self.style.mouth_px)
         self._eyelids(img, float(eye_closure))
-        mx, my = self.pose_map(pose)
+        mx, my = self.pose_map(pose, depth)
         return self.cv2.remap(img, mx, my, self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REFLECT101)
 
 
