@@ -390,9 +390,9 @@ def subject_style(seed: int, i: int) -> Style:
         face_scale=float(rng.uniform(2.05, 2.35)),
         mirror=bool(i % 2 == 0),
         tint=tuple(float(g) for g in 1 + rng.uniform(-0.08, 0.08, 3)),
-        amp=(0.05 + 0.04 * u, 0.10 + 0.08 * u, 0.15 + 0.07 * u),
+        amp=(0.05 + 0.04 * u, 0.10 + 0.08 * u, 0.19 + 0.04 * u),
         trans=(0.01 + 0.02 * u, 0.01 + 0.01 * u, 0.02 + 0.04 * u),
-        speed=0.25 + 0.40 * u,
+        speed=0.30 + 0.35 * u,
         turn_prob=float(rng.uniform(0.2, 0.5)),
         blink_interval=(1.2 + 0.3 * (1 - u), 1.6 + 0.4 * (1 - u)),
         blink_duration=(0.10 + 0.12 * u, 0.26 + 0.19 * u),
@@ -530,7 +530,7 @@ _FOREHEAD = (226.3, 71.7)                                              # 10
 _FACE_L, _FACE_R = (179.4, 110.0), (270.2, 115.5)                      # 234, 454 (face oval sides)
 _NOSE_BRIDGE, _NOSE_TIP = (224.8, 103.5), (223.4, 130.0)              # 168 (approx.), 1
 CANVAS_W, CANVAS_H = 1000, 840                                         # canonical (frontal) canvas
-FACE_OUT = (320.0, 250.0)                                              # face centre in the frame at rest
+FACE_OUT = (320.0, 288.0)     # face centre in the frame at rest: eyes level with the optical axis
 
 
 class FaceRenderer:
@@ -615,7 +615,7 @@ class FaceRenderer:
         half_h = 1.45 * abs(tf([_CHIN])[0, 1] - tf([_FOREHEAD])[0, 1]) / 2
         # round across, nearly flat from brow to chin (4th power), as a face is
         r2 = ((xx - CANVAS_W / 2) / half_w) ** 2 + ((yy - CANVAS_H / 2) / half_h) ** 4
-        cap = 0.5 * half_w * np.clip(1 - r2, 0, None) ** 1.5
+        cap = 0.65 * half_w * np.clip(1 - r2, 0, None) ** 1.5
         # nose: protrudes more and more from the bridge down to the tip, then cuts back sharply
         # above the upper lip (a Gaussian tail there would tilt the lips and fake mouth motion)
         (bx, by), (nx, ny) = tf([_NOSE_BRIDGE])[0], tf([_NOSE_TIP])[0]
