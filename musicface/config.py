@@ -66,6 +66,7 @@ class TrainConfig:
     val_samples: int = 64  # test-split windows scored each epoch (0: off)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     deterministic: bool = True  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
+    processes: int = 1  # DDP processes the train rule launches with torchrun (train.py reads WORLD_SIZE)
 
 
 @dataclass

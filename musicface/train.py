@@ -18,9 +18,10 @@ Adam(lr = 1e-4); the LR stays constant, then decays linearly to 0 over the last 
 Outputs in ``--out``:
   config.json     snapshot of the whole config this run was started with
   checkpoint.pt   after every epoch: generator (model.pt payload), discriminator, both optimisers and
-                  schedulers, RNG states, epoch (atomic write; ``--resume`` continues from it)
-  metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr, time,
-                  validation loss on fixed test-split windows
+                  schedulers, RNG states, epoch, metrics rows (atomic write; ``--resume`` continues
+                  from it)
+  metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr (of the
+                  epoch's last step), time, validation losses on fixed test-split windows
   model.pt        at the end: weights + model config + subjects + normalisation (buffers), loadable
                   with torch.load(weights_only=True); :func:`load_checkpoint` rebuilds the model.
 
@@ -40,17 +41,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
+# OpenMP threads that sleep instead of spinning when idle: on a shared or oversubscribed CPU a
+# spinning pool made a training step 8x slower (bench/train.py); set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from musicface import losses
-from musicface.config import Config, from_dict, to_dict
-from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays
-from musicface.model import Discriminator, MusicFace, export, load_checkpoint
-from preprocessing.common import atomic_path, config_sha
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from musicface import losses  # noqa: E402
+from musicface.config import Config, from_dict, to_dict  # noqa: E402
+from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
+from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
+from preprocessing.common import atomic_path, config_sha  # noqa: E402
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 
@@ -217,13 +222,6 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if int(r["epoch"]) <= upto_epoch]
-
-
 # --------------------------------------------------------------------------------------- training
 def _device(spec: str, local_rank: int) -> torch.device:
     if spec == "auto":
@@ -251,6 +249,8 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         raise ValueError(f"config key train.batch_size: {tc.batch_size} is not divisible by the "
                          f"{world} training processes")
     main_proc = rank == 0
+    if world > 1 and main_proc:
+        print(f"musicface train: DDP: {world} processes, backend {dist.get_backend()}", file=sys.stderr)
     if tc.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
@@ -292,7 +292,7 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         sched_d.load_state_dict(ck["sched_d"])
         _set_rng_state(ck["rng"])
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
-        rows = _read_metrics(metrics_path, start_epoch)
+        rows = list(ck["metrics"])  # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
         if main_proc:
             print(f"musicface train: resuming {out} after epoch {start_epoch}/{tc.epochs}", file=sys.stderr)
     elif resume and main_proc:
@@ -305,7 +305,7 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     raw = model
     gen = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     dsc = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else disc
-    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path),
+    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path), world_size=world,
                 shards_config_sha=shards.config_sha, n_train_takes=len(shards.takes("train")),
                 config_sha=config_sha({k: config.get(k) for k in ("model", "train", "loss")}))
 
@@ -321,7 +321,9 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         n_steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and main_proc),
                    file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
+        lr = opt_g.param_groups[0]["lr"]
         for b in bar:
+            lr = opt_g.param_groups[0]["lr"]  # the LR this step used (logged for the epoch's last step)
             parts = train_step(gen, dsc, raw, batch_to(b, device), cfg, opt_g, opt_d)
             sched_g.step()
             sched_d.step()
@@ -331,7 +333,7 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                 sums[k] += parts[k]
             if n_steps % 10 == 0:
                 bar.set_postfix(loss=f"{parts['loss']:.3f}", d=f"{parts['disc']:.3f}")
-        row = {"epoch": epoch + 1, "step": step, "samples": len(ds), "lr": opt_g.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "step": step, "samples": len(ds), "lr": lr,
                **{k: v / max(n_steps, 1) for k, v in sums.items()}}
         if main_proc:
             row.update(validate(raw, val_ds, cfg, device, per_rank))
@@ -339,9 +341,10 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
             rows.append(row)
             ck = {"generator": export(raw, epoch=epoch + 1, **meta), "disc": disc.state_dict(),
                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                  "sched_d": sched_d.state_dict(), "rng": _rng_state(), "epoch": epoch + 1, "step": step}
-            _save(ck, ckpt_path)
+                  "sched_d": sched_d.state_dict(), "rng": _rng_state(), "epoch": epoch + 1, "step": step,
+                  "metrics": rows}
             _write_metrics(metrics_path, rows)
+            _save(ck, ckpt_path)  # last: a kill between the two writes resumes from the previous epoch
             print(f"epoch {epoch + 1}/{tc.epochs}: loss {row['loss']:.4f} reg {row['reg']:.4f} "
                   f"disc {row['disc']:.4f} lr {row['lr']:.2e} {row['time_s']:.1f}s", file=sys.stderr)
         if world > 1:
@@ -366,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op CPU threads per process (default: torch's choice, all cores)")
     a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     try:
         config = json.loads(a.config_json)
         path = train(a.shards, config, a.out, resume=a.resume, progress=not a.no_progress)

@@ -9,9 +9,22 @@ def run_config(variant=None):
     return q(json.dumps(cfg, sort_keys=True))
 
 
+# train.processes > 1: one DDP process per GPU through torchrun (musicface.train reads WORLD_SIZE/RANK)
+NPROC = config["train"]["processes"]
+LAUNCHER = (
+    f"python -m torch.distributed.run --standalone --nproc_per_node {NPROC} -m musicface.cli"
+    if NPROC > 1
+    else "python -m musicface.cli"
+)
+
+
+def threads_per_process(wildcards, threads):
+    return max(1, threads // NPROC)
+
+
 TRAIN_CMD = (
-    "python -m musicface.cli train --shards {input.shards:q} --config-json {params.cfg}"
-    " --out {params.out:q} {params.resume} > {log:q} 2>&1"
+    LAUNCHER + " train --shards {input.shards:q} --config-json {params.cfg}"
+    " --out {params.out:q} --threads {params.threads} {params.resume} > {log:q} 2>&1"
 )
 
 
@@ -25,6 +38,7 @@ rule train:
         cfg=lambda wc: run_config(),
         out=f"runs/{RUN}",
         resume="--resume",
+        threads=threads_per_process,
     log:
         f"logs/train/{RUN}.log",
     benchmark:
@@ -32,7 +46,7 @@ rule train:
     threads: workflow.cores
     resources:
         mem_mb=8000,
-        gpu=1,
+        gpu=NPROC,
     shell:
         TRAIN_CMD
 
@@ -47,6 +61,7 @@ rule ablation_train:
         cfg=lambda wc: run_config(wc.variant),
         out=lambda wc: f"runs/{RUN}-{wc.variant}",
         resume="--resume",
+        threads=threads_per_process,
     log:
         f"logs/train/{RUN}-{{variant}}.log",
     benchmark:
@@ -54,6 +69,6 @@ rule ablation_train:
     threads: workflow.cores
     resources:
         mem_mb=8000,
-        gpu=1,
+        gpu=NPROC,
     shell:
         TRAIN_CMD
