@@ -11,15 +11,18 @@ What :func:`generate` writes into ``out`` (the same form as a user's raw recordi
 * ``songs/song<j>.stems/vocals.wav`` and ``music.wav`` - the true stems; ``mix == vocals + music``
   exactly (float32), same rate and length.
 * ``songs/song<j>.truth.npz`` - ``sr``, ``tempo_bpm``, ``beat_times`` (s), ``vocal_activity``
-  (u1 at 100 Hz: row r covers song time r/100 s), ``mouth_open_100hz``, ``music_energy_100hz``,
-  ``syllables`` (K, 3) = onset s, offset s, pitch Hz, ``vowels`` (K,) str, ``sections`` (S, 2)
-  start/end s with ``section_labels`` (S,) in intro/verse/gap/outro.
+  (u1 at 100 Hz: row r is 1 when song time r/100 s lies inside a sung syllable),
+  ``mouth_open_100hz``, ``music_energy_100hz`` (music stem loudness, 0..1), ``syllables`` (K, 3) =
+  onset s, offset s, pitch Hz, ``vowels`` (K,) str, ``sustained`` (K,) u1 (phrase-final long notes),
+  ``key_hz``, ``sections`` (S, 2) start/end s with ``section_labels`` (S,) in intro/verse/gap/outro.
 * ``singer<i>/singer<i>_song<j>.mp4`` - 640x480, 30 fps constant, H.264 yuv420p + AAC mono 48 kHz
   "camera" audio (the song as heard in the room: delayed, with gain, a little reverb and noise).
 * ``singer<i>/singer<i>_song<j>.truth.npz`` - per video frame (N frames): ``pose`` (N, 6) f4,
   ``mouth_open``, ``eye_closure`` (N,) f4 in [0, 1], ``long_mask``, ``blink_mask``,
   ``vocal_activity`` (N,) u1, ``events`` (K, 4) f4 (start frame, end frame exclusive, duration s,
-  kind 0 blink / 1 long, as in ``eyes.npz``), scalars ``offset_s``, ``fps``, and the subject's style.
+  kind 0 blink / 1 long, as in ``eyes.npz``), ``blink_events_s`` / ``long_events_s`` (K, 2) closed
+  intervals in video seconds, ``music_energy`` and ``head_speed`` (N,) (what drove the head),
+  scalars ``offset_s``, ``fps``, ``n_frames``, ``frame_size`` (W, H), and ``style_*`` (the singer).
 * ``samples.tsv`` - take, subject, video, song; written last, so its presence means "complete".
 
 Conventions (CONTRIBUTING.md): video frame i is at video time i/30 s; ``offset_s`` is the song time
@@ -27,9 +30,14 @@ of frame 0 (``song_time = video_time + offset_s``). The camera starts d ~ U(0.2,
 song, so ``offset_s = -d`` (d is a whole number of 48 kHz samples).
 
 Pose: ``pitch, yaw, roll`` in radians, ``tx, ty, tz`` in units of the nominal camera-to-face distance.
-Camera axes as OpenCV: x right, y down, z forward; the head rotation is ``Rz(roll) Ry(yaw) Rx(pitch)``,
-so roll > 0 turns the face clockwise on screen and the eye line's image angle ``atan2(dy, dx)``
-(left-of-image eye to right-of-image eye) equals roll when pitch = yaw = 0. ``tz > 0`` = farther away.
+Camera axes as OpenCV: x right, y down, z away from the camera; the head rotation about the face
+centre is ``Rz(roll) Ry(yaw) Rx(pitch)``: pitch > 0 nods the chin down, yaw > 0 turns the nose towards
+the image's left, roll > 0 turns the face clockwise on screen (the eye line's image angle
+``atan2(dy, dx)``, left-of-image eye to right-of-image eye, equals roll when pitch = yaw = 0);
+``tz > 0`` = farther away. The face has depth relief, so yaw and pitch show parallax as on a real head.
+Head *speed* follows the music (loudness x beat pulses), its *direction* turns at random on beats
+(paper Fig. 4); each singer has a style (amplitudes, speed, blink ranges, face size, tint, mirror),
+stored in the take's truth as ``style_*``.
 
 "Closed" eyes: ``blink_mask`` / ``long_mask`` are 1 where ``eye_closure >= 0.5`` inside a blink /
 a long closure; a closure's duration is the time it spends at or above 0.5. Blinks are shorter
@@ -45,9 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from preprocessing.common import atomic_path, save_npz
+
+# scipy, cv2, av, skimage are imported inside the functions that use them: the Snakefile imports
+# this module for demo_rows() on every run and should not pay for them.
 
 FPS = 30
 SONG_SR = 44100                   # songs and stems (what a user's music files usually are)
@@ -215,6 +225,8 @@ def _decay(n: int, sr: int, tau: float) -> np.ndarray:
 
 
 def _bandpass(x: np.ndarray, lo: float, hi: float, sr: int) -> np.ndarray:
+    from scipy import signal
+
     sos = signal.butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
     return signal.sosfilt(sos, x)
 
@@ -225,6 +237,8 @@ def synth_music(song: Song, rng: np.random.Generator) -> np.ndarray:
     Intro and outro are quieter (no kick in the intro's first half, outro fades), which gives the
     music an energy curve that the head motion follows.
     """
+    from scipy import signal
+
     sr, n = song.sr, int(round(song.seconds * song.sr))
     out = np.zeros(n + sr)                                       # +1 s tail, cut at the end
     beat = 60.0 / song.tempo_bpm
@@ -350,7 +364,7 @@ def song_truth(song: Song) -> dict:
         sr=np.int32(song.sr), seconds=np.float64(song.seconds), tempo_bpm=np.float64(song.tempo_bpm),
         beat_times=song.beat_times.astype(np.float64),
         vocal_activity=song.active(t100), mouth_open_100hz=song.mouth_open(t100).astype(np.float32),
-        music_energy_100hz=np.resize(song.energy_100hz, n100).astype(np.float32),
+        music_energy_100hz=np.pad(song.energy_100hz, (0, n100 - len(song.energy_100hz)), mode="edge")[:n100],
         syllables=song.syllables.astype(np.float64), vowels=np.array(song.vowels, dtype="U1"),
         sustained=song.sustained.astype(np.uint8),
         sections=np.array([(a, b) for _, a, b in song.sections], dtype=np.float64),
@@ -443,6 +457,8 @@ def _walk(speed: np.ndarray, turn: np.ndarray, bounds: np.ndarray, rng) -> np.nd
 
 def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> dict:
     """Per-frame truth of one take: what the singer does at video frame i (song time i/FPS - delay)."""
+    from scipy.ndimage import gaussian_filter1d
+
     rng = _rng(seed, 5, style.index, int(round(song.seconds * 1000)), int(round(delay_s * CAM_SR)))
     tv = np.arange(n) / FPS
     ts = tv - delay_s
@@ -498,7 +514,6 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
     turn = (beat_now & (rng.random(n) < style.turn_prob)) | (~in_song & (rng.random(n) < 1.0 / FPS))
     ang = _walk(speed, turn, np.array(style.amp), rng)
     trans = _walk(speed * 0.15, turn, np.array(style.trans), rng)
-    from scipy.ndimage import gaussian_filter1d
     pose = gaussian_filter1d(np.concatenate([ang, trans], 1), 1.0, axis=0, mode="nearest").astype(np.float32)
     return dict(pose=pose, mouth_open=mouth, eye_closure=eye, long_mask=long_mask,
                 blink_mask=blink_mask, vocal_activity=vocal, events=events,
@@ -762,6 +777,8 @@ def camera_audio(mix: np.ndarray, delay_samples: int, n_samples: int, rng) -> np
     camera started, through a small room (direct sound + exponentially decaying reverb tail),
     with a gain and some room noise. The direct path has zero delay, so the song's position in
     the recording is exactly ``delay_samples``."""
+    from scipy import signal
+
     x = signal.resample_poly(mix.astype(np.float64), CAM_SR // 300, SONG_SR // 300)   # 44.1k -> 48k
     y = np.zeros(n_samples)
     m = min(len(x), n_samples - delay_samples)
