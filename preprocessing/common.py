@@ -83,11 +83,16 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int) -> None:
-    """Atomic float32 mono/stereo WAV."""
-    import soundfile as sf
+    """Atomic float32 mono/stereo WAV with deterministic bytes.
 
+    scipy's writer, not soundfile's: libsndfile adds a PEAK chunk holding the current time to float
+    WAVs, so the same audio would give different files on every run.
+    """
+    from scipy.io import wavfile
+
+    audio = np.asarray(audio, dtype=np.float32)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), int(sr), subtype="FLOAT", format="WAV")
+        wavfile.write(str(tmp), int(sr), audio)
 
 
 def _json_default(o):

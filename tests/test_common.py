@@ -71,3 +71,18 @@ def test_atomic_outputs_get_umask_mode(tmp_path):
     save_json(tmp_path / "m.json", {})
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~_UMASK
     assert 0o666 & ~_UMASK != 0o600 or _UMASK == 0o066  # i.e. not mkstemp's private mode
+
+
+def test_save_wav_is_byte_deterministic_and_readable(tmp_path):
+    import time
+
+    import soundfile as sf
+
+    from preprocessing.common import save_wav
+    a = np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1
+    save_wav(tmp_path / "a.wav", a, 16000)
+    time.sleep(1.1)
+    save_wav(tmp_path / "b.wav", a, 16000)
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    x, sr = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert sr == 16000 and np.array_equal(x, a)
