@@ -8,7 +8,8 @@
 2. WindowDataset (the shipped format): windows/s and MB/s of items produced, cold (first touch of every
    take) and warm (takes cached), single process, single thread; CPU seconds (process_time) as well
    as wall seconds, since the machine may be shared.
-3. DataLoader, batch 32, 0 and 2 workers: windows/s.
+3. DataLoader, batch 32, 0 and 2 workers, default_collate vs musicface.data.collate (batches filled
+   in place by __getitems__): windows/s.
 Random data compresses worse than real features, so file sizes are an upper bound.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface.data import WindowDataset, open_shards  # noqa: E402
+from musicface.data import WindowDataset, collate, open_shards  # noqa: E402
 from preprocessing import shards as sh  # noqa: E402
 
 
@@ -115,14 +116,19 @@ def reader(out: Path, windows: int) -> dict:
     res.update(item_mb=round(nbytes / 2**20, 3), warm_windows_per_cpu_s=round(windows / cpu, 1),
                warm_windows_per_wall_s=round(windows / wall, 1),
                warm_mb_per_cpu_s=round(windows * nbytes / 2**20 / cpu, 1))
-    for workers in (0, 2):
-        dl = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers, persistent_workers=workers > 0)
-        it = iter(dl)
-        next(it)  # start-up (worker fork + cache fill) excluded from the steady state below
-        w0, n = time.perf_counter(), 0
-        for b in it:
-            n += len(b["start"])
-        res[f"dataloader_{workers}w_windows_per_wall_s"] = round(n / (time.perf_counter() - w0), 1)
+    for name, collate_fn in (("default_collate", None), ("data.collate", collate)):
+        for workers in (0, 2):
+            dl = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=collate_fn,
+                                             persistent_workers=workers > 0)
+            it = iter(dl)
+            next(it)  # start-up (worker fork + cache fill) excluded from the steady state below
+            c0, w0, n = time.process_time(), time.perf_counter(), 0
+            for b in it:
+                n += len(b["start"])
+            key = f"dataloader_{name}_{workers}w"
+            res[key + "_windows_per_wall_s"] = round(n / (time.perf_counter() - w0), 1)
+            if workers == 0:
+                res[key + "_windows_per_cpu_s"] = round(n / (time.process_time() - c0), 1)
     return res
 
 

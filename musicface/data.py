@@ -43,6 +43,7 @@ from preprocessing.mfcc import mfcc_windows
 
 SCHEMA_VERSION = 1
 MFCC_WIDTH = 39
+MFCC_DIM = 26
 MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
 FRAME_KEYS = ("exp", "pose", "au45", "eye_long", "eye_blink", "valid")
 ITEM_KEYS = MFCC_KEYS + ("exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink", "valid",
@@ -289,7 +290,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Multi-worker DataLoaders: files are opened lazily per process (never shared across fork) and each
     process keeps an LRU cache of whole takes (``cache_mb``, without landmarks) so a window is a
-    gather from memory, not an HDF5 read.
+    gather from memory, not an HDF5 read. Batches: ``DataLoader(ds, batch_size=B,
+    collate_fn=musicface.data.collate)`` fills each batch in place (``__getitems__``), ~3x faster
+    than stacking items (bench/reader.py); the default collate_fn works too.
     """
 
     def __init__(self, shards, split: str = "train", window: int = 128, samples_per_epoch: int | None = None,
@@ -364,26 +367,77 @@ class WindowDataset(torch.utils.data.Dataset):
         self._cached += size
         return a
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def _empty(self, n: int) -> dict[str, np.ndarray]:
+        """Output arrays for ``n`` windows. Inside a DataLoader worker a batch lives in shared memory
+        (as default_collate's does), so it reaches the main process without another copy."""
+        w, e, f32 = self.window, self.shards.exp_dim, np.float32
+        shapes = {**{k: ((n, w, MFCC_WIDTH, MFCC_DIM), f32) for k in MFCC_KEYS},
+                  "exp": ((n, w, e), f32), "pose": ((n, w, 6), f32), "pose_vel": ((n, w, 6), f32),
+                  **{k: ((n, w), f32) for k in ("au45", "eye_long", "eye_blink", "valid")},
+                  "subject": ((n,), np.int64), "start": ((n,), np.int64)}
+        if n > 1 and torch.utils.data.get_worker_info() is not None:
+            return {k: _shared_tensor(shape, dtype).numpy() for k, (shape, dtype) in shapes.items()}
+        return {k: np.empty(shape, dtype) for k, (shape, dtype) in shapes.items()}
+
+    def _fill(self, index: int, out: dict[str, np.ndarray], j: int) -> None:
+        """Write item ``index`` into row ``j`` of the output arrays (numpy views of :meth:`_empty`)."""
         k, s = self.locate(index)
-        a, w, info = self._take(k), self.window, self.infos[k]
+        a, w = self._take(k), self.window
         centres = mfcc_centres(s, w, a["n_rows"], self.shards.fps, self.shards.mfcc_rate)
-        item = {key: torch.from_numpy(a[key][centres]) for key in MFCC_KEYS}
+        for key in MFCC_KEYS:
+            out[key][j] = a[key][centres]  # W contiguous (39, 26) blocks of the padded features
         pose, valid = a["pose"][s:s + w], a["valid"][s:s + w]
         prev = (a["pose"][s - 1], a["valid"][s - 1]) if s > 0 else (None, 0)
-        item["exp"] = torch.from_numpy(a["exp"][s:s + w].copy())
-        item["pose"] = torch.from_numpy(pose.copy())
-        item["pose_vel"] = torch.from_numpy(_pose_velocity(pose, valid, *prev))
+        out["exp"][j] = a["exp"][s:s + w]
+        out["pose"][j] = pose
+        out["pose_vel"][j] = _pose_velocity(pose, valid, *prev)
         for key in ("au45", "eye_long", "eye_blink"):
-            item[key] = torch.from_numpy(a[key][s:s + w].copy())
-        item["valid"] = torch.from_numpy(a["valid_f"][s:s + w].copy())
-        item["subject"] = torch.tensor(info.subject_index, dtype=torch.int64)
-        item["start"] = torch.tensor(s, dtype=torch.int64)
-        return item
+            out[key][j] = a[key][s:s + w]
+        out["valid"][j] = a["valid_f"][s:s + w]
+        out["subject"][j] = self.infos[k].subject_index
+        out["start"][j] = s
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        out = self._empty(1)
+        self._fill(index, out, 0)
+        return {k: torch.from_numpy(v[0, ...]) for k, v in out.items()}
+
+    def __getitems__(self, indices) -> "_Batch":
+        """DataLoader's batched fetch: fills one stacked batch. With ``collate_fn=musicface.data.collate``
+        that batch is used as is; the default collate_fn stacks the per-item views again (same numbers,
+        one more copy)."""
+        out = self._empty(len(indices))
+        for j, index in enumerate(indices):
+            self._fill(int(index), out, j)
+        return _Batch({k: torch.from_numpy(v) for k, v in out.items()}, len(indices))
 
     def take_of(self, index: int) -> TakeInfo:
         """The take that item ``index`` of the current epoch comes from."""
         return self.infos[self.locate(index)[0]]
+
+
+def _shared_tensor(shape, dtype) -> torch.Tensor:
+    """An uninitialised tensor in shared memory, allocated as torch.utils.data.default_collate does."""
+    proto = torch.from_numpy(np.empty(0, dtype))
+    storage = proto._typed_storage()._new_shared(math.prod(shape))
+    return proto.new(storage).resize_(*shape)
+
+
+class _Batch(list):
+    """What :meth:`WindowDataset.__getitems__` returns: the list of items (views into the batch) that
+    any collate_fn understands, plus ``stacked``, the batch itself, for :func:`collate`."""
+
+    def __init__(self, stacked: dict[str, torch.Tensor], n: int):
+        super().__init__({k: v[j] for k, v in stacked.items()} for j in range(n))
+        self.stacked = stacked
+
+
+def collate(batch):
+    """``collate_fn`` for DataLoaders over a :class:`WindowDataset`: the batch already stacked by
+    ``__getitems__`` (saves one copy of ~1.5 MB per window); anything else -> default_collate."""
+    if isinstance(batch, _Batch):
+        return batch.stacked
+    return torch.utils.data.default_collate(batch)
 
 
 # --------------------------------------------------------------------------------- inspect (CLI)

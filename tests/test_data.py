@@ -238,13 +238,17 @@ def test_dataloader_workers_match_single_process(shard_dir):
     assert ds._files and pickle.loads(pickle.dumps(ds))._files == {}
     ds.set_epoch(2)
     single = list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0))
-    multi = list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2))
-    assert len(single) == len(multi) == 3
-    for x, y in zip(single, multi):
-        assert x.keys() == y.keys()
-        for k in x:
-            assert torch.equal(x[k], y[k]), k
-    assert single[0]["mfcc_mix"].shape == (8, 128, 39, 26)
+    by_item = [torch.utils.data.default_collate([ds[i] for i in range(b, b + 8)]) for b in (0, 8, 16)]
+    for loader in (torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2),
+                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0, collate_fn=data.collate),
+                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=data.collate)):
+        batches = list(loader)
+        assert len(single) == len(batches) == 3
+        for x, y, z in zip(single, batches, by_item):
+            assert x.keys() == y.keys() == z.keys()
+            for k in x:
+                assert torch.equal(x[k], y[k]) and torch.equal(x[k], z[k]), k
+    assert single[0]["mfcc_mix"].shape == (8, 128, 39, 26) and single[0]["subject"].shape == (8,)
 
 
 def test_inspect(shard_dir, capsys):
