@@ -129,6 +129,18 @@ def corrupt_header(src: str | os.PathLike, dst: str | os.PathLike, n_bytes: int 
     Path(dst).write_bytes(bytes(data))
 
 
+def nan_samples(src: str | os.PathLike, dst: str | os.PathLike, at_s: float = 3.0) -> None:
+    """``src`` as a 32-bit float WAV with a burst of 100 NaN samples at ``at_s`` and one +inf 2 s
+    later (a float export from an audio tool whose effect chain blew up)."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(src), dtype="float32", always_2d=False)
+    i = int(at_s * sr)
+    x[i:i + 100] = np.nan
+    x[i + 2 * sr] = np.inf
+    sf.write(str(dst), x, sr, subtype="FLOAT")
+
+
 def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     shutil.copyfile(src, dst)
 
