@@ -6,7 +6,7 @@
                                          #   demo_head_turned.png (frames decoded from the mp4s)
 
 FaceMesh agreement (per take, FaceMesh in tracking mode with refined landmarks): Pearson correlation
-of the eye-line angle (eye-corner midpoints; also the iris-to-iris line) with the truth roll, of the inner-lip gap (13-14 / eye width) with mouth_open,
+of the eye-line angle (eye-corner midpoints; also the iris-to-iris line; counter-clockwise, y up) with the truth roll, of the inner-lip gap (13-14 / eye width) with mouth_open,
 of the eyelid aperture ((|159-145| + |386-374|) / eye width) with -eye_closure; closures found by
 min-max normalising the aperture and thresholding at 0.5 (as the eyes step does) against the truth
 (F1 over closure events; for long closures the largest start/end error in frames).
@@ -56,9 +56,9 @@ def facemesh_agreement(video: Path, truth: dict) -> dict:
     L, t = L[ok], {k: v[ok] for k, v in truth.items() if np.ndim(v) and len(v) == len(ok)}
     eye_w = np.linalg.norm(L[:, 33] - L[:, 263], axis=1)
     line = L[:, [362, 263]].mean(1) - L[:, [33, 133]].mean(1)
-    roll = np.arctan2(line[:, 1], line[:, 0])
+    roll = np.arctan2(-line[:, 1], line[:, 0])               # image y is down; the truth's roll is CCW
     iris = L[:, 473] - L[:, 468]
-    roll_iris = np.arctan2(iris[:, 1], iris[:, 0])
+    roll_iris = np.arctan2(-iris[:, 1], iris[:, 0])
     mouth = np.linalg.norm(L[:, 13] - L[:, 14], axis=1) / eye_w
     lids = (np.linalg.norm(L[:, 159] - L[:, 145], axis=1) + np.linalg.norm(L[:, 386] - L[:, 374], axis=1)) / eye_w
     au = (lids.max() - lids) / (lids.max() - lids.min())

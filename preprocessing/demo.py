@@ -29,12 +29,30 @@ Conventions (CONTRIBUTING.md): video frame i is at video time i/30 s; ``offset_s
 of frame 0 (``song_time = video_time + offset_s``). The camera starts d ~ U(0.2, 3.0) s before the
 song, so ``offset_s = -d`` (d is a whole number of 48 kHz samples).
 
-Pose: ``pitch, yaw, roll`` in radians, ``tx, ty, tz`` in units of the nominal camera-to-face distance.
-Camera axes as OpenCV: x right, y down, z away from the camera; the head rotation about the face
-centre is ``Rz(roll) Ry(yaw) Rx(pitch)``: pitch > 0 nods the chin down, yaw > 0 turns the nose towards
-the image's left, roll > 0 turns the face clockwise on screen (the eye line's image angle
-``atan2(dy, dx)``, left-of-image eye to right-of-image eye, equals roll when pitch = yaw = 0);
-``tz > 0`` = farther away. The face has depth relief, so yaw and pitch show parallax as on a real head.
+Pose (truth ``pose`` columns ``pitch, yaw, roll, tx, ty, tz``) follows the dataset's convention
+(:mod:`preprocessing.coeffs`, both backends), so truth and ``coeffs.npz`` / shard poses correlate
+positively, column by column. Camera frame x to the image right, y UP, z TOWARD the camera; the head
+rotation about the face centre is ``R = Rz(roll) Ry(yaw) Rx(pitch)``, angles in radians, 0 = frontal:
+pitch > 0 nods the chin down, yaw > 0 turns the face toward the image's right, roll > 0 turns it
+counter-clockwise on screen (the eye line's image angle ``atan2(-dy, dx)`` with image y down,
+left-of-image eye to right-of-image eye, equals roll when pitch = yaw = 0). The face has depth relief,
+so yaw and pitch show parallax as on a real head.
+
+Translation: ``tx, ty, tz`` = displacement of the head from its rest position, in units of the
+nominal camera-to-face distance D (the face centre rests at depth D, on the optical axis
+horizontally and ``FACE_OUT[1] - FRAME_H / 2`` = 48 px below it), x right, y UP, ``tz > 0`` = closer
+to the camera. The signs are ``coeffs``'; the units are not. With f = ``FOCAL_PX`` = 700 px and
+H = 480 px, the face centre appears at (image heights from the image centre, y up, as ``coeffs``' tx,
+ty) ``x = (f / H) tx / (1 - tz)``, ``y = (f / H) (ty - 48 / f) / (1 - tz)`` and its size scales by
+``1 / (1 - tz)``, so ``coeffs``' ``tx ~ 1.46 tx + cx``, ``ty ~ 1.46 ty + cy`` and
+``tz ~ -ln(1 - tz) + cz ~ tz + cz`` (cx, cy, cz: constants of the take, since ``coeffs``' face
+origin and reference size are not the demo's face centre and photo size).
+
+The renderer (:class:`FaceRenderer`) works in OpenCV camera axes (y down, z away), where the same
+rotation and translation read ``(pitch, -yaw, -roll, tx, -ty, -tz)`` (conjugating by
+diag(1, -1, -1) keeps Rx and flips Ry and Rz); :func:`take_truth` returns the pose in those render
+axes and :func:`dataset_pose` converts it when the truth is written.
+
 Head *speed* follows the music (loudness x beat pulses), its *direction* turns at random on beats
 (paper Fig. 4); each singer has a style (amplitudes, speed, blink ranges, face size, tint, mirror),
 stored in the take's truth as ``style_*``.
@@ -69,6 +87,9 @@ BLINK_DURATION = (0.10, 0.45)     # s, time the eye spends closed (>= 0.5) durin
 LONG_MIN = 0.5                    # s, paper tau: closures at least this long are long closures
 MAX_ANGLE = 0.25                  # rad, every pose angle stays within +-MAX_ANGLE
 DELAY_RANGE = (0.2, 3.0)          # s, camera starts this long before the song
+# render pose (OpenCV axes: y down, z away) -> dataset pose (coeffs: y up, z toward the camera):
+# pitch, yaw, roll, tx, ty, tz -> pitch, -yaw, -roll, tx, -ty, -tz (its own inverse)
+RENDER_TO_DATASET = np.array([1, -1, -1, 1, -1, -1], np.float32)
 
 
 def demo_rows(subjects: int, songs: int) -> list[dict]:
@@ -456,7 +477,9 @@ def _walk(speed: np.ndarray, turn: np.ndarray, bounds: np.ndarray, rng) -> np.nd
 
 
 def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> dict:
-    """Per-frame truth of one take: what the singer does at video frame i (song time i/FPS - delay)."""
+    """Per-frame truth of one take: what the singer does at video frame i (song time i/FPS - delay).
+
+    ``pose`` here is in the renderer's OpenCV axes; :func:`generate` writes :func:`dataset_pose` of it."""
     from scipy.ndimage import gaussian_filter1d
 
     rng = _rng(seed, 5, style.index, int(round(song.seconds * 1000)), int(round(delay_s * CAM_SR)))
@@ -523,6 +546,12 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
                 long_events_s=np.array(long_ev, np.float64).reshape(-1, 2),
                 music_energy=energy.astype(np.float32), head_speed=speed.astype(np.float32),
                 **style.arrays())
+
+
+def dataset_pose(render_pose: np.ndarray) -> np.ndarray:
+    """Pose ``(..., 6)`` in the renderer's OpenCV axes -> the dataset convention of the truth file
+    (module docstring): yaw, roll, ty, tz change sign (exact in float32; the map is its own inverse)."""
+    return (np.asarray(render_pose, np.float32) * RENDER_TO_DATASET).astype(np.float32)
 
 
 # ========================================================================================= rendering
@@ -853,7 +882,9 @@ def generate(out, subjects: int = 2, songs: int = 2, seconds: float = 30, seed: 
             truth = take_truth(song, style, seed, delay, n)
             audio = camera_audio(song.mix, delay_n, n * (CAM_SR // FPS), rng)
             write_take_video(out / f"singer{i}" / f"{take}.mp4", renderer, truth, audio, take)
-            save_npz(out / f"singer{i}" / f"{take}.truth.npz", **truth)
+            # the video was rendered from the OpenCV-axes pose; the truth file holds the dataset's
+            save_npz(out / f"singer{i}" / f"{take}.truth.npz",
+                     **{**truth, "pose": dataset_pose(truth["pose"])})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["take", "subject", "video", "song"], delimiter="\t",
                             lineterminator="\n")

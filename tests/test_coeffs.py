@@ -433,11 +433,11 @@ def test_fit_basis_without_training_takes_fails_cleanly(tmp_path, run_cli):
 
 
 # ------------------------------------------------------------------------------------ demo truth
-def test_demo_truth_roll_and_mouth(demo_dir):
+def test_demo_truth_pose_and_mouth(demo_dir):
     """Acceptance on a demo take: track (preprocessing.track) -> builtin coeffs vs the take's truth.npz.
 
-    The demo uses OpenCV camera axes (y down, z away): its roll and yaw are ours negated, pitch is
-    the same (both: positive = chin down); see preprocessing/demo.py.
+    The demo truth has our pose convention (preprocessing/demo.py), so every column correlates
+    positively, no sign flips; translation units differ (the demo docstring's mapping is checked).
     """
     from preprocessing.media import probe
     from preprocessing.track import track_video
@@ -449,11 +449,22 @@ def test_demo_truth_roll_and_mouth(demo_dir):
     out = C.builtin_coeffs(tr["landmarks"], tr["valid"], tr["frame_size"], tr["interpolated"])
     ok = out["valid"].astype(bool)
     assert ok.mean() > 0.95
-    sign = np.array([1, -1, -1])
-    r = {name: corr(out["pose"][ok, i], sign[i] * truth["pose"][:n][ok, i])
-         for i, name in enumerate(["pitch", "yaw", "roll"])}
+    names = ["pitch", "yaw", "roll", "tx", "ty", "tz"]
+    est, t = out["pose"][ok].astype(np.float64), truth["pose"][:n][ok].astype(np.float64)
+    r = {name: corr(est[:, i], t[:, i]) for i, name in enumerate(names)}
     print(json.dumps({"demo_pose_correlation": r}))
-    assert r["roll"] >= 0.95, r
+    # measured (seed 0, singer1_song1): pitch 0.77 yaw 0.99 roll 0.995 tx 0.71 ty 0.90 tz 0.81
+    assert r["roll"] >= 0.95 and r["yaw"] >= 0.95, r
+    assert min(r.values()) >= 0.5, r
+    # translation: the demo docstring's mapping to image heights (f / H = 700 / 480) and ln(scale)
+    # predicts our tx, ty, tz up to a constant; slopes measured 1.27, 0.94, 1.12 (our tx also follows
+    # roll and yaw: our face origin is the upper-face centroid, not the demo's rotation centre; our tz
+    # also dips by ~0.02 when the eyes close)
+    f_h = 700 / 480
+    pred = np.c_[f_h * t[:, 3] / (1 - t[:, 5]), f_h * (t[:, 4] - 48 / 700) / (1 - t[:, 5]), -np.log(1 - t[:, 5])]
+    slopes = [np.polyfit(pred[:, j], est[:, 3 + j], 1)[0] for j in range(3)]
+    print(json.dumps({"demo_translation_slopes": slopes}))
+    assert all(0.7 < k < 1.4 for k in slopes), slopes
     basis = C.fit_pca([out["residual"][ok]], dim=16)
     exp = C.project_expression(out["residual"][ok], basis)
     gap = C.mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
