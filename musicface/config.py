@@ -83,6 +83,7 @@ class LossConfig:
     lambda1: float = 1.0  # regression losses
     lambda2: float = 0.1  # adversarial loss
     mmd_bandwidths: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    exp_weighting: str = "variance"  # exp dims weighted by their training variance | uniform (z-scores)
 
 
 @dataclass
@@ -122,6 +123,8 @@ def check(cfg: Config) -> None:
     if t.window < 2 ** len(m.unet_channels):
         raise ValueError(f"config key train.window: {t.window} frames is shorter than the U-Net's "
                          f"{2 ** len(m.unet_channels)}-frame stride")
+    if cfg.loss.exp_weighting not in ("variance", "uniform"):
+        raise ValueError(f"config key loss.exp_weighting: '{cfg.loss.exp_weighting}' is not one of variance, uniform")
     if not 0 <= t.decay_fraction <= 1:
         raise ValueError("config key train.decay_fraction must be in [0, 1]")
 

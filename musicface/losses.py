@@ -12,6 +12,12 @@ Conventions (ours, where the paper leaves them open):
   as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions, so a term's
   size does not depend on E, the window length or the batch size. The paper's weights then keep
   their relative meaning across coefficient backends.
+* Expression dims share one unit (coefficients of one basis), so the exp terms weight dim d by its
+  share of the training variance, w_d = std_d^2 / mean(std^2) (``loss.exp_weighting: variance``):
+  the MSE is then the data-unit MSE over the mean variance, as the paper's loss on raw coefficients
+  weights them. Plain z-scores (``uniform``) give a PCA basis' noise-level tail components (std 100x
+  below the mouth's on the demo) as much weight as the mouth. Pose dims have different units
+  (radians, translation) and stay z-scored with equal weights.
 * Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames) counts
   only when both frames are valid. A window with fewer than two valid frames adds nothing to MMD.
 * MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased (V-statistic)
@@ -30,10 +36,13 @@ import torch.nn.functional as F
 from musicface.config import LossConfig
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` (B, T, ...) over frames where ``mask`` (B, T) is 1 and over trailing dims."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` (B, T, ...) over frames where ``mask`` (B, T) is 1 and over trailing dims,
+    each element of the last dim times ``weight`` (D,) if given (weights with mean 1 keep the scale)."""
     extra = x[0, 0].numel()
     m = mask.reshape(*mask.shape, *([1] * (x.dim() - 2)))
+    if weight is not None:
+        x = x * weight
     return (x * m).sum() / (mask.sum() * extra).clamp_min(1.0)
 
 
@@ -47,17 +56,17 @@ def pair_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, 1:] * mask[:, :-1]
 
 
-def mse(pred, target, mask):
-    return masked_mean((pred - target) ** 2, mask)
+def mse(pred, target, mask, weight=None):
+    return masked_mean((pred - target) ** 2, mask, weight)
 
 
 def l1(pred, target, mask):
     return masked_mean((pred - target).abs(), mask)
 
 
-def velocity_loss(pred, target, mask):
+def velocity_loss(pred, target, mask, weight=None):
     """L_VEL: squared error of frame-to-frame differences."""
-    return mse(velocity(pred), velocity(target), pair_mask(mask))
+    return mse(velocity(pred), velocity(target), pair_mask(mask), weight)
 
 
 def abs_velocity_l1(pred, target, mask):
@@ -112,12 +121,14 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
     """Total generator loss (eq. 13) and its parts (detached floats, for metrics.csv).
 
     ``pred``: the model's normalised outputs (exp, pose, e_long, att); ``target``: exp, pose
-    (normalised), e_long; ``mask``: valid (B, T) float.
+    (normalised), e_long, and optionally exp_weight (E,) (see the module docstring); ``mask``:
+    valid (B, T) float.
     """
     bw = tuple(cfg.mmd_bandwidths)
+    w_exp = target.get("exp_weight")
     parts = {
-        "exp_mse": mse(pred["exp"], target["exp"], mask),
-        "exp_vel": velocity_loss(pred["exp"], target["exp"], mask),
+        "exp_mse": mse(pred["exp"], target["exp"], mask, w_exp),
+        "exp_vel": velocity_loss(pred["exp"], target["exp"], mask, w_exp),
         "pose_mmd": mmd(pred["pose"], target["pose"], mask, bw),
         "pose_vel": abs_velocity_l1(pred["pose"], target["pose"], mask),
         "eye_l1": l1(pred["e_long"], target["e_long"], mask),

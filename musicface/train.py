@@ -131,12 +131,14 @@ def batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def prepare(raw: MusicFace, b: dict) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A reader batch -> (mfcc, normalised targets, mask, p0, v0)."""
     mask = b["valid"]
     mfcc = {k: b[k] for k in MFCC_KEYS}
     exp_n, pose_n = raw.normalise_targets(b["exp"], b["pose"])
     target = {"exp": exp_n, "pose": pose_n, "e_long": b["eye_long"]}
+    if cfg.loss.exp_weighting == "variance":
+        target["exp_weight"] = raw.exp_variance_weight
     ok0 = mask[:, :1] > 0
     p0 = torch.where(ok0, pose_n[:, 0], raw.subject_pose[b["subject"]])
     v0 = b["pose_vel"][:, 0] / raw.pose_std  # 0 when frame 0 or the frame before it is invalid
@@ -145,7 +147,7 @@ def prepare(raw: MusicFace, b: dict) -> tuple[dict, dict, torch.Tensor, torch.Te
 
 def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) -> dict:
     """One generator step and one discriminator step on batch ``b``; returns the logged numbers."""
-    mfcc, target, mask, p0, v0 = prepare(raw, b)
+    mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
     audio = raw.disc_audio(mfcc)
     pred = gen(mfcc, b["subject"], p0, v0)
     fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
@@ -179,7 +181,7 @@ def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batc
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     for b in loader:
         b = batch_to(b, device)
-        mfcc, target, mask, p0, v0 = prepare(raw, b)
+        mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
         _, parts = losses.generator_loss(raw(mfcc, b["subject"], p0, v0), target, mask, cfg.loss)
         k = mask.shape[0]
         for key in ("reg", "exp_mse", "pose_vel", "eye_l1"):

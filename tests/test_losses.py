@@ -146,3 +146,26 @@ def test_invalid_frames_are_excluded_from_every_term():
     _, b = losses.generator_loss(pred2, target, mask, LossConfig(), fake2)
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-7), k
+
+
+def test_variance_weighting_of_expression_dims():
+    """exp_weighting 'variance': the z-scored MSE weighted by std^2 / mean(std^2) is the data-unit MSE
+    over the mean variance, so a noise-level dim counts as little as its variance."""
+    std = torch.tensor([1.0, 0.5, 0.01])
+    w = std ** 2 / (std ** 2).mean()
+    x, y = _rand(2, 12, 3, seed=7), _rand(2, 12, 3, seed=8)  # z-scored prediction and target
+    mask = torch.ones(2, 12)
+    got = float(losses.mse(x, y, mask, w))
+    data_units = float((((x - y) * std) ** 2).mean() / (std ** 2).mean())
+    assert got == pytest.approx(data_units, rel=1e-6)
+    # an error in the noise dim alone costs ~1e-4 of the same error in the first dim
+    e0, e2 = torch.zeros(1, 4, 3), torch.zeros(1, 4, 3)
+    e0[..., 0], e2[..., 2] = 1.0, 1.0
+    m = torch.ones(1, 4)
+    assert float(losses.mse(e2, 0 * e2, m, w)) / float(losses.mse(e0, 0 * e0, m, w)) == pytest.approx(1e-4, rel=1e-3)
+    pred, target = _pred_target(seed=11, e=3)
+    target["exp_weight"] = w
+    _, parts = losses.generator_loss(pred, target, torch.ones(2, 16), LossConfig())
+    assert parts["exp_mse"] == pytest.approx(float(losses.mse(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
+    assert parts["exp_vel"] == pytest.approx(
+        float(losses.velocity_loss(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)

@@ -84,12 +84,12 @@ def test_single_stream_reads_only_the_mix():
 def test_default_sizes_and_parameter_count():
     """The documented default architecture (2 subjects, E = 64)."""
     m = MusicFace(ModelConfig(), SUBJECTS, 64)
-    assert count_parameters(m.tsae) == 2 * 173_152
+    assert count_parameters(m.tsae) == 2 * 173_280
     assert count_parameters(m.atm) == 3 * 313_344
     assert count_parameters(m.pgn) == 157_580
     counts = {v: count_parameters(MusicFace(ModelConfig(variant=v), SUBJECTS, 64)) for v in VARIANTS}
-    assert counts == {"single_stream": 208_039, "two_stream": 405_767, "with_atm": 1_345_799,
-                      "full": 1_485_837}
+    assert counts == {"single_stream": 208_167, "two_stream": 406_023, "with_atm": 1_346_055,
+                      "full": 1_486_093}
 
 
 # ----------------------------------------------------------------------------- gradients

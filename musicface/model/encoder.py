@@ -12,10 +12,13 @@ Sizes (defaults, ``model.enc_channels = [32, 64, 128]``, ``enc_blocks = 1``, ``f
     stage0 residual block      32            20 steps
     stage1 conv k3 stride 2    32 -> 64,     20 -> 10 steps, + residual block
     stage2 conv k3 stride 2    64 -> 128,    10 ->  5 steps, + residual block
-    head   mean over steps, linear 128 -> F
+    head   mean over steps, linear 128 -> F, LayerNorm over the F features of the frame
 
 The strided stem halves the cost of the whole encoder (generation of a 4-minute song runs the encoder
-on 2 x 7,200 windows); bench/generate.py measures it.
+on 2 x 7,200 windows); bench/generate.py measures it. The LayerNorm keeps the features at unit scale
+(no normalisation elsewhere in the generator): without it they grew to |f| ~ 5 within 400 demo steps
+and drove the ATM's sigmoids into saturation. It acts on one frame at a time, so chunked generation
+is unaffected.
 """
 from __future__ import annotations
 
@@ -49,13 +52,14 @@ class AudioEncoder(nn.Module):
                                         *[ResBlock1d(c_out) for _ in range(blocks)]))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(channels[-1], feat_dim)
+        self.norm = nn.LayerNorm(feat_dim)
 
     def forward(self, mfcc: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """``mfcc`` (N, 39, 26) normalised, ``onehot`` (N, S) -> (N, F)."""
         x = mfcc.transpose(1, 2)  # (N, 26, 39): coefficients are channels, the 39 rows are time
         x = torch.cat([x, onehot[:, :, None].expand(-1, -1, x.shape[2])], dim=1)
         x = self.stages(self.stem(x))
-        return self.head(F.relu(x).mean(dim=2))
+        return self.norm(self.head(F.relu(x).mean(dim=2)))
 
 
 class TSAE(nn.Module):

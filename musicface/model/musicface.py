@@ -83,6 +83,12 @@ class MusicFace(nn.Module):
     def normalise_targets(self, exp: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (exp - self.exp_mean) / self.exp_std, (pose - self.pose_mean) / self.pose_std
 
+    @property
+    def exp_variance_weight(self) -> torch.Tensor:
+        """Each exp dim's share of the training variance, std_d^2 / mean(std^2) (mean 1)."""
+        v = self.exp_std ** 2
+        return v / v.mean()
+
     def _mfcc(self, mfcc: dict) -> dict[str, torch.Tensor]:
         """Raw MFCC windows keyed ``mfcc_vocals``/... -> normalised, keyed by stream."""
         out = {}
