@@ -32,8 +32,8 @@ heights relative to the reference (larger tz = bigger face = closer to the camer
 camera a small move toward the camera by dZ changes tz by dZ / Z). Pose columns: pitch, yaw, roll,
 tx, ty, tz. Euler angles are unique for |yaw| < pi/2; at |yaw| = pi/2 (gimbal lock) they stay finite.
 
-(``preprocessing.demo``'s truth uses OpenCV axes, y down and z away: its yaw and roll are ours
-negated, its pitch is ours.)
+(``preprocessing.demo``'s truth uses this same convention; its translation units differ, see its
+docstring.)
 
 "Frontal" is defined by the reference face: its mirror plane is x = 0 and the best-fit plane of its
 face outline (FaceMesh face oval) is parallel to the image plane. The reference is MediaPipe FaceMesh
