@@ -45,6 +45,7 @@ class LocalSlurm:
         self.conf = self.root / "slurm.conf"
         self.pids: dict[str, int] = {}
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self._linked_system_conf = False
 
     # ------------------------------------------------------------------ setup
     def _write_conf(self) -> None:
@@ -78,6 +79,20 @@ MinJobAge=3600
 NodeName={self.host} CPUs={self.cpus} RealMemory={self.mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
+        # Inside a job, snakemake-executor-plugin-slurm deletes every SLURM_* variable (SLURM_CONF
+        # included) before it calls srun, so srun must find the config at the default place.
+        # Link ours there for the cluster's lifetime; never replace a real cluster's config.
+        system = Path("/etc/slurm/slurm.conf")
+        if system.is_symlink() and not system.exists():
+            system.unlink()  # left over by a killed run
+        if system.exists() or system.is_symlink():
+            if system.resolve() != self.conf.resolve():
+                raise RuntimeError(f"{system} exists: this machine has a SLURM configuration; the test "
+                                   "cluster will not replace it")
+        else:
+            system.parent.mkdir(parents=True, exist_ok=True)
+            system.symlink_to(self.conf)
+            self._linked_system_conf = True
 
     def _start_munge(self) -> None:
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0:
@@ -90,8 +105,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         if not key.exists():
             subprocess.run(["mungekey", "--create"], check=True)
             os.chown(key, user.pw_uid, user.pw_gid)
-        pidfile = self.root / "run" / "munged.pid"
-        os.chown(self.root / "run", user.pw_uid, user.pw_gid)
+        # munged runs as user munge: its pid file goes where that user can write (our root may be
+        # inside a private 0700 folder such as pytest's tmp_path)
+        pidfile = Path("/run/munge") / f"musicface-{os.getpid()}.pid"
         subprocess.run(["runuser", "-u", "munge", "--", _bin("munged"), "--pid-file", str(pidfile)],
                        check=True, timeout=self.timeout_s)
         self._wait(lambda: pidfile.exists() and pidfile.read_text().strip(), "munged")
@@ -171,6 +187,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             except subprocess.TimeoutExpired:
                 pass
         self.pids.clear()
+        if self._linked_system_conf:
+            Path("/etc/slurm/slurm.conf").unlink(missing_ok=True)
+            self._linked_system_conf = False
 
     def __enter__(self) -> "LocalSlurm":
         return self.start()
