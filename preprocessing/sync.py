@@ -15,7 +15,9 @@ the camera started before the song). Three methods, tried in this order:
    reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
    search peak, then a parabola through the three samples around it (sub-sample). Camera and song
    may have any sample rates: both are decoded to 16 kHz. The clock drift between camera and
-   player is measured on 2 s pieces (``details.drift_ppm``, :func:`clock_drift`), not corrected.
+   player is measured on 2 s pieces (``details.drift_ppm``, :func:`clock_drift`), not corrected,
+   and only when the confidence reaches :data:`DRIFT_MIN_CONFIDENCE` (pieces aligned around a bogus
+   offset give nonsense, e.g. 5000 ppm).
 2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
    divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
    vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
@@ -26,33 +28,59 @@ the camera started before the song). Three methods, tried in this order:
    5-frame windows of the embedding distance; ``shift = argmin``; LSE-D = ``min(mdist)``, LSE-C =
    ``median(mdist) - min(mdist)``. Our ``shift_frames`` is minus SyncNet's "AV offset".
 
-``confidence`` is the **peak-to-sidelobe ratio** (PSR) of the chosen peak: ``PSR = (r[k*] -
-mean(side)) / std(side)``, ``side`` = the correlation at every searched lag farther than
-:data:`EXCLUDE_S` from the peak; for gcc-phat ``r`` is the fully PHAT-weighted correlation (one
-sample wide at the true lag, so a wrong peak scores low), for mouth-envelope the plain one; SyncNet
-keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``). It reads "the
-peak stands out by this many standard deviations of the correlation noise". Unrelated audio still
-has a largest value near ``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min), so
-only values well above it mean a match. Measured (tests/test_sync.py, bench/audio.py):
+``confidence`` says whether the offset is known, on the scale of a **peak-to-sidelobe ratio**
+(PSR): ``PSR = (r[k*] - mean(side)) / std(side)``, ``side`` = the correlation at every searched lag
+farther than :data:`EXCLUDE_S` from the peak (the peak zone), "the peak stands out by this many
+standard deviations of the correlation noise"; for gcc-phat ``r`` is the fully PHAT-weighted
+correlation, for mouth-envelope the plain one. Unrelated audio still has a largest value near
+``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min). A high PSR alone is not
+enough: songs share drum samples, loops and sung notes, and one shared drum hit aligns a wrong song
+with a PHAT peak of PSR 8-16 (many near-equal peaks elsewhere); a song that repeats a section fits a
+take inside it at two offsets. So the confidence is the smaller of two guards (``details.margin``,
+``details.tail``, both 0 at worst):
 
-=================================================================  =============
-material                                                            confidence
-=================================================================  =============
-demo takes (12-30 s, camera audio), right song                     500-900
-real MUSDB18 clip through a simulated camera (4-5 s, reverb,        54-97
+* **margin** = ``trimmed_psr - max(0, runner_up_psr - noise_psr)``. ``trimmed_psr``: the PSR of the
+  highest point of the peak zone once the :data:`TRIM_S` (1 s) of the take that adds most to the
+  peak is left out (``details.trim_fraction``: its share of the peak; the correlation is a sum over
+  the take's samples, so the left-out second is subtracted exactly, and the rest of a take whose
+  clock drifts still counts a few samples off). A true match is spread over the whole take; a
+  shared one-shot is not. ``runner_up_psr``: the best other alignment (largest local maximum
+  outside the peak zone); the peak loses whatever the runner-up has above the noise level.
+* **tail** = ``(r[k*] - p_1) / scale``: how far the peak is above the runner-up ``p_1``, in units
+  of the spacing of the largest sidelobe peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S`
+  block that is not a neighbour's shoulder), ``scale = mean(p_1..p_19) - p_20``. By extreme-value
+  theory the top spacings of a sidelobe process are about exponential, so for a peak that is only
+  the largest sidelobe this is about Exp(1) whatever the sidelobes' tail (400 unrelated smooth
+  pairs: mean 0.76, 1 above 5, none above 7): it catches correlations with heavy, structured
+  tails (reversed songs, loops) that a PSR reads as significant.
+
+SyncNet keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``).
+Measured (``confidence`` / the plain PSR; tests/test_sync.py, bench/audio.py):
+
+=================================================================  =============  ==========
+material                                                            confidence     PSR
+=================================================================  =============  ==========
+demo takes (10-12 s, camera audio), right song                     40-150         260-550
+real MUSDB18 clip through a simulated camera (4-5 s, reverb,        23-46          52-96
 noise 0-10 dB, clipping, 8-48 kHz)
-4 s of it under -5 dB noise + heavy reverb + 30 % clipping          7-8
-synthetic 4-minute song, camera audio                               > 1000
-the same cameras against the wrong demo song / reversed / noise     3.1-6.4
-mouth-envelope, synthetic singing, 20-240 s takes                   6-21
-mouth-envelope, demo truth mouth, 12 s takes                        4.4-5.0
-mouth-envelope, wrong song                                          2.3-3.4
-=================================================================  =============
+4 s of it under -5 dB noise + reverb (RT60 0.8 s) + 30 % clipping  8.4-11         14-18
+the same under -10 dB noise (right offset, rejected)                3.5-6.5        7.4-9.9
+synthetic 4-minute song, camera audio                              > 3000         > 3000
+45 s take, camera clock 200 / 300 ppm off the player's              8.6 / 7.5      8.9 / 7.7
+the demo cameras against another demo song (shared samples)        0-2.4          3.9-16
+the same cameras reversed / MUSDB cameras reversed / noise          0-5.1          3.5-19
+a take inside a section the song repeats sample for sample         0-1.1          7-72
+mouth-envelope, synthetic singing, 25-200 s takes (15 s: 4.2)      7.6-18         8.2-22
+mouth-envelope, demo truth mouth, 10-12 s takes                    1.5-3.8        4.4-4.6
+mouth-envelope, wrong vocal line / reversed / chorus sung twice    0-3.5          2.3-8.3
+=================================================================  =============  ==========
 
-so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs fail; the
-mouth-envelope fallback is a lower scale (a frame of precision, fewer lags) and passes only on
-longer, clearly sung takes. Low confidence is not an error here: ``qc`` decides.
-``details.peak_to_second`` (peak over the largest sidelobe) flags an ambiguous offset (close to 1).
+so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs, reversed
+audio and ambiguous offsets fail; the mouth-envelope fallback is a lower scale (a frame of
+precision, fewer lags) and passes only on longer, clearly sung takes. Clock drift smears the
+one-sample PHAT peak, so long takes from a camera whose clock is far off (180 s at 200 ppm: 3.3)
+score low. Low confidence is not an error here: ``qc`` decides. ``details.peak_to_second`` (peak
+over the largest |sidelobe|) stays as a quick flag of an ambiguous offset (close to 1).
 
 Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
 less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera
@@ -70,6 +98,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
+from scipy.signal import fftconvolve
 
 from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
                                   read_failure, run_step, save_json)
@@ -77,6 +106,9 @@ from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
 
 SR = 16000
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
+TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
+TAIL_PEAKS = 20          # confidence: the tail scale of the sidelobes from their 20 largest peaks
+DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is measured only on alignments this confident (sync.min_confidence)
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
@@ -94,33 +126,118 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 
 
 # ------------------------------------------------------------------------------ cross-correlation
-def _psr(corr: np.ndarray, i: int, exclude: int) -> tuple[float, float]:
-    """Peak-to-sidelobe ratio ``(corr[i] - mean(side)) / std(side)`` and peak over the largest |sidelobe|,
-    ``side`` = every lag farther than ``exclude`` from ``i``."""
-    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)
+def _sidelobes(corr: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
+    """Mean and std of ``corr`` outside the peak zone ``lo:hi`` (NaN when fewer than 2 values)."""
     n_side = len(corr) - (hi - lo)
     if n_side < 2:  # nothing to compare with (a search range shorter than the exclusion zone)
-        return 0.0, 1.0
-    # sidelobe mean/std from totals minus the peak zone (no copy of a long array)
+        return float("nan"), float("nan")
+    # from totals minus the peak zone (no copy of a long array)
     s1 = float(corr.sum() - corr[lo:hi].sum())
     s2 = float(np.dot(corr, corr) - np.dot(corr[lo:hi], corr[lo:hi]))
     mean = s1 / n_side
-    std = np.sqrt(max(s2 / n_side - mean * mean, 0.0))
+    return mean, float(np.sqrt(max(s2 / n_side - mean * mean, 0.0))) + 1e-30
+
+
+def _best_window(x: np.ndarray, w: int) -> tuple[int, float, int]:
+    """``(start, sum, length)`` of the about ``w`` circularly consecutive values of ``x`` with the
+    largest sum; windows of ``w // step`` blocks of ``step = w // 20`` samples. By hand: numpy has no
+    circular running sum, and block sums keep a 10-minute array from needing a float64 running sum."""
+    w = min(w, len(x))
+    step = max(1, w // 20)
+    blocks = np.add.reduceat(x, np.arange(0, len(x), step), dtype=np.float64)
+    k = max(1, w // step)
+    c = np.concatenate([[0.0], np.cumsum(np.concatenate([blocks, blocks[:k - 1]]))])
+    sums = c[k:k + len(blocks)] - c[:len(blocks)]  # sums[j] = blocks j .. j + k - 1 (circular)
+    j = int(np.argmax(sums))
+    return j * step, float(sums[j]), min(k * step, len(x))
+
+
+def _trimmed_peak(aw: np.ndarray, bw: np.ndarray, corr: np.ndarray, i: int, first: int, lo: int, hi: int,
+                  trim: int) -> tuple[float, float, int]:
+    """The peak zone's maximum once the ``trim`` samples of ``a`` that add most to ``corr[i]`` are
+    left out: ``(value, their share of corr[i], where they start in a)``.
+
+    ``aw``, ``bw``: the (weighted) signals whose circular correlation is ``corr`` (``corr[j]`` is lag
+    ``first + j``); sample ``n`` of ``a`` adds ``aw[n] bw[n + lag]`` to the correlation at ``lag``.
+    Only the zone ``lo:hi`` is recomputed (the correlation is linear in ``a``), so drift that moves
+    the rest of the take a few samples off ``i`` still counts for it.
+    """
+    nfft = len(aw)
+    lag = first + i
+    s = lag % nfft
+    contrib = aw.copy()  # contrib[n] = aw[n] bw[(n + lag) mod nfft]; sums to corr[i]
+    contrib[:nfft - s] *= bw[s:]
+    contrib[nfft - s:] *= bw[:s]
+    start, best, w = _best_window(contrib, trim)
+    total = float(contrib.sum())
+    del contrib
+    seg_a = aw[(start + np.arange(w)) % nfft]
+    seg_b = bw[(start + first + lo + np.arange(w + hi - lo - 1)) % nfft]
+    removed = fftconvolve(seg_b, seg_a[::-1], mode="valid")  # removed[j]: what seg_a adds at lag first+lo+j
+    value = float(np.max(corr[lo:hi] - removed))
+    return value, (best / total if total > 0 else 1.0), (start if start < nfft // 2 else start - nfft)
+
+
+def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PEAKS) -> tuple[float, float]:
+    """``(runner-up, tail scale)`` of the sidelobes: the correlation outside the peak zone ``lo:hi`` is
+    cut into blocks of ``block`` lags; a block whose maximum is at least both neighbours' is a
+    sidelobe peak (not the shoulder of one). Of the ``k`` largest peaks ``p_1 >= ... >= p_k``, the
+    scale is ``mean(p_1 .. p_k-1) - p_k``: the mean spacing of the top order statistics of the
+    sidelobe process (NaN with fewer than 5 peaks)."""
+    nb = len(corr) // block
+    m = corr[:nb * block].reshape(nb, block)
+    top = m.max(axis=1)
+    at = m.argmax(axis=1) + np.arange(nb) * block
+    del m
+    left = np.concatenate([[-np.inf], top[:-1]])
+    right = np.concatenate([top[1:], [-np.inf]])
+    p = np.sort(top[(top >= left) & (top >= right) & ((at < lo) | (at >= hi))])[::-1][:k]
+    if len(p) < 5:
+        return float("nan"), float("nan")
+    return float(p[0]), float(p[:-1].mean() - p[-1])
+
+
+def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: int) -> dict:
+    """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence (module
+    docstring): ``confidence``, ``margin``, ``tail``, ``psr``, ``trimmed_psr`` (of the value
+    ``trimmed``), ``runner_up_psr``, ``noise_psr``, ``peak_to_second``; ``block``: the sidelobe
+    block length for ``tail`` (:func:`_tail_scale`)."""
+    mean, std = _sidelobes(corr, lo, hi)
+    noise = float(np.sqrt(2 * np.log(max(len(corr), 2))))
+    if np.isnan(mean):
+        return {"confidence": 0.0, "margin": 0.0, "tail": 0.0, "psr": 0.0, "trimmed_psr": 0.0,
+                "runner_up_psr": 0.0, "noise_psr": noise, "peak_to_second": 1.0}
+    peak = float(corr[i])
     second = max(float(np.abs(corr[:lo]).max(initial=0.0)), float(np.abs(corr[hi:]).max(initial=0.0)))
-    return float((corr[i] - mean) / (std + 1e-30)), float(corr[i] / second) if second > 0 else float("inf")
+    # runner-up: the best other alignment = the largest local maximum outside the peak zone (a broad
+    # peak's shoulders are not local maxima, so they do not count against it)
+    local = np.zeros(len(corr), bool)
+    local[1:-1] = (corr[1:-1] > corr[:-2]) & (corr[1:-1] >= corr[2:])
+    local[lo:hi] = False
+    runner = float(corr[local].max()) if local.any() else mean
+    del local
+    psr, trimmed_psr, runner_psr = (peak - mean) / std, (trimmed - mean) / std, (runner - mean) / std
+    margin = max(0.0, trimmed_psr - max(0.0, runner_psr - noise))
+    top, scale = _tail_scale(corr, lo, hi, block)
+    tail = max(0.0, (peak - top) / scale) if scale > 0 else 0.0  # NaN scale (too few peaks): 0
+    return {"confidence": float(min(margin, tail)), "margin": float(margin), "tail": float(tail),
+            "psr": float(psr), "trimmed_psr": float(trimmed_psr), "runner_up_psr": float(runner_psr),
+            "noise_psr": noise, "peak_to_second": peak / second if second > 0 else float("inf")}
 
 
 def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
                min_overlap: int = 1) -> dict:
     """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >= ``min_overlap``.
 
-    The cross-spectrum ``G = conj(A) B`` is weighted by ``|G|^-beta`` for the search (0: plain
-    correlation, 1: PHAT). With ``refine_s > 0`` the peak is then looked up again within
-    ``+-refine_s`` of the search peak in the PHAT-weighted correlation (``|G|^-1``: one sample wide),
-    and ``psr`` / ``peak_to_second`` are those of that peak in the PHAT correlation over all lags;
-    otherwise they are the search correlation's. The final peak is refined below one sample by a
-    parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer), ``search_lag``, ``psr``,
-    ``peak_to_second``, ``search_psr``, ``n_lags``, ``noise_psr`` (module docstring).
+    Both spectra are weighted by ``|X|^-beta`` for the search (0: plain correlation, 1: PHAT; the
+    same as ``|G|^-beta`` on the cross-spectrum ``G = conj(A) B``, since ``|G| = |A| |B|``). With
+    ``refine_s > 0`` the peak is then looked up again within ``+-refine_s`` of the search peak in the
+    PHAT-weighted correlation (one sample wide), and the statistics are those of that peak in the
+    PHAT correlation over all lags; otherwise the search correlation's. The final peak is refined
+    below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
+    ``search_lag``, ``confidence`` (= min of ``margin`` and ``tail``), ``psr``, ``trimmed_psr``,
+    ``trim_fraction``, ``trim_at_s`` (where the left-out second starts in ``a``, s),
+    ``runner_up_psr``, ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring).
     """
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
@@ -130,52 +247,78 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     m = max(1, min(min_overlap, na, nb))
     first, last = m - na, nb - m
 
-    def lagged(spec: np.ndarray) -> np.ndarray:
-        """irfft -> correlation at lags first..last (circular index k >= 0 is lag k, nfft + k is k < 0)."""
-        r = sfft.irfft(spec, nfft, workers=1)
-        return np.concatenate([r[nfft + first:] if first < 0 else r[:0], r[max(first, 0):last + 1]])
+    def floored_abs(spec: np.ndarray) -> np.ndarray:
+        mag = np.abs(spec)
+        return np.maximum(mag, 1e-6 * float(mag.max()) + 1e-30, out=mag)
 
-    spec = np.conj(sfft.rfft(a, nfft, workers=1)) * sfft.rfft(b, nfft, workers=1)
-    mag = np.maximum(np.abs(spec), 1e-12 * float(np.abs(spec).max()) + 1e-30)
-    corr = lagged(spec / mag**beta if beta else spec).astype(np.float64)
+    def lagged(wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        """Correlation at lags first..last (circular index k >= 0 is lag k, nfft + k is k < 0)."""
+        r = sfft.irfft(np.conj(wa) * wb, nfft, workers=1)
+        out = np.empty(last - first + 1)
+        neg = max(0, -first)
+        out[:neg] = r[nfft + first:] if neg else r[:0]
+        out[neg:] = r[max(first, 0):last + 1]
+        return out
+
+    # memory: a 10-minute take and song make each spectrum ~80 MB: arrays are freed as soon as done
+    wa, wb = sfft.rfft(a, nfft, workers=1), sfft.rfft(b, nfft, workers=1)
+    ma, mb = (floored_abs(wa), floored_abs(wb)) if beta or refine_s > 0 else (None, None)
+    corr = lagged(wa / ma**beta, wb / mb**beta) if beta else lagged(wa, wb)
     i = int(np.argmax(corr))
     exclude = max(1, int(round(EXCLUDE_S * rate)))
-    psr, p2s = _psr(corr, i, exclude)
-    search_psr = psr
+    mean, std = _sidelobes(corr, max(0, i - exclude), i + exclude + 1)
+    search_psr = 0.0 if np.isnan(mean) else float((corr[i] - mean) / std)
     search_lag = first + i
     if refine_s > 0:
+        del corr
+        wa /= ma  # PHAT: every frequency votes with its phase alone
+        wb /= mb
+        corr = lagged(wa, wb)
         w = max(1, int(round(refine_s * rate)))
-        corr = lagged(spec / mag).astype(np.float64)
         lo = max(0, i - w)
         i = lo + int(np.argmax(corr[lo:i + w + 1]))
-        psr, p2s = _psr(corr, i, exclude)
-    del spec, mag
+    elif beta:
+        wa /= ma**beta
+        wb /= mb**beta
+    del ma, mb
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
+    aw = sfft.irfft(wa, nfft, workers=1)
+    del wa
+    bw = sfft.irfft(wb, nfft, workers=1)
+    del wb
+    trimmed, frac, at = _trimmed_peak(aw, bw, corr, i, first, lo, hi, max(1, int(round(TRIM_S * rate))))
+    del aw, bw
+    stats = _score(corr, i, lo, hi, trimmed, exclude)
     delta = 0.0
     if 0 < i < len(corr) - 1:  # parabola through the peak and its neighbours
         y0, y1, y2 = corr[i - 1], corr[i], corr[i + 1]
         den = y0 - 2 * y1 + y2
         delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
     lag = first + i
-    n_lags = len(corr)
-    return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag),
-            "psr": psr, "peak_to_second": p2s, "search_psr": search_psr, "n_lags": n_lags,
-            "noise_psr": float(np.sqrt(2 * np.log(max(n_lags, 2))))}
+    return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag), **stats,
+            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr)}
+
+
+DETAILS = ("lag", "search_lag", "margin", "tail", "psr", "trimmed_psr", "trim_fraction", "trim_at_s",
+           "runner_up_psr", "noise_psr", "peak_to_second", "search_psr", "n_lags")
 
 
 def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
 
-    Returns ``{"offset_s", "confidence" (PSR), "details": {...}}``.
+    Returns ``{"offset_s", "confidence", "method", "details": {...}}``; the clock drift
+    (:func:`clock_drift`) is in ``details`` only when the confidence reaches :data:`DRIFT_MIN_CONFIDENCE`.
     """
     if len(camera) < sr // 10 or len(song) < sr // 10:
         raise StepError("audio too short to align (less than 0.1 s)")
     res = xcorr_peak(camera, song, sr, beta=SEARCH_BETA, refine_s=REFINE_S,
                      min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
-    details = {k: res[k] for k in ("lag", "search_lag", "psr", "peak_to_second", "search_psr", "n_lags",
-                                   "noise_psr")}
+    details = {k: res[k] for k in DETAILS}
     details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr)
-    details.update(clock_drift(camera, song, res["offset_s"], sr))
-    return {"offset_s": res["offset_s"], "confidence": res["psr"], "method": "gcc-phat", "details": details}
+    if res["confidence"] >= DRIFT_MIN_CONFIDENCE:  # pieces aligned around a bogus offset measure nothing
+        details.update(clock_drift(camera, song, res["offset_s"], sr))
+    return {"offset_s": res["offset_s"], "confidence": res["confidence"], "method": "gcc-phat",
+            "details": details}
 
 
 def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
@@ -251,9 +394,9 @@ def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, f
     env = np.sqrt(env)  # compress loudness: the mouth opens for quiet sung vowels too
     env = (env - env.mean()) / (env.std() + 1e-12)
     res = xcorr_peak(m, env, fps, beta=0.0, min_overlap=int(min(ok.sum(), len(env)) // 2))
-    details = {k: res[k] for k in ("lag", "psr", "peak_to_second", "n_lags", "noise_psr")}
+    details = {k: res[k] for k in DETAILS if k not in ("search_lag", "search_psr")}
     details.update(face_frames=int(ok.sum()), fps=fps)
-    return {"offset_s": res["offset_s"], "confidence": res["psr"], "method": "mouth-envelope",
+    return {"offset_s": res["offset_s"], "confidence": res["confidence"], "method": "mouth-envelope",
             "details": details}
 
 

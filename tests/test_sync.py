@@ -116,6 +116,7 @@ CAMERAS = {
     "camera before song": dict(seg=(0.0, 4.0), lead_s=2.0),
     "noisy 0 dB, singer, 22.05k": dict(seg=(2.5, 6.0), lead_s=0.3, snr_db=0.0, singer=1.0, cam_sr=22050),
     "hard clip, long reverb, 8k": dict(seg=(0.5, 5.5), lead_s=1.2, rt60=0.8, clip=0.1, gain=2.0, cam_sr=8000),
+    "-5 dB noise, heavy reverb, 30 % clip": dict(seg=(1.0, 5.0), lead_s=0.5, snr_db=-5.0, rt60=0.8, clip=0.3),
 }
 
 
@@ -136,6 +137,73 @@ def test_gcc_phat_real_clip_through_a_camera(tmp_path, clip44, name):
     assert res["confidence"] >= MIN_CONFIDENCE
     # the same camera against audio it did not record: low confidence
     assert gcc_phat_offset(audio[::-1].copy(), song16)["confidence"] < MIN_CONFIDENCE
+
+
+def test_gcc_phat_repeated_section_is_ambiguous(clip44):
+    """A song that repeats a section sample for sample (a loop): a take inside it fits both places
+    equally well. The peak stands out from the noise (PSR far above 7), but the runner-up is as
+    high: the confidence says the offset is not known."""
+    mix, vocals = clip44
+    cam, truth = simulate_camera(mix, vocals, np.random.default_rng(5), seg=(1.0, 5.0), lead_s=0.5)
+    song16 = decode_audio(stempeg_clip(), stream=0)[0]
+    looped = np.concatenate([song16, song16])
+    res = gcc_phat_offset(signal.resample_poly(cam, 1, 3).astype(np.float32), looped)
+    assert min(abs(res["offset_s"] - truth), abs(res["offset_s"] - truth - len(song16) / 16000)) < 0.002
+    d = res["details"]
+    assert d["psr"] > 30 and d["peak_to_second"] == pytest.approx(1.0, abs=0.1)
+    assert res["confidence"] < MIN_CONFIDENCE
+    assert "drift_ppm" not in d
+
+
+# Demo songs are built from the same synthesized kick drum, and the same note sung on the same vowel
+# starts with the same waveform: another demo song shares short, sample-exact events with the one a
+# camera recorded, as real songs share drum samples and loops.
+DEMO_SONGS = {"played": (1, 1, 10.0), "other seed": (0, 1, 10.0), "same seed, song 2": (1, 2, 40.0)}
+
+
+@pytest.fixture(scope="module")
+def demo_camera():
+    """16 kHz: the demo camera track of song (seed 1, song 1) started 1.3 s before it, and the mixes."""
+    from preprocessing.demo import CAM_SR, camera_audio, render_song
+
+    songs = {name: render_song(*key) for name, key in DEMO_SONGS.items()}
+    cam = camera_audio(songs["played"].mix, int(1.3 * CAM_SR), int(11.8 * CAM_SR), np.random.default_rng(0))
+    mixes = {name: signal.resample_poly(s.mix.astype(np.float64), 160, 441).astype(np.float32)
+             for name, s in songs.items()}
+    return signal.resample_poly(cam.astype(np.float64), 1, 3).astype(np.float32), mixes
+
+
+def test_gcc_phat_demo_right_song(demo_camera):
+    cam, mixes = demo_camera
+    res = gcc_phat_offset(cam, mixes["played"])
+    assert res["offset_s"] == pytest.approx(-1.3, abs=1e-4)
+    assert res["confidence"] > 100
+    d = res["details"]
+    assert d["drift_segments"] == 4 and abs(d["drift_ppm"]) < 20  # 2 s pieces 2-10 s (0-2 s is before the song)
+
+
+@pytest.mark.parametrize("song", ["other seed", "same seed, song 2"])
+def test_gcc_phat_wrong_song_sharing_samples_fails(demo_camera, song):
+    """Single drum hits / notes align: a PHAT peak that stands out from the noise (PSR > 7, the old
+    confidence passed it) but rests on one short event, and as high elsewhere. Below 7, and no
+    clock drift measured around a bogus offset."""
+    cam, mixes = demo_camera
+    res = gcc_phat_offset(cam, mixes[song])
+    d = res["details"]
+    assert d["psr"] > MIN_CONFIDENCE
+    assert d["trim_fraction"] > 0.8  # one second of the take makes the peak
+    assert res["confidence"] < 3.0
+    assert "drift_ppm" not in d and "drift_segments" not in d
+
+
+def test_gcc_phat_reversed_and_noise_fail(demo_camera):
+    cam, mixes = demo_camera
+    rev = gcc_phat_offset(cam[::-1].copy(), mixes["played"])
+    assert rev["details"]["psr"] > MIN_CONFIDENCE  # the sustained pad chords match any which way
+    assert rev["details"]["runner_up_psr"] > rev["details"]["psr"] - 1
+    assert rev["confidence"] < 4.0
+    noise = np.random.default_rng(1).standard_normal(len(cam)).astype(np.float32)
+    assert gcc_phat_offset(noise, mixes["played"])["confidence"] < 5.0
 
 
 def test_gcc_phat_subsample_and_sign():
@@ -215,6 +283,23 @@ def test_mouth_envelope_recovers_offset(seconds, offset, take_s):
     assert abs(res["offset_s"] - offset) < 1 / 30          # within a frame
     other, _ = synth_singing(seconds, rng)                 # a different vocal line
     assert mouth_envelope_offset(m, other)["confidence"] < res["confidence"] / 2
+
+
+def test_mouth_envelope_repeated_chorus_is_ambiguous():
+    """A chorus sung twice, identically: the mouth of a take inside it fits both equally well. The
+    PSR passed it; the confidence does not."""
+    rng = np.random.default_rng(1)
+    vocals, syl = synth_singing(80, rng)
+    twice = vocals.copy()
+    twice[45 * 16000:70 * 16000] = vocals[10 * 16000:35 * 16000]
+    tr = mouth_track(syl, 10.0, 25 * 30, rng)
+    m = mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"])
+    once = mouth_envelope_offset(m, vocals)
+    assert abs(once["offset_s"] - 10.0) < 1 / 30 and once["confidence"] >= MIN_CONFIDENCE
+    res = mouth_envelope_offset(m, twice)
+    assert min(abs(res["offset_s"] - 10.0), abs(res["offset_s"] - 45.0)) < 1 / 30
+    assert res["details"]["psr"] > MIN_CONFIDENCE and res["details"]["peak_to_second"] == pytest.approx(1.0, abs=0.01)
+    assert res["confidence"] < 1.0
 
 
 def test_mouth_envelope_anticipation_shows_as_bias():
