@@ -9,8 +9,9 @@ swresample (:func:`preprocessing.media.decode_audio`); sample 0 is the first sam
 ``peak`` (max |x| of the mix), ``rms_dbfs`` and ``sr`` (16000).
 
 A song that cannot be used fails with a one-line reason naming it: unreadable/corrupt file, no audio
-track, no decodable samples, shorter than :data:`MIN_SECONDS`, or silent (peak below
-:data:`SILENCE_DBFS`).
+track, no decodable samples, NaN or infinite samples (a float export whose effect chain blew up;
+every later step would turn them into NaN features), shorter than :data:`MIN_SECONDS`, or silent
+(peak below :data:`SILENCE_DBFS`).
 
 CLI: ``python -m preprocessing.song --song S --audio PATH --out-wav mix.wav --out-json song.json``
 """
@@ -42,6 +43,9 @@ def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
     if a["codec"] is None:
         raise StepError("unsupported audio codec (FFmpeg has no decoder for it)")
     mix, _ = decode_audio(path, sr=sr, mono=True)
+    finite = np.isfinite(mix)
+    if not finite.all():  # before the peak: max |x| of NaN samples is NaN, which would read as silence
+        raise StepError(f"audio contains NaN or infinite samples (the first at {np.argmin(finite) / sr:.1f} s)")
     duration = len(mix) / sr
     if duration < MIN_SECONDS:
         raise StepError(f"song too short: {duration:.2f} s (need at least {MIN_SECONDS:g} s)")

@@ -76,3 +76,26 @@ def test_song_bad_files_fail_by_name(tmp_path, run_cli, make, reason):
     assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 'my_song' step 'song': {reason}"
     for out in (wav, js):
         assert read_failure(out) == {"unit": "my_song", "step": "song", "reason": reason}
+
+
+def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
+    """A 32-bit float WAV with a NaN burst at 3 s and +inf 2 s later (44.1 kHz: resampled) and one
+    -inf at 16 kHz (not resampled): named as such, not as silence (max |x| of NaN is NaN)."""
+    from badinputs import nan_samples
+
+    from preprocessing.common import StepError
+
+    sf.write(tmp_path / "clean.wav", chirp(44100, 6.0), 44100, subtype="FLOAT")
+    nan_samples(tmp_path / "clean.wav", tmp_path / "nan song.wav", at_s=3.0)
+    wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
+    proc = run_cli(["preprocessing.song", "--song", "nan_song", "--audio", tmp_path / "nan song.wav",
+                    "--out-wav", wav, "--out-json", js])
+    reason = "audio contains NaN or infinite samples (the first at 3.0 s)"
+    assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 'nan_song' step 'song': {reason}"
+    for out in (wav, js):
+        assert read_failure(out) == {"unit": "nan_song", "step": "song", "reason": reason}
+    x = chirp(16000, 3.0)
+    x[20000] = -np.inf
+    sf.write(tmp_path / "inf.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(StepError, match=r"^audio contains NaN or infinite samples \(the first at 1\.2 s\)$"):
+        decode_song(tmp_path / "inf.wav")
