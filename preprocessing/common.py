@@ -6,9 +6,10 @@ function through :func:`run_step`, which gives the DAG its robustness contract:
 * outputs are written atomically (temp name in the same folder + ``os.replace``), so a killed job
   never leaves a half file that looks done;
 * when the step fails on bad input it prints ONE line to stderr,
-  ``musicface: take 'T' step 'S': <reason>``, and writes a *failure record* in place of every declared
-  output, then exits 0. Downstream steps see the record (:func:`check_upstream`) and pass the failure
-  on; ``qc`` collects the reason; gather rules leave the take out. Other takes never notice.
+  ``musicface: take 'T' step 'S': <reason>`` (song steps: ``musicface: song 'X' step 'S': ...``),
+  and writes a *failure record* in place of every declared output, then exits 0. Downstream steps
+  see the record (:func:`check_upstream`) and pass the failure on; ``qc`` collects the reason;
+  gather rules leave the take out. Other takes never notice.
 
 A failure record is a small file starting with :data:`FAILED_MAGIC` followed by one JSON object
 (``{"unit", "step", "reason"}``). No valid wav/npz/json/h5 file starts with those bytes, so any reader
@@ -150,8 +151,11 @@ def one_line(text: str) -> str:
 
 
 def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Callable[[], object],
-             *, strict: bool | None = None) -> int:
+             *, kind: str = "take", strict: bool | None = None) -> int:
     """Run ``fn`` for one take/song; on failure print one line and write failure records.
+
+    ``kind`` names what ``unit`` is in the message: ``musicface: <kind> '<unit>' step '<step>': ...``
+    (``"take"``, or ``"song"`` for the song-level steps).
 
     Returns the process exit code: 0 on success and on a handled failure (so the DAG goes on),
     1 when ``strict`` (or env ``MUSICFACE_STRICT=1``) asks failures to stop the run.
@@ -162,22 +166,23 @@ def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Cal
     if strict is None:
         strict = os.environ.get("MUSICFACE_STRICT", "0") == "1"
     rec_step = step
+    who = f"musicface: {kind} '{unit}' step '{step}'"
     try:
         fn()
         return 0
     except UpstreamFailed as e:
         # pass the root cause on unchanged: qc reports the step that really failed
         rec_step, reason = e.step, e.reason
-        msg = f"musicface: take '{unit}' step '{step}': skipped, upstream step '{e.step}' failed: {e.reason}"
+        msg = f"{who}: skipped, upstream step '{e.step}' failed: {e.reason}"
     except StepError as e:
         reason = one_line(e)
-        msg = f"musicface: take '{unit}' step '{step}': {reason}"
+        msg = f"{who}: {reason}"
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - the whole point: one take must never stop the others
         traceback.print_exc(file=sys.stderr)
         reason = one_line(f"{type(e).__name__}: {e}")
-        msg = f"musicface: take '{unit}' step '{step}': {reason}"
+        msg = f"{who}: {reason}"
     print(msg, file=sys.stderr, flush=True)
     for out in outputs:
         write_failure(out, unit, rec_step, reason)

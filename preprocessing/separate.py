@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         except StepError as e:
             print(f"musicface: song '{args.song}' step 'separate': {e}", file=sys.stderr, flush=True)
             return 2
-    return run_step("separate", args.song, [args.out_vocals, args.out_music], lambda: work(args))
+    return run_step("separate", args.song, [args.out_vocals, args.out_music], lambda: work(args), kind="song")
 
 
 if __name__ == "__main__":

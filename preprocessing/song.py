@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-json", required=True)
     args = ap.parse_args(argv)
     return run_step("song", args.song, [args.out_wav, args.out_json],
-                    lambda: song_step(args.song, args.audio, args.out_wav, args.out_json))
+                    lambda: song_step(args.song, args.audio, args.out_wav, args.out_json), kind="song")
 
 
 if __name__ == "__main__":

@@ -232,10 +232,11 @@ def test_failing_step_logs_one_line_and_downstream_steps_skip(full, take):
     step, unit, _ = FAIL[take]
     reason = full["qc"].loc[take, "reason"].split(": ", 1)[1]
     logs = full["dir"] / "logs"
-    assert log_lines(logs / step / f"{unit}.log") == [f"musicface: take '{unit}' step '{step}': {reason}"]
+    kind = "song" if step == "song" else "take"  # song-level steps name the song
+    assert log_lines(logs / step / f"{unit}.log") == [f"musicface: {kind} '{unit}' step '{step}': {reason}"]
     if step == "song":  # the song's own separation is skipped too
         assert log_lines(logs / "separate" / f"{unit}.log") == [
-            f"musicface: take '{unit}' step 'separate': skipped, upstream step 'song' failed: {reason}"]
+            f"musicface: song '{unit}' step 'separate': skipped, upstream step 'song' failed: {reason}"]
     for later in DOWNSTREAM[step]:
         assert log_lines(logs / later / f"{take}.log") == [
             f"musicface: take '{take}' step '{later}': skipped, upstream step '{step}' failed: {reason}"]

@@ -39,6 +39,18 @@ def test_run_step_writes_failure_records_and_one_line(tmp_path, capsys):
         assert read_failure(o) == {"unit": "take1", "step": "ingest", "reason": "no audio track in this file"}
 
 
+def test_run_step_names_a_song_as_a_song(tmp_path, capsys):
+    """Song-level steps (song, separate) pass kind="song": the line names the song, not a take."""
+    out = tmp_path / "mix.wav"
+    assert run_step("song", "my song", [out], lambda: (_ for _ in ()).throw(StepError("no audio track")),
+                    kind="song") == 0
+    run_step("separate", "my song", [tmp_path / "vocals.wav"], lambda: load_json(out), kind="song")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "musicface: song 'my song' step 'song': no audio track",
+        "musicface: song 'my song' step 'separate': skipped, upstream step 'song' failed: no audio track"]
+    assert read_failure(tmp_path / "vocals.wav") == {"unit": "my song", "step": "song", "reason": "no audio track"}
+
+
 def test_upstream_failure_passes_root_cause(tmp_path, capsys):
     up = tmp_path / "ingest.json"
     run_step("ingest", "t", [up], lambda: (_ for _ in ()).throw(StepError("corrupt file")))

@@ -143,7 +143,7 @@ def test_separate_cli_passes_upstream_failure(tmp_path, run_cli):
     write_failure(tmp_path / "mix.wav", "s1", "song", "no audio track")
     proc = run_cli(["preprocessing.separate", "--song", "s1", "--mix", tmp_path / "mix.wav",
                     "--out-vocals", tmp_path / "vocals.wav", "--out-music", tmp_path / "music.wav"])
-    assert "musicface: take 's1' step 'separate': skipped, upstream step 'song' failed: no audio track" in proc.stderr
+    assert "musicface: song 's1' step 'separate': skipped, upstream step 'song' failed: no audio track" in proc.stderr
     for name in ("vocals.wav", "music.wav"):
         assert read_failure(tmp_path / name) == {"unit": "s1", "step": "song", "reason": "no audio track"}
 

@@ -73,7 +73,7 @@ def test_song_bad_files_fail_by_name(tmp_path, run_cli, make, reason):
     wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
     proc = run_cli(["preprocessing.song", "--song", "my_song", "--audio", tmp_path / "bad.mp4",
                     "--out-wav", wav, "--out-json", js])
-    assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 'my_song' step 'song': {reason}"
+    assert proc.stderr.strip().splitlines()[-1] == f"musicface: song 'my_song' step 'song': {reason}"
     for out in (wav, js):
         assert read_failure(out) == {"unit": "my_song", "step": "song", "reason": reason}
 
@@ -91,7 +91,7 @@ def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
     proc = run_cli(["preprocessing.song", "--song", "nan_song", "--audio", tmp_path / "nan song.wav",
                     "--out-wav", wav, "--out-json", js])
     reason = "audio contains NaN or infinite samples (the first at 3.0 s)"
-    assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 'nan_song' step 'song': {reason}"
+    assert proc.stderr.strip().splitlines()[-1] == f"musicface: song 'nan_song' step 'song': {reason}"
     for out in (wav, js):
         assert read_failure(out) == {"unit": "nan_song", "step": "song", "reason": reason}
     x = chirp(16000, 3.0)
