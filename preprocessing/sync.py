@@ -35,24 +35,27 @@ standard deviations of the correlation noise"; for gcc-phat ``r`` is the fully P
 correlation, for mouth-envelope the plain one. Unrelated audio still has a largest value near
 ``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min). A high PSR alone is not
 enough: songs share drum samples, loops and sung notes, and one shared drum hit aligns a wrong song
-with a PHAT peak of PSR 8-16 (many near-equal peaks elsewhere); a song that repeats a section fits a
-take inside it at two offsets. So the confidence is the smaller of two guards (``details.margin``,
-``details.tail``, both 0 at worst):
+with a PHAT peak of PSR 8-16; a song that repeats a section fits a take inside it at two offsets
+equally well. So the confidence is ``min(trimmed_psr, max(lead, tail))`` (0 at worst), two tests
+that must both pass:
 
-* **margin** = ``trimmed_psr - max(0, runner_up_psr - noise_psr)``. ``trimmed_psr``: the PSR of the
-  highest point of the peak zone once the :data:`TRIM_S` (1 s) of the take that adds most to the
-  peak is left out (``details.trim_fraction``: its share of the peak; the correlation is a sum over
-  the take's samples, so the left-out second is subtracted exactly, and the rest of a take whose
-  clock drifts still counts a few samples off). A true match is spread over the whole take; a
-  shared one-shot is not. ``runner_up_psr``: the best other alignment (largest local maximum
-  outside the peak zone); the peak loses whatever the runner-up has above the noise level.
-* **tail** = ``(r[k*] - p_1) / scale``: how far the peak is above the runner-up ``p_1``, in units
-  of the spacing of the largest sidelobe peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S`
-  block that is not a neighbour's shoulder), ``scale = mean(p_1..p_19) - p_20``. By extreme-value
-  theory the top spacings of a sidelobe process are about exponential, so for a peak that is only
-  the largest sidelobe this is about Exp(1) whatever the sidelobes' tail (400 unrelated smooth
-  pairs: mean 0.76, 1 above 5, none above 7): it catches correlations with heavy, structured
-  tails (reversed songs, loops) that a PSR reads as significant.
+* **the peak is a match, not one shared event**: ``trimmed_psr`` is the PSR of the highest point
+  of the peak zone once the :data:`TRIM_S` (1 s) of the take that adds most to the peak is left
+  out (``details.trim_fraction``: its share of the peak, ``trim_at_s``: where it starts). The
+  correlation is a sum over the take's samples, so that second is subtracted exactly; the rest of
+  a take whose clock drifts still counts a few samples off. A true match is spread over the take
+  (a 10 s take: 0.18), a shared one-shot is not (0.9-1).
+* **no other offset fits about as well**, shown either way: ``lead = PSR - runner_up_psr`` (the
+  best other alignment, the largest local maximum outside the peak zone: a broad peak's shoulders
+  are not local maxima) is how many sidelobe standard deviations the peak beats it by; ``tail =
+  (r[k*] - p_1) / scale`` measures the same lead in units of the spacing of the largest sidelobe
+  peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S` block, not a neighbour's shoulder),
+  ``scale = mean(p_1..p_19) - p_20``. For a peak that is only the largest of the sidelobe process
+  ``tail`` is about Exp(1) (extreme-value theory: top spacings are about exponential; 300
+  unrelated smooth pairs: mean 0.8, max 4.3); it is the lenient one when the sidelobes are clean
+  (a mouth-envelope peak of PSR 8 over noise up to 3), ``lead`` when the right song repeats itself
+  (a 5 s demo excerpt: PSR 109, runner-up 79 - the same drums and chords one bar later). A
+  reversed or looped song, or a chorus sung twice, fails both.
 
 SyncNet keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``).
 Measured (``confidence`` / the plain PSR; tests/test_sync.py, bench/audio.py):
@@ -60,18 +63,19 @@ Measured (``confidence`` / the plain PSR; tests/test_sync.py, bench/audio.py):
 =================================================================  =============  ==========
 material                                                            confidence     PSR
 =================================================================  =============  ==========
-demo takes (10-12 s, camera audio), right song                     40-150         260-550
-real MUSDB18 clip through a simulated camera (4-5 s, reverb,        23-46          52-96
+demo takes (10-12 s, camera audio), right song                     210-360        260-550
+5-8 s excerpts of them / 6 s (the no-face take)                     26-136 / 50    105-210
+real MUSDB18 clip through a simulated camera (4-5 s, reverb,        34-60          52-96
 noise 0-10 dB, clipping, 8-48 kHz)
 4 s of it under -5 dB noise + reverb (RT60 0.8 s) + 30 % clipping  8.4-11         14-18
-the same under -10 dB noise (right offset, rejected)                3.5-6.5        7.4-9.9
+the same under -10 dB noise (right offset, rejected)                3.9-6.5        7.4-9.9
 synthetic 4-minute song, camera audio                              > 3000         > 3000
-45 s take, camera clock 200 / 300 ppm off the player's              8.6 / 7.5      8.9 / 7.7
-the demo cameras against another demo song (shared samples)        0-2.4          3.9-16
-the same cameras reversed / MUSDB cameras reversed / noise          0-5.1          3.5-19
-a take inside a section the song repeats sample for sample         0-1.1          7-72
+45 s take, camera clock 200 / 300 ppm off the player's              8.6 / 7.6      8.9 / 7.7
+the demo cameras against 30 other demo songs (shared samples)      0-4.4          3.9-16
+the same cameras reversed / MUSDB cameras reversed / noise          0-6.6          3.5-19
+a take inside a section the song repeats sample for sample         0-3.1          7-72
 mouth-envelope, synthetic singing, 25-200 s takes (15 s: 4.2)      7.6-18         8.2-22
-mouth-envelope, demo truth mouth, 10-12 s takes                    1.5-3.8        4.4-4.6
+mouth-envelope, demo truth mouth, 10-12 s takes                    1.6-3.8        4.4-4.6
 mouth-envelope, wrong vocal line / reversed / chorus sung twice    0-3.5          2.3-8.3
 =================================================================  =============  ==========
 
@@ -107,7 +111,7 @@ from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
 SR = 16000
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
-TAIL_PEAKS = 20          # confidence: the tail scale of the sidelobes from their 20 largest peaks
+TAIL_PEAKS = 20          # confidence: the spacing of the 20 largest sidelobe peaks (tail)
 DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is measured only on alignments this confident (sync.min_confidence)
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
@@ -179,11 +183,10 @@ def _trimmed_peak(aw: np.ndarray, bw: np.ndarray, corr: np.ndarray, i: int, firs
 
 
 def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PEAKS) -> tuple[float, float]:
-    """``(runner-up, tail scale)`` of the sidelobes: the correlation outside the peak zone ``lo:hi`` is
-    cut into blocks of ``block`` lags; a block whose maximum is at least both neighbours' is a
-    sidelobe peak (not the shoulder of one). Of the ``k`` largest peaks ``p_1 >= ... >= p_k``, the
-    scale is ``mean(p_1 .. p_k-1) - p_k``: the mean spacing of the top order statistics of the
-    sidelobe process (NaN with fewer than 5 peaks)."""
+    """``(p_1, scale)``: the sidelobe peaks are the block maxima (blocks of ``block`` lags outside the
+    peak zone ``lo:hi``) at least as high as both neighbouring blocks' (not the shoulder of a peak);
+    of the ``k`` largest, ``p_1 >= ... >= p_k``, ``scale = mean(p_1 .. p_k-1) - p_k``, the mean
+    spacing of the top order statistics of the sidelobe process. NaN with fewer than 5 peaks."""
     nb = len(corr) // block
     m = corr[:nb * block].reshape(nb, block)
     top = m.max(axis=1)
@@ -199,13 +202,13 @@ def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PE
 
 def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: int) -> dict:
     """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence (module
-    docstring): ``confidence``, ``margin``, ``tail``, ``psr``, ``trimmed_psr`` (of the value
-    ``trimmed``), ``runner_up_psr``, ``noise_psr``, ``peak_to_second``; ``block``: the sidelobe
-    block length for ``tail`` (:func:`_tail_scale`)."""
+    docstring): ``confidence``, ``psr``, ``trimmed_psr`` (of the value ``trimmed``), ``lead``,
+    ``tail``, ``runner_up_psr``, ``noise_psr``, ``peak_to_second``; ``block``: the sidelobe block
+    length for ``tail`` (:func:`_tail_scale`)."""
     mean, std = _sidelobes(corr, lo, hi)
     noise = float(np.sqrt(2 * np.log(max(len(corr), 2))))
     if np.isnan(mean):
-        return {"confidence": 0.0, "margin": 0.0, "tail": 0.0, "psr": 0.0, "trimmed_psr": 0.0,
+        return {"confidence": 0.0, "psr": 0.0, "trimmed_psr": 0.0, "lead": 0.0, "tail": 0.0,
                 "runner_up_psr": 0.0, "noise_psr": noise, "peak_to_second": 1.0}
     peak = float(corr[i])
     second = max(float(np.abs(corr[:lo]).max(initial=0.0)), float(np.abs(corr[hi:]).max(initial=0.0)))
@@ -217,12 +220,13 @@ def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: in
     runner = float(corr[local].max()) if local.any() else mean
     del local
     psr, trimmed_psr, runner_psr = (peak - mean) / std, (trimmed - mean) / std, (runner - mean) / std
-    margin = max(0.0, trimmed_psr - max(0.0, runner_psr - noise))
-    top, scale = _tail_scale(corr, lo, hi, block)
-    tail = max(0.0, (peak - top) / scale) if scale > 0 else 0.0  # NaN scale (too few peaks): 0
-    return {"confidence": float(min(margin, tail)), "margin": float(margin), "tail": float(tail),
-            "psr": float(psr), "trimmed_psr": float(trimmed_psr), "runner_up_psr": float(runner_psr),
-            "noise_psr": noise, "peak_to_second": peak / second if second > 0 else float("inf")}
+    lead = psr - runner_psr
+    p1, scale = _tail_scale(corr, lo, hi, block)
+    tail = (peak - p1) / scale if scale > 0 else 0.0  # (NaN scale: too few sidelobe peaks to tell)
+    return {"confidence": float(max(0.0, min(trimmed_psr, max(lead, tail)))), "psr": float(psr),
+            "trimmed_psr": float(trimmed_psr), "lead": float(lead), "tail": float(tail),
+            "runner_up_psr": float(runner_psr), "noise_psr": noise,
+            "peak_to_second": peak / second if second > 0 else float("inf")}
 
 
 def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
@@ -235,9 +239,9 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     PHAT-weighted correlation (one sample wide), and the statistics are those of that peak in the
     PHAT correlation over all lags; otherwise the search correlation's. The final peak is refined
     below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
-    ``search_lag``, ``confidence`` (= min of ``margin`` and ``tail``), ``psr``, ``trimmed_psr``,
-    ``trim_fraction``, ``trim_at_s`` (where the left-out second starts in ``a``, s),
-    ``runner_up_psr``, ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring).
+    ``search_lag``, ``confidence``, ``psr``, ``trimmed_psr``, ``trim_fraction``, ``trim_at_s``
+    (where the left-out second starts in ``a``, s), ``lead``, ``tail``, ``runner_up_psr``,
+    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring).
     """
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
@@ -299,7 +303,7 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
             "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr)}
 
 
-DETAILS = ("lag", "search_lag", "margin", "tail", "psr", "trimmed_psr", "trim_fraction", "trim_at_s",
+DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_s", "lead", "tail",
            "runner_up_psr", "noise_psr", "peak_to_second", "search_psr", "n_lags")
 
 

@@ -192,7 +192,7 @@ def test_gcc_phat_wrong_song_sharing_samples_fails(demo_camera, song):
     d = res["details"]
     assert d["psr"] > MIN_CONFIDENCE
     assert d["trim_fraction"] > 0.8  # one second of the take makes the peak
-    assert res["confidence"] < 3.0
+    assert res["confidence"] < 5.0
     assert "drift_ppm" not in d and "drift_segments" not in d
 
 
@@ -201,7 +201,7 @@ def test_gcc_phat_reversed_and_noise_fail(demo_camera):
     rev = gcc_phat_offset(cam[::-1].copy(), mixes["played"])
     assert rev["details"]["psr"] > MIN_CONFIDENCE  # the sustained pad chords match any which way
     assert rev["details"]["runner_up_psr"] > rev["details"]["psr"] - 1
-    assert rev["confidence"] < 4.0
+    assert rev["confidence"] < 5.0
     noise = np.random.default_rng(1).standard_normal(len(cam)).astype(np.float32)
     assert gcc_phat_offset(noise, mixes["played"])["confidence"] < 5.0
 
