@@ -51,8 +51,9 @@ that must both pass:
   (r[k*] - p_1) / scale`` measures the same lead in units of the spacing of the largest sidelobe
   peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S` block, not a neighbour's shoulder),
   ``scale = mean(p_1..p_19) - p_20``. For a peak that is only the largest of the sidelobe process
-  ``tail`` is about Exp(1) (extreme-value theory: top spacings are about exponential; 300
-  unrelated smooth pairs: mean 0.8, max 4.3); it is the lenient one when the sidelobes are clean
+  ``tail`` is about Exp(1) (extreme-value theory: top spacings are about exponential; on 300
+  unrelated smooth pairs the confidence has mean 0.8, max 4.3); it is the lenient one when the
+  sidelobes are clean
   (a mouth-envelope peak of PSR 8 over noise up to 3), ``lead`` when the right song repeats itself
   (a 5 s demo excerpt: PSR 109, runner-up 79 - the same drums and chords one bar later). A
   reversed or looped song, or a chorus sung twice, fails both.
