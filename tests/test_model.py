@@ -262,6 +262,11 @@ def test_save_and_load_with_weights_only(tmp_path):
     b = loaded.generate(**_song(300), subject=0, seed=1)
     for k in ("exp", "pose", "speed", "e_long", "e_blink", "eye"):
         np.testing.assert_array_equal(a[k], b[k])
+    payload = export(m)
+    del payload["state_dict"]["tsae.encoders.vocals.norm.weight"]
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"does not match this MusicFace's architecture .*missing \['tsae"):
+        load_checkpoint(tmp_path / "old.pt")
     torch.save({"format": "something-else"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a MusicFace model file"):
         load_checkpoint(tmp_path / "bad.pt")

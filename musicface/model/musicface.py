@@ -274,6 +274,11 @@ def from_payload(payload: dict, device: str | torch.device = "cpu") -> MusicFace
                          f"(this MusicFace reads version {FORMAT_VERSION})")
     cfg = ModelConfig(**payload["model_config"])
     model = MusicFace(cfg, payload["subjects"], payload["exp_dim"], payload.get("fps", 30))
+    missing, unexpected = model.state_dict().keys() - payload["state_dict"].keys(), \
+        payload["state_dict"].keys() - model.state_dict().keys()
+    if missing or unexpected:
+        raise ValueError("model file does not match this MusicFace's architecture (written by another version?): "
+                         f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
 
