@@ -55,7 +55,7 @@ class TrainConfig:
     name: str = "demo"
     seed: int = 0
     epochs: int = 50
-    # windows drawn per epoch; None: one pass, i.e. ceil(training frames / window)
+    # windows drawn per epoch; None: about one pass, (eligible window starts) // window ~ frames / window
     samples_per_epoch: int | None = None
     batch_size: int = 32  # global batch (split over DDP processes)
     window: int = 128  # frames per training window

@@ -5,7 +5,8 @@
     torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...      # DDP, one process per GPU
 
 What one epoch is: ``train.samples_per_epoch`` random ``train.window``-frame windows of the train
-split (default: ceil(training frames / window), i.e. one pass over the frames on average), drawn by
+split (default: the number of eligible window starts // window, i.e. about one pass over the training
+frames), drawn by
 :class:`musicface.data.WindowDataset` as a pure function of (seed, epoch, index); batches of
 ``train.batch_size`` windows (the global batch; each of P DDP processes takes batch_size / P).
 
