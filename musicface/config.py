@@ -32,7 +32,7 @@ class ModelConfig:
     # generation-time eye model (paper 3.3.3)
     eye_threshold: float = 0.25  # predicted e_long above this counts as a long closure ("e_long > 0")
     eye_sigma: float = 1.0  # temporal Gaussian filter on the combined eye state, in frames
-    blink_interval: list[float] = field(default_factory=lambda: [1.2, 2.0])  # s, open time between blinks
+    blink_interval: list[float] = field(default_factory=lambda: [1.2, 2.0])  # s, blink start to next start
     blink_duration: list[float] = field(default_factory=lambda: [0.10, 0.45])  # s, blink length
 
     @property

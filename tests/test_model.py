@@ -282,12 +282,13 @@ def test_blink_sampler_follows_the_paper_distributions():
     d = np.diff(np.concatenate([[0], e, [0]]))
     starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
     dur = (ends - starts) / fps
-    gaps = (starts[1:] - ends[:-1]) / fps
+    intervals = np.diff(starts) / fps  # start to start
     assert dur.min() >= 0.10 - 1 / fps and dur.max() <= 0.45 + 1 / fps
-    assert gaps.min() >= 1.2 - 1 / fps and gaps.max() <= 2.0 + 1 / fps
+    assert intervals.min() >= 1.2 - 1 / fps and intervals.max() <= 2.0 + 1 / fps
     assert abs(dur.mean() - 0.275) < 0.03  # mean of U(0.10, 0.45)
-    assert abs(gaps.mean() - 1.6) < 0.06  # mean of U(1.2, 2.0)
-    assert abs(starts[0] / fps - 1.6) < 0.45  # the first blink comes after one interval
+    assert abs(intervals.mean() - 1.6) < 0.05  # mean of U(1.2, 2.0)
+    assert abs(len(starts) / (7200 / fps) - 1 / 1.6) < 0.03  # blinks per second
+    assert 1.2 - 1 / fps <= starts[0] / fps <= 2.0 + 1 / fps  # the first blink comes after one interval
 
 
 def test_eye_combination_and_filter():

@@ -19,8 +19,9 @@ them back into data units).
   normalised AU45 in [0, 1] inside closures >= tau and 0 elsewhere). Sigmoid rather than ReLU: its
   gradient never dies, and the data range is (0, 1) anyway; "e_long > 0" of paper eq. 9 is then
   ``e_long > model.eye_threshold`` (default 0.25, half the eyes step's closed threshold of 0.5).
-* :func:`sample_blinks`, :func:`combine_eye_states`: random blinks (interval ~ U(1.2, 2.0) s,
-  duration ~ U(0.10, 0.45) s), eq. 9 and the temporal Gaussian filter. Generation time only.
+* :func:`sample_blinks`, :func:`combine_eye_states`: random blinks (start-to-start interval
+  ~ U(1.2, 2.0) s, duration ~ U(0.10, 0.45) s), eq. 9 and the temporal Gaussian filter. Generation
+  time only.
 """
 from __future__ import annotations
 
@@ -132,9 +133,11 @@ def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duratio
                   seed: int = 0) -> np.ndarray:
     """Random blinks (paper 3.3.3): e_blink (n_frames,) float32 in {0, 1}.
 
-    The eyes stay open for B_i ~ U(interval) seconds, close for B_d ~ U(duration) seconds, and so on
-    (the first blink starts after one interval). A blink covers frames round(start*fps) up to
-    round(end*fps) (exclusive), at least one frame. Same seed -> same blinks.
+    Blink k starts B_i ~ U(interval) seconds after blink k-1 started (the first one B_i after 0) and
+    lasts B_d ~ U(duration) seconds: the interval is start to start, as in the demo recordings
+    (preprocessing.demo), about 1/1.6 = 0.63 blinks/s before eq. 9 lets long closures override some.
+    A blink covers frames round(start*fps) up to round(end*fps) (exclusive), at least one frame.
+    Same seed -> same blinks.
     """
     rng = np.random.default_rng(seed)
     out = np.zeros(n_frames, np.float32)
@@ -143,7 +146,7 @@ def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duratio
         d = rng.uniform(*duration)
         a = int(round(t * fps))
         out[a:max(a + 1, int(round((t + d) * fps)))] = 1.0
-        t += d + rng.uniform(*interval)
+        t += rng.uniform(*interval)
     return out
 
 
