@@ -43,7 +43,7 @@ rule train:
         f"logs/train/{RUN}.log",
     benchmark:
         f"benchmarks/train/{RUN}.tsv"
-    threads: workflow.cores
+    threads: workflow.cores or 1  # None with `snakemake --unlock`
     resources:
         mem_mb=8000,
         gpu=NPROC,
@@ -66,7 +66,7 @@ rule ablation_train:
         f"logs/train/{RUN}-{{variant}}.log",
     benchmark:
         f"benchmarks/train/{RUN}-{{variant}}.tsv"
-    threads: workflow.cores
+    threads: workflow.cores or 1  # None with `snakemake --unlock`
     resources:
         mem_mb=8000,
         gpu=NPROC,
