@@ -98,3 +98,9 @@ def test_bad_sample_sheet(tmp_path, rows, message):
 def test_missing_sheet(tmp_path):
     proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "--config", "samples=nope.tsv")
     assert "config key 'samples': sample sheet not found: nope.tsv" in proc.stdout
+
+
+def test_lint_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout, proc.stdout

@@ -24,6 +24,8 @@ rule au45:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.au45 --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
         " --track {input.track:q} --backend {params.backend} --openface-binary {params.binary}"

@@ -14,17 +14,6 @@ if COEFFS_DEEP3D:
         )
 
 
-def coeffs_deep3d_args(wildcards, threads):
-    """CLI options of the deep3d backend (none for builtin)."""
-    if not COEFFS_DEEP3D:
-        return ""
-    d = config["coeffs"]["deep3d"]
-    return (
-        f"--checkpoint {q(d['checkpoint'])} --batch-size {d['batch_size']}"
-        f" --device {q(d['device'])} --threads {threads}"
-    )
-
-
 rule coeffs:
     input:
         video=take_video,

@@ -48,7 +48,8 @@ def validate_config(cfg, schema_file):
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             for name in extra:
-                problems.append(f"config key '{key + '.' if key else ''}{name}': unknown key")
+                full = f"{key}.{name}" if key else name
+                problems.append(f"config key '{full}': unknown key")
             continue
         problems.append(f"config key '{key}': {err.message}")
     if problems:
@@ -67,14 +68,14 @@ wildcard_constraints:
     variant="single_stream|two_stream|with_atm|full",
 
 
-# Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`: put the interpreter that runs Snakemake (the project
-# venv) first on PATH, so jobs use it without activating anything (the environment is inherited by
-# local jobs and by SLURM jobs alike). With --software-deployment-method conda, the rule's env is
-# activated on top and provides its own `python`.
-# PYTHONPATH makes the repository's packages importable in any env and from any working directory.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+# Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`. The interpreter
+# that runs Snakemake (the project venv) goes first on PATH, so jobs use it without activating
+# anything (local jobs and SLURM jobs inherit the environment); with --software-deployment-method
+# conda the rule's env is activated on top and provides its own `python`. PYTHONPATH makes the
+# repository's packages importable in any env and from any working directory.
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    PYTHONPATH=os.pathsep.join(p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p),
 )
 
 
@@ -165,3 +166,70 @@ def raw_inputs(wildcards):
 def q(value):
     """Shell-quote a config value for a shell: command."""
     return shlex.quote(str(value))
+
+
+# ---------------------------------------------------------------- helpers of individual rules
+# train.smk
+
+
+def run_config(variant=None):
+    cfg = json.loads(json.dumps(config))
+    if variant is not None:
+        cfg["model"]["variant"] = variant
+    return q(json.dumps(cfg, sort_keys=True))
+
+
+def threads_per_process(wildcards, threads):
+    return max(1, threads // NPROC)
+
+
+# evaluate.smk
+
+
+def eval_args():
+    """config.yaml evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir) -> musicface evaluate options."""
+    ev, eyes = config.get("evaluate", {}), config.get("eyes", {})
+    args = [
+        f"--seed {q(ev.get('seed', 0))}",
+        f"--device {q(ev.get('device', 'cpu'))}",
+        f"--tau {q(eyes.get('tau', 0.5))}",
+        f"--closed-threshold {q(eyes.get('closed_threshold', 0.5))}",
+    ]
+    for key, opt in (("syncnet_weights", "--syncnet-weights"), ("rendered", "--rendered"),
+                     ("figure_take", "--figure-take")):
+        if ev.get(key):
+            args.append(f"{opt} {q(ev[key])}")
+    bfm_dir = config.get("coeffs", {}).get("deep3d", {}).get("bfm_dir")
+    if bfm_dir:  # deep3d coefficients: the BFM gives LMD its landmarks
+        args.append(f"--bfm-dir {q(bfm_dir)}")
+    return " ".join(args)
+
+
+def eval_outputs(run):
+    """The evaluation files of runs/<run>/eval, figures with their report captions."""
+    d = f"runs/{run}/eval"
+    cat = "Evaluation" if run == RUN else "Ablation"
+    sub = run
+    return dict(
+        metrics=report(f"{d}/metrics.json", caption="../report/metrics.rst", category=cat, subcategory=sub),
+        table=report(f"{d}/table.md", caption="../report/table.rst", category=cat, subcategory=sub),
+        pose=report(f"{d}/pose.png", caption="../report/pose.rst", category=cat, subcategory=sub),
+        attention=report(f"{d}/attention.png", caption="../report/attention.rst", category=cat, subcategory=sub),
+        eye_durations=report(f"{d}/eye_durations.png", caption="../report/eye_durations.rst", category=cat,
+                             subcategory=sub),
+        training=report(f"{d}/training.png", caption="../report/training.rst", category=cat, subcategory=sub),
+    )
+
+
+# coeffs.smk
+
+
+def coeffs_deep3d_args(wildcards, threads):
+    """CLI options of the deep3d backend (none for builtin)."""
+    if not COEFFS_DEEP3D:
+        return ""
+    d = config["coeffs"]["deep3d"]
+    return (
+        f"--checkpoint {q(d['checkpoint'])} --batch-size {d['batch_size']}"
+        f" --device {q(d['device'])} --threads {threads}"
+    )

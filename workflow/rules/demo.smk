@@ -18,6 +18,8 @@ rule demo:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.demo --out work/demo --subjects {params.subjects} --songs {params.songs}"
         " --seconds {params.seconds} --seed {params.seed} > {log:q} 2>&1"

@@ -18,6 +18,8 @@ rule eyes:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.eyes --take {wildcards.take} --au45 {input.au45:q} --tau {params.tau}"
         " --closed-threshold {params.closed} --out {output:q} > {log:q} 2>&1"

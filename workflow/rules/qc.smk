@@ -27,6 +27,8 @@ rule qc:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.qc --take {wildcards.take} --subject {params.subject:q} --song {params.song:q}"
         " --ingest {input.ingest:q} --sync {input.sync:q} --mfcc {input.mfcc:q} --track {input.track:q}"

@@ -29,6 +29,8 @@ rule shards:
     threads: 1
     resources:
         mem_mb=4000,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.shards --split {input.split:q} --basis {input.basis:q} --work work/takes"
         " --takes-per-shard {params.per_shard} --config-json {params.config_json} --out {output:q}"

@@ -20,6 +20,8 @@ rule split:
     threads: 1
     resources:
         mem_mb=500,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.split --by {params.by} --test-fraction {params.frac} --seed {params.seed}"
         " --out-split {output.split:q} --out-qc {output.qc:q} {input.qc:q} 2>&1 | tee {log:q} >&2"

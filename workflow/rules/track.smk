@@ -19,6 +19,8 @@ rule track:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         "python -m preprocessing.track --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
         " --max-gap {params.max_gap} --out {output:q} > {log:q} 2>&1"

@@ -2,13 +2,6 @@
 # ablation_train: the same for runs/<name>-<variant> (paper 4.3 variants).
 
 
-def run_config(variant=None):
-    cfg = json.loads(json.dumps(config))
-    if variant is not None:
-        cfg["model"]["variant"] = variant
-    return q(json.dumps(cfg, sort_keys=True))
-
-
 # train.processes > 1: one DDP process per GPU through torchrun (musicface.train reads WORLD_SIZE/RANK)
 NPROC = config["train"]["processes"]
 LAUNCHER = (
@@ -18,12 +11,8 @@ LAUNCHER = (
 )
 
 
-def threads_per_process(wildcards, threads):
-    return max(1, threads // NPROC)
-
-
 TRAIN_CMD = (
-    LAUNCHER + " train --shards {input.shards:q} --config-json {params.cfg}"
+    f"{LAUNCHER} train --shards {{input.shards:q}} --config-json {{params.cfg}}"
     " --out {params.out:q} --threads {params.threads} {params.resume} > {log:q} 2>&1"
 )
 
@@ -36,7 +25,7 @@ rule train:
         metrics=f"runs/{RUN}/metrics.csv",
     params:
         cfg=lambda wc: run_config(),
-        out=f"runs/{RUN}",
+        out=lambda wc, output: os.path.dirname(output.model),
         resume="--resume",
         threads=threads_per_process,
     log:
@@ -47,6 +36,8 @@ rule train:
     resources:
         mem_mb=8000,
         gpu=NPROC,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         TRAIN_CMD
 
@@ -59,7 +50,7 @@ rule ablation_train:
         metrics=f"runs/{RUN}-{{variant}}/metrics.csv",
     params:
         cfg=lambda wc: run_config(wc.variant),
-        out=lambda wc: f"runs/{RUN}-{wc.variant}",
+        out=lambda wc, output: os.path.dirname(output.model),
         resume="--resume",
         threads=threads_per_process,
     log:
@@ -70,5 +61,7 @@ rule ablation_train:
     resources:
         mem_mb=8000,
         gpu=NPROC,
+    conda:
+        "../../envs/musicface.yaml"
     shell:
         TRAIN_CMD
