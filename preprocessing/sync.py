@@ -14,10 +14,9 @@ the camera started before the song). Three methods, tried in this order:
    ``G / |G|`` (every frequency votes with its phase alone, the peak is one sample wide even under
    reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
    search peak, then a parabola through the three samples around it (sub-sample). Camera and song
-   may have any sample rates: both are decoded to 16 kHz. The clock drift between camera and
-   player is measured on 2 s pieces (``details.drift_ppm``, :func:`clock_drift`), not corrected,
-   and only when the confidence reaches :data:`DRIFT_MIN_CONFIDENCE` (pieces aligned around a bogus
-   offset give nonsense, e.g. 5000 ppm).
+   may have any sample rates: both are decoded to 16 kHz. Then the clock drift between camera and
+   player is measured on 2 s pieces and, where it smears the peak, corrected by a second pass on
+   the resampled camera track (**Clock drift** below; ``details.pass``, ``details.drift_ppm``).
 2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
    divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
    vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
@@ -71,7 +70,12 @@ noise 0-10 dB, clipping, 8-48 kHz)
 4 s of it under -5 dB noise + reverb (RT60 0.8 s) + 30 % clipping  8.4-11         14-18
 the same under -10 dB noise (right offset, rejected)                3.9-6.5        7.4-9.9
 synthetic 4-minute song, camera audio                              > 3000         > 3000
-45 s take, camera clock 200 / 300 ppm off the player's              8.6 / 7.6      8.9 / 7.7
+45 s take of noise-like music, camera clock 200 / -300 ppm off      890 / 611      913 / 633
+the player's (drift-compensated, **Clock drift**; the plain pass
+alone: 8.6 / 5.3; a 180 s take at 200 ppm: 3.3)
+demo song, camera 20-500 ppm off, 30 s / 120 s / 300 s takes        16-53 / 300-   -
+(**Clock drift**; the plain pass alone: 0-29)                       480 / 980-1030
+the same drifting cameras against another demo song / reversed      0-4.1 / 0-0.5  -
 the demo cameras against 30 other demo songs (shared samples)      0-4.4          3.9-16
 the same cameras reversed / MUSDB cameras reversed / noise          0-6.6          3.5-19
 a take inside a section the song repeats sample for sample         0-3.1          7-72
@@ -82,10 +86,78 @@ mouth-envelope, wrong vocal line / reversed / chorus sung twice    0-3.5        
 
 so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs, reversed
 audio and ambiguous offsets fail; the mouth-envelope fallback is a lower scale (a frame of
-precision, fewer lags) and passes only on longer, clearly sung takes. Clock drift smears the
-one-sample PHAT peak, so long takes from a camera whose clock is far off (180 s at 200 ppm: 3.3)
-score low. Low confidence is not an error here: ``qc`` decides. ``details.peak_to_second`` (peak
-over the largest |sidelobe|) stays as a quick flag of an ambiguous offset (close to 1).
+precision, fewer lags) and passes only on longer, clearly sung takes. Low confidence is not an
+error here: ``qc`` decides. ``details.peak_to_second`` (peak over the largest |sidelobe|) stays
+as a quick flag of an ambiguous offset (close to 1).
+
+**Clock drift.** A camera and the player never run at exactly the same rate (10-100 ppm is
+common, 200+ happens). With a drift ``d`` (``drift_ppm x 1e-6``), camera sample ``n`` (video
+time ``t = n / sr``; the video frames run on the same clock) holds song time
+``offset_s + t (1 + d)``: the local offset moves by ``d x take length`` over the take (50 ppm x 4
+min = 12 ms = 190 samples) and the one-sample PHAT peak is smeared over as many lags, each lag
+holding only the stretch of the take that sits there. The plain peak then looks like one shared
+second (``trimmed_psr`` low), the same music one loop away beats it (``lead`` < 0), and its lag is
+a compromise near the offset of the middle of the take, not of frame 0. So, after the plain pass:
+
+* :func:`clock_drift`: each 2 s piece of the take is aligned on its own by PHAT within +-(20 ms +
+  :data:`MAX_DRIFT_PPM` (1000) ppm x take length) of the plain offset (the line fits in that window
+  wherever the smeared peak fell); a Theil-Sen line goes through (piece centre, local offset),
+  then least squares through the pieces within 1 ms of it (+ half a piece's own smear), then
+  through those within 4 robust standard deviations. No piece has to be confident: the line is
+  *supported* when at least a third of the pieces (and 3) lie on it. Pieces of another song land
+  anywhere in the window (20 wrong-song takes of 10 / 30 s: 1 / 0 supported; the same with a
+  third of a right take replaced by other sound: still supported).
+* if supported and ``|d| x take samples >= 1`` (:data:`DRIFT_MIN_SMEAR`): the camera track is
+  moved onto the player's clock, ``y[m] = c(m / (1 + d))`` (exact Fourier resampling,
+  :func:`resample_clock`), searched and scored again over the whole song exactly as the plain
+  pass. ``y[0] = c[0]``, so its peak is the song time of frame 0. It is kept when its peak is the
+  sharper (PSR); the confidence reported is always the kept pass's own, so a drift fitted to a
+  wrong song, a reversed one or a loop cannot manufacture confidence (tested: they stay < 7).
+
+``details``: ``pass`` (``plain`` / ``drift-compensated``), ``confidence_plain`` (and
+``confidence_compensated``, ``offset_plain_s``, ``drift_applied_ppm`` when the second pass ran),
+``drift_pieces``, ``drift_supported``; and, when the confidence reaches
+:data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing),
+``drift_ppm``, ``drift_segments`` (the pieces on the line), ``offset_start_s`` / ``offset_end_s``
+(the line at the first / past the last camera sample). The song time of video time ``t`` is
+``offset_s + t (1 + drift_ppm 1e-6)``: a step that applies ``offset_s`` alone (mfcc) is ``d x t``
+late at ``t`` (a 33 ms video frame at the end of a 165 s take at 200 ppm, of a 330 s one at 100).
+
+Measured (bench/sync_drift.py: demo song seed 3, its accompaniment a strict 4-bar loop; camera
+at 16 kHz through a room, RT60 0.3 s, 20 dB SNR; offset error = ``offset_s`` - the song time of
+frame 0; CPU of :func:`gcc_phat_offset` on one core against the 332 s song, shared machine;
+the last column: the same camera against another demo song / reversed):
+
+=====  =====  ================  =================  ==========  =====  ==========
+ take  drift  confidence        offset error, ms   drift       CPU s  wrong song /
+  s     ppm   plain -> kept     plain -> kept      measured           reversed
+=====  =====  ================  =================  ==========  =====  ==========
+   30      0  15.7 -> 15.7      0.005 -> 0.005     -0.01       1.1    0 / 0
+   30     20  0 -> 27.2         0.048 -> 0.001     20.04       1.8    3.9 / 0
+   30     50  0 -> 25.6         0.076 -> -0.012    50.37       1.4    4.1 / 0.5
+   30    100  0 -> 30.7         -10.9 s -> -0.003  100.24      1.8    3.6 / 0
+   30    200  0 -> 16.2         4.56 -> -0.022     200.79      1.8    0 / 0
+   30    500  0 -> 53.2         -1.3 -> -0.036     502.18      1.8    3 / 0
+  120      0  358.8 -> 358.8    0.006 -> 0.006     -0.00       1.1    0 / 0
+  120     20  0 -> 322.9        6.52 -> 0.003      20.00       2.2    0 / 0
+  120     50  0 -> 303.8        5.43 -> -0.000     50.02       2.1    0 / 0
+  120    100  4.2 -> 317.8      7.39 -> 0.001      100.05      2.1    0 / 0
+  120    200  2.8 -> 473.5      6.69 -> 0.019      199.77      2.2    0 / 0
+  120    500  0 -> 479.3        17 -> 0.020        499.74      2.7    0 / 0
+  300      0  1006.5 -> 1006.5  0.006 -> 0.006     -0.00       1.5    0 / 0
+  300     20  14.7 -> 1027.4    7.53 -> 0.007      20.00       3.2    0 / 0
+  300     50  25.3 -> 976.7     8.78 -> 0.003      50.01       3.4    0 / 0
+  300    100  28.9 -> 980.2     24.5 -> 0.002      100.01      3.3    0 / 0
+  300    200  5.2 -> 1025       44.6 -> -0.040     200.27      3.3    0 / 0
+  300    500  0 -> 1028.3       132 -> 0.008       499.99      5.2    0 / 0
+=====  =====  ================  =================  ==========  =====  ==========
+
+"plain" is the confidence and offset of the plain pass alone, i.e. of this step before the
+drift correction (30 s at 100 ppm: it had picked the loop 10.9 s away). Also measured (120 s,
+demo song): the camera started 3 s before the song at -150 ppm, a take running past the song's
+end (100 ppm), a 40 s silent gap in the take (80 ppm), -5 / -10 dB room noise with RT60 0.8 s
+(200 ppm): confidence 40-610 (plain 0-20), errors <= 0.005 ms; 300 s at -1000 ppm: 832. A
+4-minute take against a 4-minute song: 1.2 s CPU plain, 2.5-2.8 s with the second pass.
 
 Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
 less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera
@@ -113,7 +185,13 @@ SR = 16000
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
 TAIL_PEAKS = 20          # confidence: the spacing of the 20 largest sidelobe peaks (tail)
-DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is measured only on alignments this confident (sync.min_confidence)
+DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is reported only on alignments this confident (sync.min_confidence)
+MAX_DRIFT_PPM = 1000.0   # clock drift: the largest drift looked for (cameras: 10-100 ppm, some 200+)
+DRIFT_PIECE_S = 2.0      # clock drift: pieces of the take aligned on their own
+DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DRIFT_PPM x take length
+DRIFT_INLIER_S = 0.001   # clock drift: pieces this close to the robust line (+ half their smear) agree
+DRIFT_MIN_SUPPORT = 1 / 3  # clock drift: the share of pieces that must agree before it is corrected
+DRIFT_MIN_SMEAR = 1.0    # samples: a drift x take length below this is not corrected (nothing to gain)
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
@@ -311,52 +389,182 @@ DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_
 def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
 
-    Returns ``{"offset_s", "confidence", "method", "details": {...}}``; the clock drift
-    (:func:`clock_drift`) is in ``details`` only when the confidence reaches :data:`DRIFT_MIN_CONFIDENCE`.
+    Two passes: the **plain** one (:func:`xcorr_peak` of the camera track as recorded) and, when the
+    clock drift measured around its offset (:func:`clock_drift`) is supported by the pieces of the
+    take and large enough to smear the one-sample PHAT peak (:data:`DRIFT_MIN_SMEAR`), a
+    **drift-compensated** one: the camera track resampled onto the song's clock
+    (:func:`resample_clock`), aligned and scored again over the whole song. The compensated pass
+    is kept when its peak is the sharper (higher PSR: a real drift sharpens the peak, a wrong one
+    smears it; ``details.pass``): the confidence is that pass's own, never the larger of two, so
+    a second try cannot make a wrong song pass. Either way ``offset_s`` is the song time of camera
+    sample 0 (video frame 0). ``details.drift_ppm`` and the fitted line
+    (``offset_start_s``, ``offset_end_s``) are reported only when the confidence reaches
+    :data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing).
+
+    Returns ``{"offset_s", "confidence", "method", "details": {...}}``.
     """
     if len(camera) < sr // 10 or len(song) < sr // 10:
         raise StepError("audio too short to align (less than 0.1 s)")
-    res = xcorr_peak(camera, song, sr, beta=SEARCH_BETA, refine_s=REFINE_S,
-                     min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
+    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
+    res = xcorr_peak(camera, song, sr, **kw)
+    drift = clock_drift(camera, song, res["offset_s"], sr)
+    used = "plain"
+    extra = {"confidence_plain": res["confidence"]}
+    if drift.get("drift_supported") and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR:
+        cam2, realised = resample_clock(camera, drift["drift_ppm"])
+        res2 = xcorr_peak(cam2, song, sr, **kw)
+        del cam2
+        extra.update(confidence_compensated=res2["confidence"], offset_plain_s=res["offset_s"],
+                     drift_applied_ppm=realised)
+        if res2["psr"] >= res["psr"]:  # the sharper peak: a real drift sharpens it, a wrong one smears it
+            res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
-    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr)
-    if res["confidence"] >= DRIFT_MIN_CONFIDENCE:  # pieces aligned around a bogus offset measure nothing
-        details.update(clock_drift(camera, song, res["offset_s"], sr))
+    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **{"pass": used}, **extra)
+    if drift:
+        details.update(drift_pieces=drift["drift_pieces"], drift_supported=drift["drift_supported"])
+    if drift and res["confidence"] >= DRIFT_MIN_CONFIDENCE:  # the offset is known: so is the drift
+        details.update({k: drift[k] for k in ("drift_ppm", "drift_segments", "offset_start_s", "offset_end_s")})
     return {"offset_s": res["offset_s"], "confidence": res["confidence"], "method": "gcc-phat",
             "details": details}
 
 
-def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
-                segment_s: float = 2.0, window_s: float = 0.5, min_psr: float = 7.0) -> dict:
-    """Clock drift between camera and song playback, measured, not corrected.
+def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, window: int,
+                  batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Local offsets of consecutive ``piece``-sample pieces of ``camera`` (in samples).
 
-    A camera and a playback device never run at exactly the same rate (tens of ppm): the local
-    offset moves by ``drift_ppm * 1e-6`` s per second of video and the whole-take offset is a
-    compromise. Every ``segment_s`` piece of the camera track is aligned on its own (same GCC-PHAT,
-    within +-``window_s`` of the whole-take offset; pieces whose PSR is below ``min_psr``, e.g.
-    silence, are left out) and a robust line (Theil-Sen) is fitted through (piece centre, local
-    offset). Returns ``drift_ppm`` (slope x 1e6), ``offset_start_s`` / ``offset_end_s`` (the line at
-    the first and last video sample) and ``drift_segments``, or ``{}`` with fewer than 3 good pieces.
+    Piece ``p`` (camera samples ``a = p * piece`` .. ``a + piece``) is aligned by PHAT against the
+    song samples it holds if the take sits at ``lag`` (``song[a + lag - window : a + lag + window +
+    piece]``): the best lag within ``lag +- window``, refined by a parabola. Pieces whose song
+    samples fall outside the song are left out. No piece has to be confident on its own: a
+    robust line through all of them (:func:`clock_drift`) tells good from bad. Returns
+    ``(centres, offsets)``: the piece centre (camera samples) and its lag (fractional samples).
+    Pieces are transformed ``batch`` at a time (one 2-D FFT), not one by one.
+    """
+    starts = np.arange(len(camera) // piece) * piece
+    first = starts + lag - window  # song sample matching lag - window
+    ok = (first >= 0) & (first + piece + 2 * window <= len(song))
+    starts, first = starts[ok], first[ok]
+    nfft = sfft.next_fast_len(piece + 2 * window, real=True)  # lags 0..2 window do not wrap around
+    lags = np.empty(len(starts))
+    for b in range(0, len(starts), batch):
+        c = np.stack([camera[a:a + piece] for a in starts[b:b + batch]]).astype(np.float32)
+        s = np.stack([song[f:f + piece + 2 * window] for f in first[b:b + batch]]).astype(np.float32)
+        g = np.conj(sfft.rfft(c, nfft, axis=1, workers=1)) * sfft.rfft(s, nfft, axis=1, workers=1)
+        mag = np.abs(g)
+        g /= np.maximum(mag, 1e-6 * mag.max(axis=1, keepdims=True) + 1e-30)  # PHAT
+        r = sfft.irfft(g, nfft, axis=1, workers=1)[:, :2 * window + 1]
+        i = np.argmax(r, axis=1)
+        rows = np.arange(len(r))
+        j = np.clip(i, 1, 2 * window - 1)
+        y0, y1, y2 = r[rows, j - 1], r[rows, j], r[rows, j + 1]
+        den = y0 - 2 * y1 + y2
+        delta = np.where((i == j) & (den < 0), 0.5 * (y0 - y2) / np.where(den < 0, den, -1.0), 0.0)
+        lags[b:b + len(r)] = lag - window + i + delta
+    return starts + piece / 2, lags
+
+
+def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
+                segment_s: float = DRIFT_PIECE_S, window_s: float | None = None) -> dict:
+    """Clock drift between camera and player, from the take's ``segment_s`` pieces.
+
+    A camera and a playback device never run at exactly the same rate: with a drift of ``d`` (ppm
+    x 1e-6), camera sample ``n`` (video time ``t = n / sr``) holds song time ``offset_start + t (1
+    + d)``, so the local offset (song time - video time) is a line of slope ``d`` and the
+    whole-take correlation peak is smeared over ``d x take length``. Every piece is aligned on its
+    own within ``+-window_s`` of ``offset_s`` (:func:`piece_offsets`; default window: 20 ms +
+    :data:`MAX_DRIFT_PPM` x take length, so the line fits in it wherever the smeared peak put
+    ``offset_s``), a robust line (Theil-Sen: the median of all pairwise slopes, any share of bad
+    pieces below ~29 % cannot move it) goes through (piece centre, local offset), the pieces
+    within :data:`DRIFT_INLIER_S` (+ half the piece's own smear) of it are the inliers, a
+    least-squares line goes through them (more precise than the median once the outliers are
+    out), and once more through those within 4 robust standard deviations (1.4826 x MAD, at least
+    2 samples) of it.
+
+    ``drift_supported``: at least 3 inliers, at least :data:`DRIFT_MIN_SUPPORT` of the pieces, and
+    ``|drift| <= 2 MAX_DRIFT_PPM``. Pieces of a wrong song land anywhere in the window, so few fall
+    on any line (measured: module docstring). Returns ``drift_ppm``, ``offset_start_s`` /
+    ``offset_end_s`` (the line at the first / past the last camera sample), ``drift_segments``
+    (inliers), ``drift_pieces``, ``drift_supported``; ``{}`` with fewer than 3 pieces.
     """
     from scipy.stats import theilslopes
 
-    n, seg = len(camera), int(segment_s * sr)
-    pad = int(round((window_s + 0.01) * sr))
-    centres, offsets = [], []
-    for a in range(0, n - seg + 1, seg):
-        s0 = a + int(np.floor(offset_s * sr)) - pad  # the song samples this piece should hold, +- pad
-        if s0 < 0 or s0 + seg + 2 * pad > len(song):
-            continue
-        res = xcorr_peak(camera[a:a + seg], song[s0:s0 + seg + 2 * pad], sr, beta=SEARCH_BETA,
-                         refine_s=REFINE_S, min_overlap=seg)
-        if res["psr"] >= min_psr:
-            centres.append((a + seg / 2) / sr)
-            offsets.append((s0 - a) / sr + res["offset_s"])
+    n, piece = len(camera), int(round(segment_s * sr))
+    if window_s is None:
+        window_s = DRIFT_WINDOW_S + MAX_DRIFT_PPM * 1e-6 * n / sr
+    window = int(round(window_s * sr))
+    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window)
     if len(centres) < 3:
         return {}
-    slope, intercept, _, _ = theilslopes(offsets, centres)
-    return {"drift_ppm": float(slope * 1e6), "drift_segments": len(centres),
-            "offset_start_s": float(intercept), "offset_end_s": float(intercept + slope * n / sr)}
+    t, off = centres / sr, lags / sr
+    slope = theilslopes(off, t)[0]
+    # the line through the median residual (theilslopes' own intercept, median(off) - slope x
+    # median(t), is off by slope x (t of the median offset - median t) when outliers move the median)
+    intercept = float(np.median(off - slope * t))
+    inlier = np.abs(off - (intercept + slope * t)) <= DRIFT_INLIER_S + abs(slope) * segment_s / 2
+    if inlier.sum() >= 3:
+        slope, intercept = np.polyfit(t[inlier], off[inlier], 1)
+        # tighten to 4 robust standard deviations of the inliers' scatter (at least 2 samples): a
+        # stray piece that fell inside the 1 ms band by chance no longer tilts the line
+        resid = off - (intercept + slope * t)
+        scale = 1.4826 * np.median(np.abs(resid[inlier] - np.median(resid[inlier])))
+        tight = inlier & (np.abs(resid) <= max(4 * scale, 2 / sr))
+        if tight.sum() >= 3:
+            inlier = tight
+            slope, intercept = np.polyfit(t[inlier], off[inlier], 1)
+    k = int(inlier.sum())
+    # a slope the window cannot hold is no measurement (the window holds up to 2 MAX_DRIFT_PPM when
+    # offset_s is the line's middle, MAX_DRIFT_PPM wherever it is)
+    supported = k >= 3 and k >= DRIFT_MIN_SUPPORT * len(t) and abs(slope) <= 2 * MAX_DRIFT_PPM * 1e-6
+    return {"drift_ppm": float(slope * 1e6), "offset_start_s": float(intercept),
+            "offset_end_s": float(intercept + slope * n / sr), "drift_segments": k,
+            "drift_pieces": len(t), "drift_supported": bool(supported)}
+
+
+def _smooth(v: np.ndarray, primes=(2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61,
+                                     67, 71, 73, 79, 83, 89, 97)) -> np.ndarray:
+    """True where ``v`` (int64) has no prime factor above 97 (FFTs of such lengths are fast)."""
+    r = v.copy()
+    for p in primes:
+        while True:
+            m = r % p == 0
+            if not m.any():
+                break
+            r[m] //= p
+    return r == 1
+
+
+def resample_clock(x: np.ndarray, drift_ppm: float, pad: int = 1600) -> tuple[np.ndarray, float]:
+    """``x`` moved onto the other clock: ``y[m] = x(m / (1 + d))``, ``d = drift_ppm 1e-6`` (``x``
+    band-limited, ``x(.)`` its sinc interpolation), ``round(len(x) (1 + d))`` samples. Returns ``(y,
+    realised_ppm)``.
+
+    Exact Fourier resampling (``scipy.signal.resample``: the spectrum of ``x`` zero-padded to ``n``
+    samples, cut or extended to ``m`` samples, inverse FFT; the ratio is exactly ``m / n``). Not
+    ``resample_poly``: a ratio like 1 + 37.3e-6 has no small rational form, and the nearest one
+    with a short filter is tens of ppm off. ``n >= len(x) + pad`` (the padding keeps the end from
+    wrapping onto the start) is the shortest among the next 50 000 lengths (and, for small
+    drifts, those near ``k / d`` for whole ``k``) such that ``m = round(n (1 + d))`` is within 0.05
+    samples over ``x`` of the wanted ratio and ``n``, ``m`` have no prime factor above 97 (a length
+    with a large prime factor makes the FFT ~10x slower).
+    """
+    from scipy.signal import resample
+
+    ratio, d = 1.0 + drift_ppm * 1e-6, abs(drift_ppm) * 1e-6
+    n0 = len(x) + pad
+    cands = [np.arange(n0, n0 + 50000)]
+    k0 = int(np.ceil(n0 * d))
+    for k in range(k0, k0 + 3):  # small drifts: around the n where n d is a whole number (n <= 2 n0)
+        if 0 < k <= 2 * n0 * d:
+            c = int(round(k / d))
+            cands.append(np.arange(max(n0, c - 10000), c + 10000))
+    n = np.unique(np.concatenate(cands)).astype(np.int64)
+    m = np.rint(n * ratio).astype(np.int64)
+    err = np.abs(n * ratio - m) * len(x) / n  # samples of clock error at the end of x
+    good = np.flatnonzero((err < 0.05) & _smooth(n) & _smooth(m))
+    j = int(good[0]) if len(good) else int(np.argmin(err))  # the shortest good n
+    n, m = int(n[j]), int(m[j])
+    y = resample(np.pad(np.asarray(x, np.float32), (0, n - len(x))), m)
+    return y[:int(round(len(x) * ratio))].astype(np.float32), (m / n - 1.0) * 1e6
 
 
 # --------------------------------------------------------------------------------- mouth envelope
