@@ -419,7 +419,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
         if res2["psr"] >= res["psr"]:  # the sharper peak: a real drift sharpens it, a wrong one smears it
             res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
-    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **{"pass": used}, **extra)
+    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra)
+    details["pass"] = used
     if drift:
         details.update(drift_pieces=drift["drift_pieces"], drift_supported=drift["drift_supported"])
     if drift and res["confidence"] >= DRIFT_MIN_CONFIDENCE:  # the offset is known: so is the drift
