@@ -135,12 +135,15 @@ def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = 30, width
 
 # ------------------------------------------------------------------------------------- the take
 def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, fps: int = 30,
-                  sr: int = SR) -> dict[str, np.ndarray]:
+                  sr: int = SR, drift_ppm: float = 0.0) -> dict[str, np.ndarray]:
     """The take's features: ``{"mfcc_vocals", "mfcc_music", "mfcc_mix"}`` float32 ``(M, 26)``.
 
     ``stems`` maps vocals / music / mix to the song's float mono audio at ``sr`` (same length).
-    Row ``r`` is at video time ``r / 100`` s = song time ``r / 100 + offset_s`` (module docstring).
-    Also returns ``"coverage"``: the fraction of rows whose centre lies inside the song.
+    Row ``r`` is at video time ``t = r / 100`` s = song time ``offset_s + t (1 + drift_ppm 1e-6)``
+    (module docstring; ``drift_ppm`` from sync.json, the camera clock's drift against the player).
+    With drift the rows are computed on the song's own 100 Hz grid and linearly interpolated at the
+    drifted times (exact at drift 0: then no interpolation happens). Also returns ``"coverage"``:
+    the fraction of rows whose centre lies inside the song.
     """
     lengths = {k: len(v) for k, v in stems.items()}
     if len(set(lengths.values())) != 1:
@@ -152,10 +155,14 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
         raise StepError(f"take has no video frames (n_frames={n_frames})")
     if not math.isfinite(offset_s):
         raise StepError(f"sync offset is not a number: {offset_s}")
+    if not math.isfinite(drift_ppm):
+        raise StepError(f"sync drift is not a number: {drift_ppm}")
     rows = n_rows(n_frames, fps)
     hop = sr // RATE
+    ratio = 1.0 + drift_ppm * 1e-6         # song seconds per video second
     first = int(round(offset_s * sr))       # song sample at video time 0 (16 kHz precision)
-    last = first + (rows - 1) * hop
+    song_rows = rows if drift_ppm == 0 else int(math.ceil((rows - 1) * ratio)) + 2
+    last = first + int(round((rows - 1) * hop * ratio))
     song_s = n / sr
     if last < 0 or first >= n:
         raise StepError(f"take does not overlap the song: the take covers song time {first / sr:.2f}.."
@@ -164,8 +171,15 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
     if float(np.max(np.abs(mix_span))) < SILENCE:
         raise StepError(f"the song is silent during the whole take (song time {max(first, 0) / sr:.2f}.."
                         f"{min(last, n - 1) / sr:.2f} s)")
-    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, rows, sr) for k in STEMS}
-    centres = first + np.arange(rows) * hop
+    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, song_rows, sr) for k in STEMS}
+    if drift_ppm != 0:
+        at = np.arange(rows) * ratio                      # fractional song-grid row of each video row
+        lo = np.minimum(at.astype(np.int64), song_rows - 2)
+        w = (at - lo)[:, None].astype(np.float32)
+        for k in STEMS:
+            f = out[f"mfcc_{k}"]
+            out[f"mfcc_{k}"] = ((1 - w) * f[lo] + w * f[lo + 1]).astype(np.float32)
+    centres = first + np.round(np.arange(rows) * hop * ratio)
     out["coverage"] = np.float32(np.mean((centres >= 0) & (centres < n)))
     return out
 
@@ -180,8 +194,9 @@ def work(args) -> None:
     fps = info.get("fps", 30)
     fps = int(fps) if float(fps).is_integer() else float(fps)
     offset = float(sync["offset_s"])
-    feats = take_features(stems, offset, int(info["n_frames"]), fps)
-    print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, "
+    drift = float(sync.get("drift_ppm", 0.0))
+    feats = take_features(stems, offset, int(info["n_frames"]), fps, drift_ppm=drift)
+    print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, drift {drift:+.1f} ppm, "
           f"coverage {float(feats['coverage']):.3f}", file=sys.stderr)
     save_npz(args.out, **feats, offset_s=np.float64(offset))
 

@@ -829,7 +829,11 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
         res["details"].update(builtin_method=res["method"], builtin_offset_s=offset, syncnet=sn,
                               syncnet_audio=source)
         res.update(offset_s=sn["offset_s"], method="syncnet")
-    return {"take": take, "offset_s": float(res["offset_s"]), "confidence": float(res["confidence"]),
+    # drift_ppm (top level, 0 when not measured or not trusted): song time of video time t is
+    # offset_s + t * (1 + drift_ppm * 1e-6); mfcc applies it
+    drift = float(res["details"].get("drift_ppm", 0.0)) if res["confidence"] >= DRIFT_MIN_CONFIDENCE else 0.0
+    return {"take": take, "offset_s": float(res["offset_s"]), "drift_ppm": drift,
+            "confidence": float(res["confidence"]),
             "method": res["method"], "details": res["details"]}
 
 

@@ -137,6 +137,24 @@ def test_click_lands_on_the_right_row(offset_s, click_s, row):
     assert int(np.argmax(energy)) == row
 
 
+@pytest.mark.parametrize("drift_ppm", [500.0, -800.0])
+def test_clock_drift_moves_late_rows(drift_ppm):
+    """song time = offset + t (1 + d): with d = 500 ppm a click at song time 1.5 + 240.06 s is at
+    video time 240.0 s; over a 4-minute take that is 12 rows, which offset_s alone would miss."""
+    offset_s, t_click = 1.5, 240.0
+    song_click = offset_s + t_click * (1 + drift_ppm * 1e-6)
+    song = click_song(250.0, song_click)
+    stems = {"vocals": song, "music": song * 0, "mix": song}
+    n_frames = 30 * 245
+    out = take_features(stems, offset_s, n_frames=n_frames, drift_ppm=drift_ppm)
+    plain = take_features(stems, offset_s, n_frames=n_frames)
+    assert out["mfcc_mix"].shape == plain["mfcc_mix"].shape
+    assert abs(int(np.argmax(out["mfcc_mix"][:, 0])) - 24000) <= 1
+    assert abs(int(np.argmax(plain["mfcc_mix"][:, 0])) - 24000) >= 11   # 240 s x 500 ppm = 120 ms
+    # early rows: the same features as without drift (within interpolation of neighbouring rows)
+    np.testing.assert_allclose(out["mfcc_mix"][:10], plain["mfcc_mix"][:10], atol=0.5)
+
+
 def test_offset_is_applied_at_sample_precision():
     song = noise(10, 5)
     n_frames, M = 120, n_rows(120)
