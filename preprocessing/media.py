@@ -376,15 +376,18 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
     (displayed) size and a frame whose size changes mid-video is rescaled to it. The display
     rotation (phones) is applied. Corrupt packets are skipped: the previous good frame is repeated.
     ``start`` skips the first output frames (they are decoded, not yielded); ``threads`` sets the
-    decoder's thread count (0: FFmpeg's choice).
+    decoder's thread count (0: FFmpeg's choice). ``lazy=True`` yields ``(i, Frame)`` instead: a
+    :class:`Frame` converts to RGB only when asked (``.rgb()`` is the array yielded otherwise) and can
+    cut a resized square out of the frame without converting the whole frame (``.crop``).
     After (or during) iteration ``.stats`` holds ``n_frames, decoded, repeated, dropped,
     corrupt_packets`` (could not be decoded), ``corrupt_frames`` (decoded with error concealment),
     ``size_changes, first_size, out_size``.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = FPS, size: tuple[int, int] | None = None,
-                 n_frames: int | None = None, start: int = 0, threads: int = 0):
+                 n_frames: int | None = None, start: int = 0, threads: int = 0, lazy: bool = False):
         self.path = Path(path)
+        self.lazy = lazy
         self.threads = threads  # decoder threads; 0 = FFmpeg's choice (frame + slice threading)
         self.fps = fps
         self.size = size
@@ -426,7 +429,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
                 # every output time before this frame's time shows the held frame
                 while i < self.n_frames and i * period < t - eps:
                     if held is None:  # output starts before the first decodable frame
-                        held = self._rgb(frame)
+                        held = self._convert(frame)
                     self.stats["repeated"] += held_used
                     held_used = True
                     yield i, held
@@ -435,7 +438,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
                     break
                 if not held_used:
                     self.stats["dropped"] += 1  # never shown at an output time (fps > self.fps)
-                held, held_used = self._rgb(frame), False
+                held, held_used = self._convert(frame), False
             while i < self.n_frames and held is not None:  # the last frame lasts until the end
                 self.stats["repeated"] += held_used
                 held_used = True
@@ -470,7 +473,15 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
         except av.error.FFmpegError:
             pass
 
-    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray | Frame:
+        """What is yielded for a decoded frame: its RGB array, or a :class:`Frame` when ``lazy``."""
+        rot, sw, sh = self._geometry(frame)
+        lazy = Frame(frame, rot, (sw, sh))
+        return lazy if self.lazy else lazy.rgb()
+
+    def _geometry(self, frame: av.VideoFrame) -> tuple[int, int, int]:
+        """(rotation, width, height): the display rotation (degrees counter-clockwise) and the size
+        to scale the stored frame to before rotating it (size changes are counted in ``stats``)."""
         rot = int(round(frame.rotation or 0)) % 360
         w, h = frame.width, frame.height
         disp = (h, w) if rot % 180 == 90 else (w, h)
@@ -481,13 +492,129 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             self.stats["size_changes"] += 1
         self._last_disp = disp
         ow, oh = self.stats["out_size"]
-        # scale in the stored orientation, then rotate: swscale does resize + RGB in one pass
+        # scale in the stored orientation, then rotate
         sw, sh = (oh, ow) if rot % 180 == 90 else (ow, oh)
-        rgb = frame.to_ndarray(format="rgb24", width=sw, height=sh)
-        if rot:
-            # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the same
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
-        return rgb
+        return rot, sw, sh
+
+
+# 8-bit planar YUV formats that Frame.crop cuts in place: log2 of the chroma subsampling (x, y)
+_PLANAR_YUV = {"yuv420p": (1, 1), "yuvj420p": (1, 1), "yuv422p": (1, 0), "yuvj422p": (1, 0),
+               "yuv444p": (0, 0), "yuvj444p": (0, 0)}
+
+
+class Frame:
+    """One decoded video frame as :class:`iter_frames` yields it, converted only when asked
+    (``iter_frames(..., lazy=True)``).
+
+    ``shape`` is ``(H, W, 3)`` of its RGB array; :meth:`rgb` returns that array (exactly what
+    ``iter_frames`` yields without ``lazy``; computed once); :meth:`crop` cuts a square out of it.
+    Holds a reference to the decoder's frame (FFmpeg reference-counts its buffers, so the frame stays
+    valid while held).
+    """
+
+    def __init__(self, frame: av.VideoFrame, rot: int, size: tuple[int, int]):
+        self.frame = frame
+        self.rot = rot            # display rotation, degrees counter-clockwise
+        self.size = size          # (width, height) the stored frame is scaled to before rotating
+        w, h = size if rot % 180 == 0 else size[::-1]
+        self.shape = (h, w, 3)
+        self._rgb: np.ndarray | None = None
+
+    def rgb(self) -> np.ndarray:
+        """The frame as uint8 RGB ``(H, W, 3)`` (swscale does resize + colour conversion in one pass)."""
+        if self._rgb is None:
+            rgb = self.frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+            if self.rot:
+                # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the same
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rot // 90))
+            self._rgb = rgb
+        return self._rgb
+
+    def crop(self, x0: int, y0: int, side: int, out_px: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """The square ``[x0, x0 + side) x [y0, y0 + side)`` of :meth:`rgb` (pixels; black where it
+        leaves the frame), area-averaged to uint8 ``(out_px, out_px, 3)``.
+
+        Returns ``(image, (x0, y0, side))`` with the square actually cut: for 8-bit planar YUV frames
+        at their decoded size (nearly all camera video) the square is cut from the Y, U, V planes
+        directly and only the small result is converted to RGB (swscale, with the frame's colour
+        space and range, as :meth:`rgb`), ~1 ms instead of ~5 ms for a 1080p frame; for that the
+        square is grown by a few pixels (its side to a multiple of the shrink factor times the chroma
+        subsampling, so OpenCV's exact integer box filter applies) and moved by at most one pixel
+        (chroma alignment), keeping its centre within one pixel. Other frames: cut from :meth:`rgb`,
+        the square unchanged.
+        """
+        f = self.frame
+        sub = _PLANAR_YUV.get(f.format.name)
+        if sub is None or (f.width, f.height) != tuple(self.size):
+            return crop_square(self.rgb(), x0, y0, side, out_px), (x0, y0, side)
+        cw, ch = sub
+        k = max(1, side // out_px)                  # integer shrink factor of the first pass
+        unit = k << max(cw, ch)
+        s = -(-side // unit) * unit
+        grow = (s - side) // 2
+        sx, sy = self._to_stored(x0 - grow, y0 - grow, s)
+        sx, sy = sx - sx % (1 << cw), sy - sy % (1 << ch)   # chroma samples start on this pixel
+        full_range = f.format.name.startswith("yuvj") or f.color_range == 2   # 2: AVCOL_RANGE_JPEG
+        small = av.VideoFrame(out_px, out_px, f.format.name)
+        for p, (src, dst) in enumerate(zip(f.planes[:3], small.planes)):
+            fx, fy = (1, 1) if p == 0 else (1 << cw, 1 << ch)
+            black = (0 if full_range else 16) if p == 0 else 128
+            plane = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:, :src.width]
+            region = _cut(plane, sx // fx, sy // fy, s // fx, s // fy, black)
+            out = np.frombuffer(dst, np.uint8).reshape(dst.height, dst.line_size)[:, :dst.width]
+            out[:] = _shrink(region, dst.width, dst.height)
+        small.colorspace, small.color_range = f.colorspace, f.color_range
+        rgb = _SMALL_SWS.reformat(small, format="rgb24", threads=1).to_ndarray()
+        if self.rot:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rot // 90))
+        return rgb, (*self._to_display(sx, sy, s), s)
+
+    # square corners between display (rotated) and stored pixel coordinates; np.rot90(stored, k)
+    # puts stored (x, y) at display (y, W - 1 - x) for k = 1 (W, H: stored width, height)
+    def _to_stored(self, x0: int, y0: int, s: int) -> tuple[int, int]:
+        w, h = self.size
+        return {0: (x0, y0), 90: (w - y0 - s, x0), 180: (w - x0 - s, h - y0 - s),
+                270: (y0, h - x0 - s)}[self.rot]
+
+    def _to_display(self, sx: int, sy: int, s: int) -> tuple[int, int]:
+        w, h = self.size
+        return {0: (sx, sy), 90: (sy, w - sx - s), 180: (w - sx - s, h - sy - s),
+                270: (h - sy - s, sx)}[self.rot]
+
+
+_SMALL_SWS = av.video.reformatter.VideoReformatter()  # reused: its SwsContext is set up once
+
+
+def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: int = 0) -> np.ndarray:
+    """``img[y0:y0 + h, x0:x0 + w]`` (a view when inside), padded with ``fill`` where it leaves img."""
+    ih, iw = img.shape[:2]
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, iw), min(y0 + h, ih)
+    if (xa, ya, xb, yb) == (x0, y0, x0 + w, y0 + h):
+        return img[ya:yb, xa:xb]
+    out = np.full((h, w) + img.shape[2:], fill, img.dtype)
+    if xa < xb and ya < yb:
+        out[ya - y0:yb - y0, xa - x0:xb - x0] = img[ya:yb, xa:xb]
+    return out
+
+
+def _shrink(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Area-average ``img`` to ``(h, w)``: OpenCV's integer box filter first when the size allows
+    (fast), then INTER_AREA (exact pixel-area weights) for the remaining factor (< 2)."""
+    import cv2  # opencv-contrib-python, a mediapipe dependency; imported here: most steps need none
+
+    ih, iw = img.shape[:2]
+    k = min(iw // w, ih // h)
+    if k >= 2 and iw % k == 0 and ih % k == 0:
+        img = cv2.resize(img, (iw // k, ih // k), interpolation=cv2.INTER_AREA)
+    if img.shape[:2] != (h, w):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+def crop_square(rgb: np.ndarray, x0: int, y0: int, side: int, out_px: int) -> np.ndarray:
+    """The square ``[x0, x0 + side) x [y0, y0 + side)`` of an ``(H, W, C)`` image (zero where it
+    leaves the image), area-averaged to ``(out_px, out_px, C)``."""
+    return _shrink(_cut(rgb, x0, y0, side, side), out_px, out_px)
 
 
 class _BestEffortTimestamp:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from preprocessing.common import StepError, load_json, run_step, save_npz
 from preprocessing.landmarks import N_LANDMARKS
-from preprocessing.media import iter_frames
+from preprocessing.media import Frame, iter_frames
 
 FPS = 30
 CROP_PX = 256          # side of the square crop handed to FaceMesh (px)
@@ -51,25 +51,6 @@ def _square(cx: float, cy: float, side: float) -> tuple[int, int, int]:
     """Integer square (x0, y0, side) centred on (cx, cy)."""
     s = max(int(round(side)), 8)
     return int(round(cx - s / 2)), int(round(cy - s / 2)), s
-
-
-def _crop(frame: np.ndarray, x0: int, y0: int, side: int, out_px: int) -> np.ndarray:
-    """Square crop (zero-padded where it leaves the frame) resized to ``out_px`` x ``out_px``."""
-    from PIL import Image
-
-    h, w = frame.shape[:2]
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if xa >= xb or ya >= yb:
-        return np.zeros((out_px, out_px, 3), np.uint8)
-    patch = frame[ya:yb, xa:xb]
-    if (xa, ya, xb, yb) != (x0, y0, x0 + side, y0 + side):
-        canvas = np.zeros((side, side, 3), np.uint8)
-        canvas[ya - y0:yb - y0, xa - x0:xb - x0] = patch
-        patch = canvas
-    if side == out_px:
-        return np.ascontiguousarray(patch)
-    # PIL: an antialiased resize (MediaPipe's own warp does not antialias when shrinking)
-    return np.asarray(Image.fromarray(patch).resize((out_px, out_px), Image.BILINEAR))
 
 
 def _iou(a, b) -> float:
@@ -103,7 +84,8 @@ def _tiles(w: int, h: int, levels: int = TILE_LEVELS):
 
 # ---------------------------------------------------------------------------------------- tracker
 class FaceTracker:
-    """Follows one face through a stream of RGB frames; ``track(frame)`` -> (landmarks px, box px) or None.
+    """Follows one face through a stream of video frames (:class:`preprocessing.media.Frame`, as
+    ``iter_frames(..., lazy=True)`` yields them); ``track(frame)`` -> (landmarks px, box px) or None.
 
     ``landmarks`` are ``(478, 3)`` full-frame pixels (x, y, z*width-unit); the box is the landmark box
     x0, y0, x1, y1 in pixels. State: the previous frame's box and the last box ever tracked.
@@ -128,10 +110,12 @@ class FaceTracker:
         self.detector.close()
 
     # -- FaceMesh on a crop, mapped back to full-frame pixels
-    def _mesh(self, frame, cx, cy, side, expect_side):
+    def _mesh(self, frame: Frame, cx, cy, side, expect_side):
         h, w = frame.shape[:2]
-        x0, y0, s = _square(cx, cy, side)
-        crop = _crop(frame, x0, y0, s, CROP_PX)
+        # Frame.crop cuts the square from the decoded YUV planes and converts only the crop to RGB
+        # (area-averaged: MediaPipe's own warp does not antialias when shrinking); the square it
+        # cut may be a few pixels larger than asked, the landmarks are mapped back through it
+        crop, (x0, y0, s) = frame.crop(*_square(cx, cy, side), CROP_PX)
         res = self.mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
@@ -157,8 +141,9 @@ class FaceTracker:
         return px, box
 
     # -- face detector: whole frame, then tiles
-    def _detect(self, frame, tiled: bool):
+    def _detect(self, frame: Frame, tiled: bool):
         h, w = frame.shape[:2]
+        frame = frame.rgb()
         boxes = self._detect_in(frame, 0, 0, w, h)
         if not boxes and tiled:
             self.stats["tiled_searches"] += 1
@@ -187,12 +172,12 @@ class FaceTracker:
                 return boxes[int(np.argmax(ious))]
         return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
 
-    def follow(self, frame: np.ndarray, box) -> tuple[np.ndarray, np.ndarray] | None:
+    def follow(self, frame: Frame, box) -> tuple[np.ndarray, np.ndarray] | None:
         """FaceMesh on a crop around ``box`` (a landmark box of a neighbouring frame), or None."""
         longer = max(box[2] - box[0], box[3] - box[1])
         return self._mesh(frame, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, MESH_SCALE * longer, longer)
 
-    def track(self, frame: np.ndarray):
+    def track(self, frame: Frame):
         """Landmarks of the followed face in ``frame`` (the next frame of the stream), or None.
 
         ``self.found`` tells afterwards whether the face was (re)found by the detector rather than
@@ -280,12 +265,13 @@ def track_video(video: str, n_frames: int, max_gap: int = 5, min_face_px: int = 
 
     # frames missed since the last tiled search (at most TILE_EVERY - 1, so memory stays bounded):
     # when the detector finds the face again they are tracked backwards from it
-    missed: deque[tuple[int, np.ndarray]] = deque(maxlen=max(TILE_EVERY - 1, 0))
+    missed: deque[tuple[int, Frame]] = deque(maxlen=max(TILE_EVERY - 1, 0))
     frames = None
     try:
-        # media.iter_frames: (i, rgb) on the 30 fps timeline; corrupt packets repeat the previous
-        # frame, a mid-video size change is rescaled to the first frame's size
-        frames = iter_frames(video, fps=FPS, n_frames=n)
+        # media.iter_frames: (i, Frame) on the 30 fps timeline, converted to RGB only where the
+        # detector needs the whole frame; corrupt packets repeat the previous frame, a mid-video
+        # size change is rescaled to the first frame's size
+        frames = iter_frames(video, fps=FPS, n_frames=n, lazy=True)
         for i, frame in tqdm(frames, total=n, desc="track", unit="frame", disable=not progress,
                              mininterval=5):
             h, w = frame.shape[:2]
