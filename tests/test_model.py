@@ -1,6 +1,8 @@
 """The MusicFace generator, its variants and parts (synthetic tensors; training is in test_train.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +150,58 @@ def test_pgn_is_autoregressive_and_starts_at_p0():
     _, pa, _, _, state = m.decode(first, p0=p0)
     _, pb, _, _, _ = m.decode(second, state=state)
     assert torch.allclose(torch.cat([pa, pb], 1), full, atol=1e-6)
+
+
+@torch.no_grad()
+def test_pgn_rollout_equals_forward():
+    """The generation-time roll-out (numpy) runs the training recurrence: same poses, speeds, state."""
+    m = tiny("full", lstm_hidden=24)
+    m.pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 200, m.pgn.d_in, generator=g)
+    state = m.pgn.init_state(torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g))
+    want = m.pgn(h, state)
+    got = m.pgn.rollout(h, state)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[1], want[1])
+    for a, b in zip(dataclasses.astuple(got[2]), dataclasses.astuple(want[2])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert float((got[0] - h.new_zeros(1)).abs().max()) > 1.0  # the poses really move
+    # chunks: the returned state continues the roll-out
+    first = m.pgn.rollout(h[:, :77], state)
+    second = m.pgn.rollout(h[:, 77:], first[2])
+    torch.testing.assert_close(torch.cat([first[0], second[0]], 1), want[0], rtol=1e-5, atol=1e-5)
+    assert m.pgn.rollout(h[:, :0], state)[0].shape == (3, 0, 6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_generate_equals_the_training_forward(variant):
+    """model.generate (inference paths: numpy PGN roll-out, ...) against the training forward, which
+    is the implementation generation started from: a 4-minute song (7,200 frames), default sizes,
+    data units. Differences are float32 rounding: below 1e-5 everywhere (pose up to |55|)."""
+    torch.manual_seed(0)
+    m = MusicFace(ModelConfig(variant=variant), SUBJECTS, 64)
+    m.set_normalisation(_stats(64))
+    song = _song(7200)
+    gen = m.generate(**song, subject=1, seed=3)
+    with torch.no_grad():
+        ref = m({k: torch.from_numpy(v)[None] for k, v in song.items()}, torch.tensor([1]))
+    want = {"exp": ref["exp"][0] * m.exp_std + m.exp_mean, "pose": ref["pose"][0] * m.pose_std + m.pose_mean}
+    if variant == "full":
+        want["speed"] = ref["speed"][0] * m.pose_std
+    e_long = ref["e_long"][0].numpy()
+    want["e_long"] = np.where(e_long > m.cfg.eye_threshold, e_long, 0.0)
+    for k, v in (ref["att"] or {}).items():
+        want[f"att_{k}"] = v[0]
+    got = dict(gen, **{f"att_{k}": v for k, v in (gen["att"] or {}).items()})
+    for k, v in want.items():
+        v = np.asarray(v)
+        assert got[k].shape == v.shape and got[k].dtype == np.float32, k
+        diff = float(np.abs(got[k].astype(np.float64) - v).max())
+        assert diff < 1e-5, f"{variant} {k}: max difference {diff:.3g}"
+    if variant == "full":  # the roll-out really moves the head over the song
+        assert np.ptp(np.asarray(want["pose"][:, 0])) > 0.01
+    assert (gen["speed"] is None) == (variant != "full") and (gen["att"] is None) == (variant in VARIANTS[:2])
 
 
 # ----------------------------------------------------------------------------------- U-Net
