@@ -57,20 +57,56 @@ def n_rows(n_frames: int, fps: int = 30) -> int:
     return int(math.ceil(n_frames * RATE / fps - 1e-9))
 
 
+BLOCK = 512         # frames per block in _cepstra (~1-2 MB of float64 spectra: stays in the L2 cache)
+
+
+def _cepstra(signal: np.ndarray, sr: int = SR) -> np.ndarray:
+    """``python_speech_features.mfcc`` with this module's settings, bit for bit, in cache-sized blocks.
+
+    ``signal`` float64 holding a whole number of frames (``(n - 1) * hop + win`` samples) -> float64
+    ``(n, N_CEP)``. psf builds the framed signal with an int index array, a gather and a tiled window
+    (four arrays of n x 400 x 8 bytes, 77 MB each for a 4-minute song) and then the whole complex
+    spectrum: two thirds of its time is memory traffic. Here the frames are a strided view of the
+    pre-emphasised signal, and each block of frames is windowed and goes through psf's own
+    ``sigproc.powspec`` and energy sum while it is in cache: the same float64 operations on the same
+    values, so the same results (tests/test_mfcc.py compares against ``psf.mfcc``), ~3x faster.
+    The filterbank product stays one matrix product over all frames, as in psf: BLAS rounds a row
+    differently depending on where it falls in its blocking of the matrix (measured: the 26 rows
+    after row 3,072 of a 3,098-frame product change in the last bit when the product is cut in blocks).
+    """
+    import python_speech_features as psf
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy.fftpack import dct
+
+    hop, win = sr // RATE, int(round(0.025 * sr))
+    emph = psf.sigproc.preemphasis(signal, PREEMPH)
+    frames = sliding_window_view(emph, win)[::hop]                   # (n, win) view, no copy
+    assert (len(frames) - 1) * hop + win == len(signal), (len(signal), len(frames))
+    window = np.hamming(win)
+    bank = psf.get_filterbanks(N_MELS, N_FFT, sr, 0, sr / 2)
+    pspec, energy = np.empty((len(frames), N_FFT // 2 + 1)), np.empty(len(frames))
+    for a in range(0, len(frames), BLOCK):
+        pspec[a:a + BLOCK] = psf.sigproc.powspec(frames[a:a + BLOCK] * window, N_FFT)
+        energy[a:a + BLOCK] = np.sum(pspec[a:a + BLOCK], 1)
+    feat = np.dot(pspec, bank.T)
+    # the rest of psf.fbank / psf.mfcc, unchanged: exact zeros -> eps, log, DCT, lifter, log energy
+    energy = np.where(energy == 0, np.finfo(float).eps, energy)
+    feat = np.where(feat == 0, np.finfo(float).eps, feat)
+    cep = psf.base.lifter(dct(np.log(feat), type=2, axis=1, norm="ortho")[:, :N_CEP], LIFTER)
+    cep[:, 0] = np.log(energy)
+    return cep
+
+
 def _features(padded: np.ndarray, rows: int, sr: int = SR) -> np.ndarray:
     """MFCC+delta rows of a cut that starts ``DELTA_N * HOP + WIN / 2`` samples before row 0's centre.
 
     ``padded`` must hold exactly ``(rows + 2 DELTA_N - 1) * HOP + WIN`` samples: frames
     ``-DELTA_N .. rows + DELTA_N - 1`` are computed, the deltas use them, the extra rows are dropped.
     """
-    import python_speech_features as psf
-
     hop, win = sr // RATE, int(round(0.025 * sr))
     total = rows + 2 * DELTA_N
     assert len(padded) == (total - 1) * hop + win, (len(padded), total)
-    cep = psf.mfcc(np.asarray(padded, np.float64), samplerate=sr, winlen=win / sr, winstep=hop / sr,
-                   numcep=N_CEP, nfilt=N_MELS, nfft=N_FFT, lowfreq=0, highfreq=sr / 2, preemph=PREEMPH,
-                   ceplifter=LIFTER, appendEnergy=True, winfunc=np.hamming)
+    cep = _cepstra(np.asarray(padded, np.float64), sr)
     assert cep.shape == (total, N_CEP), cep.shape
     # delta regression, vectorised (psf.delta loops in Python): d_t = sum n (c_{t+n} - c_{t-n}) / denom
     denom = 2 * sum(n * n for n in range(1, DELTA_N + 1))

@@ -103,6 +103,32 @@ def test_mfcc_values_match_hand_computation():
     np.testing.assert_allclose(feats[52, 13:], d52, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("seconds", [0.03, 5.13, 31.0])
+def test_blocked_cepstra_are_bit_identical_to_python_speech_features(seconds):
+    """preprocessing.mfcc computes psf.mfcc in cache-sized blocks (speed): the dataset's features must
+    not change by a single bit. Lengths: under one block, several blocks with a partial last one;
+    speech-like signal with digital silence (the eps branch) and a full-scale stretch."""
+    import python_speech_features as psf
+
+    from preprocessing.mfcc import BLOCK, HOP, WIN, _cepstra
+
+    n = int(round(seconds * SR))
+    n = (max(n - WIN, 0) // HOP) * HOP + WIN                        # a whole number of frames, as _features cuts
+    t = np.arange(n) / SR
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + noise(n / SR, 7, 0.05)[:n]).astype(np.float32)
+    x[n // 3: n // 3 + 4000] = 0.0
+    x[n // 2: n // 2 + 2000] = np.sign(x[n // 2: n // 2 + 2000])
+    sig = np.asarray(x, np.float64)
+    ref = psf.mfcc(sig, samplerate=SR, winlen=0.025, winstep=0.01, numcep=13, nfilt=26, nfft=512, lowfreq=0,
+                   highfreq=SR / 2, preemph=0.97, ceplifter=22, appendEnergy=True, winfunc=np.hamming)
+    got = _cepstra(sig)
+    assert got.shape == ref.shape == ((n - WIN) // HOP + 1, 13) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, ref)
+    if seconds > 30:
+        assert len(got) > 5 * BLOCK and len(got) % BLOCK != 0
+        assert np.sum(got[:, 0] == LOG_EPS) >= 20                     # the silent stretch: log(eps)
+
+
 def test_mfcc_shapes_and_silence():
     assert mfcc(noise(0.5)).shape == (50, 26)
     assert mfcc(noise(0.501)).shape == (51, 26)
