@@ -19,12 +19,27 @@ on 2 x 7,200 windows); bench/generate.py measures it. The LayerNorm keeps the fe
 (no normalisation elsewhere in the generator): without it they grew to |f| ~ 5 within 400 demo steps
 and drove the ATM's sigmoids into saturation. It acts on one frame at a time, so chunked generation
 is unaffected.
+
+Generation (``inference=True``) runs the same network in channels-last layout (:func:`conv_nhwc`):
+an MFCC window (39, 26) is already time-major with the coefficients last, and oneDNN's NHWC
+convolutions are ~1.4x faster on CPU than its (N, C, L) path at these channel counts.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def conv_nhwc(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` applied to a channels-last ``(N, C, 1, L)`` tensor, as the equivalent 1 x k conv2d.
+
+    Generation only; training keeps ``(N, C, L)`` and ``nn.Conv1d``. Same weights, same products,
+    summed in another order by oneDNN's NHWC kernels: results differ by float32 rounding (~1e-7).
+    A ``(B, T, C)`` feature sequence viewed as ``x.transpose(1, 2)[:, :, None]`` is such a tensor
+    without a copy.
+    """
+    return F.conv2d(x, conv.weight[:, :, None], conv.bias, (1, conv.stride[0]), (0, conv.padding[0]))
 
 
 class ResBlock1d(nn.Module):
@@ -37,6 +52,10 @@ class ResBlock1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on a channels-last ``(N, C, 1, L)`` tensor (generation)."""
+        return x + conv_nhwc(self.conv2, F.relu(conv_nhwc(self.conv1, F.relu(x))))
 
 
 class AudioEncoder(nn.Module):
@@ -61,6 +80,15 @@ class AudioEncoder(nn.Module):
         x = self.stages(self.stem(x))
         return self.norm(self.head(F.relu(x).mean(dim=2)))
 
+    def forward_nhwc(self, mfcc: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` in channels-last layout (generation, :func:`conv_nhwc`); same arguments."""
+        x = torch.cat([mfcc, onehot[:, None, :].expand(-1, mfcc.shape[1], -1)], dim=2)  # (N, 39, 26+S)
+        x = conv_nhwc(self.stem, x.transpose(1, 2)[:, :, None])  # (N, 26+S, 1, 39) view: channels last
+        for stage in self.stages:
+            for layer in stage:
+                x = layer.forward_nhwc(x) if isinstance(layer, ResBlock1d) else conv_nhwc(layer, x)
+        return self.norm(self.head(F.relu(x).mean(dim=(2, 3))))
+
 
 class TSAE(nn.Module):
     """Two-stream audio encoder: AE^v on the vocals, AE^b on the music (same structure, own weights).
@@ -78,14 +106,16 @@ class TSAE(nn.Module):
 
     block = 1024  # frames per encoder call at inference (frames are independent: same result, cache-friendly)
 
-    def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor) -> torch.Tensor:
-        """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (..., F))."""
+    def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor, inference: bool = False) -> torch.Tensor:
+        """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (..., F)).
+        ``inference``: the encoders' channels-last path (generation, no autograd)."""
         lead = onehot.shape[:-1]
         oh = onehot.reshape(-1, onehot.shape[-1])
         x = {s: mfcc[s].reshape(-1, *mfcc[s].shape[-2:]) for s in self.streams}
         n = oh.shape[0]
         step = n if torch.is_grad_enabled() else self.block
+        enc = {s: self.encoders[s].forward_nhwc if inference else self.encoders[s] for s in self.streams}
         feats = torch.cat([
-            torch.cat([self.encoders[s](x[s][a:a + step], oh[a:a + step]) for s in self.streams], dim=-1)
+            torch.cat([enc[s](x[s][a:a + step], oh[a:a + step]) for s in self.streams], dim=-1)
             for a in range(0, n, max(step, 1))])
         return feats.reshape(*lead, self.out_dim)

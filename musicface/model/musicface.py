@@ -93,14 +93,15 @@ class MusicFace(nn.Module):
         v = self.exp_std ** 2
         return v / v.mean()
 
-    def _mfcc(self, mfcc: dict) -> dict[str, torch.Tensor]:
+    def _mfcc(self, mfcc: dict, inference: bool = False) -> dict[str, torch.Tensor]:
         """Raw MFCC windows keyed ``mfcc_vocals``/... -> normalised, keyed by stream."""
         out = {}
         for i, s in enumerate(self.streams):
             x = mfcc[MFCC_KEY[s]]
             if x is None:
                 raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
-            out[s] = (x - self.mfcc_mean[i]) / self.mfcc_std[i]
+            x = x - self.mfcc_mean[i]
+            out[s] = x.div_(self.mfcc_std[i]) if inference else x / self.mfcc_std[i]  # same values
         return out
 
     def disc_audio(self, mfcc: dict) -> torch.Tensor:
@@ -112,33 +113,35 @@ class MusicFace(nn.Module):
     def onehot(self, subject: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(subject.long(), len(self.subjects)).float()
 
-    def encode(self, mfcc: dict, onehot: torch.Tensor) -> tuple[dict, dict | None]:
-        """MFCC windows (B, T, 39, 26) per stream -> per-task inputs h_k (B, T, D) and att_k (B, T, C)."""
-        norm = self._mfcc(mfcc)
+    def encode(self, mfcc: dict, onehot: torch.Tensor, inference: bool = False) -> tuple[dict, dict | None]:
+        """MFCC windows (B, T, 39, 26) per stream -> per-task inputs h_k (B, T, D) and att_k (B, T, C).
+        ``inference``: the channels-last encoder and U-Net paths (generation: no autograd, ~1.6x
+        faster on CPU; float32 rounding differs from the training path by ~1e-7 relative)."""
+        norm = self._mfcc(mfcc, inference)
         b, t = norm[self.streams[0]].shape[:2]
         oh_t = onehot[:, None, :].expand(b, t, -1)
-        f = self.tsae(norm, oh_t)  # (B, T, C)
+        f = self.tsae(norm, oh_t, inference)  # (B, T, C)
         if self.atm is None:
             h = torch.cat([f, oh_t], dim=-1)
             return {k: h for k in TASKS}, None
         hs, atts = {}, {}
         for k in TASKS:
-            mod, atts[k] = self.atm[k](f)
+            mod, atts[k] = self.atm[k](f, inference)
             hs[k] = torch.cat([mod, oh_t], dim=-1)
         return hs, atts
 
     def decode(self, h: dict, state: PoseState | None = None, p0: torch.Tensor | None = None,
-               v0: torch.Tensor | None = None, rollout: bool = False):
+               v0: torch.Tensor | None = None, inference: bool = False):
         """Heads on per-task inputs. With ``p0`` (B, 6) the sequence starts there (frame 0 = p0, and
         ``v0`` = p0 - p_{-1}, default 0); with ``state`` it continues a previous chunk. Returns exp,
         pose, speed (None for MLP pose), e_long and the PGN state (None for MLP pose).
-        ``rollout``: step the PGN with :meth:`PGN.rollout` (generation: numpy, no autograd, ~4x
+        ``inference``: step the PGN with :meth:`PGN.rollout` (generation: numpy, no autograd, ~4x
         faster) instead of its ``forward`` (training)."""
         exp = self.egn(h["exp"])
         e_long = self.esgn(h["eye"])
         if self.pgn is None:
             return exp, self.mlp_pose(h["pose"]), None, e_long, None
-        pgn = self.pgn.rollout if rollout else self.pgn
+        pgn = self.pgn.rollout if inference else self.pgn
         if state is None:
             state = self.pgn.init_state(p0, v0)
             rest, speed_rest, state = pgn(h["pose"][:, 1:], state)
@@ -227,9 +230,9 @@ class MusicFace(nn.Module):
         for a in range(0, n, max(step, 1)):
             b = min(n, a + step)
             lo, hi = max(0, a - margin), min(n, b + margin)
-            h, att = self.encode({k: v[:, lo:hi] for k, v in mfcc.items()}, oh)
+            h, att = self.encode({k: v[:, lo:hi] for k, v in mfcc.items()}, oh, inference=True)
             h = {k: v[:, a - lo:b - lo] for k, v in h.items()}
-            exp, pose, speed, e_long, state = self.decode(h, state=state, p0=p0 if a == 0 else None, rollout=True)
+            exp, pose, speed, e_long, state = self.decode(h, state=state, p0=p0 if a == 0 else None, inference=True)
             for k, v in (("exp", exp), ("pose", pose), ("speed", speed), ("e_long", e_long)):
                 parts[k].append(v)
             if att is not None:
