@@ -238,3 +238,81 @@ def test_tiles_cover_the_frame():
                 cover[y0:y0 + side, x0:x0 + side] = True
         assert cover.all(), (w, h)                     # the finest level covers every pixel
     assert [s for _, _, s in _tiles(1280, 720)] == [720] * 3 + [360] * 15
+
+
+# ------------------------------------------------------------------ fast crops (media.Frame.crop)
+def _write_av(path, frames, codec, pix_fmt, fmt=None):
+    with av.open(str(path), "w", format=fmt) as out:
+        s = out.add_stream(codec, rate=30)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = pix_fmt
+        if codec == "libx264":
+            s.options = {"crf": "10"}
+        for f in frames:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(s.encode(None))
+
+
+SQUARES = [(100, 50, 300, 128), (-50, -30, 200, 64), (400, 300, 333, 100), (10, 11, 77, 128),
+           (-100, 200, 900, 256), (2000, 2000, 50, 32)]   # inside, over the corner, larger, outside
+
+
+@pytest.mark.parametrize("kind", ["rot0", "rot90", "rot180", "rot270", "yuvj420p", "yuv444p", "scaled"])
+def test_frame_crop_matches_the_rgb_frame(tmp_path, kind):
+    """Frame.crop (cut from the YUV planes) = the same square of Frame.rgb() area-averaged, for
+    rotated (phone) video, full-range MJPEG, 4:4:4, and frames rescaled by iter_frames(size=...)."""
+    from skimage import data
+
+    from preprocessing.media import crop_square
+
+    img = np.asarray(Image.fromarray(data.astronaut()).resize((640, 480), Image.BILINEAR))
+    video = tmp_path / "v.mp4"
+    if kind.startswith("rot"):
+        write_video(video, [img] * 2, crf=10, rotation=int(kind[3:]))
+    elif kind == "yuvj420p":
+        video = tmp_path / "v.avi"
+        _write_av(video, [img] * 2, "mjpeg", "yuvj420p")
+    elif kind == "yuv444p":
+        _write_av(video, [img] * 2, "libx264", "yuv444p")
+    else:
+        write_video(video, [img] * 2, crf=10)
+    size = (320, 240) if kind == "scaled" else None
+    _, frame = next(iter(iter_frames(video, n_frames=1, size=size, lazy=True)))
+    rgb = frame.rgb()
+    assert frame.shape == rgb.shape == ((640, 480, 3) if kind in ("rot90", "rot270") else
+                                         (240, 320, 3) if kind == "scaled" else (480, 640, 3))
+    for x0, y0, side, out in SQUARES:
+        crop, (cx0, cy0, cs) = frame.crop(x0, y0, side, out)
+        assert crop.shape == (out, out, 3) and crop.dtype == np.uint8
+        ref = crop_square(rgb, cx0, cy0, cs, out)
+        d = np.abs(crop.astype(int) - ref)
+        if kind == "scaled":                       # not YUV at decoded size: cut from rgb() itself
+            assert (cx0, cy0, cs) == (x0, y0, side) and d.max() == 0
+            continue
+        k = max(1, side // out)                    # side grown to a multiple of k, same centre
+        assert side <= cs <= side + k - 1 and cs % k == 0
+        assert abs((cx0 + cs / 2) - (x0 + side / 2)) <= 0.5 and abs((cy0 + cs / 2) - (y0 + side / 2)) <= 0.5
+        assert d.mean() < 2.5, (x0, y0, side, d.mean())   # measured <= 1.8 (chroma edges)
+    # a square entirely outside the frame is black
+    assert frame.crop(2000, 2000, 50, 32)[0].max() == 0
+
+
+@needs_megamind
+def test_fast_crops_track_like_full_rgb_frames(tmp_path, monkeypatch):
+    """Megamind x2 in a 1920x1080 frame: landmarks from the YUV crops agree with those from crops of
+    the full RGB frame (the way frames were cut before) far below a pixel-level crop change."""
+    import preprocessing.media as media
+    from preprocessing.media import crop_square
+
+    video = tmp_path / "hd.mp4"
+    write_video(video, (_placed(f, 2.0, canvas=(1920, 1080), at=(240, 12)) for f in _megamind(60)))
+    fast = track_video(str(video), 60, progress=False)
+    monkeypatch.setattr(media.Frame, "crop", lambda self, x0, y0, s, out:
+                        (crop_square(self.rgb(), x0, y0, s, out), (x0, y0, s)))
+    ref = track_video(str(video), 60, progress=False)
+    assert (fast["valid"] == ref["valid"]).all() and fast["valid"][2:].all()
+    v = ref["valid"].astype(bool)
+    d = np.linalg.norm((fast["landmarks"][v] - ref["landmarks"][v])[..., :2] * [1920, 1080], axis=-1)
+    size = (ref["bbox"][v, 2] - ref["bbox"][v, 0]) * 1920
+    assert np.median(size) > 250
+    assert (d.mean(axis=1) / size).mean() < 0.006      # measured 0.0032 (a 1 px crop shift: 0.0035)
