@@ -5,8 +5,10 @@
 Separation and MFCC extraction are excluded (inputs are MFCC windows). Without --checkpoint the
 default architecture (config.yaml sizes, 2 subjects, E = 64) with random weights is timed: the cost
 does not depend on the weight values. Prints JSON: seconds per song (min / median of the repeats)
-for one pass and for 1,000-frame chunks, the parts (TSAE, ATMs, heads + PGN roll-out), the
-real-time factor, and the same for the ablation variants. Target (DESIGN.md 8): < 2 s per song.
+for one pass and for 1,000-frame chunks, the parts as ``generate`` runs them (MFCC normalisation,
+TSAE, ATMs, heads + PGN roll-out; the PGN's numpy roll-out next to its training forward), the
+real-time factor, and the same for the ablation variants. Target (DESIGN.md 8): < 2 s per song,
+MFCC extraction included (bench/generate_cli.py).
 """
 from __future__ import annotations
 
@@ -33,21 +35,26 @@ def timed(fn, repeats):
 
 
 def parts(model: MusicFace, song: dict, repeats: int) -> dict:
-    """Seconds of the stages of one pass (inference mode)."""
+    """Seconds of the stages of one pass, as ``generate`` runs them (inference mode and paths)."""
     dev = model.pose_mean.device
     mf = {k: torch.as_tensor(v)[None].to(dev) for k, v in song.items()}
     oh = model.onehot(torch.tensor([0], device=dev))
     out = {}
     with torch.inference_mode():
-        norm = model._mfcc(mf)
+        out["normalise"] = timed(lambda: model._mfcc(mf, inference=True), repeats)
+        norm = model._mfcc(mf, inference=True)
         oh_t = oh[:, None].expand(1, song["mfcc_mix"].shape[0], -1)
-        out["tsae"] = timed(lambda: model.tsae(norm, oh_t), repeats)
-        f = model.tsae(norm, oh_t)
+        out["tsae"] = timed(lambda: model.tsae(norm, oh_t, inference=True), repeats)
+        f = model.tsae(norm, oh_t, inference=True)
         if model.atm is not None:
-            out["atm_x3"] = timed(lambda: [model.atm[k](f) for k in ("exp", "pose", "eye")], repeats)
-        h, _ = model.encode(mf, oh)
+            out["atm_x3"] = timed(lambda: [model.atm[k](f, inference=True) for k in ("exp", "pose", "eye")], repeats)
+        h, _ = model.encode(mf, oh, inference=True)
         p0 = model.subject_pose[:1]
-        out["heads_and_pose"] = timed(lambda: model.decode(h, p0=p0), repeats)
+        out["heads_and_pose"] = timed(lambda: model.decode(h, p0=p0, inference=True), repeats)
+        if model.pgn is not None:
+            hp, state = h["pose"][:, 1:], model.pgn.init_state(p0)
+            out["pgn_rollout"] = timed(lambda: model.pgn.rollout(hp, state), repeats)
+            out["pgn_training_forward"] = timed(lambda: model.pgn(hp, state), repeats)
     return out
 
 

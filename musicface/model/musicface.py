@@ -13,7 +13,13 @@ Variants (``model.variant``, paper 4.3): ``single_stream`` (mix MFCC, one encode
 
 Sizes (config.yaml defaults, 2 subjects, E = 64): 1,486,093 generator parameters = TSAE 2 x 173,280
 + ATM 3 x 313,344 + EGN 25,024 + ESGN 16,897 + PGN 157,580 (speed MLP, LSTM 128, direction FC);
-discriminator 49,665. bench/generate.py: a 4-minute song (7,200 frames) in ~0.7 s on one CPU core.
+discriminator 49,665.
+
+Generation (:meth:`generate`) runs inference paths of the same network, with the same weights:
+channels-last convolutions in the encoders and U-Nets (``encoder.conv_nhwc``) and a numpy roll-out of
+the PGN (:meth:`PGN.rollout`); training uses the plain ``forward`` paths. The two agree to float32
+rounding (tests/test_model.py: < 1e-5 in data units over 7,200 frames). bench/generate.py, one CPU
+core, 4-minute song (7,200 frames): ~0.5 s (encoders 0.28 s, ATMs 0.07 s, PGN roll-out 0.10 s).
 
 Normalisation lives in the model as buffers (saved with the weights): MFCC per stream and coefficient,
 exp and pose per dimension (mean/std of the training split's valid frames), the per-subject mean pose
