@@ -115,7 +115,8 @@ def test_blocked_cepstra_are_bit_identical_to_python_speech_features(seconds):
     n = int(round(seconds * SR))
     n = (max(n - WIN, 0) // HOP) * HOP + WIN                        # a whole number of frames, as _features cuts
     t = np.arange(n) / SR
-    x = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + noise(n / SR, 7, 0.05)[:n]).astype(np.float32)
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    x = (x + noise(n / SR, 7, 0.05)[:n]).astype(np.float32)
     x[n // 3: n // 3 + 4000] = 0.0
     x[n // 2: n // 2 + 2000] = np.sign(x[n // 2: n // 2 + 2000])
     sig = np.asarray(x, np.float64)
