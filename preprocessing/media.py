@@ -611,7 +611,7 @@ def _shrink(img: np.ndarray, w: int, h: int) -> np.ndarray:
     """Area-average ``img`` to ``(h, w)``: OpenCV's integer box filter first when the size is a
     multiple of the factor (its fast path), then INTER_AREA (exact pixel-area weights) for the rest
     (bilinear when enlarging). Written here because no library call does both fast: a single
-    INTER_AREA from 888 to 256 px costs 2.5x the two passes, PIL's antialiased resize 3x."""
+    INTER_AREA from 888 to 256 px, or PIL's antialiased resize, costs about twice the two passes."""
     import cv2  # opencv-contrib-python, a mediapipe dependency; imported here: most steps need none
 
     ih, iw = img.shape[:2]
