@@ -104,3 +104,14 @@ def test_lint_clean():
     proc = snakemake("--lint")
     assert proc.returncode == 0, proc.stdout
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout, proc.stdout
+
+
+def test_conda_env_pins_match_requirements():
+    """envs/musicface.yaml repeats requirements.txt (conda cannot include it): keep them in step."""
+    import yaml
+
+    req = {line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()}
+    req.discard("")
+    env = yaml.safe_load((REPO / "envs" / "musicface.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip) == req, {"only in requirements.txt": req - set(pip), "only in the env": set(pip) - req}
