@@ -24,6 +24,9 @@ import pytest
 
 from musicface.data import open_shards, take_arrays
 
+sys.path.insert(0, str(Path(__file__).parent))
+from shardbytes import shard_array_bytes  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +42,6 @@ def snakemake(run_dir: Path, sheet: Path, *args, timeout=1500, check=True):
     if check:
         assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
     return p
-
-
-def arrays(shard_dir: Path) -> dict[str, bytes]:
-    out = {}
-    for f in sorted(shard_dir.glob("*.h5")):
-        with h5py.File(f, "r") as h:
-            h.visititems(lambda name, obj: out.__setitem__(f"{f.name}/{name}", obj[()].tobytes())
-                         if isinstance(obj, h5py.Dataset) else None)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +144,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 def test_kill_during_shards_then_rerun_is_identical(project):
     run, sheet = project["run"], project["sheet"]
     out = run / "dataset/shards"
-    before = arrays(out)
+    before = shard_array_bytes(out)
     files_before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert before
     killed = False
@@ -178,7 +172,7 @@ def test_kill_during_shards_then_rerun_is_identical(project):
     p = snakemake(run, sheet, "--cores", "2", "--rerun-incomplete", "dataset")
     assert "shards" in p.stderr
     assert not list((run / "dataset").glob(".shards.tmp-*"))
-    assert arrays(out) == before
+    assert shard_array_bytes(out) == before
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files_before  # byte-identical files
 
 

@@ -14,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from shardbytes import shard_array_bytes  # noqa: E402
 from slurm_cluster import LocalSlurm, missing_binaries  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,17 +42,6 @@ def _snakemake(args, cwd, env, timeout):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
-
-
-def _arrays(shard_dir: Path) -> dict[str, bytes]:
-    out = {}
-    for f in sorted(shard_dir.glob("*.h5")):
-        with h5py.File(f, "r") as h:
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    out[f"{f.name}/{name}"] = np.ascontiguousarray(obj[()]).tobytes()
-            h.visititems(visit)
-    return out
 
 
 def test_dataset_on_local_slurm_matches_local_run(tmp_path):
@@ -85,7 +73,7 @@ def test_dataset_on_local_slurm_matches_local_run(tmp_path):
     assert len(logs) == len(names), (len(logs), len(names))  # one SLURM log per job the plugin submitted
     assert "job submitted" in (proc.stdout + proc.stderr).lower() or "slurm" in proc.stderr.lower()
 
-    a, b = _arrays(local / "dataset" / "shards"), _arrays(cluster_dir / "dataset" / "shards")
+    a, b = shard_array_bytes(local / "dataset" / "shards"), shard_array_bytes(cluster_dir / "dataset" / "shards")
     assert a.keys() == b.keys() and a, "the SLURM run produced other shards than the local run"
     different = [k for k in a if a[k] != b[k]]
     assert not different, f"arrays differ between local and SLURM runs: {different[:5]}"
