@@ -192,6 +192,17 @@ DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DR
 DRIFT_INLIER_S = 0.001   # clock drift: pieces this close to the robust line (+ half their smear) agree
 DRIFT_MIN_SUPPORT = 1 / 3  # clock drift: the share of pieces that must agree before it is corrected
 DRIFT_MIN_SMEAR = 1.0    # samples: a drift x take length below this is not corrected (nothing to gain)
+BAND_NPERSEG = 512       # usable band: Welch spectrum in 31 Hz bins (at 16 kHz) ...
+BAND_SEGMENTS = 400      # ... of at most this many segments (13 s) spread over the signal
+BAND_FLOOR_DB = 60.0     # bins this far below the spectrum's 90th percentile hold nothing
+BAND_TAPER_HZ = 100.0    # raised-cosine edges of the shared band
+MIN_BAND_HZ = 500.0      # a shared band narrower than this cannot align anything
+AMBIG_RATIO = 0.5        # another peak this strong (of the best's, above the sidelobe mean) competes
+AMBIG_MAX = 3            # at most this many competitors are examined (the strongest)
+AMBIG_BLOCK_S = 0.25     # competing offsets: the song under each is compared in blocks this long
+AMBIG_DIFF = 0.1         # ... whose magnitude spectra differ by this share of their energy, or more
+AMBIG_PEAK = 2           # peak strength: energy within +-2 lags (a sub-sample peak spreads over them)
+AMBIG_EXPECT = 0.5       # a competitor's telling part must show half the match the take shows elsewhere
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
@@ -308,8 +319,50 @@ def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: in
             "peak_to_second": peak / second if second > 0 else float("inf")}
 
 
+def usable_band(x: np.ndarray, rate: float) -> tuple[float, float]:
+    """``(lo_hz, hi_hz)``: the band in which ``x`` holds signal. A low sample rate or a low-bitrate
+    codec empties the top of the spectrum (a song at 11 kHz, a 32 kbps MP3, a camera at 8 kHz: after
+    the resampler 60-100 dB down); a small speaker, the bottom. The long-term spectrum (Welch,
+    :data:`BAND_NPERSEG` bins, at most :data:`BAND_SEGMENTS` segments spread over ``x``) is
+    compared with its 90th percentile: a run of bins :data:`BAND_FLOOR_DB` below it that reaches
+    Nyquist (DC) is outside the band. Music itself falls 20-40 dB from bass to 8 kHz, far above
+    the floor. ``(0, rate / 2)`` when nothing is cut (or ``x`` is silent)."""
+    from scipy.signal import welch
+
+    x = np.asarray(x, np.float32)
+    n = BAND_NPERSEG
+    if len(x) < 4 * n:
+        return 0.0, rate / 2
+    starts = np.linspace(0, len(x) - n, min(BAND_SEGMENTS, len(x) // n)).astype(int)
+    f, p = welch(np.concatenate([x[s0:s0 + n] for s0 in starts]), rate, nperseg=n, noverlap=0)
+    if not np.any(p > 0):
+        return 0.0, rate / 2
+    db = 10 * np.log10(np.maximum(p, 1e-30))
+    empty = db < np.percentile(db, 90) - BAND_FLOOR_DB
+    full = np.flatnonzero(~empty)
+    lo = f[full[0]] if full[0] > 1 else 0.0                  # an empty run from DC
+    hi = f[full[-1] + 1] if full[-1] < len(f) - 2 else rate / 2  # an empty run up to Nyquist
+    return float(lo), float(hi)
+
+
+def _band_mask(nfft: int, rate: float, band: tuple[float, float] | None) -> np.ndarray | None:
+    """Weights of the ``nfft // 2 + 1`` rfft bins: 1 inside ``band`` (Hz), 0 outside, raised-cosine
+    edges :data:`BAND_TAPER_HZ` wide inside it (a hard edge rings along the lags); None for no band."""
+    if band is None:
+        return None
+    f = np.arange(nfft // 2 + 1) * (rate / nfft)
+    lo, hi = band
+    w = np.ones(len(f))
+    if lo > 0:
+        w *= np.clip((f - lo) / BAND_TAPER_HZ, 0, 1)
+    if hi < rate / 2:
+        w *= np.clip((hi - f) / BAND_TAPER_HZ, 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * w)).astype(np.float32)
+
+
 def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
-               min_overlap: int = 1) -> dict:
+               min_overlap: int = 1, band: tuple[float, float] | None = None,
+               disambiguate: bool = False, valid: np.ndarray | None = None) -> dict:
     """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >= ``min_overlap``.
 
     Both spectra are weighted by ``|X|^-beta`` for the search (0: plain correlation, 1: PHAT; the
@@ -320,7 +373,11 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
     ``search_lag``, ``confidence``, ``psr``, ``trimmed_psr``, ``trim_fraction``, ``trim_at_s``
     (where the left-out second starts in ``a``, s), ``lead``, ``tail``, ``runner_up_psr``,
-    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring).
+    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring). ``band``
+    (Hz): only the frequencies both signals hold vote (:func:`_band_mask`; None: all of them).
+    ``disambiguate``: other peaks nearly as strong are weighed on the part of ``a`` where the
+    song under them differs (:func:`_competitors`); adds ``competitors``.
+    ``valid``: which samples of ``a`` hold recorded audio (None: all; see :func:`_competitors`).
     """
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
@@ -334,9 +391,15 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         mag = np.abs(spec)
         return np.maximum(mag, 1e-6 * float(mag.max()) + 1e-30, out=mag)
 
+    mask = _band_mask(nfft, rate, band)
+
     def lagged(wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
         """Correlation at lags first..last (circular index k >= 0 is lag k, nfft + k is k < 0)."""
-        r = sfft.irfft(np.conj(wa) * wb, nfft, workers=1)
+        g = np.conj(wa) * wb
+        if mask is not None:
+            g *= mask
+        r = sfft.irfft(g, nfft, workers=1)
+        del g
         out = np.empty(last - first + 1)
         neg = max(0, -first)
         out[:neg] = r[nfft + first:] if neg else r[:0]
@@ -364,14 +427,27 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         wa /= ma**beta
         wb /= mb**beta
     del ma, mb
-    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
     aw = sfft.irfft(wa, nfft, workers=1)
     del wa
+    if mask is not None:
+        wb *= mask
     bw = sfft.irfft(wb, nfft, workers=1)
+    extra = {}
+    if disambiguate:
+        def lagged_in(region: np.ndarray) -> np.ndarray:
+            """The correlation of ``a`` restricted to ``region`` (a mask of its samples)."""
+            return lagged(sfft.rfft(aw[:na] * region, nfft, workers=1), wb)
+
+        i, extra = _competitors(corr, i, exclude, a, b, first, rate, lagged_in, bw, valid)
     del wb
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
     trimmed, frac, at = _trimmed_peak(aw, bw, corr, i, first, lo, hi, max(1, int(round(TRIM_S * rate))))
     del aw, bw
     stats = _score(corr, i, lo, hi, trimmed, exclude)
+    if extra.get("competitors"):
+        # another offset fits about as well: only what tells them apart counts (module docstring)
+        lead = min(c["lead"] for c in extra["competitors"])
+        stats["confidence"] = float(max(0.0, min(stats["trimmed_psr"], lead)))
     delta = 0.0
     if 0 < i < len(corr) - 1:  # parabola through the peak and its neighbours
         y0, y1, y2 = corr[i - 1], corr[i], corr[i + 1]
@@ -379,7 +455,141 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
     lag = first + i
     return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag), **stats,
-            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr)}
+            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr),
+            **extra}
+
+
+def _strength(corr: np.ndarray, i: int, mean: float, std: float) -> float:
+    """How many sidelobe standard deviations the peak at ``i`` rises, from the energy of ``corr``
+    within +-:data:`AMBIG_PEAK` lags (less the noise's): unlike the largest sample, it does not
+    depend on where between two samples the true peak falls (a loop of 6.0839 s puts its copies
+    at different fractions of a sample at 16 kHz: their largest samples differ by up to a third)."""
+    z = (corr[max(0, i - AMBIG_PEAK):i + AMBIG_PEAK + 1] - mean) / std
+    return float(np.sqrt(max(float(np.dot(z, z)) - len(z), 0.0)))
+
+
+def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.ndarray, first: int,
+                 rate: float, lagged_in, bw: np.ndarray, valid: np.ndarray | None) -> tuple[int, dict]:
+    """Other offsets that fit about as well as the peak ``i``, weighed on what tells them apart.
+
+    Competitors: the local maxima outside the peak zone at least :data:`AMBIG_RATIO` as strong
+    (:func:`_strength`) and above the noise (``sqrt(2 ln n_lags)`` + 1), the :data:`AMBIG_MAX`
+    strongest. For each, the *telling part* of the take: the :data:`AMBIG_BLOCK_S` blocks where the
+    song under the two offsets differs (:func:`_differing`; where the song repeats itself sample
+    for sample the take cannot say which copy it heard) and the camera audio is valid (``valid``).
+    Two kinds of evidence are read there, by the correlation of the telling part alone
+    (``lagged_in``): an offset under which the song holds music there should show a match in
+    proportion to that music (``e``: :data:`AMBIG_EXPECT` x the match per unit of whitened song
+    energy the whole take shows, at the better of the two offsets, x the whitened song energy under
+    it in the telling part), and the one the camera heard shows it (``o``: its strength there, in
+    standard deviations of that correlation). A Gaussian log-likelihood ratio of the two hypotheses
+    (each: ``o`` about ``e`` at its own offset, about 0 at the other), divided by ``e_p + e_c``, is
+    ``lead``, in the same units as ``o``: a song that differs under both offsets and a match at one
+    gives its strength; a take that runs past the song's end (start) under one offset and hears
+    nothing there counts against the offset that puts music there. When a competitor wins
+    (``lead < 0``; the most clearly, if several) it becomes the peak and the others are weighed
+    against it (once). Returns ``(i, {"competitors": [{"lag", "offset_s", "telling_s", "lead",
+    "o", "e"}]})`` (``o``, ``e``: ``[peak, competitor]``).
+    """
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)
+    mean, std = _sidelobes(corr, lo, hi)
+    if np.isnan(mean):
+        return i, {}
+    noise = float(np.sqrt(2 * np.log(max(len(corr), 2)))) + 1.0
+    local = np.zeros(len(corr), bool)
+    local[1:-1] = (corr[1:-1] > corr[:-2]) & (corr[1:-1] >= corr[2:])
+    local[lo:hi] = False
+    cand = np.flatnonzero(local & ((corr - mean) / std > min(noise, AMBIG_RATIO * (corr[i] - mean) / std)))
+    del local
+    if not len(cand):
+        return i, {"competitors": []}
+    top = _strength(corr, i, mean, std)
+    cand = cand[np.argsort(corr[cand])[::-1]]
+    picked: list[int] = []  # one per peak zone: the highest sample of each cluster
+    for j in cand:
+        if all(abs(j - k) > exclude for k in picked):
+            picked.append(int(j))
+        if len(picked) >= 4 * AMBIG_MAX:
+            break
+    strength = {j: _strength(corr, j, mean, std) for j in picked}
+    picked = sorted((j for j in picked if strength[j] >= AMBIG_RATIO * top and strength[j] > noise),
+                    key=lambda j: -strength[j])[:AMBIG_MAX]
+    if not picked:
+        return i, {"competitors": []}
+    na, nfft = len(a), len(bw)
+    valid = np.ones(na, np.float32) if valid is None else np.asarray(valid[:na], np.float32)
+    energy = {}  # lag index -> the whitened song's energy under each take sample (valid ones)
+
+    def song_energy(k: int) -> np.ndarray:
+        if k not in energy:  # (none outside the song: PHAT's whitening spills into the padding)
+            idx = np.arange(na) + first + k
+            inside = (idx >= 0) & (idx < len(b))
+            energy[k] = np.where(inside, bw[idx % nfft].astype(np.float64) ** 2, 0.0) * valid
+        return energy[k]
+
+    def rate_of(k: int) -> float:
+        """Match per unit of whitened song energy under the take at lag index k."""
+        total = float(song_energy(k).sum())
+        return _strength(corr, k, mean, std) * std / total if total > 0 else 0.0
+
+    def signed(r: np.ndarray, k: int, m: float, sd: float) -> float:
+        z = r[max(0, k - AMBIG_PEAK):k + AMBIG_PEAK + 1]
+        return _strength(r, k, m, sd) * (1.0 if z.max() - m >= m - z.min() else -1.0)
+
+    def weigh(i: int, js: list[int]) -> list[dict]:
+        out = []
+        for j in js:
+            region = _differing(b, first + i, first + j, na, rate) * valid
+            o, e, lead = [0.0, 0.0], [0.0, 0.0], 0.0
+            if region.any():
+                r = lagged_in(region)
+                m, sd = _sidelobes(r, max(0, min(i, j) - exclude), max(i, j) + exclude + 1)
+                if not np.isnan(m):
+                    kappa = AMBIG_EXPECT * max(rate_of(i), rate_of(j))
+                    o = [signed(r, k, m, sd) for k in (i, j)]
+                    e = [kappa * float(np.dot(song_energy(k), region)) / sd for k in (i, j)]
+                    if e[0] + e[1] > 1.0:
+                        llr = 2 * o[0] * e[0] - e[0] ** 2 - 2 * o[1] * e[1] + e[1] ** 2
+                        lead = llr / (e[0] + e[1])
+            out.append({"lag": int(first + j), "offset_s": float((first + j) / rate),
+                        "telling_s": float(region.sum() / rate), "lead": float(lead),
+                        "o": [float(x) for x in o], "e": [float(x) for x in e], "index": j})
+        return out
+
+    comps = weigh(i, picked)
+    worst = min(comps, key=lambda c: c["lead"])
+    if worst["lead"] < 0:  # the telling part says the competitor is the right one
+        j = worst["index"]
+        i, comps = j, weigh(j, [k for k in picked if k != j] + [i])
+    for c in comps:
+        c.pop("index")
+    return i, {"competitors": comps}
+
+
+def _differing(song: np.ndarray, lag_p: int, lag_c: int, n: int, rate: float) -> np.ndarray:
+    """Mask of the ``n`` take samples whose :data:`AMBIG_BLOCK_S` block hears different song at
+    lag ``lag_p`` than at ``lag_c`` (song sample ``t + lag`` under take sample ``t``; outside the
+    song is silence): Hann-windowed magnitude spectra differing by :data:`AMBIG_DIFF` of their
+    energy or more (magnitudes, so that a copy a fraction of a sample off counts as the same),
+    one of them not silent (below 1e-6 of the song's mean block energy)."""
+    blk = max(16, int(round(AMBIG_BLOCK_S * rate)))
+    nb = -(-n // blk)
+    song = np.asarray(song, np.float32)
+    win = np.hanning(blk).astype(np.float32)
+    floor = 1e-6 * float(np.mean(song.astype(np.float64) ** 2)) * blk + 1e-30
+    differ = np.zeros(nb, bool)
+    for c0 in range(0, nb, 256):  # chunks of blocks (a 10-minute take: 2400 blocks)
+        k = np.arange(c0, min(nb, c0 + 256))
+        specs = []
+        for lag in (lag_p, lag_c):
+            idx = (k[:, None] * blk + lag) + np.arange(blk)[None, :]
+            ok = (idx >= 0) & (idx < len(song))
+            seg = np.where(ok, song[np.clip(idx, 0, len(song) - 1)], 0.0).astype(np.float32)
+            specs.append(np.abs(sfft.rfft(seg * win, axis=1, workers=1)))
+        e = (specs[0] ** 2).sum(1) + (specs[1] ** 2).sum(1)
+        d = ((specs[0] - specs[1]) ** 2).sum(1)
+        differ[k] = (d > AMBIG_DIFF * e) & (e > floor)
+    return np.repeat(differ, blk)[:n].astype(np.float32)
 
 
 DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_s", "lead", "tail",
@@ -405,9 +615,16 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     """
     if len(camera) < sr // 10 or len(song) < sr // 10:
         raise StepError("audio too short to align (less than 0.1 s)")
-    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
+    cam_band, song_band = usable_band(camera, sr), usable_band(song, sr)
+    lo, hi = max(cam_band[0], song_band[0]), min(cam_band[1], song_band[1])
+    if hi - lo < MIN_BAND_HZ:
+        raise StepError(f"camera audio ({cam_band[0]:.0f}-{cam_band[1]:.0f} Hz) and song "
+                        f"({song_band[0]:.0f}-{song_band[1]:.0f} Hz) share no frequency band to align on")
+    band = None if (lo, hi) == (0.0, sr / 2) else (lo, hi)
+    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr), band=band,
+              disambiguate=True)
     res = xcorr_peak(camera, song, sr, **kw)
-    drift = clock_drift(camera, song, res["offset_s"], sr)
+    drift = clock_drift(camera, song, res["offset_s"], sr, band=band)
     used = "plain"
     extra = {"confidence_plain": res["confidence"]}
     if drift.get("drift_supported") and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR:
@@ -419,7 +636,9 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
         if res2["psr"] >= res["psr"]:  # the sharper peak: a real drift sharpens it, a wrong one smears it
             res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
-    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra)
+    details["competitors"] = res.get("competitors", [])
+    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra,
+                   band_hz=[lo, hi], camera_band_hz=list(cam_band), song_band_hz=list(song_band))
     details["pass"] = used
     if drift:
         details.update(drift_pieces=drift["drift_pieces"], drift_supported=drift["drift_supported"])
@@ -430,7 +649,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
 
 
 def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, window: int,
-                  batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                  batch: int = 16, band: tuple[float, float] | None = None,
+                  sr: int = SR) -> tuple[np.ndarray, np.ndarray]:
     """Local offsets of consecutive ``piece``-sample pieces of ``camera`` (in samples).
 
     Piece ``p`` (camera samples ``a = p * piece`` .. ``a + piece``) is aligned by PHAT against the
@@ -446,6 +666,7 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
     ok = (first >= 0) & (first + piece + 2 * window <= len(song))
     starts, first = starts[ok], first[ok]
     nfft = sfft.next_fast_len(piece + 2 * window, real=True)  # lags 0..2 window do not wrap around
+    mask = _band_mask(nfft, sr, band)
     lags = np.empty(len(starts))
     for b in range(0, len(starts), batch):
         c = np.stack([camera[a:a + piece] for a in starts[b:b + batch]]).astype(np.float32)
@@ -453,6 +674,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
         g = np.conj(sfft.rfft(c, nfft, axis=1, workers=1)) * sfft.rfft(s, nfft, axis=1, workers=1)
         mag = np.abs(g)
         g /= np.maximum(mag, 1e-6 * mag.max(axis=1, keepdims=True) + 1e-30)  # PHAT
+        if mask is not None:
+            g *= mask
         r = sfft.irfft(g, nfft, axis=1, workers=1)[:, :2 * window + 1]
         i = np.argmax(r, axis=1)
         rows = np.arange(len(r))
@@ -465,7 +688,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
 
 
 def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
-                segment_s: float = DRIFT_PIECE_S, window_s: float | None = None) -> dict:
+                segment_s: float = DRIFT_PIECE_S, window_s: float | None = None,
+                band: tuple[float, float] | None = None) -> dict:
     """Clock drift between camera and player, from the take's ``segment_s`` pieces.
 
     A camera and a playback device never run at exactly the same rate: with a drift of ``d`` (ppm
@@ -493,7 +717,7 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     if window_s is None:
         window_s = DRIFT_WINDOW_S + MAX_DRIFT_PPM * 1e-6 * n / sr
     window = int(round(window_s * sr))
-    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window)
+    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band, sr=sr)
     if len(centres) < 3:
         return {}
     t, off = centres / sr, lags / sr
