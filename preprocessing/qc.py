@@ -12,7 +12,8 @@ Checks (each failing one adds a reason; the take fails when there is any):
 * ingest: fps is 30; N (``n_frames``) >= ``min_frames`` (one training window), else "too short".
 * track: some face (``"no face found in any frame"``); the valid fraction, i.e. frames valid in
   track AND coeffs AND eyes over N, >= ``min_valid_fraction``.
-* sync: confidence >= ``min_sync_confidence``.
+* sync: confidence >= ``min_sync_confidence`` (the reason says why when sync.json does: the
+  offsets a repeated section fits about as well, or why the camera audio could not be used).
 * lengths: MFCC arrays ``(ceil(N * 100 / 30), 26)``; every per-frame array of track / coeffs / au45 /
   eyes has N rows; the MFCC was computed with sync's offset.
 * values: finite in valid frames (MFCC everywhere).
@@ -64,6 +65,19 @@ def _add(reasons: list[str], reason: str) -> None:
         reasons.append(reason)
 
 
+def _sync_why(sync: dict, min_conf: float) -> str:
+    """Why the sync confidence is low, when sync.json says (preprocessing.sync): an offset that a
+    repeated section of the song fits as well as another, or no usable camera audio."""
+    d = sync.get("details", {})
+    if sync.get("method") == "mouth-envelope" and d.get("why_not_camera"):
+        return f" (aligned by mouth movement: {d['why_not_camera']})"
+    close = [c for c in d.get("competitors", []) if c["lead"] < min_conf]
+    if close and d.get("trimmed_psr", 0.0) >= min_conf:  # a clear match, but not the only one
+        offsets = " and ".join(f"{x:+.3f} s" for x in [float(sync["offset_s"])] + [c["offset_s"] for c in close])
+        return f" (the take fits the song about as well at {offsets}: a repeated section)"
+    return ""
+
+
 def check_take(take: str, subject: str, song: str, paths: dict, min_sync_confidence: float = 4.0,
                min_valid_fraction: float = 0.8, min_frames: int = 128) -> dict:
     """The qc.json dict of one take. ``paths``: step name -> file (ingest, sync, mfcc, track, coeffs,
@@ -100,7 +114,8 @@ def check_take(take: str, subject: str, song: str, paths: dict, min_sync_confide
         conf = float(sync["confidence"])
         result.update(sync_confidence=conf, sync_method=str(sync["method"]), offset_s=float(sync["offset_s"]))
         if not conf >= min_sync_confidence:
-            _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}")
+            _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}"
+                          + _sync_why(sync, min_sync_confidence))
 
     if sync is not None:
         check("sync", sync_checks)

@@ -208,6 +208,7 @@ REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact und
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
 MIN_SEARCH_OVERLAP_S = 1.0  # lags where take and song overlap less than this are not searched
 SILENCE_DBFS = -60.0     # camera audio whose peak is below this counts as "no camera audio"
+MIN_CAMERA_AUDIO_S = 2.0  # corrupt camera audio with less than this decodable counts as none
 SYNCNET_FPS = 25         # SyncNet was trained on 25 fps video: we feed it 25 fps crops
 SYNCNET_CROP = 224
 SYNCNET_CROP_SCALE = 0.4  # crop side = 2 (1 + 0.4) x half face size, as syncnet_python's pipeline
@@ -596,7 +597,8 @@ DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_
            "runner_up_psr", "noise_psr", "peak_to_second", "search_psr", "n_lags")
 
 
-def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
+def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
+                    valid: np.ndarray | None = None) -> dict:
     """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
 
     Two passes: the **plain** one (:func:`xcorr_peak` of the camera track as recorded) and, when the
@@ -611,8 +613,14 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     (``offset_start_s``, ``offset_end_s``) are reported only when the confidence reaches
     :data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing).
 
+    ``valid`` (bool per camera sample, None: all) marks decoded audio: the rest (corrupt stretches,
+    zeros) tells nothing about the competing offsets of a repeated section and no drift piece
+    mostly made of it is used.
+
     Returns ``{"offset_s", "confidence", "method", "details": {...}}``.
     """
+    if valid is not None:
+        camera = np.where(valid, camera, 0.0).astype(np.float32)
     if len(camera) < sr // 10 or len(song) < sr // 10:
         raise StepError("audio too short to align (less than 0.1 s)")
     cam_band, song_band = usable_band(camera, sr), usable_band(song, sr)
@@ -623,13 +631,15 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     band = None if (lo, hi) == (0.0, sr / 2) else (lo, hi)
     kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr), band=band,
               disambiguate=True)
-    res = xcorr_peak(camera, song, sr, **kw)
-    drift = clock_drift(camera, song, res["offset_s"], sr, band=band)
+    res = xcorr_peak(camera, song, sr, valid=valid, **kw)
+    drift = clock_drift(camera, song, res["offset_s"], sr, band=band, valid=valid)
     used = "plain"
     extra = {"confidence_plain": res["confidence"]}
     if drift.get("drift_supported") and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR:
         cam2, realised = resample_clock(camera, drift["drift_ppm"])
-        res2 = xcorr_peak(cam2, song, sr, **kw)
+        valid2 = None if valid is None else valid[np.minimum(np.round(
+            np.arange(len(cam2)) / (1 + realised * 1e-6)).astype(np.int64), len(valid) - 1)]
+        res2 = xcorr_peak(cam2, song, sr, valid=valid2, **kw)
         del cam2
         extra.update(confidence_compensated=res2["confidence"], offset_plain_s=res["offset_s"],
                      drift_applied_ppm=realised)
@@ -649,8 +659,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
 
 
 def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, window: int,
-                  batch: int = 16, band: tuple[float, float] | None = None,
-                  sr: int = SR) -> tuple[np.ndarray, np.ndarray]:
+                  batch: int = 16, band: tuple[float, float] | None = None, sr: int = SR,
+                  valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Local offsets of consecutive ``piece``-sample pieces of ``camera`` (in samples).
 
     Piece ``p`` (camera samples ``a = p * piece`` .. ``a + piece``) is aligned by PHAT against the
@@ -664,6 +674,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
     starts = np.arange(len(camera) // piece) * piece
     first = starts + lag - window  # song sample matching lag - window
     ok = (first >= 0) & (first + piece + 2 * window <= len(song))
+    if valid is not None:  # pieces mostly without decoded audio (corrupt stretches) are left out
+        ok &= np.array([valid[a:a + piece].mean() >= 0.5 for a in starts], bool)
     starts, first = starts[ok], first[ok]
     nfft = sfft.next_fast_len(piece + 2 * window, real=True)  # lags 0..2 window do not wrap around
     mask = _band_mask(nfft, sr, band)
@@ -689,7 +701,7 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
 
 def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
                 segment_s: float = DRIFT_PIECE_S, window_s: float | None = None,
-                band: tuple[float, float] | None = None) -> dict:
+                band: tuple[float, float] | None = None, valid: np.ndarray | None = None) -> dict:
     """Clock drift between camera and player, from the take's ``segment_s`` pieces.
 
     A camera and a playback device never run at exactly the same rate: with a drift of ``d`` (ppm
@@ -717,7 +729,8 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     if window_s is None:
         window_s = DRIFT_WINDOW_S + MAX_DRIFT_PPM * 1e-6 * n / sr
     window = int(round(window_s * sr))
-    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band, sr=sr)
+    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band, sr=sr,
+                                  valid=valid)
     if len(centres) < 3:
         return {}
     t, off = centres / sr, lags / sr
@@ -1003,19 +1016,36 @@ def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offse
 
 
 # ------------------------------------------------------------------------------------------- step
-def camera_audio(video: str | Path, ingest: dict) -> tuple[np.ndarray | None, str]:
-    """The camera track at 16 kHz, or ``(None, why not)``."""
+def camera_audio(video: str | Path, ingest: dict, with_valid: bool = False):
+    """The camera track at 16 kHz, or ``(None, why not)``; with ``with_valid``, ``(audio, why,
+    valid)``, ``valid`` marking the samples that hold decoded audio (not the corrupt stretches nor
+    the zeros before a late audio track; :func:`preprocessing.media.decode_audio`).
+
+    A track of which less than :data:`MIN_CAMERA_AUDIO_S` decodes, because of corrupt stretches,
+    counts as no usable camera audio (why: how much decodes); so does a silent one."""
     if not ingest.get("has_audio"):
-        return None, "no audio track"
+        return (None, "no audio track", None) if with_valid else (None, "no audio track")
     try:
-        cam, _ = decode_audio(video, sr=SR, mono=True)
+        cam, start, gaps = decode_audio(video, sr=SR, mono=True, with_gaps=True)
     except StepError as e:
-        return None, str(e)
-    cam = cam[: int(np.ceil(ingest["n_frames"] / FPS * SR))]  # audio past the last frame is not the take
+        return (None, str(e), None) if with_valid else (None, str(e))
+    n = int(np.ceil(ingest["n_frames"] / FPS * SR))
+    cam = cam[:n]  # audio past the last frame is not the take
+    valid = np.ones(len(cam), bool)
+    valid[:max(0, int(round(start * SR)))] = False
+    for a, b in gaps:
+        valid[int(a * SR):int(np.ceil(b * SR))] = False
+    why = ""
     peak = float(np.max(np.abs(cam))) if len(cam) else 0.0
-    if peak <= 10 ** (SILENCE_DBFS / 20):
-        return None, "camera audio is silent"
-    return cam, ""
+    decoded = valid.sum() / SR
+    if gaps and decoded < MIN_CAMERA_AUDIO_S:
+        cam, why = None, (f"only {decoded:.1f} s of the {n / SR:.1f} s take's camera audio decodes "
+                          f"({len(gaps)} corrupt stretches, the first at {gaps[0][0]:.1f} s)")
+    elif peak <= 10 ** (SILENCE_DBFS / 20):
+        cam, why = None, "camera audio is silent"
+    if not with_valid:
+        return cam, why
+    return cam, why, (valid if cam is not None else None)
 
 
 def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: str | Path,
@@ -1028,10 +1058,10 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
     song = read_wav(mix_wav, SR)
     n = int(ingest["n_frames"])
     take_s = n / FPS
-    cam, why = camera_audio(video, ingest)
+    cam, why, valid = camera_audio(video, ingest, with_valid=True)
     track = None
     if cam is not None:
-        res = gcc_phat_offset(cam, song, SR)
+        res = gcc_phat_offset(cam, song, SR, valid=None if valid.all() else valid)
     else:
         track = _load_track(track_npz, why)
         vocals, source = _vocals_or_mix(vocals_wav, song)
