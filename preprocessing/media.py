@@ -34,7 +34,8 @@ for those containers (:data:`PRIMING`, :func:`_unsignalled_priming`).
 clock at the join. FFmpeg's demuxer flags such formats (``AVFMT_TS_DISCONT``) and leaves the
 timestamps as they are; ``ffmpeg`` itself shifts everything after a backward jump (or a forward one
 over 10 s). :class:`_Joins` does the same for probe, frames and audio: the part after a join starts
-where the part before it ended (no frame dropped, audio placed after the first part's).
+where the part before it ended (its first frame right after the last one; no frame dropped), its
+audio moved with it.
 
 **Partly corrupt audio.** Packets that do not decode, and decoded frames far above full scale
 (MP3 decodes some corrupt frames to values of 10-20 000), are left out: their time holds zeros,
@@ -43,6 +44,7 @@ them out and tell whether enough is left. A file that stops demuxing half-way ke
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -135,14 +137,17 @@ def n_frames_cfr(duration_s: float, fps: float = FPS) -> int:
 class _Joins:
     """Timestamps of a file joined from parts that each restart their clock (module docstring).
 
-    Called on every demuxed packet (all streams, in file order) before it is used or decoded: for
-    formats with FFmpeg's ``ts_discont`` flag (MPEG-TS/PS), a packet whose dts is more than
+    For formats with FFmpeg's ``ts_discont`` flag (MPEG-TS/PS) the file's video and first audio
+    packets are read once ahead (timestamps only): a packet whose dts is more than
     :data:`JOIN_BACK_S` behind its stream's previous one, or :data:`JOIN_FORWARD_S` ahead of it,
-    starts a new part; from there on every packet of every stream is shifted so that the new part
-    starts where the file so far ended (the latest pts + duration of any stream). Streams keep their
-    relative timing within each part. Other formats pass through unchanged. ``joins`` lists the
-    container time of each join after shifting. Written by hand: FFmpeg does this in the ``ffmpeg``
-    program (``ts_discontinuity_detect``), not in the libraries PyAV wraps.
+    starts a new part at its byte position (everything after it in the file belongs to that part).
+    Each part is shifted so that its first video frame follows the previous part's last one (its
+    end: pts + duration); its audio moves with it, keeping the part's own audio/video timing (as
+    recorded). Without video, the audio continues the previous part's audio. Then, called on
+    every demuxed packet before it is used or decoded, it shifts the packet's pts/dts. Other
+    formats pass through unchanged. ``joins``: the (shifted) container time where each part
+    starts. Written by hand: FFmpeg does this in the ``ffmpeg`` program
+    (``ts_discontinuity_detect``), not in the libraries PyAV wraps.
     """
 
     def __init__(self, container):
@@ -151,41 +156,53 @@ class _Joins:
         a = container.streams.audio[0] if container.streams.audio else None
         # the streams that show joins: the video and the first audio stream (probe's two)
         self.streams = [x for x in (v, a) if x is not None]
-        self.offset = 0.0        # seconds added to every timestamp from the last join on
-        self.last_dts: dict[int, float] = {}
-        self.end = -math.inf     # latest (shifted) pts + duration of any packet so far
+        self.starts: list[int] = []      # byte position where each part after the first starts
+        self.offsets: list[float] = [0.0]
         self.joins: list[float] = []
+        if self.active and self.streams:
+            self._scan(container.name, v)
 
-    def demux(self, container, stream):
-        """``container.demux`` of ``stream``, plus the streams that show joins when active."""
-        if not self.active:
-            return container.demux(stream)
-        return container.demux(*{x.index: x for x in [*self.streams, stream]}.values())
+    def _scan(self, name: str, video) -> None:
+        parts = [{"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf}]
+        last: dict[int, float] = {}
+        try:
+            with av.open(name) as c:
+                for pk in c.demux(*[c.streams[x.index] for x in self.streams]):
+                    if not pk.size or pk.dts is None:
+                        continue
+                    tb = pk.time_base
+                    dts = float(pk.dts * tb)
+                    prev = last.get(pk.stream.index)
+                    if prev is not None and pk.pos is not None and pk.pos >= 0 and \
+                            (dts < prev - JOIN_BACK_S or dts > prev + JOIN_FORWARD_S):
+                        self.starts.append(int(pk.pos))
+                        parts.append({"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf})
+                        last = {}
+                    last[pk.stream.index] = dts
+                    t = float((pk.pts if pk.pts is not None else pk.dts) * tb)
+                    k = "v" if video is not None and pk.stream.index == video.index else "a"
+                    part = parts[-1]
+                    part[k + "0"] = min(part[k + "0"], t)
+                    part[k + "1"] = max(part[k + "1"], t + float((pk.duration or 0) * tb))
+        except av.error.FFmpegError:  # a truncated file: the parts read so far
+            pass
+        for prev, part in zip(parts, parts[1:]):
+            k = "v" if prev["v1"] > -math.inf and part["v0"] < math.inf else "a"
+            off = self.offsets[-1] + prev[k + "1"] - part[k + "0"]
+            self.offsets.append(off)
+            self.joins.append(part[k + "0"] + off)
+        self.starts = self.starts[:len(self.offsets) - 1]
 
     def __call__(self, packet) -> None:
-        if not self.active or packet.dts is None or not packet.size:
+        if not self.starts or packet.pos is None or packet.pos < 0:
             return
-        tb = packet.time_base
-        i = packet.stream.index
-        dts = float(packet.dts * tb) + self.offset
-        prev = self.last_dts.get(i)
-        if prev is not None and (dts < prev - JOIN_BACK_S or dts > prev + JOIN_FORWARD_S):
-            start = float((packet.pts if packet.pts is not None else packet.dts) * tb) + self.offset
-            delta = self.end - start
-            self.offset += delta
-            dts += delta
-            self.last_dts = {}  # the other streams' first packets of the new part are not joins
-            self.joins.append(self.end)
-        if self.offset:
-            shift = int(round(self.offset / tb))
-            packet.dts += shift
+        offset = self.offsets[bisect.bisect_right(self.starts, packet.pos)]
+        if offset:
+            shift = int(round(offset / packet.time_base))
+            if packet.dts is not None:
+                packet.dts += shift
             if packet.pts is not None:
                 packet.pts += shift
-        if not any(i == x.index for x in self.streams):
-            return
-        self.last_dts[i] = dts
-        if packet.pts is not None:
-            self.end = max(self.end, float((packet.pts + (packet.duration or 0)) * tb))
 
 
 def _unsignalled_priming(container, astream, packet) -> int:
@@ -406,7 +423,7 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
             for f in resampler.resample(frame):
                 out.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
 
-        packets = joins.demux(container, astream)
+        packets = container.demux(astream)
         while True:
             try:
                 packet = next(packets)
@@ -415,8 +432,6 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
             except av.error.FFmpegError:  # the file stops demuxing (truncated): keep what was read
                 break
             joins(packet)
-            if packet.stream.index != astream.index:
-                continue
             if prime is None and packet.size:
                 prime = _unsignalled_priming(container, astream, packet)
                 pkt0_t = float(packet.pts * packet.time_base) if packet.pts is not None else None
@@ -640,7 +655,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
 
     def _decode(self, container, vs) -> Iterator[av.VideoFrame]:
         joins = _Joins(container)
-        packets = joins.demux(container, vs)  # + the audio when a join may show there first
+        packets = container.demux(vs)
         while True:
             try:
                 packet = next(packets)
@@ -650,8 +665,6 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
                 self.stats["corrupt_packets"] += 1
                 break
             joins(packet)
-            if packet.stream.index != vs.index:
-                continue
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
