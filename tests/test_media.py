@@ -15,6 +15,8 @@ from scipy.signal import resample_poly
 from preprocessing.common import StepError
 from preprocessing.media import decode_audio, iter_frames, n_frames_cfr, probe, read_wav, write_video
 
+from badinputs import damage_audio, write_audio_file  # noqa: F401 (write_audio_file: other tests use it)
+
 
 # ------------------------------------------------------------------------------------ material
 def code_frame(k: int, h: int = 32, w: int = 32) -> np.ndarray:
@@ -60,34 +62,6 @@ def write_with_pts(path, times_s, codec="libx264", tb=Fraction(1, 1000), size=(3
                 fr.sample_rate, fr.pts, fr.time_base = sr, start + s, Fraction(1, sr)
                 out.mux(aus.encode(fr))
             out.mux(aus.encode(None))
-
-
-def write_audio_file(path, x: np.ndarray, sr: int, codec: str, fmt: str | None = None,
-                     options: dict | None = None, bit_rate: int | None = None):
-    """Audio-only file with PyAV's encoders (x: (n, channels) float); ``fmt``: the muxer (default:
-    from the extension), ``options``: the muxer's options (e.g. ``{"write_xing": "0"}``)."""
-    layout = "mono" if x.shape[1] == 1 else "stereo"
-    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
-        st = out.add_stream(codec, rate=sr)
-        st.layout = layout
-        if bit_rate:
-            st.bit_rate = bit_rate
-        fs = st.codec_context.frame_size or 1024
-        fmt = st.codec_context.format.name
-        for s in range(0, len(x), fs):
-            c = x[s:s + fs]
-            if fmt.endswith("p"):
-                arr = np.ascontiguousarray(c.T)
-            else:
-                arr = np.ascontiguousarray(c.reshape(1, -1))
-            if fmt.startswith("s16"):
-                arr = (arr * 32767).astype(np.int16)
-            elif fmt.startswith("s32"):
-                arr = (arr * 2**31 * 0.999).astype(np.int32)
-            fr = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
-            fr.sample_rate, fr.pts, fr.time_base = sr, s, Fraction(1, sr)
-            out.mux(st.encode(fr))
-        out.mux(st.encode(None))
 
 
 def stempeg_clip() -> Path:
@@ -475,19 +449,6 @@ def test_vfr_last_frame_lasts_its_stored_duration(tmp_path):
     assert p["n_frames"] == int(np.ceil((times[-1] + 1 / 30) * 30 - 1e-6))
 
 
-def damage_audio_packets(src, dst, from_s: float, to_s: float, seed: int = 0) -> None:
-    """``src`` with the payload of its audio packets from ``from_s`` to ``to_s`` (pts) overwritten by
-    random bytes (the container intact): a recording with a broken stretch of audio."""
-    with av.open(str(src)) as c:
-        a = c.streams.audio[0]
-        where = [(p.pos, p.size) for p in c.demux(a) if p.size and from_s <= float(p.pts * p.time_base) < to_s]
-    data = bytearray(Path(src).read_bytes())
-    rng = np.random.default_rng(seed)
-    for pos, size in where:
-        data[pos + 4:pos + size] = rng.integers(0, 256, size - 4, dtype=np.uint8).tobytes()
-    Path(dst).write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("ext,codec", [("mp4", "aac"), ("avi", "libmp3lame"), ("avi", "ac3")])
 def test_decode_audio_leaves_out_corrupt_stretches(tmp_path, ext, codec):
     """Audio packets from 1.0 to 1.5 s damaged: what does not decode, and MP3 frames that decode to
@@ -496,7 +457,7 @@ def test_decode_audio_leaves_out_corrupt_stretches(tmp_path, ext, codec):
     sr = 48000
     x = np.tile(click_and_tones(sr), (1, 2))
     write_audio_file(tmp_path / f"clean.{ext}", x, sr, codec)
-    damage_audio_packets(tmp_path / f"clean.{ext}", tmp_path / f"bad.{ext}", 1.0, 1.5)
+    damage_audio(tmp_path / f"clean.{ext}", tmp_path / f"bad.{ext}", 1.0, 1.5)
     clean, _ = decode_audio(tmp_path / f"clean.{ext}")
     y, start, gaps = decode_audio(tmp_path / f"bad.{ext}", with_gaps=True)
     assert decode_audio(tmp_path / f"clean.{ext}", with_gaps=True)[2] == []

@@ -113,12 +113,12 @@ def test_partly_corrupt_song_keeps_what_decodes(tmp_path, run_cli, damaged_s, re
     saying so."""
     import re
 
-    from test_media import damage_audio_packets
+    from badinputs import damage_audio
 
     sr = 44100
     x = chirp(sr, 6.0)
     write_audio_file(tmp_path / "clean.mp3", np.repeat(x[:, None], 2, 1), sr, "libmp3lame")
-    damage_audio_packets(tmp_path / "clean.mp3", tmp_path / "song.mp3", *damaged_s)
+    damage_audio(tmp_path / "clean.mp3", tmp_path / "song.mp3", *damaged_s)
     wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
     proc = run_cli(["preprocessing.song", "--song", "s", "--audio", tmp_path / "song.mp3", "--out-wav", wav,
                     "--out-json", js])
