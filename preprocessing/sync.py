@@ -1,167 +1,16 @@
 """sync: where in the song does the take start? -> ``sync.json``.
 
 ``offset_s`` is the song time of video frame 0: ``song_time = video_time + offset_s`` (negative when
-the camera started before the song). Three methods, tried in this order:
-
-1. **gcc-phat** (built-in, when the video has usable camera audio). The camera hears the song being
-   played. Cross-correlate the camera audio ``c`` with the whole song ``s`` (both 16 kHz mono):
-   ``r[k] = sum_n c[n] s[n + k]``, so a camera sample at video time ``t`` holds the song at
-   ``t + k/sr`` and ``offset_s = k* / sr`` for the best lag ``k*``. The cross-spectrum ``G`` is
-   computed once by FFT, for every lag at which the take overlaps the song (the take may start
-   anywhere, before the song included). Search: ``G / |G|^0.5`` over all lags (half-way to PHAT:
-   whitened enough that room colouration, gain and the song's own spectrum matter little, while
-   frequencies drowned in room noise do not vote as loudly as clean ones). Refinement: full PHAT
-   ``G / |G|`` (every frequency votes with its phase alone, the peak is one sample wide even under
-   reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
-   search peak, then a parabola through the three samples around it (sub-sample). Camera and song
-   may have any sample rates: both are decoded to 16 kHz. Then the clock drift between camera and
-   player is measured on 2 s pieces and, where it smears the peak, corrected by a second pass on
-   the resampled camera track (**Clock drift** below; ``details.pass``, ``details.drift_ppm``).
-2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
-   divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
-   vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
-   about a frame (33 ms): mouths open a little before the sound they make.
-3. **syncnet** (backend ``syncnet``): method 1 or 2 first, then SyncNet on our own 224x224
-   mouth-centred face crops (from ``track.npz``, no S3FD) at 25 fps against the vocal stem at the
-   shifts ``-search..+search`` frames (40 ms steps) around that offset. ``mdist[s]`` = mean over
-   5-frame windows of the embedding distance; ``shift = argmin``; LSE-D = ``min(mdist)``, LSE-C =
-   ``median(mdist) - min(mdist)``. Our ``shift_frames`` is minus SyncNet's "AV offset".
-
-``confidence`` says whether the offset is known, on the scale of a **peak-to-sidelobe ratio**
-(PSR): ``PSR = (r[k*] - mean(side)) / std(side)``, ``side`` = the correlation at every searched lag
-farther than :data:`EXCLUDE_S` from the peak (the peak zone), "the peak stands out by this many
-standard deviations of the correlation noise"; for gcc-phat ``r`` is the fully PHAT-weighted
-correlation, for mouth-envelope the plain one. Unrelated audio still has a largest value near
-``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min). A high PSR alone is not
-enough: songs share drum samples, loops and sung notes, and one shared drum hit aligns a wrong song
-with a PHAT peak of PSR 8-16; a song that repeats a section fits a take inside it at two offsets
-equally well. So the confidence is ``min(trimmed_psr, max(lead, tail))`` (0 at worst), two tests
-that must both pass:
-
-* **the peak is a match, not one shared event**: ``trimmed_psr`` is the PSR of the highest point
-  of the peak zone once the :data:`TRIM_S` (1 s) of the take that adds most to the peak is left
-  out (``details.trim_fraction``: its share of the peak, ``trim_at_s``: where it starts). The
-  correlation is a sum over the take's samples, so that second is subtracted exactly; the rest of
-  a take whose clock drifts still counts a few samples off. A true match is spread over the take
-  (a 10 s take: 0.18), a shared one-shot is not (0.9-1).
-* **no other offset fits about as well**, shown either way: ``lead = PSR - runner_up_psr`` (the
-  best other alignment, the largest local maximum outside the peak zone: a broad peak's shoulders
-  are not local maxima) is how many sidelobe standard deviations the peak beats it by; ``tail =
-  (r[k*] - p_1) / scale`` measures the same lead in units of the spacing of the largest sidelobe
-  peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S` block, not a neighbour's shoulder),
-  ``scale = mean(p_1..p_19) - p_20``. For a peak that is only the largest of the sidelobe process
-  ``tail`` is about Exp(1) (extreme-value theory: top spacings are about exponential; on 300
-  unrelated smooth pairs the confidence has mean 0.8, max 4.3); it is the lenient one when the
-  sidelobes are clean
-  (a mouth-envelope peak of PSR 8 over noise up to 3), ``lead`` when the right song repeats itself
-  (a 5 s demo excerpt: PSR 109, runner-up 79 - the same drums and chords one bar later). A
-  reversed or looped song, or a chorus sung twice, fails both.
-
-SyncNet keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``).
-Measured (``confidence`` / the plain PSR; tests/test_sync.py, bench/audio.py):
-
-=================================================================  =============  ==========
-material                                                            confidence     PSR
-=================================================================  =============  ==========
-demo takes (10-12 s, camera audio), right song                     210-360        260-550
-5-8 s excerpts of them / 6 s (the no-face take)                     26-136 / 50    105-210
-real MUSDB18 clip through a simulated camera (4-5 s, reverb,        34-60          52-96
-noise 0-10 dB, clipping, 8-48 kHz)
-4 s of it under -5 dB noise + reverb (RT60 0.8 s) + 30 % clipping  8.4-11         14-18
-the same under -10 dB noise (right offset, rejected)                3.9-6.5        7.4-9.9
-synthetic 4-minute song, camera audio                              > 3000         > 3000
-45 s take of noise-like music, camera clock 200 / -300 ppm off      890 / 611      913 / 633
-the player's (drift-compensated, **Clock drift**; the plain pass
-alone: 8.6 / 5.3; a 180 s take at 200 ppm: 3.3)
-demo song, camera 20-500 ppm off, 30 s / 120 s / 300 s takes        16-53 / 300-   -
-(**Clock drift**; the plain pass alone: 0-29)                       480 / 980-1030
-the same drifting cameras against another demo song / reversed      0-4.1 / 0-0.5  -
-the demo cameras against 30 other demo songs (shared samples)      0-4.4          3.9-16
-the same cameras reversed / MUSDB cameras reversed / noise          0-6.6          3.5-19
-a take inside a section the song repeats sample for sample         0-3.1          7-72
-mouth-envelope, synthetic singing, 25-200 s takes (15 s: 4.2)      7.6-18         8.2-22
-mouth-envelope, demo truth mouth, 10-12 s takes                    1.6-3.8        4.4-4.6
-mouth-envelope, wrong vocal line / reversed / chorus sung twice    0-3.5          2.3-8.3
-=================================================================  =============  ==========
-
-so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs, reversed
-audio and ambiguous offsets fail; the mouth-envelope fallback is a lower scale (a frame of
-precision, fewer lags) and passes only on longer, clearly sung takes. Low confidence is not an
-error here: ``qc`` decides. ``details.peak_to_second`` (peak over the largest |sidelobe|) stays
-as a quick flag of an ambiguous offset (close to 1).
-
-**Clock drift.** A camera and the player never run at exactly the same rate (10-100 ppm is
-common, 200+ happens). With a drift ``d`` (``drift_ppm x 1e-6``), camera sample ``n`` (video
-time ``t = n / sr``; the video frames run on the same clock) holds song time
-``offset_s + t (1 + d)``: the local offset moves by ``d x take length`` over the take (50 ppm x 4
-min = 12 ms = 190 samples) and the one-sample PHAT peak is smeared over as many lags, each lag
-holding only the stretch of the take that sits there. The plain peak then looks like one shared
-second (``trimmed_psr`` low), the same music one loop away beats it (``lead`` < 0), and its lag is
-a compromise near the offset of the middle of the take, not of frame 0. So, after the plain pass:
-
-* :func:`clock_drift`: each 2 s piece of the take is aligned on its own by PHAT within +-(20 ms +
-  :data:`MAX_DRIFT_PPM` (1000) ppm x take length) of the plain offset (the line fits in that window
-  wherever the smeared peak fell); a Theil-Sen line goes through (piece centre, local offset),
-  then least squares through the pieces within 1 ms of it (+ half a piece's own smear), then
-  through those within 4 robust standard deviations. No piece has to be confident: the line is
-  *supported* when at least a third of the pieces (and 3) lie on it. Pieces of another song land
-  anywhere in the window (20 wrong-song takes of 10 / 30 s: 1 / 0 supported; the same with a
-  third of a right take replaced by other sound: still supported).
-* if supported and ``|d| x take samples >= 1`` (:data:`DRIFT_MIN_SMEAR`): the camera track is
-  moved onto the player's clock, ``y[m] = c(m / (1 + d))`` (exact Fourier resampling,
-  :func:`resample_clock`), searched and scored again over the whole song exactly as the plain
-  pass. ``y[0] = c[0]``, so its peak is the song time of frame 0. It is kept when its peak is the
-  sharper (PSR); the confidence reported is always the kept pass's own, so a drift fitted to a
-  wrong song, a reversed one or a loop cannot manufacture confidence (tested: they stay < 7).
-
-``details``: ``pass`` (``plain`` / ``drift-compensated``), ``confidence_plain`` (and
-``confidence_compensated``, ``offset_plain_s``, ``drift_applied_ppm`` when the second pass ran),
-``drift_pieces``, ``drift_supported``; and, when the confidence reaches
-:data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing),
-``drift_ppm``, ``drift_segments`` (the pieces on the line), ``offset_start_s`` / ``offset_end_s``
-(the line at the first / past the last camera sample). The song time of video time ``t`` is
-``offset_s + t (1 + drift_ppm 1e-6)``: a step that applies ``offset_s`` alone (mfcc) is ``d x t``
-late at ``t`` (a 33 ms video frame at the end of a 165 s take at 200 ppm, of a 330 s one at 100).
-
-Measured (bench/sync_drift.py: demo song seed 3, its accompaniment a strict 4-bar loop; camera
-at 16 kHz through a room, RT60 0.3 s, 20 dB SNR; offset error = ``offset_s`` - the song time of
-frame 0; CPU of :func:`gcc_phat_offset` on one core against the 332 s song, shared machine;
-the last column: the same camera against another demo song / reversed):
-
-=====  =====  ================  =================  ==========  =====  ==========
- take  drift  confidence        offset error, ms   drift       CPU s  wrong song /
-  s     ppm   plain -> kept     plain -> kept      measured           reversed
-=====  =====  ================  =================  ==========  =====  ==========
-   30      0  15.7 -> 15.7      0.005 -> 0.005     -0.01       1.1    0 / 0
-   30     20  0 -> 27.2         0.048 -> 0.001     20.04       1.8    3.9 / 0
-   30     50  0 -> 25.6         0.076 -> -0.012    50.37       1.4    4.1 / 0.5
-   30    100  0 -> 30.7         -10.9 s -> -0.003  100.24      1.8    3.6 / 0
-   30    200  0 -> 16.2         4.56 -> -0.022     200.79      1.8    0 / 0
-   30    500  0 -> 53.2         -1.3 -> -0.036     502.18      1.8    3 / 0
-  120      0  358.8 -> 358.8    0.006 -> 0.006     -0.00       1.1    0 / 0
-  120     20  0 -> 322.9        6.52 -> 0.003      20.00       2.2    0 / 0
-  120     50  0 -> 303.8        5.43 -> -0.000     50.02       2.1    0 / 0
-  120    100  4.2 -> 317.8      7.39 -> 0.001      100.05      2.1    0 / 0
-  120    200  2.8 -> 473.5      6.69 -> 0.019      199.77      2.2    0 / 0
-  120    500  0 -> 479.3        17 -> 0.020        499.74      2.7    0 / 0
-  300      0  1006.5 -> 1006.5  0.006 -> 0.006     -0.00       1.5    0 / 0
-  300     20  14.7 -> 1027.4    7.53 -> 0.007      20.00       3.2    0 / 0
-  300     50  25.3 -> 976.7     8.78 -> 0.003      50.01       3.4    0 / 0
-  300    100  28.9 -> 980.2     24.5 -> 0.002      100.01      3.3    0 / 0
-  300    200  5.2 -> 1025       44.6 -> -0.040     200.27      3.3    0 / 0
-  300    500  0 -> 1028.3       132 -> 0.008       499.99      5.2    0 / 0
-=====  =====  ================  =================  ==========  =====  ==========
-
-"plain" is the confidence and offset of the plain pass alone, i.e. of this step before the
-drift correction (30 s at 100 ppm: it had picked the loop 10.9 s away). Also measured (120 s,
-demo song): the camera started 3 s before the song at -150 ppm, a take running past the song's
-end (100 ppm), a 40 s silent gap in the take (80 ppm), -5 / -10 dB room noise with RT60 0.8 s
-(200 ppm): confidence 40-610 (plain 0-20), errors <= 0.005 ms; 300 s at -1000 ppm: 832. A
-4-minute take against a 4-minute song: 1.2 s CPU plain, 2.5-2.8 s with the second pass.
-
-Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
-less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera
-audio and no face track, SyncNet selected but its weights missing.
+the camera started before the song); with a clock drift the song time of video time ``t`` is
+``offset_s + t (1 + drift_ppm 1e-6)``. Methods, in this order: **gcc-phat** (the camera audio
+against the whole song: half-whitened search, full PHAT refinement on the frequency band both
+signals hold, sub-sample peak, clock drift measured on 2 s pieces and compensated), **mouth-
+envelope** (no usable camera audio: mouth opening against the vocal stem's envelope), **syncnet**
+(optional refinement on our face crops). ``confidence`` is a peak-to-sidelobe scale (QC passes
+``sync.min_confidence``, 7): the peak must not rest on one shared second, and no other offset may
+fit about as well - competing offsets of a repeated section are weighed on the part of the take
+where the song under them differs. The method, the confidence and every measurement are in
+``docs/sync.md``.
 
 CLI: ``python -m preprocessing.sync --take T --video V --ingest ingest.json --track track.npz
 --mix mix.wav --vocals vocals.wav [--backend builtin|syncnet --syncnet-weights W --device cpu
@@ -292,8 +141,8 @@ def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PE
 
 
 def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: int) -> dict:
-    """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence (module
-    docstring): ``confidence``, ``psr``, ``trimmed_psr`` (of the value ``trimmed``), ``lead``,
+    """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence
+    (docs/sync.md): ``confidence``, ``psr``, ``trimmed_psr`` (of the value ``trimmed``), ``lead``,
     ``tail``, ``runner_up_psr``, ``noise_psr``, ``peak_to_second``; ``block``: the sidelobe block
     length for ``tail`` (:func:`_tail_scale`)."""
     mean, std = _sidelobes(corr, lo, hi)
@@ -374,7 +223,7 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
     ``search_lag``, ``confidence``, ``psr``, ``trimmed_psr``, ``trim_fraction``, ``trim_at_s``
     (where the left-out second starts in ``a``, s), ``lead``, ``tail``, ``runner_up_psr``,
-    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring). ``band``
+    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (docs/sync.md). ``band``
     (Hz): only the frequencies both signals hold vote (:func:`_band_mask`; None: all of them).
     ``disambiguate``: other peaks nearly as strong are weighed on the part of ``a`` where the
     song under them differs (:func:`_competitors`); adds ``competitors``.
@@ -446,7 +295,7 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     del aw, bw
     stats = _score(corr, i, lo, hi, trimmed, exclude)
     if extra.get("competitors"):
-        # another offset fits about as well: only what tells them apart counts (module docstring)
+        # another offset fits about as well: only what tells them apart counts (docs/sync.md)
         lead = min(c["lead"] for c in extra["competitors"])
         stats["confidence"] = float(max(0.0, min(stats["trimmed_psr"], lead)))
     delta = 0.0
@@ -599,7 +448,7 @@ DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_
 
 def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
                     valid: np.ndarray | None = None) -> dict:
-    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
+    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (docs/sync.md).
 
     Two passes: the **plain** one (:func:`xcorr_peak` of the camera track as recorded) and, when the
     clock drift measured around its offset (:func:`clock_drift`) is supported by the pieces of the
@@ -647,6 +496,7 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
             res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
     details["competitors"] = res.get("competitors", [])
+    details["valid_fraction"] = 1.0 if valid is None else float(np.mean(valid))
     details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra,
                    band_hz=[lo, hi], camera_band_hz=list(cam_band), song_band_hz=list(song_band))
     details["pass"] = used
@@ -719,7 +569,7 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
 
     ``drift_supported``: at least 3 inliers, at least :data:`DRIFT_MIN_SUPPORT` of the pieces, and
     ``|drift| <= 2 MAX_DRIFT_PPM``. Pieces of a wrong song land anywhere in the window, so few fall
-    on any line (measured: module docstring). Returns ``drift_ppm``, ``offset_start_s`` /
+    on any line (measured: docs/sync.md). Returns ``drift_ppm``, ``offset_start_s`` /
     ``offset_end_s`` (the line at the first / past the last camera sample), ``drift_segments``
     (inliers), ``drift_pieces``, ``drift_supported``; ``{}`` with fewer than 3 pieces.
     """
@@ -833,7 +683,7 @@ def vocal_envelope(vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> np.nda
 
 
 def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> dict:
-    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem (module doc)."""
+    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem (docs/sync.md)."""
     ok = np.isfinite(mouth)
     if ok.sum() < 2 * fps:
         raise StepError(f"too few frames with a face to align the mouth ({int(ok.sum())} frames)")
@@ -969,7 +819,7 @@ def lip_features(net, clip: np.ndarray, device: str = "cpu") -> np.ndarray:
 def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offset_s: float,
                    search: int = 15, n_frames: int | None = None, device: str = "cpu",
                    batch: int = 20) -> dict:
-    """SyncNet refinement of ``offset_s`` within +-``search`` frames at 25 fps (module doc).
+    """SyncNet refinement of ``offset_s`` within +-``search`` frames at 25 fps (docs/sync.md).
 
     ``audio``: the vocal stem (16 kHz) of the song; ``track``: the take's track.npz arrays.
     Returns ``{"offset_s", "shift_frames", "lse_c", "lse_d", "mdist", "windows"}``.
@@ -1051,7 +901,7 @@ def camera_audio(video: str | Path, ingest: dict, with_valid: bool = False):
 def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: str | Path,
               mix_wav: str | Path, vocals_wav: str | Path, backend: str = "builtin",
               weights: str | None = None, device: str = "cpu", search_frames: int = 15) -> dict:
-    """The sync step for one take (module docstring); returns the ``sync.json`` dict."""
+    """The sync step for one take (docs/sync.md); returns the ``sync.json`` dict."""
     ingest = load_json(ingest_json)
     net = load_syncnet(weights, device) if backend == "syncnet" else None  # fail before any work
     check_upstream(mix_wav)

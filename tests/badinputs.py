@@ -307,11 +307,17 @@ def write_take(path, frames, audio: np.ndarray | None = None, sr: int = AUDIO_SR
                vcodec: str = "libx264", acodec: str = "aac") -> int:
     """A take in any container: ``frames`` RGB uint8 at 30 fps, ``audio`` (float, mono) its camera
     track from video time 0, e.g. AVI with MPEG-4 Part 2 + MP3 (``fmt="avi", vcodec="mpeg4",
-    acodec="libmp3lame"``, as old cameras wrote). Returns the number of frames."""
+    acodec="libmp3lame"``, as old cameras wrote; 4 Mbit/s). Returns the number of frames."""
     n = 0
-    with av.open(str(path), mode="w", format=fmt) as box:
+    # the encoder's priming (MP3: 1105 samples) comes out at negative times; FFmpeg would shift every
+    # stream later to avoid them (AVI: the video by a frame), a camera just writes the audio from 0
+    with av.open(str(path), mode="w", format=fmt, options={"avoid_negative_ts": "disabled"}) as box:
         vs = box.add_stream(vcodec, rate=FPS)
         vs.pix_fmt = "yuv420p"
+        if vcodec == "libx264":
+            vs.options = {"crf": "18", "preset": "veryfast"}
+        else:
+            vs.bit_rate = 4_000_000
         aus = box.add_stream(acodec, rate=sr, layout="mono") if audio is not None else None
         if aus is not None:
             audio = np.asarray(audio, np.float32)
@@ -385,3 +391,25 @@ def looped(src_wav, dst_wav, copies: int = 2) -> None:
 
     x, sr = sf.read(str(src_wav), dtype="float32", always_2d=True)
     sf.write(str(dst_wav), np.concatenate([x] * copies), sr, subtype="FLOAT")
+
+
+def avi_mp3(src, dst, damaged_s: tuple[float, float] | None = None) -> None:
+    """``src`` as an old camera wrote it: AVI, MPEG-4 Part 2 video and MP3 audio (whose encoder delay
+    AVI cannot signal), optionally with its audio packets from ``damaged_s[0]`` to ``damaged_s[1]``
+    s damaged (:func:`damage_audio`)."""
+    frames = (rgb for _, rgb in iter_frames(src, FPS))
+    tmp = Path(f"{dst}.whole.avi")
+    write_take(tmp if damaged_s else dst, frames, camera_audio(src), fmt="avi", vcodec="mpeg4",
+               acodec="libmp3lame")
+    if damaged_s:
+        damage_audio(tmp, dst, *damaged_s)
+        tmp.unlink()
+
+
+def adts_song(src_wav, dst) -> None:
+    """The song of ``src_wav`` as a raw ADTS ``.aac`` file (FFmpeg's AAC, 96 kbit/s): no container
+    to say that its first 1024 samples are the encoder's priming."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(src_wav), dtype="float32", always_2d=True)
+    write_audio_file(dst, x, sr, "aac", fmt="adts", bit_rate=96000)
