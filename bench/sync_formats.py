@@ -1,4 +1,4 @@
-"""Sync of a singer take against the song as people have it, and against faulty files; prints JSON lines.
+"""Sync of a singer take against the song as people have it, and faulty files; prints JSON lines.
 
     .venv/bin/python bench/sync_formats.py [--out /tmp/sync_formats] [--rows all|formats|...]
 
@@ -12,10 +12,10 @@ the row says otherwise); the song written in each format of ``SONG_FORMATS`` wit
 audio (MPEG-4 Part 2, as old cameras), whole or with damaged stretches; Debian opencv-doc's
 ``Megamind.avi`` (a real AC-3 track whose first frame does not decode) and ``Megamind_bugy.avi``.
 
-Per row one JSON line: ``row``, ``qc`` (pass / fail), ``reason`` (when it fails), ``offset_error_ms``
-(offset_s - truth), ``confidence``, ``confidence_ratio`` (song formats: to the 44.1 kHz WAV row's), ``method``,
-``band_hz``. The code measured is the first ``preprocessing`` on ``PYTHONPATH`` (this tree's by
-default), so the same material can be measured on another checkout.
+Per row one JSON line: ``row``, ``qc`` (pass / fail), ``reason`` (when it fails),
+``offset_error_ms`` (offset_s - truth), ``confidence``, ``confidence_ratio`` (song formats: to the
+44.1 kHz WAV row's), ``method``, ``band_hz``. The code measured is the first ``preprocessing`` on
+``PYTHONPATH`` (this tree's by default), so the same material can be measured on another checkout.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def clip() -> tuple[np.ndarray, np.ndarray]:
             decode_audio(path, sr=44100, stream=4)[0].astype(np.float64))
 
 
-def run_row(name: str, d: Path, video: Path, song: Path, truth: float | None, track: bool = False) -> dict:
+def run_row(name: str, d: Path, video: Path, song: Path, truth: float | None,
+            track: bool = False) -> dict:
     """ingest + song (+ separate + track) + sync of one take; the QC verdict on the sync alone."""
     from preprocessing.ingest import ingest
     from preprocessing.sync import sync_take
@@ -84,9 +85,9 @@ def run_row(name: str, d: Path, video: Path, song: Path, truth: float | None, tr
     except StepError as e:
         return {**row, "qc": "fail", "reason": f"sync: {e}"}
     conf = res["confidence"]
-    row.update(qc="pass" if conf >= MIN_CONFIDENCE else "fail", confidence=round(conf, 2), method=res["method"],
-               offset_error_ms=None if truth is None else round(1000 * (res["offset_s"] - truth), 4),
-               band_hz=res["details"].get("band_hz"))
+    err = None if truth is None else round(1000 * (res["offset_s"] - truth), 4)
+    row.update(qc="pass" if conf >= MIN_CONFIDENCE else "fail", confidence=round(conf, 2),
+               method=res["method"], offset_error_ms=err, band_hz=res["details"].get("band_hz"))
     if conf < MIN_CONFIDENCE:
         try:
             from preprocessing.qc import _sync_why
@@ -100,7 +101,7 @@ def run_row(name: str, d: Path, video: Path, song: Path, truth: float | None, tr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/sync_formats")
-    ap.add_argument("--rows", default="all", help="all, or a comma list of: formats,loop,avi,megamind")
+    ap.add_argument("--rows", default="all", help="all, or some of: formats,loop,avi,megamind")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,10 +128,12 @@ def main() -> None:
     if "loop" in which:
         loop = np.concatenate([stereo] * 3)
         song = bi.write_song(out / "loop", loop, 44100, "44.1 kHz WAV")
-        for label, seg, lead in (("loop: take inside two copies (song 4-11 s of 18.2 s)", (4.0, 11.0), 0.0),
-                                 ("loop: camera started 1 s before the song", (0.0, 7.0), 1.0),
-                                 ("loop: the song ends with the take", (14.0, 18.25), 0.0)):
-            c, t = bi.simulate_camera(loop.mean(axis=1), np.concatenate([vocals] * 3), np.random.default_rng(7),
+        rows = (("loop: take inside two copies (song 4-11 s of 18.2 s)", (4.0, 11.0), 0.0),
+                ("loop: camera started 1 s before the song", (0.0, 7.0), 1.0),
+                ("loop: the song ends with the take", (14.0, 18.25), 0.0))
+        for label, seg, lead in rows:
+            c, t = bi.simulate_camera(loop.mean(axis=1), np.concatenate([vocals] * 3),
+                                      np.random.default_rng(7),
                                       **{**bi.SINGER_CAMERA, "seg": seg, "lead_s": lead})
             v = out / f"{label[:24]}.mp4".replace(" ", "_").replace(":", "")
             bi.write_take(v, code_frames(int(len(c) / 48000 * 30)), c, 48000)
@@ -138,8 +141,8 @@ def main() -> None:
     if "avi" in which:
         song = bi.write_song(out / "wav44", stereo, 44100, "44.1 kHz WAV")
         avi = out / "camera.avi"
-        bi.write_take(avi, code_frames(int(len(cam) / 48000 * 30)), cam, 48000, fmt="avi", vcodec="mpeg4",
-                      acodec="libmp3lame")
+        bi.write_take(avi, code_frames(int(len(cam) / 48000 * 30)), cam, 48000, fmt="avi",
+                      vcodec="mpeg4", acodec="libmp3lame")
         emit(run_row("MP3-in-AVI camera", out / "row avi", avi, song, truth))
         for label, span in (("MP3-in-AVI camera, audio damaged 1.5-2.5 s", (1.5, 2.5)),
                             ("MP3-in-AVI camera, audio damaged 0.4-5.5 s", (0.4, 5.5))):
@@ -147,10 +150,10 @@ def main() -> None:
             bi.damage_audio(avi, bad, *span)
             emit(run_row(label, out / f"row {label[-12:]}", bad, song, truth))
     if "megamind" in which and MEGAMIND.exists():
-        emit(run_row("Megamind.avi (a broken AC-3 frame) vs its own soundtrack", out / "row megamind", MEGAMIND,
-                     MEGAMIND, 0.0))
-        emit(run_row("Megamind_bugy.avi (no audio stream) vs Megamind.avi's soundtrack", out / "row bugy",
-                     MEGAMIND_BUGY, MEGAMIND, None, track=True))
+        emit(run_row("Megamind.avi (a broken AC-3 frame) vs its own soundtrack",
+                     out / "row megamind", MEGAMIND, MEGAMIND, 0.0))
+        emit(run_row("Megamind_bugy.avi (no audio stream) vs Megamind.avi's soundtrack",
+                     out / "row bugy", MEGAMIND_BUGY, MEGAMIND, None, track=True))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ Time conventions (CONTRIBUTING.md "Time and units"):
   frame ``i`` is the source frame *shown* at video time ``i / fps``, i.e. the last source frame whose
   pts is at or before that time.
 * Frame-count convention: ``N`` = the number of output frames whose time ``i / fps`` is strictly
-  before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``. The
-  last frame lasts the duration the container gives it (as ffprobe: MP4's stored sample duration,
-  Matroska's default duration, ...); only where it gives none is it taken to last the median frame
-  interval.
+  before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``. At a
+  constant rate the last frame lasts the frame interval (or the longer duration the container
+  stores for it); at a variable one, the duration the container gives it (as ffprobe: MP4's stored
+  sample duration, Matroska's default duration), the median interval only where it gives none.
 
 **Encoder delay.** Lossy encoders put silent priming samples first: AAC 1024, MP3 1105 (LAME's 576
 plus the decoder's 529), AC-3 256 (FFmpeg's encoders; LAME is behind nearly every MP3). MP4/MOV
@@ -62,7 +62,7 @@ _EPS_FRAMES = 1e-6  # tolerance (in output frames) for float error in N = ceil(D
 # encoder delay (priming samples) of each codec as FFmpeg's/LAME's encoders write it; dropped only
 # where the container cannot signal it (module docstring)
 PRIMING = {"aac": 1024, "mp3": 1105, "ac3": 256, "eac3": 256}
-_NO_PRIMING_INFO = {"aac", "mp3", "ac3", "eac3", "avi"}  # FFmpeg demuxer names: raw ADTS/MP3/AC-3, AVI
+_NO_PRIMING_INFO = {"aac", "mp3", "ac3", "eac3", "avi"}  # demuxers: raw ADTS/MP3/AC-3, AVI
 GARBAGE_LEVEL = 4.0      # a decoded float frame peaking above this (+12 dBFS) is corrupt, not audio
 JOIN_BACK_S = 0.1        # a timestamp this far behind its stream's last one is a join (as ffmpeg)
 JOIN_FORWARD_S = 10.0    # ... or this far ahead (ffmpeg's -dts_delta_threshold)
@@ -163,7 +163,10 @@ class _Joins:
             self._scan(container.name, v)
 
     def _scan(self, name: str, video) -> None:
-        parts = [{"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf}]
+        def new_part() -> dict:  # first / last (pts + duration) time of video and audio
+            return {"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf}
+
+        parts = [new_part()]
         last: dict[int, float] = {}
         try:
             with av.open(name) as c:
@@ -176,7 +179,7 @@ class _Joins:
                     if prev is not None and pk.pos is not None and pk.pos >= 0 and \
                             (dts < prev - JOIN_BACK_S or dts > prev + JOIN_FORWARD_S):
                         self.starts.append(int(pk.pos))
-                        parts.append({"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf})
+                        parts.append(new_part())
                         last = {}
                     last[pk.stream.index] = dts
                     t = float((pk.pts if pk.pts is not None else pk.dts) * tb)
@@ -335,14 +338,6 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
     else:
         rate = v.average_rate or v.base_rate or FPS
         typical = float(1 / (Fraction(rate) * tb))
-    # end of the last frame: its own duration when the container gives one (as ffprobe), else a
-    # typical interval; not the larger of the two: in a VFR file the median interval is not the
-    # last frame's
-    last = int(np.argmax(pts))
-    stored = int(ends[last] - pts[last])
-    last_end = int(pts[last] + (stored if stored > 0 else typical))
-    info["duration_s"] = float(last_end * tb) - t0
-    info["average_fps"] = len(pts) / info["duration_s"] if info["duration_s"] > 0 else None
     if len(intervals):
         # CFR means every interval equals the typical one up to timestamp rounding: 2 time-base ticks
         # (a 29.97 fps stream in a 1 ms time base alternates 33/34 ms) or 1 % of the interval
@@ -350,6 +345,17 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
         info["vfr"] = bool(np.any(np.abs(intervals - typical) > tol))
         info["min_interval_s"] = float(intervals.min() * tb)
         info["max_interval_s"] = float(intervals.max() * tb)
+    # end of the last frame. CFR: every frame lasts the interval (or longer, when the container
+    # stores a longer last one: a still held at the end). VFR: no interval is the last frame's, so
+    # the duration the container gives it (as ffprobe), the median interval only where it gives none
+    last = int(np.argmax(pts))
+    stored = int(ends[last] - pts[last])
+    if info["vfr"]:
+        last_end = int(pts[last] + (stored if stored > 0 else typical))
+    else:
+        last_end = max(int(ends.max()), int(order[-1] + typical))
+    info["duration_s"] = float(last_end * tb) - t0
+    info["average_fps"] = len(pts) / info["duration_s"] if info["duration_s"] > 0 else None
     return info
 
 

@@ -73,7 +73,8 @@ def _sync_why(sync: dict, min_conf: float) -> str:
         return f" (aligned by mouth movement: {d['why_not_camera']})"
     close = [c for c in d.get("competitors", []) if c["lead"] < min_conf]
     if close and d.get("trimmed_psr", 0.0) >= min_conf:  # a clear match, but not the only one
-        offsets = " and ".join(f"{x:+.3f} s" for x in [float(sync["offset_s"])] + [c["offset_s"] for c in close])
+        offsets = " and ".join(f"{x:+.3f} s" for x in [float(sync["offset_s"])]
+                               + [c["offset_s"] for c in close])
         return f" (the take fits the song about as well at {offsets}: a repeated section)"
     return ""
 

@@ -46,12 +46,12 @@ BAND_SEGMENTS = 400      # ... of at most this many segments (13 s) spread over 
 BAND_FLOOR_DB = 60.0     # bins this far below the spectrum's 90th percentile hold nothing
 BAND_TAPER_HZ = 100.0    # raised-cosine edges of the shared band
 MIN_BAND_HZ = 500.0      # a shared band narrower than this cannot align anything
-AMBIG_RATIO = 0.5        # another peak this strong (of the best's, above the sidelobe mean) competes
+AMBIG_RATIO = 0.5        # another peak with this share of the best's strength competes
 AMBIG_MAX = 3            # at most this many competitors are examined (the strongest)
 AMBIG_BLOCK_S = 0.25     # competing offsets: the song under each is compared in blocks this long
 AMBIG_DIFF = 0.1         # ... whose magnitude spectra differ by this share of their energy, or more
-AMBIG_PEAK = 2           # peak strength: energy within +-2 lags (a sub-sample peak spreads over them)
-AMBIG_EXPECT = 0.5       # a competitor's telling part must show half the match the take shows elsewhere
+AMBIG_PEAK = 2           # peak strength: energy within +-2 lags (a sub-sample peak spreads there)
+AMBIG_EXPECT = 0.5       # the telling part must show half the match the rest of the take shows
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
@@ -197,7 +197,7 @@ def usable_band(x: np.ndarray, rate: float) -> tuple[float, float]:
 
 def _band_mask(nfft: int, rate: float, band: tuple[float, float] | None) -> np.ndarray | None:
     """Weights of the ``nfft // 2 + 1`` rfft bins: 1 inside ``band`` (Hz), 0 outside, raised-cosine
-    edges :data:`BAND_TAPER_HZ` wide inside it (a hard edge rings along the lags); None for no band."""
+    edges :data:`BAND_TAPER_HZ` wide inside it (a hard edge rings along the lags); None: no band."""
     if band is None:
         return None
     f = np.arange(nfft // 2 + 1) * (rate / nfft)
@@ -284,7 +284,7 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     bw = sfft.irfft(wb, nfft, workers=1)
     extra = {}
     if disambiguate:
-        def lagged_in(region: np.ndarray) -> np.ndarray:
+        def lagged_in(region: np.ndarray, aw: np.ndarray = aw, wb: np.ndarray = wb) -> np.ndarray:
             """The correlation of ``a`` restricted to ``region`` (a mask of its samples)."""
             return lagged(sfft.rfft(aw[:na] * region, nfft, workers=1), wb)
 
@@ -305,8 +305,8 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
     lag = first + i
     return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag), **stats,
-            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr),
-            **extra}
+            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr,
+            "n_lags": len(corr), **extra}
 
 
 def _strength(corr: np.ndarray, i: int, mean: float, std: float) -> float:
@@ -319,7 +319,8 @@ def _strength(corr: np.ndarray, i: int, mean: float, std: float) -> float:
 
 
 def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.ndarray, first: int,
-                 rate: float, lagged_in, bw: np.ndarray, valid: np.ndarray | None) -> tuple[int, dict]:
+                 rate: float, lagged_in, bw: np.ndarray,
+                 valid: np.ndarray | None) -> tuple[int, dict]:
     """Other offsets that fit about as well as the peak ``i``, weighed on what tells them apart.
 
     Competitors: the local maxima outside the peak zone at least :data:`AMBIG_RATIO` as strong
@@ -349,7 +350,8 @@ def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.nd
     local = np.zeros(len(corr), bool)
     local[1:-1] = (corr[1:-1] > corr[:-2]) & (corr[1:-1] >= corr[2:])
     local[lo:hi] = False
-    cand = np.flatnonzero(local & ((corr - mean) / std > min(noise, AMBIG_RATIO * (corr[i] - mean) / std)))
+    floor = min(noise, AMBIG_RATIO * (corr[i] - mean) / std)
+    cand = np.flatnonzero(local & ((corr - mean) / std > floor))
     del local
     if not len(cand):
         return i, {"competitors": []}
@@ -366,21 +368,25 @@ def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.nd
                     key=lambda j: -strength[j])[:AMBIG_MAX]
     if not picked:
         return i, {"competitors": []}
-    na, nfft = len(a), len(bw)
+    na = len(a)
     valid = np.ones(na, np.float32) if valid is None else np.asarray(valid[:na], np.float32)
-    energy = {}  # lag index -> the whitened song's energy under each take sample (valid ones)
+    totals: dict[int, float] = {}
 
     def song_energy(k: int) -> np.ndarray:
-        if k not in energy:  # (none outside the song: PHAT's whitening spills into the padding)
-            idx = np.arange(na) + first + k
-            inside = (idx >= 0) & (idx < len(b))
-            energy[k] = np.where(inside, bw[idx % nfft].astype(np.float64) ** 2, 0.0) * valid
-        return energy[k]
+        """The whitened song's energy under each (valid) take sample at lag index k; none outside
+        the song (PHAT's whitening spills into the zero padding)."""
+        lag = first + k
+        e = np.zeros(na, np.float32)
+        lo_n, hi_n = max(0, -lag), min(na, len(b) - lag)
+        if hi_n > lo_n:
+            e[lo_n:hi_n] = bw[lo_n + lag:hi_n + lag] ** 2
+        return e * valid
 
     def rate_of(k: int) -> float:
         """Match per unit of whitened song energy under the take at lag index k."""
-        total = float(song_energy(k).sum())
-        return _strength(corr, k, mean, std) * std / total if total > 0 else 0.0
+        if k not in totals:
+            totals[k] = float(song_energy(k).sum(dtype=np.float64))
+        return _strength(corr, k, mean, std) * std / totals[k] if totals[k] > 0 else 0.0
 
     def signed(r: np.ndarray, k: int, m: float, sd: float) -> float:
         z = r[max(0, k - AMBIG_PEAK):k + AMBIG_PEAK + 1]
@@ -397,7 +403,8 @@ def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.nd
                 if not np.isnan(m):
                     kappa = AMBIG_EXPECT * max(rate_of(i), rate_of(j))
                     o = [signed(r, k, m, sd) for k in (i, j)]
-                    e = [kappa * float(np.dot(song_energy(k), region)) / sd for k in (i, j)]
+                    e = [kappa * float(np.dot(song_energy(k), region).astype(np.float64)) / sd
+                         for k in (i, j)]
                     if e[0] + e[1] > 1.0:
                         llr = 2 * o[0] * e[0] - e[0] ** 2 - 2 * o[1] * e[1] + e[1] ** 2
                         lead = llr / (e[0] + e[1])
@@ -448,7 +455,8 @@ DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_
 
 def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
                     valid: np.ndarray | None = None) -> dict:
-    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (docs/sync.md).
+    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT
+    (docs/sync.md).
 
     Two passes: the **plain** one (:func:`xcorr_peak` of the camera track as recorded) and, when the
     clock drift measured around its offset (:func:`clock_drift`) is supported by the pieces of the
@@ -476,10 +484,11 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
     lo, hi = max(cam_band[0], song_band[0]), min(cam_band[1], song_band[1])
     if hi - lo < MIN_BAND_HZ:
         raise StepError(f"camera audio ({cam_band[0]:.0f}-{cam_band[1]:.0f} Hz) and song "
-                        f"({song_band[0]:.0f}-{song_band[1]:.0f} Hz) share no frequency band to align on")
+                        f"({song_band[0]:.0f}-{song_band[1]:.0f} Hz) share no frequency band to "
+                        "align on")
     band = None if (lo, hi) == (0.0, sr / 2) else (lo, hi)
-    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr), band=band,
-              disambiguate=True)
+    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr),
+              band=band, disambiguate=True)
     res = xcorr_peak(camera, song, sr, valid=valid, **kw)
     drift = clock_drift(camera, song, res["offset_s"], sr, band=band, valid=valid)
     used = "plain"
@@ -579,8 +588,8 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     if window_s is None:
         window_s = DRIFT_WINDOW_S + MAX_DRIFT_PPM * 1e-6 * n / sr
     window = int(round(window_s * sr))
-    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band, sr=sr,
-                                  valid=valid)
+    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band,
+                                  sr=sr, valid=valid)
     if len(centres) < 3:
         return {}
     t, off = centres / sr, lags / sr
@@ -683,7 +692,8 @@ def vocal_envelope(vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> np.nda
 
 
 def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> dict:
-    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem (docs/sync.md)."""
+    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem
+    (docs/sync.md)."""
     ok = np.isfinite(mouth)
     if ok.sum() < 2 * fps:
         raise StepError(f"too few frames with a face to align the mouth ({int(ok.sum())} frames)")

@@ -212,7 +212,7 @@ def no_face(src_audio_video: str | os.PathLike, dst: str | os.PathLike, seconds:
     write_mp4(dst, frames(), camera_audio(src_audio_video)[: int(seconds * AUDIO_SR)])
 
 
-# ------------------------------------------------------------ songs, cameras and audio faults (sync)
+# ------------------------------------------------------------ songs, cameras, audio faults (sync)
 # how people have their songs: name -> (extension, muxer or None, sample rate, channels, codec,
 # bit rate or None: the encoder's default)
 SONG_FORMATS = {
@@ -240,7 +240,7 @@ def write_audio_file(path, x: np.ndarray, sr: int, codec: str, fmt: str | None =
         kind = st.codec_context.format.name
         for s in range(0, len(x), fs):
             c = x[s:s + fs]
-            arr = np.ascontiguousarray(c.T) if kind.endswith("p") else np.ascontiguousarray(c.reshape(1, -1))
+            arr = np.ascontiguousarray(c.T if kind.endswith("p") else c.reshape(1, -1))
             if kind.startswith("s16"):
                 arr = (np.clip(arr, -1, 1) * 32767).astype(np.int16)
             elif kind.startswith("s32"):
@@ -297,9 +297,10 @@ def simulate_camera(mix, vocals, rng, *, seg=(1.0, 5.0), lead_s=0.5, rt60=0.4, s
     return y.astype(np.float32), seg[0] - lead_s
 
 
-# the "singer video with a reverberant, noisy camera track" of the sync table (bench/sync_formats.py,
-# tests/test_sync.py): the song from 1 to 5 s heard 0.5 s after the camera started, a singer along
-# (the vocal stem 120 ms late, as loud as the song), RT60 0.6 s, room noise at 5 dB SNR, clipping
+# the "singer video with a reverberant, noisy camera track" of the sync table
+# (bench/sync_formats.py, tests/test_sync.py): the song from 1 to 5 s heard 0.5 s after the camera
+# started, a singer along (the vocal stem 120 ms late, as loud as the song), RT60 0.6 s, room noise
+# at 5 dB SNR, clipping
 SINGER_CAMERA = dict(seg=(1.0, 5.0), lead_s=0.5, rt60=0.6, snr_db=5.0, singer=1.0, clip=0.5)
 
 
@@ -309,8 +310,8 @@ def write_take(path, frames, audio: np.ndarray | None = None, sr: int = AUDIO_SR
     track from video time 0, e.g. AVI with MPEG-4 Part 2 + MP3 (``fmt="avi", vcodec="mpeg4",
     acodec="libmp3lame"``, as old cameras wrote; 4 Mbit/s). Returns the number of frames."""
     n = 0
-    # the encoder's priming (MP3: 1105 samples) comes out at negative times; FFmpeg would shift every
-    # stream later to avoid them (AVI: the video by a frame), a camera just writes the audio from 0
+    # the encoder's priming (MP3: 1105 samples) comes out at negative times; FFmpeg would shift
+    # every stream later to avoid them (AVI: the video by a frame), a camera writes the audio from 0
     with av.open(str(path), mode="w", format=fmt, options={"avoid_negative_ts": "disabled"}) as box:
         vs = box.add_stream(vcodec, rate=FPS)
         vs.pix_fmt = "yuv420p"
@@ -333,7 +334,8 @@ def write_take(path, frames, audio: np.ndarray | None = None, sr: int = AUDIO_SR
                     chunk = (np.clip(chunk, -1, 1) * 2**31 * 0.999).astype(np.int32)
                 elif kind.startswith("s16"):
                     chunk = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)
-                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=kind, layout="mono")
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=kind,
+                                                layout="mono")
                 fr.sample_rate, fr.pts, fr.time_base = sr, apos, Fraction(1, sr)
                 box.mux(aus.encode(fr))
                 apos += chunk.shape[1]
@@ -356,11 +358,12 @@ def write_take(path, frames, audio: np.ndarray | None = None, sr: int = AUDIO_SR
 
 
 def damage_audio(src, dst, from_s: float, to_s: float, seed: int = 0) -> None:
-    """``src`` with the payload of its audio packets from ``from_s`` to ``to_s`` (pts) overwritten by
-    random bytes (the container intact): a recording with a broken stretch of audio."""
+    """``src`` with the payload of its audio packets from ``from_s`` to ``to_s`` (pts) overwritten
+    by random bytes (the container intact): a recording with a broken stretch of audio."""
     with av.open(str(src)) as c:
         a = c.streams.audio[0]
-        where = [(p.pos, p.size) for p in c.demux(a) if p.size and from_s <= float(p.pts * p.time_base) < to_s]
+        where = [(p.pos, p.size) for p in c.demux(a)
+                 if p.size and from_s <= float(p.pts * p.time_base) < to_s]
     data = bytearray(Path(src).read_bytes())
     rng = np.random.default_rng(seed)
     for pos, size in where:
@@ -394,9 +397,9 @@ def looped(src_wav, dst_wav, copies: int = 2) -> None:
 
 
 def avi_mp3(src, dst, damaged_s: tuple[float, float] | None = None) -> None:
-    """``src`` as an old camera wrote it: AVI, MPEG-4 Part 2 video and MP3 audio (whose encoder delay
-    AVI cannot signal), optionally with its audio packets from ``damaged_s[0]`` to ``damaged_s[1]``
-    s damaged (:func:`damage_audio`)."""
+    """``src`` as an old camera wrote it: AVI, MPEG-4 Part 2 video and MP3 audio (whose encoder
+    delay AVI cannot signal), optionally with its audio packets from ``damaged_s[0]`` to
+    ``damaged_s[1]`` s damaged (:func:`damage_audio`)."""
     frames = (rgb for _, rgb in iter_frames(src, FPS))
     tmp = Path(f"{dst}.whole.avi")
     write_take(tmp if damaged_s else dst, frames, camera_audio(src), fmt="avi", vcodec="mpeg4",

@@ -281,8 +281,8 @@ def test_no_audio_track_falls_back_to_mouth_envelope(full, raw):
         assert abs(sync["offset_s"] - float(raw["truth"]["singer2"]["offset_s"])) < 1 / FPS
     else:  # rejected honestly: the only reason is the confidence, below the threshold, and why
         assert sync["confidence"] < MIN_CONFIDENCE
-        assert row["reason"] == (f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g} "
-                                 "(aligned by mouth movement: no audio track)")
+        assert row["reason"] == (f"low sync confidence: {sync['confidence']:.2f} < "
+                                 f"{MIN_CONFIDENCE:g} (aligned by mouth movement: no audio track)")
 
 
 def test_silent_camera_audio_fails_on_confidence(full):
@@ -290,8 +290,9 @@ def test_silent_camera_audio_fails_on_confidence(full):
     assert sync["method"] == "mouth-envelope"
     assert sync["details"]["why_not_camera"] == "camera audio is silent"
     assert sync["confidence"] < MIN_CONFIDENCE
-    assert full["qc"].loc["silent_audio", "reason"] == \
-        f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g} (aligned by mouth movement: camera audio is silent)"
+    assert full["qc"].loc["silent_audio", "reason"] == (
+        f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g} "
+        "(aligned by mouth movement: camera audio is silent)")
 
 
 # ------------------------------------------------------------------------------ awkward but good
@@ -312,7 +313,7 @@ def test_reencoded_take_lines_up_with_truth(full, raw, take, good, singer):
         assert n == len(shown)  # ceil(frames * 30 / 25)
     else:
         assert ingest["vfr"] is True
-        assert n == n_src  # the last frame lasts the duration the mp4 stores for it (it was a guess)
+        assert n == n_src  # the last frame lasts the duration the mp4 stores (it was a guess)
     assert len(s["valid"]) == n and s["mfcc_mix"].shape == (-(-n * 100 // FPS), 26)
     # sync: the take starts where the original did
     offset = float(shards[take]["attrs"]["offset_s"])
@@ -348,7 +349,7 @@ def test_path_with_spaces_and_quotes_is_just_another_take(full):
     assert ingest["video"].endswith("/" + QUOTED)
 
 
-# ------------------------------------------------------- repeated sections, joined files, old cameras
+# ---------------------------------------------------- repeated sections, joined files, old cameras
 def test_take_inside_a_loop_fails_naming_both_offsets(full, raw):
     """The demo song twice in a row and a 5 s take inside it: both copies fit sample for sample.
     It fails QC (never a guessed offset) and the reason names the two offsets, one song apart."""
@@ -356,11 +357,12 @@ def test_take_inside_a_loop_fails_naming_both_offsets(full, raw):
 
     sync = _sync(full, "loop_song")
     reason = full["qc"].loc["loop_song", "reason"]
-    m = re.fullmatch(r"low sync confidence: (\S+) < 7 \(the take fits the song about as well at ([-+]\d+\.\d+) s "
-                     r"and ([-+]\d+\.\d+) s: a repeated section\)", reason)
+    m = re.fullmatch(r"low sync confidence: (\S+) < 7 \(the take fits the song about as well at "
+                     r"([-+]\d+\.\d+) s and ([-+]\d+\.\d+) s: a repeated section\)", reason)
     assert m, reason
-    assert float(m[1]) == pytest.approx(sync["confidence"], abs=0.01) and sync["confidence"] < MIN_CONFIDENCE
-    song_s = float(json.loads((full["dir"] / "work/songs/song1/song.json").read_text())["duration_s"])
+    assert float(m[1]) == pytest.approx(sync["confidence"], abs=0.01)
+    assert sync["confidence"] < MIN_CONFIDENCE
+    song_s = json.loads((full["dir"] / "work/songs/song1/song.json").read_text())["duration_s"]
     a, b = sorted(float(x) for x in m.groups()[1:])
     truth = float(raw["truth"]["singer1"]["offset_s"]) + 2.0  # the excerpt starts 2 s into the take
     assert a == pytest.approx(truth, abs=1e-3) and b - a == pytest.approx(song_s, abs=1e-3)
@@ -373,7 +375,8 @@ def test_joined_mpegts_and_old_camera_line_up(full, raw):
     encoder delay (23 ms each, in opposite directions), the damaged second is left out: the offset
     of the original take, to 0.1 ms."""
     shards = shard_takes(full["dir"])
-    for take, good, singer in (("joined_ts", "singer2_song1", "singer2"), ("avi_mp3", "singer1_song1", "singer1")):
+    for take, good, singer in (("joined_ts", "singer2_song1", "singer2"),
+                               ("avi_mp3", "singer1_song1", "singer1")):
         ingest = json.loads((full["dir"] / f"work/takes/{take}/ingest.json").read_text())
         s, g = shards[take], shards[good]
         assert int(s["attrs"]["n_frames"]) == int(g["attrs"]["n_frames"]) == ingest["n_frames"]
@@ -382,10 +385,11 @@ def test_joined_mpegts_and_old_camera_line_up(full, raw):
         # frames line up: the eye closure against the truth peaks at lag 0
         truth = raw["truth"][singer]["eye_closure"]
         n = len(truth)
-        lags = {lag: corr(s["arrays"]["au45"][:n], truth[np.clip(np.arange(n) + lag, 0, n - 1)]) for lag in (-1, 0, 1)}
+        lags = {lag: corr(s["arrays"]["au45"][:n], truth[np.clip(np.arange(n) + lag, 0, n - 1)])
+                for lag in (-1, 0, 1)}
         assert max(lags, key=lags.get) == 0 and lags[0] > 0.95, (take, lags)
-    assert json.loads((full["dir"] / "work/takes/joined_ts/ingest.json").read_text())["joins_s"] == \
-        [pytest.approx(5.0, abs=1e-6)]
+    joined = json.loads((full["dir"] / "work/takes/joined_ts/ingest.json").read_text())
+    assert joined["joins_s"] == [pytest.approx(5.0, abs=1e-6)]
     assert _sync(full, "avi_mp3")["details"]["valid_fraction"] < 0.95
 
 

@@ -15,7 +15,7 @@ from scipy.signal import resample_poly
 from preprocessing.common import StepError
 from preprocessing.media import decode_audio, iter_frames, n_frames_cfr, probe, read_wav, write_video
 
-from badinputs import damage_audio, write_audio_file  # noqa: F401 (write_audio_file: other tests use it)
+from badinputs import damage_audio, write_audio_file  # noqa: F401 (other tests import it from here)
 
 
 # ------------------------------------------------------------------------------------ material
@@ -365,18 +365,20 @@ def click_and_tones(sr: int, seconds: float = 3.0) -> np.ndarray:
     """Quiet tones with a click at 0.5 s (mono, (n, 1)): the click's sample says where time is.
     (Tones, not noise: AAC codes noise-like bands as noise, drawn afresh by the decoder.)"""
     t = np.arange(int(seconds * sr)) / sr
-    x = sum(0.03 * np.sin(2 * np.pi * f * t + f) for f in (220, 347, 1210, 2650))[:, None].astype(np.float32)
+    x = sum(0.03 * np.sin(2 * np.pi * f * t + f) for f in (220, 347, 1210, 2650))
+    x = x[:, None].astype(np.float32)
     x[int(0.5 * sr)] = 0.9
     return x
 
 
 @pytest.mark.parametrize("codec,sr,honoured,unsignalled", [
-    ("aac", 44100, ("m4a", None, {}), ("aac", None, {})),                  # MP4 edit list / raw ADTS
+    ("aac", 44100, ("m4a", None, {}), ("aac", None, {})),              # MP4 edit list / raw ADTS
     ("libmp3lame", 48000, ("mp3", None, {}), ("avi", None, {})),            # LAME header / AVI
     ("libmp3lame", 22050, ("mp3", None, {}), ("nolame.mp3", "mp3", {"write_xing": "0"})),
     ("ac3", 48000, ("mka", None, {}), ("ac3", None, {})),                   # Matroska / raw AC-3
 ])
-def test_decode_audio_drops_priming_the_container_cannot_signal(tmp_path, codec, sr, honoured, unsignalled):
+def test_decode_audio_drops_priming_the_container_cannot_signal(tmp_path, codec, sr, honoured,
+                                                                unsignalled):
     """The same encoder output in a container that signals its priming (FFmpeg drops it) and in
     one that cannot (FFmpeg decodes it as audio, 1024 / 1105 / 256 samples late): decoded
     sample for sample the same, the click on its sample."""
@@ -410,7 +412,8 @@ def write_ts(path, first_code: int, n: int, click_s=(), sr: int = 48000) -> None
             f.pts, f.time_base = k, Fraction(1, 30)
             out.mux(vs.encode(f))
             while apos + 1024 <= int((k + 1) / 30 * sr):
-                fr = av.AudioFrame.from_ndarray(audio[None, apos:apos + 1024].copy(), format="flt", layout="mono")
+                fr = av.AudioFrame.from_ndarray(audio[None, apos:apos + 1024].copy(), format="flt",
+                                                layout="mono")
                 fr.sample_rate, fr.pts, fr.time_base = sr, apos, Fraction(1, sr)
                 out.mux(aus.encode(fr))
                 apos += 1024
@@ -419,8 +422,8 @@ def write_ts(path, first_code: int, n: int, click_s=(), sr: int = 48000) -> None
 
 
 def test_mpegts_files_joined_end_to_end(tmp_path):
-    """``cat a.ts b.ts``: b's clock restarts at the join. Probe, frames and audio continue b after a:
-    every frame in order (none dropped), b's clicks 5 s later than in b."""
+    """``cat a.ts b.ts``: b's clock restarts at the join. Probe, frames and audio continue b after
+    a: every frame in order (none dropped), b's clicks 5 s later than in b."""
     write_ts(tmp_path / "a.ts", 0, 150, click_s=[1.0, 4.0])
     write_ts(tmp_path / "b.ts", 150, 90, click_s=[0.5, 2.0])
     joined = tmp_path / "joined.ts"
@@ -473,4 +476,5 @@ def test_decode_audio_leaves_out_corrupt_stretches(tmp_path, ext, codec):
     # generator that runs on across frames: it is off after the damage by up to 7e-5 (-83 dB).
     t = np.arange(min(len(y), len(clean))) / 16000
     far = (t < 0.95) | (t > 1.6)
-    np.testing.assert_allclose(y[:len(t)][far], clean[:len(t)][far], atol=1e-4 if codec == "ac3" else 1e-6)
+    atol = 1e-4 if codec == "ac3" else 1e-6
+    np.testing.assert_allclose(y[:len(t)][far], clean[:len(t)][far], atol=atol)

@@ -173,18 +173,21 @@ def test_cli(tmp_path, run_cli):
 
 
 def test_low_sync_confidence_says_why(tmp_path):
-    """A repeated section (a clear match, but another offset fits as well) names both offsets; a take
-    aligned by mouth movement says why its camera audio was not used; a wrong song says nothing more."""
-
+    """A repeated section (a clear match, but another offset fits as well) names both offsets; a
+    take aligned by mouth movement says why its camera audio was not used; a wrong song says
+    nothing more."""
     write_take(tmp_path, "t1", confidence=0.0)
     sync = json.loads((tmp_path / "sync.json").read_text())
+    loop = [{"offset_s": 7.334, "lead": 0.0, "telling_s": 0.0},
+            {"offset_s": -2.1, "lead": 40.0, "telling_s": 2.0}]
     cases = [
-        ({"trimmed_psr": 60.0, "competitors": [{"offset_s": 7.334, "lead": 0.0, "telling_s": 0.0},
-                                                {"offset_s": -2.1, "lead": 40.0, "telling_s": 2.0}]},
-         "gcc-phat", " (the take fits the song about as well at +1.250 s and +7.334 s: a repeated section)"),
-        ({"trimmed_psr": 3.0, "competitors": [{"offset_s": 7.334, "lead": 0.0, "telling_s": 1.0}]}, "gcc-phat", ""),
-        ({"why_not_camera": "no audio track"}, "mouth-envelope", " (aligned by mouth movement: no audio track)"),
+        ({"trimmed_psr": 60.0, "competitors": loop}, "gcc-phat",
+         " (the take fits the song about as well at +1.250 s and +7.334 s: a repeated section)"),
+        ({"trimmed_psr": 3.0, "competitors": loop[:1]}, "gcc-phat", ""),
+        ({"why_not_camera": "no audio track"}, "mouth-envelope",
+         " (aligned by mouth movement: no audio track)"),
     ]
     for details, method, why in cases:
         save_json(tmp_path / "sync.json", {**sync, "method": method, "details": details})
-        assert run(tmp_path, min_sync_confidence=7.0)["reasons"] == [f"low sync confidence: 0.00 < 7{why}"]
+        reasons = run(tmp_path, min_sync_confidence=7.0)["reasons"]
+        assert reasons == [f"low sync confidence: 0.00 < 7{why}"]

@@ -103,8 +103,8 @@ def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
 
 @pytest.mark.parametrize("damaged_s,reason", [
     ((2.0, 2.5), None),
-    ((0.5, 5.5), r"only 1[6-9]% of the song decodes \(4\.[89] s of 6\.0 s corrupt in \d stretches, the first at "
-                 r"0\.5 s\): too little is left"),
+    ((0.5, 5.5), r"only 1[6-9]% of the song decodes \(4\.[89] s of 6\.0 s corrupt in \d stretches, "
+                 r"the first at 0\.5 s\): too little is left"),
 ])
 def test_partly_corrupt_song_keeps_what_decodes(tmp_path, run_cli, damaged_s, reason):
     """An MP3 song whose frames from 2.0 to 2.5 s are damaged: the rest decodes in place (the broken
@@ -120,8 +120,8 @@ def test_partly_corrupt_song_keeps_what_decodes(tmp_path, run_cli, damaged_s, re
     write_audio_file(tmp_path / "clean.mp3", np.repeat(x[:, None], 2, 1), sr, "libmp3lame")
     damage_audio(tmp_path / "clean.mp3", tmp_path / "song.mp3", *damaged_s)
     wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
-    proc = run_cli(["preprocessing.song", "--song", "s", "--audio", tmp_path / "song.mp3", "--out-wav", wav,
-                    "--out-json", js])
+    proc = run_cli(["preprocessing.song", "--song", "s", "--audio", tmp_path / "song.mp3",
+                    "--out-wav", wav, "--out-json", js])
     if reason is not None:
         line = proc.stderr.strip().splitlines()[-1]
         assert re.fullmatch("musicface: song 's' step 'song': " + reason, line), line
