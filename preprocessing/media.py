@@ -34,8 +34,8 @@ import av
 import numpy as np
 
 from preprocessing.common import StepError, atomic_path, one_line
+from preprocessing.timebase import FPS, SR
 
-FPS = 30  # the project's video timeline (CONTRIBUTING.md)
 _EPS_FRAMES = 1e-6  # tolerance (in output frames) for float error in N = ceil(D * fps)
 
 
@@ -252,7 +252,7 @@ def _stream_rotation(v) -> int:
 
 
 # ----------------------------------------------------------------------------------------- audio
-def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
+def decode_audio(path: str | os.PathLike, sr: int = SR, mono: bool = True,
                  stream: int | None = None) -> tuple[np.ndarray, float]:
     """Decode one audio stream, resampled to ``sr`` Hz (PyAV's resampler, i.e. FFmpeg's swresample).
 
@@ -656,7 +656,7 @@ class _BestEffortTimestamp:
 
 # --------------------------------------------------------------------------------------- writing
 def write_video(path: str | os.PathLike, frames: Iterable, fps: float = FPS,
-                audio: np.ndarray | None = None, sr: int = 16000, crf: int = 18,
+                audio: np.ndarray | None = None, sr: int = SR, crf: int = 18,
                 preset: str = "veryfast", rotation: int = 0) -> int:
     """Write H.264 (yuv420p) + AAC (when ``audio`` is given) to an .mp4, atomically.
 

@@ -33,13 +33,13 @@ def n_mfcc_rows(n_frames: int, fps: float = FPS) -> int:
     return int(math.ceil(n_frames * MFCC_RATE / fps - 1e-9))
 
 
-def centre_rows(frames, fps: float = FPS) -> np.ndarray:
-    """MFCC row at the time of each video frame: ``round(t * MFCC_RATE / fps)``, halves rounded up.
+def centre_rows(frames, fps: float = FPS, rate: int = MFCC_RATE) -> np.ndarray:
+    """MFCC row at the time of each video frame: ``round(t * rate / fps)``, halves rounded up.
 
     Exact in integers for integer ``fps`` (``floor((2 t rate + fps) / (2 fps))``; at 30 fps and
     100 Hz no tie occurs). ``frames``: int array-like; returns int64 of the same shape (not clipped).
     """
     t = np.asarray(frames, dtype=np.int64)
     if isinstance(fps, (int, np.integer)):
-        return (2 * t * MFCC_RATE + fps) // (2 * fps)
-    return np.floor(t * MFCC_RATE / fps + 0.5).astype(np.int64)
+        return (2 * t * rate + fps) // (2 * fps)
+    return np.floor(t * rate / fps + 0.5).astype(np.int64)
