@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from musicface import generate as G  # noqa: E402
 
 CLIP = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
-BAR_S = 2.0  # DESIGN.md section 8: parameters of a 4-minute song in under 2 s on one core, separation excluded
+BAR_S = 2.0  # docs/testing.md bar: parameters of a 4-minute song in under 2 s on one core, separation excluded
 
 
 def make_song(path: Path, seconds: float) -> None:
