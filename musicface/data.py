@@ -1,4 +1,4 @@
-"""Shard reader: HDF5 shards (schema: preprocessing.shard_schema, docs/data.md) -> takes, training windows.
+"""Shard reader: HDF5 shards (preprocessing.shard_schema, docs/data.md) -> takes, training windows.
 
     shards = open_shards("dataset/shards")         # ShardSet: .subjects, .exp_dim, .fps, .takes(split)
     ds = WindowDataset(shards, split="train", window=128, samples_per_epoch=10_000, seed=0)
@@ -42,8 +42,8 @@ import torch
 from preprocessing.eyes import blink_stats
 from preprocessing.geometry import runs
 from preprocessing.mfcc import mfcc_windows
-from preprocessing.shard_schema import (FRAME_KEYS, TAKE_ATTRS, ShardError, check_version, from_attrs,
-                                        root_meta)
+from preprocessing.shard_schema import (FRAME_KEYS, TAKE_ATTRS, ShardError, check_version,
+                                        from_attrs, root_meta)
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, MFCC_RATE, MFCC_WIDTH, centre_rows
 
 ITEM_KEYS = MFCC_KEYS + ("exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink", "valid",
@@ -478,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     fails = _qc_failures(Path(a.path))
     s["qc_failures"] = fails
     if a.json:
-        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in s.items()},
-                         indent=2))
+        null = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in s.items()}
+        print(json.dumps(null, indent=2))
         return 0
     print(f"shard set   {s['path']} ({s['files']} files, config {s['config_sha']})")
     print(f"takes       {s['takes']} ({s['train_takes']} train, {s['test_takes']} test), "
@@ -489,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         p = s["per_subject"].get(name, {"takes": 0, "hours": 0.0})
         print(f"  [{i}] {name}: {p['takes']} takes, {p['hours'] * 60:.1f} min")
     print(f"valid       {s['valid_fraction']:.1%} of {s['frames']} frames")
-    print(f"blinks      {s['n_blinks']} ({s['blinks_per_s']:.2f}/s, mean {s['blink_duration_s']:.2f} s)")
+    print(f"blinks      {s['n_blinks']} ({s['blinks_per_s']:.2f}/s, "
+          f"mean {s['blink_duration_s']:.2f} s)")
     print(f"long closes {s['n_long']} (mean {s['long_duration_s']:.2f} s)")
     if fails is None:
         print("qc          (no qc.tsv beside the shards)")

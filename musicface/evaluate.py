@@ -334,7 +334,8 @@ def write_text(path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- evaluate
-def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
+def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
+             syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
              figure_take: str | None = None, bfm_dir=None, progress: bool = True) -> dict:
     """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
     from tqdm import tqdm

@@ -22,8 +22,8 @@ Pipeline (the same features as the dataset, so a model sees at generation what i
    embedded in the model file + pose; eye state applied to the lids), H.264 + AAC with the song,
    480 x 480.
 
-Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis) are one line:
-``musicface generate: <reason>``, exit status 1.
+Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis) are one
+line: ``musicface generate: <reason>``, exit status 1.
 """
 from __future__ import annotations
 
@@ -142,8 +142,9 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
     model, meta = check_inputs(checkpoint, subject, device)
     timings["checkpoint_s"] = time.perf_counter() - t0
     if preview and model.exp_basis is None:
-        raise StepError(f"{checkpoint} carries no expression basis for the preview (written before model "
-                        "files embedded it, or trained without --basis): retrain it, or pass --no-preview")
+        raise StepError(f"{checkpoint} carries no expression basis for the preview (written before "
+                        "model files embedded it, or trained without --basis): retrain it, or pass "
+                        "--no-preview")
     t = time.perf_counter()
     mix = load_song(song)
     timings["decode_s"] = time.perf_counter() - t
@@ -176,8 +177,8 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         from preprocessing.coeffs import landmarks_from_coeffs
 
         t = time.perf_counter()
-        lm = landmarks_from_coeffs(params["exp"], params["pose"], model.exp_basis, frame_size=(1, 1),
-                                   bfm_dir=bfm_dir)
+        lm = landmarks_from_coeffs(params["exp"], params["pose"], model.exp_basis,
+                                   frame_size=(1, 1), bfm_dir=bfm_dir)
         write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size, progress=progress)
         timings["preview_s"] = time.perf_counter() - t
         result["preview"] = str(out / "preview.mp4")

@@ -140,7 +140,8 @@ def closure_events(eye, *, fps: float = FPS, tau: float = 0.5, closed_threshold:
     like the dataset). Pass the result to :func:`blink_stats`.
     """
     eye = np.nan_to_num(np.asarray(eye, dtype=np.float64).reshape(-1), nan=0.0)
-    _, _, events = split_eye_states(eye, fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
+    _, _, events = split_eye_states(eye, fps=fps, tau=tau, closed_threshold=closed_threshold,
+                                    valid=valid)
     return np.asarray(events, dtype=np.float64).reshape(-1, 4)
 
 

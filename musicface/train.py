@@ -12,9 +12,10 @@ frames), drawn by
 
 Per step: generator forward on the batch (the PGN rolls out its own poses), generator loss
 ``lambda1 L_reg + lambda2 L_adv`` (musicface.losses) -> Adam step (grad norm clipped at
-``train.grad_clip``); then one discriminator step on (real, generated) sequences. Both optimisers are
-Adam with ``train.lr`` (paper and schema default 1e-4; config.yaml's short demo schedule 5e-4); the LR
-stays constant, then decays linearly to 0 over the last ``decay_fraction`` (paper: 60%) of the steps.
+``train.grad_clip``); then one discriminator step on (real, generated) sequences. Both optimisers
+are Adam with ``train.lr`` (paper and schema default 1e-4; config.yaml's short demo schedule 5e-4);
+the LR stays constant, then decays linearly to 0 over the last ``decay_fraction`` (paper: 60%) of
+the steps.
 
 Outputs in ``--out``:
   config.json     snapshot of the whole config this run was started with
@@ -24,9 +25,9 @@ Outputs in ``--out``:
   metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr (of the
                   epoch's last step), time, validation losses on fixed test-split windows
   model.pt        at the end: weights + model config + subjects + normalisation (buffers) + the
-                  expression basis of ``--basis`` with its sha256 (generate and evaluate need no other
-                  file), loadable with torch.load(weights_only=True); :func:`load_checkpoint` rebuilds
-                  the model.
+                  expression basis of ``--basis`` with its sha256 (generate and evaluate need
+                  no other file), loadable with torch.load(weights_only=True);
+                  :func:`load_checkpoint` rebuilds the model.
 
 Reproducibility: same config + same shards -> the same weights on CPU (deterministic algorithms,
 data a pure function of seed/epoch/index); a run killed and resumed gives exactly the weights of the
@@ -58,7 +59,8 @@ from musicface import losses  # noqa: E402
 from musicface.config import Config, from_dict, to_dict  # noqa: E402
 from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
 from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
-from preprocessing.common import StepError, atomic_path, config_sha, load_npz, sha256_file  # noqa: E402
+from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
+                                  sha256_file)
 from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
@@ -72,7 +74,7 @@ VAL_KEYS = ("val_reg", "val_exp_mse", "val_pose_vel", "val_eye_l1")
 def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]:
     """Per-dimension statistics of one split (valid frames only), in data units.
 
-    mfcc_mean/std (3, MFCC_DIM) for vocals, music, mix (all frames, at each frame's centre MFCC row);
+    mfcc_mean/std (3, 26) for vocals, music, mix (all frames, at each frame's centre MFCC row);
     exp_mean/std (E,), pose_mean/std (6,); vel_std (6,) std of pose_vel over frames where it is
     defined (t and t-1 valid); subject_pose (S, 6) each subject's mean pose (the global mean for a
     subject without training frames). A std below 1e-6 (a constant dimension) becomes 1.
@@ -272,7 +274,8 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     if basis is not None:
         model.set_exp_basis(load_npz(basis), sha256_file(basis))
     elif main_proc:
-        print("musicface train: no --basis: model.pt will carry no expression basis", file=sys.stderr)
+        print("musicface train: no --basis: model.pt will carry no expression basis",
+              file=sys.stderr)
     model.to(device).train()
     disc = Discriminator(MFCC_DIM * len(model.streams), cfg.model.disc_channels).to(device).train()
     opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -376,8 +379,8 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="musicface train", description="Train MusicFace on HDF5 shards.")
     ap.add_argument("--shards", required=True, help="shard folder (dataset/shards) or one .h5 file")
-    ap.add_argument("--basis", default=None, help="dataset/exp_basis.npz: embedded in model.pt (the "
-                    "landmark model of generate's preview and of evaluate's LMD)")
+    ap.add_argument("--basis", default=None, help="dataset/exp_basis.npz: embedded in model.pt "
+                    "(the landmark model of generate's preview and of evaluate's LMD)")
     ap.add_argument("--config-json", default="{}",
                     help="the whole config as a JSON string (sections model, train, loss are used)")
     ap.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
@@ -390,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         config = json.loads(a.config_json)
-        path = train(a.shards, config, a.out, resume=a.resume, progress=not a.no_progress, basis=a.basis)
+        path = train(a.shards, config, a.out, resume=a.resume, progress=not a.no_progress,
+                     basis=a.basis)
     except (ShardError, StepError, OSError, ValueError, json.JSONDecodeError) as e:
         print(f"musicface train: {e}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ What :func:`generate` writes into ``out`` (the same form as a user's raw recordi
   scalars ``offset_s``, ``fps``, ``n_frames``, ``frame_size`` (W, H), and ``style_*`` (the singer).
 * ``samples.tsv`` - take, subject, video, song; written last, so its presence means "complete".
 
-Conventions (docs/data.md, docs/pose.md): video frame i is at video time i/30 s; ``offset_s`` is the song time
+Conventions (docs/data.md): video frame i is at video time i/30 s; ``offset_s`` is the song time
 of frame 0 (``song_time = video_time + offset_s``). The camera starts d ~ U(0.2, 3.0) s before the
 song, so ``offset_s = -d`` (d is a whole number of 48 kHz samples).
 

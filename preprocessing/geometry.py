@@ -24,7 +24,8 @@ IBUG68 = {"eyes": ((36, 39), (42, 45)), "inner_lips": ((61, 67), (62, 66), (63, 
 
 # ---------------------------------------------------------------------------------- rotations
 def matrix_from_euler(angles: np.ndarray) -> np.ndarray:
-    """(pitch, yaw, roll) ``(..., 3)`` radians -> ``R = Rz(roll) Ry(yaw) Rx(pitch)`` ``(..., 3, 3)``."""
+    """(pitch, yaw, roll) ``(..., 3)`` in radians -> ``R = Rz(roll) Ry(yaw) Rx(pitch)``
+    ``(..., 3, 3)``."""
     a = np.asarray(angles, dtype=np.float64)
     cx, sx = np.cos(a[..., 0]), np.sin(a[..., 0])
     cy, sy = np.cos(a[..., 1]), np.sin(a[..., 1])
@@ -82,7 +83,8 @@ def landmark_sets(k: int) -> dict:
     """Index sets of a layout with ``k`` points: ``eyes`` (corner pair of each eye), ``inner_lips``
     (the three middle (upper, lower) inner-lip pairs) and ``mouth`` (every lip landmark)."""
     if k in (478, 468):
-        return {"eyes": ((fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER), (fm.LEFT_EYE_INNER, fm.LEFT_EYE_OUTER)),
+        eyes = ((fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER), (fm.LEFT_EYE_INNER, fm.LEFT_EYE_OUTER))
+        return {"eyes": eyes,
                 "inner_lips": tuple(fm.INNER_LIP_MIDDLE), "mouth": np.array(fm.LIPS)}
     if k == 68:
         return {"eyes": IBUG68["eyes"], "inner_lips": IBUG68["inner_lips"],
@@ -91,7 +93,8 @@ def landmark_sets(k: int) -> dict:
 
 
 def interocular(points) -> np.ndarray:
-    """Distance between the eye centres (mean of each eye's two corners), ``(..., K, >=2)`` -> ``(...,)``."""
+    """Distance between the eye centres (mean of each eye's two corners): ``(..., K, >=2)`` ->
+    ``(...,)``."""
     p = np.asarray(points, dtype=np.float64)[..., :2]
     (a, b), (c, d) = landmark_sets(p.shape[-2])["eyes"]
     return np.linalg.norm(0.5 * (p[..., a, :] + p[..., b, :]) - 0.5 * (p[..., c, :] + p[..., d, :]),

@@ -151,10 +151,10 @@ def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = FPS,
                  width: int = MFCC_WIDTH) -> np.ndarray:
     """Per-video-frame windows of 100 Hz features: ``(n_frames, width, D)`` (docs/data.md).
 
-    Window ``i`` is centred on video-frame time ``i / fps``: its centre row is ``c_i = round(i * 100 /
-    fps)`` (halves round up, ``timebase.centre_rows``) and it holds rows ``c_i - width // 2 .. c_i +
-    (width - 1) // 2``; rows outside ``[0, M)`` replicate the first / last row. One gather, no Python
-    loop over frames.
+    Window ``i`` is centred on video-frame time ``i / fps``: its centre row is ``c_i = round(i * 100
+    / fps)`` (halves round up, ``timebase.centre_rows``) and it holds rows ``c_i - width // 2 .. c_i
+    + (width - 1) // 2``; rows outside ``[0, M)`` replicate the first / last row. One gather, no
+    Python loop over frames.
     """
     feats = np.asarray(features_100hz)
     if feats.ndim != 2 or len(feats) == 0:

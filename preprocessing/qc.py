@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = {k: getattr(a, k) for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
 
     def work():
-        res = check_take(a.take, a.subject, a.song, paths, min_sync_confidence=a.min_sync_confidence,
+        res = check_take(a.take, a.subject, a.song, paths,
+                         min_sync_confidence=a.min_sync_confidence,
                          min_valid_fraction=a.min_valid_fraction, min_frames=a.min_frames)
         save_json(a.out, res)
         line = "pass" if res["status"] == "pass" else "fail: " + "; ".join(res["reasons"])

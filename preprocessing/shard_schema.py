@@ -3,19 +3,19 @@ reader (:mod:`musicface.data`) share. docs/data.md describes it for users.
 
 A shard set is a folder: ``{train,test}-NNNNN.h5`` and ``manifest.json``.
 
-* HDF5 root attributes (:data:`ROOT_ATTRS`): ``schema_version``, ``fps``, ``mfcc_rate``, ``exp_dim``,
-  ``subjects`` (sorted subject names of the passing takes = the model's one-hot order),
-  ``config_sha`` (hash of the config sections in :data:`DATASET_CONFIG_KEYS`).
+* HDF5 root attributes (:data:`ROOT_ATTRS`): ``schema_version``, ``fps``, ``mfcc_rate``,
+  ``exp_dim``, ``subjects`` (sorted subject names of the passing takes = the model's one-hot
+  order), ``config_sha`` (hash of the config sections in :data:`DATASET_CONFIG_KEYS`).
 * ``/takes/<take>/``: the arrays of :data:`ARRAYS` (dtype, shape with ``M`` MFCC rows, ``N`` frames,
   ``E`` = exp_dim, ``K`` landmarks) and the attributes of :data:`TAKE_ATTRS`. In frames with
   ``valid == 0`` every per-frame array holds 0, never NaN.
 * ``manifest.json``: the root attributes, ``files`` (name, split, takes, sha256), ``n_takes``,
-  ``hours`` and ``takes``: per take its ``file`` and its attributes (:func:`from_attrs` values), so a
-  reader learns everything about the set without opening an HDF5 file.
+  ``hours`` and ``takes``: per take its ``file`` and its attributes (:func:`from_attrs` values),
+  so a reader learns everything about the set without opening an HDF5 file.
 
-:func:`to_attrs` / :func:`from_attrs` convert a take's attributes between Python values and what is
-stored (dicts as sorted JSON strings). The write order of attributes and arrays is fixed here, so the
-same inputs give the same file bytes.
+:func:`to_attrs` / :func:`from_attrs` convert a take's attributes between Python values and what
+is stored (dicts as sorted JSON strings). The write order of attributes and arrays is fixed here,
+so the same inputs give the same file bytes.
 """
 from __future__ import annotations
 
@@ -62,13 +62,13 @@ def _str(v) -> str:
 
 
 def to_attrs(meta: dict) -> dict:
-    """A take's attributes (Python values, keys of :data:`TAKE_ATTRS`) -> the stored values, in order."""
+    """A take's attributes (Python values, keys of :data:`TAKE_ATTRS`) -> stored values, ordered."""
     return {k: json.dumps(meta[k], sort_keys=True) if t is dict else t(meta[k])
             for k, t in TAKE_ATTRS.items()}
 
 
 def from_attrs(attrs) -> dict:
-    """Stored take attributes (HDF5 attrs or a manifest entry) -> Python values of :data:`TAKE_ATTRS`."""
+    """Stored take attributes (HDF5 attrs or a manifest entry) -> Python values (TAKE_ATTRS)."""
     out = {}
     for k, t in TAKE_ATTRS.items():
         v = attrs[k]
@@ -83,8 +83,9 @@ def root_attrs(exp_dim: int, subjects: list[str], config_sha: str) -> dict:
     """The HDF5 root attributes of a shard (:data:`ROOT_ATTRS`, in order)."""
     import h5py
 
-    return {"schema_version": SCHEMA_VERSION, "fps": FPS, "mfcc_rate": MFCC_RATE, "exp_dim": int(exp_dim),
-            "subjects": np.array(subjects, dtype=h5py.string_dtype()), "config_sha": config_sha}
+    return {"schema_version": SCHEMA_VERSION, "fps": FPS, "mfcc_rate": MFCC_RATE,
+            "exp_dim": int(exp_dim), "subjects": np.array(subjects, dtype=h5py.string_dtype()),
+            "config_sha": config_sha}
 
 
 def root_meta(attrs) -> dict:
@@ -95,11 +96,11 @@ def root_meta(attrs) -> dict:
 
 
 def check_version(path, attrs) -> None:
-    """Raise :class:`ShardError` unless ``attrs`` (HDF5 root or manifest) are of this schema version."""
+    """Raise :class:`ShardError` unless ``attrs`` (HDF5 root or manifest) are of this version."""
     if "schema_version" not in attrs:
         raise ShardError(f"{path}: not a MusicFace shard (no schema_version attribute)")
     v = int(attrs["schema_version"])
     if v != SCHEMA_VERSION:
         raise ShardError(f"{path}: shard schema_version {v} is not supported by this reader "
-                         f"(schema_version {SCHEMA_VERSION}); rebuild the shards (snakemake dataset) "
-                         f"or use the musicface version that wrote them")
+                         f"(schema_version {SCHEMA_VERSION}); rebuild the shards (snakemake "
+                         f"dataset) or use the musicface version that wrote them")

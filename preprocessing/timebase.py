@@ -37,7 +37,8 @@ def centre_rows(frames, fps: float = FPS, rate: int = MFCC_RATE) -> np.ndarray:
     """MFCC row at the time of each video frame: ``round(t * rate / fps)``, halves rounded up.
 
     Exact in integers for integer ``fps`` (``floor((2 t rate + fps) / (2 fps))``; at 30 fps and
-    100 Hz no tie occurs). ``frames``: int array-like; returns int64 of the same shape (not clipped).
+    100 Hz no tie occurs). ``frames``: int array-like; returns int64 of the same shape, not
+    clipped.
     """
     t = np.asarray(frames, dtype=np.int64)
     if isinstance(fps, (int, np.integer)):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from musicface import data
-from musicface.data import (ShardError, WindowDataset, mfcc_centres, mfcc_row_index, open_shards, take_arrays,
-                            window_view)
+from musicface.data import (ShardError, WindowDataset, mfcc_centres, mfcc_row_index, open_shards,
+                            take_arrays, window_view)
 from preprocessing.shard_schema import SCHEMA_VERSION
 from preprocessing.mfcc import mfcc_windows
 from preprocessing.shards import TakeData, n_mfcc_rows, write_shard_set

@@ -244,7 +244,7 @@ def test_missing_landmark_model_keeps_other_metrics(dataset, tmp_path, monkeypat
     assert sorted(r["takes"]) == ["alice_4", "bob_4"]
     assert r["summary"]["lmd_mouth"] is None and r["summary"]["cca_pose_speed"] == pytest.approx(1.0)
     assert r["notes"]["lmd_mouth"].startswith("landmark model failed:")
-    # a model file without an embedded basis (written before it was embedded): the same, with the reason
+    # a model file without an embedded basis (written before it was embedded): the reason says so
     oracle.exp_basis = oracle.exp_basis_sha256 = None
     r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval2", progress=False)
     assert r["summary"]["lmd_mouth"] is None and r["basis_sha256"] is None

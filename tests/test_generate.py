@@ -40,8 +40,8 @@ def jaw_basis(dim=E, seed=0):
 
 
 def make_checkpoint(path, variant="full", seed=0, basis=True):
-    """A small MusicFace (random weights, real normalisation of the clip's features) in model.pt format,
-    with the jaw basis embedded (``basis=False``: without one, as model files before it was embedded)."""
+    """A small MusicFace (random weights, real normalisation of the clip's features) in model.pt
+    format, with the jaw basis embedded (``basis=False``: none, as model files before it was)."""
     from musicface.config import ModelConfig
     from musicface.model import MusicFace, export
     from preprocessing.mfcc import mfcc
@@ -173,20 +173,20 @@ def test_generate_errors(assets, tmp_path, run_cli, capsys):
         f"musicface generate: cannot load checkpoint {junk}:")
     old = make_checkpoint(tmp_path / "old.pt", basis=False)  # a model file without a basis
     assert err(CLIP, "--checkpoint", old, "--subject", "alice", *base) == (
-        f"musicface generate: {old} carries no expression basis for the preview (written before model files "
-        "embedded it, or trained without --basis): retrain it, or pass --no-preview")
+        f"musicface generate: {old} carries no expression basis for the preview (written before "
+        "model files embedded it, or trained without --basis): retrain it, or pass --no-preview")
     assert not (tmp_path / "o" / "params.npz").exists()
     assert G.main([str(CLIP), "--checkpoint", str(old), "--subject", "alice", *map(str, base),
                    "--no-preview"]) == 0  # its parameters still generate
     from musicface.config import ModelConfig
     from musicface.model import MusicFace
 
-    with pytest.raises(ValueError, match="expression basis has 4 components but the model predicts 8"):
+    with pytest.raises(ValueError, match="basis has 4 components but the model predicts 8"):
         MusicFace(ModelConfig(), SUBJECTS, E).set_exp_basis(jaw_basis(dim=4), "0" * 64)
 
 
 def test_generate_from_an_empty_folder_with_only_the_model_file(assets, tmp_path, run_cli):
-    """The model file is self-contained: no dataset/, no exp_basis.npz anywhere, another working dir."""
+    """The model file is self-contained: no dataset/, no exp_basis.npz anywhere, another folder."""
     import hashlib
     import shutil
 
@@ -199,7 +199,8 @@ def test_generate_from_an_empty_folder_with_only_the_model_file(assets, tmp_path
     run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", "model.pt", "--subject", "alice",
              "--out", "out"], cwd=work)
     assert sorted(p.name for p in work.iterdir()) == ["model.pt", "out"]
-    assert sorted(p.name for p in (work / "out").iterdir()) == ["generate.json", "params.npz", "preview.mp4"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["generate.json", "params.npz",
+                                                               "preview.mp4"]
     # the embedded basis round-trips exactly (arrays, dtypes, strings), with the sha256 it was given
     model, meta = load_checkpoint(work / "model.pt")
     want = jaw_basis()
@@ -208,13 +209,14 @@ def test_generate_from_an_empty_folder_with_only_the_model_file(assets, tmp_path
         assert model.exp_basis[k].dtype == v.dtype
         np.testing.assert_array_equal(model.exp_basis[k], v)
     save_npz(tmp_path / "b.npz", **want)
-    model.set_exp_basis({**want, "version": np.array("builtin-pca-1"), "train_takes": np.array(["a", "b"])},
-                        sha256_file(tmp_path / "b.npz"))
+    strings = {"version": np.array("builtin-pca-1"), "train_takes": np.array(["a", "b"])}
+    model.set_exp_basis({**want, **strings}, sha256_file(tmp_path / "b.npz"))
     torch.save(export(model), tmp_path / "m2.pt")
     again, meta2 = load_checkpoint(tmp_path / "m2.pt")
     assert str(again.exp_basis["version"]) == "builtin-pca-1"
     assert again.exp_basis["train_takes"].tolist() == ["a", "b"]
-    assert meta2["exp_basis_sha256"] == hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()
+    want_sha = hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()
+    assert meta2["exp_basis_sha256"] == want_sha
 
 
 # --------------------------------------------------------------------------------------- preview

@@ -146,7 +146,8 @@ def _face(rng, t=20):
     lm = rng.uniform(0.3, 0.7, size=(t, 478, 2))
     lm[:, 33], lm[:, 133] = [0.37, 0.41], [0.43, 0.39]    # right eye: centre (0.4, 0.4)
     lm[:, 362], lm[:, 263] = [0.57, 0.38], [0.63, 0.42]   # left eye: centre (0.6, 0.4)
-    for (u, d), x, gap in zip(((82, 87), (13, 14), (312, 317)), (0.48, 0.5, 0.52), (0.04, 0.05, 0.06)):
+    pairs = ((82, 87), (13, 14), (312, 317))
+    for (u, d), x, gap in zip(pairs, (0.48, 0.5, 0.52), (0.04, 0.05, 0.06)):
         lm[:, u], lm[:, d] = [x, 0.6], [x, 0.6 + gap]
     return lm
 
@@ -174,7 +175,7 @@ def test_mouth_opening():
     np.testing.assert_allclose(M.mouth_opening(lm), [0.25, 0.0, 0.25, np.nan], atol=1e-12)
     # iBUG 68 (deep3d's landmarks): the same definition on that layout's points
     ib = np.zeros((1, 68, 2))
-    ib[0, [36, 39, 42, 45]] = [[0.3, 0.4], [0.4, 0.4], [0.6, 0.4], [0.7, 0.4]]  # eye centres 0.3 apart
+    ib[0, [36, 39, 42, 45]] = [[0.3, 0.4], [0.4, 0.4], [0.6, 0.4], [0.7, 0.4]]  # centres 0.3 apart
     ib[0, [61, 62, 63]] = [[0.45, 0.6], [0.5, 0.6], [0.55, 0.6]]     # upper inner lip
     ib[0, [67, 66, 65]] = [[0.45, 0.63], [0.5, 0.63], [0.55, 0.63]]  # lower, 0.03 below
     np.testing.assert_allclose(M.mouth_opening(ib), [0.1], atol=1e-12)

@@ -49,7 +49,8 @@ def test_ablation_plans_four_variants(tmp_path):
     assert counts["train_run"] == counts["evaluate_run"] == 4 and "train" not in counts
     for variant in VARIANTS:
         assert f"runs/demo-{variant}/model.pt" in proc.stdout
-        assert re.search(rf'--config-json .*"variant": "{variant}".* --out runs/demo-{variant} ', proc.stdout)
+        cmd = rf'--config-json .*"variant": "{variant}".* --out runs/demo-{variant} '
+        assert re.search(cmd, proc.stdout), variant
     # the variant list has one home (musicface.config); the schema's enum must agree with it
     import yaml
 

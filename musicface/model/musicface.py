@@ -86,8 +86,9 @@ class MusicFace(nn.Module):
         landmark model of the generated exp. A PCA basis must have ``exp_dim`` components."""
         basis = {k: np.asarray(v) for k, v in basis.items()}
         if "components" in basis and len(basis["components"]) != self.exp_dim:
-            raise ValueError(f"expression basis has {len(basis['components'])} components but the model "
-                             f"predicts {self.exp_dim}: use the exp_basis.npz of its training data")
+            n = len(basis["components"])
+            raise ValueError(f"expression basis has {n} components but the model predicts "
+                             f"{self.exp_dim}: use the exp_basis.npz of its training data")
         self.exp_basis, self.exp_basis_sha256 = basis, str(sha256)
 
     # ------------------------------------------------------------------------------- normalisation
@@ -236,7 +237,8 @@ class MusicFace(nn.Module):
             mfcc[MFCC_KEY[s]] = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)[None]
         n = next(iter(mfcc.values())).shape[1]
         if any(v.shape[1:] != (n, MFCC_WIDTH, MFCC_DIM) for v in mfcc.values()):
-            raise ValueError(f"MFCC windows must all have shape (T, {MFCC_WIDTH}, {MFCC_DIM}) with the same T")
+            raise ValueError(f"MFCC windows must all have shape (T, {MFCC_WIDTH}, {MFCC_DIM}) "
+                             "with the same T")
         si = self.subject_index(subject)
         oh = self.onehot(torch.tensor([si], device=dev))
         if pose0 is None:
@@ -284,9 +286,9 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def export(model: MusicFace, **meta) -> dict:
-    """The model.pt payload: only tensors, dicts, lists, str and numbers (``torch.load(weights_only=True)``).
-    ``exp_basis``: the model's expression basis (arrays as tensors, strings as str) and its sha256,
-    or None for a model without one."""
+    """The model.pt payload: only tensors, dicts, lists, str and numbers (loads with
+    ``torch.load(weights_only=True)``). ``exp_basis``: the model's expression basis (arrays as
+    tensors, strings as str) and its sha256, or None for a model without one."""
     basis = None
     if model.exp_basis is not None:
         basis = {"sha256": model.exp_basis_sha256,

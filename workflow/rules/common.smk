@@ -78,8 +78,9 @@ def backend_problems(cfg) -> list[str]:
         if not weights or not Path(weights).is_file():
             from preprocessing.sync import SYNCNET_URL
 
-            problems.append(f"config key 'sync.syncnet.weights': SyncNet weights not found: {weights} "
-                            f"(get syncnet_v2.model with the download script of {SYNCNET_URL})")
+            problems.append(f"config key 'sync.syncnet.weights': SyncNet weights not found: "
+                            f"{weights} (get syncnet_v2.model with the download script of "
+                            f"{SYNCNET_URL})")
     if cfg["coeffs"]["backend"] == "deep3d":
         from preprocessing.deep3d import checkpoint_problem
 
@@ -97,8 +98,9 @@ def backend_problems(cfg) -> list[str]:
     return problems
 
 
-if backend_problems(config):
-    raise WorkflowError("the selected backends miss files:\n  " + "\n  ".join(backend_problems(config)))
+_problems = backend_problems(config)
+if _problems:
+    raise WorkflowError("the selected backends miss files:\n  " + "\n  ".join(_problems))
 
 
 # ---------------------------------------------------------------------------------- sample sheet
@@ -140,7 +142,7 @@ SONG_PATH = dict(zip(SAMPLES["song"], SAMPLES["song_path"]))
 SHARDS = "dataset/shards"
 DEMO_SHEET = "work/demo/samples.tsv"
 RUN = config["train"]["name"]
-# training runs: the configured one, and one per paper variant for the ablation (runs/<name>-<variant>)
+# training runs: the configured one, and one per paper variant (ablation: runs/<name>-<variant>)
 RUN_VARIANT = {RUN: config["model"]["variant"], **{f"{RUN}-{v}": v for v in VARIANTS}}
 
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -159,7 +161,9 @@ wildcard_constraints:
 # repository's packages importable in any env and from any working directory.
 os.environ.update(
     PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p),
+    PYTHONPATH=os.pathsep.join(
+        p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+    ),
 )
 
 
@@ -219,5 +223,6 @@ def config_json(sections, **replace):
     """The config sections a step uses, as one quoted JSON argument (``replace``: section -> keys
     to set in it). A rule passes only those, so that editing another section does not change its
     params (Snakemake reruns a job whose params changed)."""
-    cfg = {k: {**config[k], **replace[k]} if k in replace else config[k] for k in sections if k in config}
+    cfg = {k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
+           for k in sections if k in config}
     return q(json.dumps(cfg, sort_keys=True))

@@ -1,6 +1,7 @@
-# evaluate: a trained run on the test split -> metrics.json, table.md (paper Table 1 layout), figures
-#           (pose.png Fig. 5b, attention.png Fig. 6, eye_durations.png Fig. 9, training.png); one rule
-#           for every run (train.smk). Target `evaluate`: the configured run.
+# evaluate: a trained run on the test split -> metrics.json, table.md (paper Table 1 layout),
+#           figures (pose.png Fig. 5b, attention.png Fig. 6, eye_durations.png Fig. 9,
+#           training.png); one rule for every run (train.smk). Target `evaluate`: the configured
+#           run.
 # ablation: the four variants' evaluations -> runs/<name>-ablation/table.md
 
 
@@ -22,13 +23,14 @@ rule evaluate_run:
                     category="Evaluation", subcategory="{run}"),
         attention=report("runs/{run}/eval/attention.png", caption="../report/attention.rst",
                          category="Evaluation", subcategory="{run}"),
-        eye_durations=report("runs/{run}/eval/eye_durations.png", caption="../report/eye_durations.rst",
+        eye_durations=report("runs/{run}/eval/eye_durations.png",
+                             caption="../report/eye_durations.rst",
                              category="Evaluation", subcategory="{run}"),
         training=report("runs/{run}/eval/training.png", caption="../report/training.rst",
                         category="Evaluation", subcategory="{run}"),
     params:
         out=lambda wc, output: os.path.dirname(output.metrics),
-        # evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir, the BFM for LMD landmarks)
+        # evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir, the BFM for LMD)
         seed=config["evaluate"]["seed"],
         device=q(config["evaluate"]["device"]),
         tau=config["eyes"]["tau"],

@@ -26,7 +26,9 @@ rule train_run:
         metrics="runs/{run}/metrics.csv",
     params:
         # the sections training uses, with the run's variant: other edits never retrain
-        cfg=lambda wc: config_json(("model", "train", "loss"), model={"variant": RUN_VARIANT[wc.run]}),
+        cfg=lambda wc: config_json(
+            ("model", "train", "loss"), model={"variant": RUN_VARIANT[wc.run]}
+        ),
         out=lambda wc, output: os.path.dirname(output.model),
         threads=lambda wc, threads: max(1, threads // NPROC),
     log:
