@@ -2,9 +2,9 @@
 
 Nothing is re-encoded: later steps stream the original file with :func:`preprocessing.media.iter_frames`,
 which maps any source frame rate (24/25/29.97/60, variable) onto the 30 fps timeline on the fly. That
-is faster and needs no disk, unlike writing a constant-frame-rate copy (DESIGN.md's first plan).
+is faster and needs no disk, unlike writing a constant-frame-rate copy (the first plan).
 
-``ingest.json`` (CONTRIBUTING.md): ``take, video, n_frames (N), fps (30), duration_s, width, height,
+``ingest.json`` (docs/data.md): ``take, video, n_frames (N), fps (30), duration_s, width, height,
 source_fps, vfr, has_audio, audio_sr, audio_channels, video_codec, audio_codec``, plus
 ``rotation`` (degrees, applied by iter_frames), ``real_fps``, ``audio_start_s`` (video timeline),
 ``corrupt_packets``, ``container`` and ``joins_s`` (where the parts of a file joined end to end

@@ -2,7 +2,7 @@
 
 Everything goes through PyAV (FFmpeg bundled in the wheel), so no ffmpeg binary is needed.
 
-Time conventions (CONTRIBUTING.md "Time and units"):
+Time conventions (docs/data.md "Time and units"):
 
 * The **video timeline** of a file starts at its *origin* ``t0``: the presentation time of the first
   video frame (``video.start_time``); for a file without video it is the audio stream's start time
@@ -56,8 +56,8 @@ import av
 import numpy as np
 
 from preprocessing.common import StepError, atomic_path, one_line
+from preprocessing.timebase import FPS, SR
 
-FPS = 30  # the project's video timeline (CONTRIBUTING.md)
 _EPS_FRAMES = 1e-6  # tolerance (in output frames) for float error in N = ceil(D * fps)
 # encoder delay (priming samples) of each codec as FFmpeg's/LAME's encoders write it; dropped only
 # where the container cannot signal it (module docstring)
@@ -379,7 +379,7 @@ def _stream_rotation(v) -> int:
 
 
 # ----------------------------------------------------------------------------------------- audio
-def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
+def decode_audio(path: str | os.PathLike, sr: int = SR, mono: bool = True,
                  stream: int | None = None, with_gaps: bool = False):
     """Decode one audio stream, resampled to ``sr`` Hz (PyAV's resampler, i.e. FFmpeg's swresample).
 
@@ -867,7 +867,7 @@ class _BestEffortTimestamp:
 
 # --------------------------------------------------------------------------------------- writing
 def write_video(path: str | os.PathLike, frames: Iterable, fps: float = FPS,
-                audio: np.ndarray | None = None, sr: int = 16000, crf: int = 18,
+                audio: np.ndarray | None = None, sr: int = SR, crf: int = 18,
                 preset: str = "veryfast", rotation: int = 0) -> int:
     """Write H.264 (yuv420p) + AAC (when ``audio`` is given) to an .mp4, atomically.
 

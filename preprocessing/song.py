@@ -28,8 +28,8 @@ import numpy as np
 
 from preprocessing.common import StepError, run_step, save_json, save_wav
 from preprocessing.media import decode_audio, probe
+from preprocessing.timebase import SR
 
-SR = 16000
 MIN_SECONDS = 1.0      # shorter than this cannot be aligned (sync) nor give one training window
 SILENCE_DBFS = -60.0   # a mix whose peak is below this is treated as silent (e.g. a muted export)
 MIN_DECODED_FRACTION = 0.5  # a song with less than this decodable is too broken to use

@@ -29,12 +29,12 @@ from scipy.signal import fftconvolve
 from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
                                   read_failure, run_step, save_json)
 from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
+from preprocessing.timebase import SR
 
-SR = 16000
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
 TAIL_PEAKS = 20          # confidence: the spacing of the 20 largest sidelobe peaks (tail)
-DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is reported only on alignments this confident (sync.min_confidence)
+DRIFT_MIN_CONFIDENCE = 7.0  # drift trusted at this confidence (a constant, not sync.min_confidence)
 MAX_DRIFT_PPM = 1000.0   # clock drift: the largest drift looked for (cameras: 10-100 ppm, some 200+)
 DRIFT_PIECE_S = 2.0      # clock drift: pieces of the take aligned on their own
 DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DRIFT_PPM x take length
@@ -714,7 +714,7 @@ def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, f
 # ---------------------------------------------------------------------------------------- SyncNet
 def load_syncnet(weights: str | Path | None, device: str = "cpu"):
     """SyncNet (syncnet-python's model class) with the state dict at ``weights``; fails at once."""
-    if weights in (None, "", "None", "null"):
+    if not weights:
         raise StepError("sync backend 'syncnet' needs sync.syncnet.weights: the path of syncnet_v2.model "
                         f"(get it with the download script of {SYNCNET_URL})")
     weights = Path(weights)

@@ -2,7 +2,7 @@
 
 Used by ``tests/test_bad_inputs_e2e.py``. Every builder writes one file and returns what the test
 needs to check the pipeline against the truth (e.g. which source frame each 30 fps output frame
-shows). Time conventions are the project's (CONTRIBUTING.md): frame ``i`` at ``i / 30`` s.
+shows). Time conventions are the project's (docs/data.md): frame ``i`` at ``i / 30`` s.
 
 Definitions used below:
 

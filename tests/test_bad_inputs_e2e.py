@@ -1,4 +1,4 @@
-"""The DAG's bad-input contract, end to end (DESIGN.md section 8).
+"""The DAG's bad-input contract, end to end (docs/bad-input.md).
 
 One ``snakemake dataset`` run over a user-style sample sheet that mixes two good demo takes with bad
 and awkward recordings made from the same demo material (``tests/badinputs.py``). Then:
@@ -91,7 +91,7 @@ DOWNSTREAM = {
     "track": ["coeffs", "au45", "eyes"],
     "song": ["sync", "mfcc"],
 }
-SHARD_SHAPES = {  # DESIGN.md section 5: name -> (dtype, shape with N, M symbolic)
+SHARD_SHAPES = {  # docs/data.md, shards: name -> (dtype, shape with N, M symbolic)
     "mfcc_vocals": ("float32", ("M", 26)), "mfcc_music": ("float32", ("M", 26)),
     "mfcc_mix": ("float32", ("M", 26)), "exp": ("float32", ("N", 64)), "pose": ("float32", ("N", 6)),
     "au45": ("float32", ("N",)), "eye_long": ("float32", ("N",)), "eye_blink": ("uint8", ("N",)),

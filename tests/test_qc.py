@@ -1,4 +1,4 @@
-"""preprocessing.qc on synthetic step outputs in CONTRIBUTING.md's formats (and failure records).
+"""preprocessing.qc on synthetic step outputs in docs/data.md's formats (and failure records).
 
 ``write_take`` (also used by test_split.py / test_shards.py) writes one take's intermediate files."""
 from __future__ import annotations
@@ -69,6 +69,7 @@ def paths(d):
 
 
 def run(d, **kw):
+    kw = {"min_sync_confidence": 4.0, "min_valid_fraction": 0.8, "min_frames": 128, **kw}
     return qc.check_take("t1", "alice", "songA", paths(d), **kw)
 
 

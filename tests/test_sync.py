@@ -666,7 +666,7 @@ def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
                                         r"with the download script of https://github\.com/joonson/syncnet_python"):
         sync_take(*args, weights="/nowhere/syncnet_v2.model")
     with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
-        sync_take(*args, weights="None")
+        sync_take(*args, weights=None)
     import torch
 
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.model")  # another network's weights
