@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from preprocessing.common import StepError, run_step, save_json
-from preprocessing.media import FPS, iter_frames, probe
+from preprocessing.media import iter_frames, probe
+from preprocessing.timebase import FPS
 
 
 def ingest(take: str, video: str | Path) -> dict:

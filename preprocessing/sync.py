@@ -28,8 +28,9 @@ from scipy.signal import fftconvolve
 
 from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
                                   read_failure, run_step, save_json)
-from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
-from preprocessing.timebase import SR
+from preprocessing import geometry
+from preprocessing.media import decode_audio, iter_frames, read_wav
+from preprocessing.timebase import FPS, SR
 
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
@@ -666,16 +667,13 @@ def resample_clock(x: np.ndarray, drift_ppm: float, pad: int = 1600) -> tuple[np
 
 # --------------------------------------------------------------------------------- mouth envelope
 def mouth_opening(landmarks: np.ndarray, frame_size: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Inner-lip gap (13-14) / inter-ocular distance (33-263) per frame, in pixels; NaN where invalid.
+    """:func:`preprocessing.geometry.mouth_opening` of a take's track, in pixels; NaN where invalid.
 
     ``landmarks`` (N, 478, >=2) normalised x/width, y/height; ``frame_size`` (N, 2) = width, height.
     """
-    lm = np.asarray(landmarks, np.float64)[..., :2] * np.asarray(frame_size, np.float64)[:, None, :]
-    gap = np.linalg.norm(lm[:, UPPER_INNER_LIP] - lm[:, LOWER_INNER_LIP], axis=-1)
-    eyes = np.linalg.norm(lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER], axis=-1)
-    ok = np.asarray(valid, bool) & (eyes > 0) & np.isfinite(gap)
-    out = np.full(len(lm), np.nan)
-    out[ok] = gap[ok] / eyes[ok]
+    px = np.asarray(landmarks, np.float64)[..., :2] * np.asarray(frame_size, np.float64)[:, None, :]
+    out = geometry.mouth_opening(px)
+    out[~np.asarray(valid, bool)] = np.nan
     return out
 
 
