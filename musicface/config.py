@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 VARIANTS = ("single_stream", "two_stream", "with_atm", "full")
+AUDIO = ("separated", "mix")  # model.audio: what the two streams hear (paper Table 2 columns)
+BLINK_INTERVALS = ("start_to_start", "end_to_start")  # model.blink_interval_mode
 
 
 @dataclass
@@ -19,6 +21,8 @@ class ModelConfig:
     """Architecture (sizes are ours; the paper gives the structure, not the widths)."""
 
     variant: str = "full"  # single_stream | two_stream | with_atm | full (paper 4.3)
+    # separated: each stream hears its stem | mix: both streams hear the unseparated mix (Table 2)
+    audio: str = "separated"
     # TSAE: per stream, a strided stem conv + one stage per entry (stride-2 conv + residual blocks)
     # over the 39-step MFCC window, then mean over the remaining steps and a linear layer -> feat_dim
     enc_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -34,6 +38,8 @@ class ModelConfig:
     eye_sigma: float = 1.0  # temporal Gaussian filter on the combined eye state, in frames
     blink_interval: list[float] = field(default_factory=lambda: [1.2, 2.0])  # s, blink start to next start
     blink_duration: list[float] = field(default_factory=lambda: [0.10, 0.45])  # s, blink length
+    # what blink_interval measures: start_to_start | end_to_start (the open gap between blinks)
+    blink_interval_mode: str = "start_to_start"
 
     @property
     def two_streams(self) -> bool:
@@ -84,6 +90,7 @@ class LossConfig:
     lambda2: float = 0.1  # adversarial loss
     mmd_bandwidths: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     exp_weighting: str = "variance"  # exp dims weighted by their training variance | uniform (z-scores)
+    reduction: str = "mean"  # mean over frames and dimensions | sum: over dimensions (eq. 10-11)
 
 
 @dataclass
@@ -118,6 +125,11 @@ def check(cfg: Config) -> None:
     m, t = cfg.model, cfg.train
     if m.variant not in VARIANTS:
         raise ValueError(f"config key model.variant: '{m.variant}' is not one of {', '.join(VARIANTS)}")
+    if m.blink_interval_mode not in BLINK_INTERVALS:
+        raise ValueError(f"config key model.blink_interval_mode: '{m.blink_interval_mode}' is not one "
+                         f"of {', '.join(BLINK_INTERVALS)}")
+    if m.audio not in AUDIO:
+        raise ValueError(f"config key model.audio: '{m.audio}' is not one of {', '.join(AUDIO)}")
     if not m.enc_channels or not m.unet_channels:
         raise ValueError("config keys model.enc_channels and model.unet_channels need at least one entry")
     if t.window < 2 ** len(m.unet_channels):
@@ -125,6 +137,8 @@ def check(cfg: Config) -> None:
                          f"{2 ** len(m.unet_channels)}-frame stride")
     if cfg.loss.exp_weighting not in ("variance", "uniform"):
         raise ValueError(f"config key loss.exp_weighting: '{cfg.loss.exp_weighting}' is not one of variance, uniform")
+    if cfg.loss.reduction not in ("mean", "sum"):
+        raise ValueError(f"config key loss.reduction: '{cfg.loss.reduction}' is not one of mean, sum")
     if not 0 <= t.decay_fraction <= 1:
         raise ValueError("config key train.decay_fraction must be in [0, 1]")
 

@@ -109,7 +109,7 @@ def check_inputs(checkpoint, subject: str, device: str = "cpu"):
 
 def model_streams(model) -> set[str]:
     """The MFCC inputs the model's variant uses: {mfcc_vocals, mfcc_music} or {mfcc_mix}."""
-    return {f"mfcc_{s}" for s in model.streams}
+    return model.inputs
 
 
 def params_from_output(gen: dict, variant: str, fps: int) -> dict:

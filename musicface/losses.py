@@ -9,9 +9,13 @@
 Conventions (ours, where the paper leaves them open):
 
 * Everything is computed on the model's normalised targets (per-dim z-scores of exp and pose; e_long
-  as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions, so a term's
-  size does not depend on E, the window length or the batch size. The paper's weights then keep
-  their relative meaning across coefficient backends.
+  as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions
+  (``loss.reduction: mean``), so a term's size does not depend on E, the window length or the
+  batch size. ``loss.reduction: sum`` is eq. 10-11 as the paper writes them: ||x - x^||^2 / T sums
+  over the dimensions, so exp terms count E times, the pose speed term 6 times and L_att the 2F
+  attention channels (still a mean over frames: the paper's 1/T; its ||att||_1 has none, which
+  would multiply L_att by the window length too: that reading is ``w_att`` = window under
+  ``sum``). MMD compares whole vectors either way. docs/fidelity.md measures both reductions.
 * Expression dims share one unit (coefficients of one basis), so the exp terms weight dim d by its
   share of the training variance, w_d = std_d^2 / mean(std^2) (``loss.exp_weighting: variance``):
   the MSE is then the data-unit MSE over the mean variance, as the paper's loss on raw coefficients
@@ -135,6 +139,11 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
         "eye_mmd": mmd(pred["e_long"], target["e_long"], mask, bw),
         "att": attention_l1(pred.get("att"), mask),
     }
+    if cfg.reduction == "sum":  # eq. 10-11 as written: sums over dimensions (module docstring)
+        dims = {"exp_mse": pred["exp"].shape[-1], "exp_vel": pred["exp"].shape[-1],
+                "pose_vel": pred["pose"].shape[-1],
+                "att": next(iter(pred["att"].values())).shape[-1] if pred.get("att") else 1}
+        parts.update({k: parts[k] * d for k, d in dims.items()})
     reg = (cfg.w1 * parts["exp_mse"] + cfg.w2 * parts["exp_vel"] + cfg.w3 * parts["pose_mmd"]
            + cfg.w4 * parts["pose_vel"] + cfg.w5 * parts["eye_l1"] + cfg.w6 * parts["eye_mmd"]
            + cfg.w_att * parts["att"])

@@ -132,6 +132,25 @@ def test_generator_loss_is_the_weighted_sum():
         assert float(t) == pytest.approx(2.0 * p[name], rel=1e-6), name
 
 
+def test_sum_reduction_is_eq_10_11_as_written():
+    """loss.reduction: sum: the per-dimension means times the dimensions they average over
+    (E for exp, 6 for the pose speed, the attention channels); MMD and e_long unchanged."""
+    pred, target = _pred_target(e=5)
+    pred["att"] = {"exp": torch.full((2, 16, 3), 0.5), "pose": torch.full((2, 16, 3), 0.25)}
+    mask = torch.ones(2, 16)
+    _, mean = losses.generator_loss(pred, target, mask, LossConfig())
+    _, summed = losses.generator_loss(pred, target, mask, LossConfig(reduction="sum"))
+    e, c = pred["exp"].shape[-1], next(iter(pred["att"].values())).shape[-1]
+    for key, dims in (("exp_mse", e), ("exp_vel", e), ("pose_vel", 6), ("att", c), ("pose_mmd", 1),
+                      ("eye_l1", 1), ("eye_mmd", 1)):
+        assert summed[key] == pytest.approx(dims * mean[key], rel=1e-6), key
+    # by hand: the exp MSE summed over dimensions, averaged over frames
+    by_hand = ((pred["exp"] - target["exp"]) ** 2).sum(-1).mean()
+    assert summed["exp_mse"] == pytest.approx(float(by_hand), rel=1e-5)
+    with pytest.raises(ValueError, match="config key loss.reduction: 'total'"):
+        from_dict({"loss": {"reduction": "total"}})
+
+
 def test_invalid_frames_are_excluded_from_every_term():
     pred, target = _pred_target(seed=3)
     mask = torch.ones(2, 16)

@@ -83,6 +83,30 @@ def test_single_stream_reads_only_the_mix():
         tiny("full")(mf2, b["subject"])
 
 
+@torch.no_grad()
+def test_mixed_audio_feeds_the_mix_to_both_streams():
+    """model.audio: mix (paper Table 2 "mixed wave"): the two-stream model hears only the mix,
+    normalised with the mix's statistics, in both streams."""
+    m = tiny("full", audio="mix")
+    assert m.streams == ("vocals", "music") and m.inputs == {"mfcc_mix"}
+    stats = {"mfcc_mean": torch.arange(3.0)[:, None].expand(3, 26), "mfcc_std": torch.ones(3, 26),
+             "exp_mean": torch.zeros(E), "exp_std": torch.ones(E), "pose_mean": torch.zeros(6),
+             "pose_std": torch.ones(6), "subject_pose": torch.zeros(2, 6), "vel_std": torch.ones(6)}
+    m.set_normalisation(stats)
+    assert torch.equal(m.mfcc_mean, torch.full((2, 26), 2.0))  # both rows: the mix's (row 2)
+    b = batch()
+    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    out = m(mf, b["subject"])
+    same = m(dict(mf, mfcc_vocals=None, mfcc_music=None), b["subject"])
+    assert torch.equal(out["pose"], same["pose"]) and torch.equal(out["exp"], same["exp"])
+    gen = m.generate(mfcc_mix=b["mfcc_mix"][0].numpy(), subject=0)
+    assert gen["exp"].shape == (32, E)
+    sep = tiny("full")
+    assert sep.inputs == {"mfcc_vocals", "mfcc_music"}
+    with pytest.raises(ValueError, match="config key model.audio: 'stems'"):
+        from_dict({"model": {"audio": "stems"}})
+
+
 def test_default_sizes_and_parameter_count():
     """The documented default architecture (2 subjects, E = 64)."""
     m = MusicFace(ModelConfig(), SUBJECTS, 64)
@@ -359,6 +383,22 @@ def test_blink_sampler_follows_the_paper_distributions():
     assert abs(intervals.mean() - 1.6) < 0.05  # mean of U(1.2, 2.0)
     assert abs(len(starts) / (7200 / fps) - 1 / 1.6) < 0.03  # blinks per second
     assert 1.2 - 1 / fps <= starts[0] / fps <= 2.0 + 1 / fps  # the first blink comes after one interval
+
+
+def test_blink_sampler_end_to_start_reading():
+    """The other reading of the paper's interval: the open-eye gap from a blink's end to the next
+    start ~ U(1.2, 2.0) s, so 1 / (1.6 + 0.275) blinks per second; the same random numbers."""
+    fps = 30
+    e = sample_blinks(7200, fps, seed=5, mode="end_to_start")
+    d = np.diff(np.concatenate([[0], e, [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    gaps = (starts[1:] - ends[:-1]) / fps
+    assert gaps.min() >= 1.2 - 2 / fps and gaps.max() <= 2.0 + 2 / fps
+    assert abs(len(starts) / (7200 / fps) - 1 / 1.875) < 0.03
+    first = sample_blinks(7200, fps, seed=5)
+    assert np.flatnonzero(np.diff(first) == 1)[0] == starts[0] - 1  # the same first draw
+    with pytest.raises(ValueError, match="blink interval mode 'onset'"):
+        sample_blinks(100, fps, mode="onset")
 
 
 def test_eye_combination_and_filter():

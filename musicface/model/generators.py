@@ -19,9 +19,9 @@ them back into data units).
   normalised AU45 in [0, 1] inside closures >= tau and 0 elsewhere). Sigmoid rather than ReLU: its
   gradient never dies, and the data range is (0, 1) anyway; "e_long > 0" of paper eq. 9 is then
   ``e_long > model.eye_threshold`` (default 0.25, half the eyes step's closed threshold of 0.5).
-* :func:`sample_blinks`, :func:`combine_eye_states`: random blinks (start-to-start interval
-  ~ U(1.2, 2.0) s, duration ~ U(0.10, 0.45) s), eq. 9 and the temporal Gaussian filter. Generation
-  time only.
+* :func:`sample_blinks`, :func:`combine_eye_states`: random blinks (interval ~ U(1.2, 2.0) s,
+  start to start or end to start, ``model.blink_interval_mode``; duration ~ U(0.10, 0.45) s), eq. 9
+  and the temporal Gaussian filter. Generation time only.
 """
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 from scipy.ndimage import gaussian_filter1d
 from scipy.special import expit
+
+from musicface.config import BLINK_INTERVALS
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -186,15 +188,20 @@ class PGN(nn.Module):
 
 # ------------------------------------------------------------------------------ generation-time eyes
 def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duration=(0.10, 0.45),
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, mode: str = "start_to_start") -> np.ndarray:
     """Random blinks (paper 3.3.3): e_blink (n_frames,) float32 in {0, 1}.
 
-    Blink k starts B_i ~ U(interval) seconds after blink k-1 started (the first one B_i after 0) and
-    lasts B_d ~ U(duration) seconds: the interval is start to start, as in the demo recordings
-    (preprocessing.demo), about 1/1.6 = 0.63 blinks/s before eq. 9 lets long closures override some.
-    A blink covers frames round(start*fps) up to round(end*fps) (exclusive), at least one frame.
-    Same seed -> same blinks.
+    Blink k lasts B_d ~ U(duration) seconds and the blink interval B_i ~ U(interval) separates it
+    from blink k-1 (the first blink starts B_i after 0). The paper does not say between which
+    instants B_i is measured; ``mode`` picks the reading: ``start_to_start`` (onset to onset, as the
+    demo recordings draw it: 1 / E[B_i] = 1/1.6 = 0.63 blinks/s) or ``end_to_start`` (the open-eye
+    gap from one blink's end to the next one's start: 1 / (E[B_i] + E[B_d]) = 1/1.875 = 0.53
+    blinks/s), each before eq. 9 lets long closures override some. A blink covers frames
+    round(start*fps) up to round(end*fps) (exclusive), at least one frame. Same seed and mode ->
+    same blinks; both modes draw the same random numbers.
     """
+    if mode not in BLINK_INTERVALS:
+        raise ValueError(f"blink interval mode '{mode}' is not one of {', '.join(BLINK_INTERVALS)}")
     rng = np.random.default_rng(seed)
     out = np.zeros(n_frames, np.float32)
     t = rng.uniform(*interval)
@@ -202,7 +209,7 @@ def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duratio
         d = rng.uniform(*duration)
         a = int(round(t * fps))
         out[a:max(a + 1, int(round((t + d) * fps)))] = 1.0
-        t += rng.uniform(*interval)
+        t += rng.uniform(*interval) + (d if mode == "end_to_start" else 0.0)
     return out
 
 

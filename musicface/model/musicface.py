@@ -60,6 +60,9 @@ class MusicFace(nn.Module):
         self.fps = int(fps)
         n_subj = len(self.subjects)
         self.streams = ("vocals", "music") if cfg.two_streams else ("mix",)
+        # the audio each stream hears: its stem, or the unseparated mix in both streams
+        # (model.audio: mix, the paper's Table 2 "mixed wave" row)
+        self.sources = {s: "mix" if cfg.audio == "mix" else s for s in self.streams}
         self.tsae = TSAE(self.streams, n_subj, cfg.enc_channels, cfg.enc_blocks, cfg.feat_dim)
         c = self.tsae.out_dim
         self.atm = nn.ModuleDict({k: ATM(c, cfg.unet_channels) for k in TASKS}) if cfg.use_atm else None
@@ -81,6 +84,11 @@ class MusicFace(nn.Module):
         self.exp_basis: dict | None = None
         self.exp_basis_sha256: str | None = None
 
+    @property
+    def inputs(self) -> set[str]:
+        """The MFCC keys the model reads: {mfcc_vocals, mfcc_music} or {mfcc_mix}."""
+        return {MFCC_KEY[v] for v in self.sources.values()}
+
     def set_exp_basis(self, basis: dict, sha256: str) -> None:
         """Attach the expression basis (``exp_basis.npz`` as loaded, and its file's sha256): the
         landmark model of the generated exp. A PCA basis must have ``exp_dim`` components."""
@@ -98,7 +106,7 @@ class MusicFace(nn.Module):
         ``pose_mean/std`` (6,); ``subject_pose`` (S, 6) (data units); ``vel_std`` (6,) std of
         frame-to-frame pose velocity (data units)."""
         t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in stats.items()}
-        rows = [("vocals", "music", "mix").index(s) for s in self.streams]
+        rows = [("vocals", "music", "mix").index(self.sources[s]) for s in self.streams]
         self.mfcc_mean.copy_(t["mfcc_mean"][rows])
         self.mfcc_std.copy_(t["mfcc_std"][rows])
         for k in ("exp_mean", "exp_std", "pose_mean", "pose_std"):
@@ -120,9 +128,9 @@ class MusicFace(nn.Module):
         """Raw MFCC windows keyed ``mfcc_vocals``/... -> normalised, keyed by stream."""
         out = {}
         for i, s in enumerate(self.streams):
-            x = mfcc[MFCC_KEY[s]]
+            x = mfcc[MFCC_KEY[self.sources[s]]]
             if x is None:
-                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
+                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[self.sources[s]]}")
             x = x - self.mfcc_mean[i]
             out[s] = x.div_(self.mfcc_std[i]) if inference else x / self.mfcc_std[i]  # same values
         return out
@@ -230,7 +238,7 @@ class MusicFace(nn.Module):
         dev = self.pose_mean.device
         given = {"mfcc_vocals": mfcc_vocals, "mfcc_music": mfcc_music, "mfcc_mix": mfcc_mix}
         mfcc = {}
-        for s in self.streams:
+        for s in sorted(set(self.sources.values())):
             x = given[MFCC_KEY[s]]
             if x is None:
                 raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
@@ -268,7 +276,8 @@ class MusicFace(nn.Module):
         speed = None if self.pgn is None else torch.cat(parts["speed"], 1)[0] * self.pose_std
         e_long = torch.cat(parts["e_long"], 1)[0].cpu().numpy()
         e_long = np.where(e_long > self.cfg.eye_threshold, e_long, 0.0).astype(np.float32)
-        e_blink = sample_blinks(n, self.fps, self.cfg.blink_interval, self.cfg.blink_duration, seed)
+        e_blink = sample_blinks(n, self.fps, self.cfg.blink_interval, self.cfg.blink_duration, seed,
+                                self.cfg.blink_interval_mode)
         return {
             "exp": exp.cpu().numpy(),
             "pose": pose.cpu().numpy(),
