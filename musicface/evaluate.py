@@ -158,6 +158,7 @@ def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = FPS, tau
         out.update(lip_energy_corr=p["energy_corr"], silent_open_ratio=p["silent_open_ratio"],
                    lip_energy_corr_gt=q["energy_corr"], silent_open_ratio_gt=q["silent_open_ratio"],
                    silent_frames=p["silent_frames"])
+        pool["mouth"] = (o_gen, o_gt)  # valid frames; scored against the truth by score_truth
     out["_pool"] = pool
     return out
 
@@ -196,6 +197,185 @@ def summarise(rows: list[dict], fps: float = FPS) -> tuple[dict, dict, list, lis
         "long_per_s": gt_blinks["long_per_s"], "long_duration_s": gt_blinks["long_duration_s"],
     }
     return summary, ground, gen_blinks["durations_s"], gt_blinks["durations_s"]
+
+
+# --------------------------------------------------------------------------- against known truth
+TRUTH_DEFINITIONS = {
+    "head_speed_r": "Pearson r of the generated head angular speed ||d(pitch, yaw, roll)/dt|| with the "
+                    "truth's head_speed (what drove the demo head: music loudness x beat pulses), "
+                    "per take, frame-weighted mean",
+    "cca_pose_speed_truth": "first canonical correlation of |p_t - p_(t-1)| (6 parameters), generated "
+                            "vs the TRUE pose (not the tracked one), frames of all test takes pooled",
+    "rough": "Eq. 14 roughness of the generated Euler angles (deg/frame^2); reference: the true pose's",
+    "mouth_r": "Pearson r of the generated mouth opening (landmarks from exp, ground-truth pose) with "
+               "the truth's mouth_open, tracked frames, frame-weighted mean",
+    "silent_open_truth": "fraction of silent frames (truth vocal_activity 0 on the frame and 3 frames "
+                         "each side) where the generated mouth is open (above p5 + 0.3 (p95 - p5) "
+                         "of the take's tracked opening), pooled",
+    "long_precision": "fraction of generated long closures (closed >= tau) that overlap a true long "
+                      "closure (truth events of kind 1), pooled",
+    "long_recall": "fraction of true long closures overlapped by a generated one, pooled",
+    "blinks_per_s": "generated blinks (closed runs shorter than tau) per second; truth: the truth "
+                    "file's blink events",
+    "blink_duration_s": "mean duration of those blinks (s); truth: time at or above 0.5 closure",
+    "att_vocal_diff": "per ATM (exp/pose/eye): mean attention over the vocal-stream channels on sung "
+                      "frames (truth vocal_activity 1) minus instrumental frames (in the song, "
+                      "vocal_activity 0), 0-1 scale, frame-weighted mean over takes",
+    "att_off_fraction": "per ATM: fraction of channels below 0.1 on every frame of a take, largest "
+                        "over takes",
+    "att_temporal_std": "per ATM: each channel's std over time, mean over channels and takes",
+}
+TRUTH_SUFFIX = ".truth.npz"
+
+
+def truth_files(truth_dir) -> dict[str, Path]:
+    """Every ``<name>.truth.npz`` under ``truth_dir`` (a demo folder: the takes' and the songs'
+    truth, ``preprocessing.demo``), by name."""
+    root = Path(truth_dir)
+    if not root.is_dir():
+        raise StepError(f"truth folder not found: {root}")
+    found: dict[str, Path] = {}
+    for p in sorted(root.rglob(f"*{TRUTH_SUFFIX}")):
+        name = p.name[: -len(TRUTH_SUFFIX)]
+        if name in found:
+            raise StepError(f"two truth files for '{name}': {found[name]} and {p}")
+        found[name] = p
+    return found
+
+
+def load_truth(files: dict[str, Path], take: str, song: str, n_frames: int) -> dict:
+    """The truth of one take (per video frame, ``preprocessing.demo``) and its song's length."""
+    from preprocessing.common import load_npz
+
+    if take not in files:
+        raise StepError(f"no truth file {take}{TRUTH_SUFFIX}")
+    truth = load_npz(files[take])
+    if int(truth["n_frames"]) != n_frames:
+        raise StepError(f"the truth has {int(truth['n_frames'])} frames, the take {n_frames}")
+    seconds = float(load_npz(files[song])["seconds"]) if song in files else float("inf")
+    t = np.arange(n_frames) / float(truth["fps"]) + float(truth["offset_s"])   # song time
+    truth["in_song"] = (t >= 0) & (t < seconds)
+    return truth
+
+
+def score_truth(gen: dict, gt: dict, truth: dict, pool: dict, *, n_vocal: int | None,
+                fps: float = FPS, tau: float = 0.5, closed_threshold: float = 0.5) -> dict:
+    """One test take against its known truth (:data:`TRUTH_DEFINITIONS`); the tracked parameters
+    of the take are scored the same way as a reference (``*_tracked``), and the truth's own values
+    (``*_true``). ``pool``: :func:`score_take`'s pieces (the mouth openings); ``n_vocal``: vocal
+    channels of the attention (None: no ATM). Returns per-take values and ``_pool``."""
+    valid = gt["valid"].astype(bool)
+    n = len(valid)
+    pose_true = np.asarray(truth["pose"], np.float64)
+    hs = np.asarray(truth["head_speed"], np.float64)
+    pair = np.concatenate([[False], valid[1:] & valid[:-1]])
+    out: dict = {"n_frames": n, "valid_frames": int(valid.sum())}
+    out["head_speed_r"] = M.pearson(M.angular_speed(gen["pose"], fps), hs)
+    out["head_speed_r_tracked"] = M.pearson(M.angular_speed(gt["pose"], fps)[pair], hs[pair])
+    out["head_speed_r_true"] = M.pearson(M.angular_speed(pose_true, fps), hs)
+    keep = M.speed_valid(valid)
+    sp_gen, sp_true = M.pose_speed(gen["pose"]), M.pose_speed(pose_true)
+    out["cca_pose_speed_truth"] = M.cca(sp_gen, sp_true)
+    out["rough"] = M.roughness(gen["pose"])
+    out["rough_true"] = M.roughness(pose_true)
+    out["rough_tracked"] = M.roughness(gt["pose"], valid=valid)
+    tp = {"speed": (sp_gen, sp_true), "speed_tracked": (M.pose_speed(gt["pose"])[keep], sp_true[keep])}
+    # mouth (tracked frames: the landmarks of score_take)
+    if "mouth" in pool:
+        o_gen, o_gt = pool["mouth"]
+        mouth = np.asarray(truth["mouth_open"], np.float64)[valid]
+        out["mouth_r"] = M.pearson(o_gen, mouth)
+        out["mouth_r_tracked"] = M.pearson(o_gt, mouth)
+        silent = M.silent_frames(truth["vocal_activity"])[valid]
+        lo, hi = np.percentile(o_gt, [5, 95])
+        thr = lo + 0.3 * (hi - lo)
+        tp["silent"] = (int(np.sum(o_gen[silent] > thr)), int(np.sum(o_gt[silent] > thr)),
+                        int(silent.sum()))
+        out["silent_open_truth"] = tp["silent"][0] / max(tp["silent"][2], 1) if silent.any() else float("nan")
+    # eyes: generated closures vs the truth's events (and the tracked AU45's as a reference)
+    ev_gen = M.closure_events(gen["eye"], fps=fps, tau=tau, closed_threshold=closed_threshold)
+    ev_trk = M.closure_events(gt["au45"], fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
+    ev_true = np.asarray(truth["events"], np.float64).reshape(-1, 4)
+    longs = {k: e[e[:, 3] == 1] for k, e in (("gen", ev_gen), ("tracked", ev_trk), ("true", ev_true))}
+    tp["long"] = {k: (M.overlapping(longs[k], longs["true"]), len(longs[k]),
+                      M.overlapping(longs["true"], longs[k])) for k in ("gen", "tracked")}
+    tp["long"]["n_true"] = len(longs["true"])
+    tp["blinks"] = {k: e[e[:, 3] == 0, 2] for k, e in (("gen", ev_gen), ("tracked", ev_trk), ("true", ev_true))}
+    for k in ("gen", "tracked"):
+        hits, count, found = tp["long"][k]
+        sfx = "" if k == "gen" else "_tracked"
+        out["long_precision" + sfx] = hits / count if count else float("nan")
+        out["long_recall" + sfx] = found / len(longs["true"]) if len(longs["true"]) else float("nan")
+    out["blinks_per_s"] = len(tp["blinks"]["gen"]) * fps / n
+    out["blinks_per_s_true"] = len(tp["blinks"]["true"]) * fps / n
+    # attention (ATM variants)
+    att = gen.get("att")
+    if att is not None and n_vocal:
+        va = np.asarray(truth["vocal_activity"]).astype(bool)
+        sung, instrumental = va, truth["in_song"] & ~va
+        out["attention"] = {k: M.attention_stats(a, sung, instrumental, n_vocal) for k, a in att.items()}
+    out["_pool"] = tp
+    return out
+
+
+def summarise_truth(rows: list[dict], fps: float = FPS) -> tuple[dict, dict]:
+    """Per-take truth rows -> (generated summary, reference: the tracked parameters and the truth
+    itself, scored the same way)."""
+    pools = [r["_pool"] for r in rows]
+    cat = lambda key, i: np.concatenate([p[key][i] for p in pools])  # noqa: E731
+    seconds = sum(r["n_frames"] for r in rows) / fps
+
+    def ratio(num, den):
+        return num / den if den else float("nan")
+
+    def long_sum(k, i):
+        return sum(p["long"][k][i] for p in pools)
+
+    n_true_long = sum(p["long"]["n_true"] for p in pools)
+    blinks = {k: np.concatenate([p["blinks"][k] for p in pools]) for k in ("gen", "tracked", "true")}
+    silent = [p["silent"] for p in pools if "silent" in p]
+    summary = {
+        "head_speed_r": _weighted(rows, "head_speed_r", "n_frames"),
+        "cca_pose_speed_truth": M.cca(cat("speed", 0), cat("speed", 1)),
+        "rough": _weighted(rows, "rough", "n_frames"),
+        "mouth_r": _weighted(rows, "mouth_r"),
+        "silent_open_truth": ratio(sum(s[0] for s in silent), sum(s[2] for s in silent)),
+        "long_precision": ratio(long_sum("gen", 0), long_sum("gen", 1)),
+        "long_recall": ratio(long_sum("gen", 2), n_true_long),
+        "n_long": long_sum("gen", 1),
+        "blinks_per_s": ratio(len(blinks["gen"]), seconds),
+        "blink_duration_s": float(blinks["gen"].mean()) if len(blinks["gen"]) else float("nan"),
+    }
+    att_rows = [r for r in rows if "attention" in r]
+    if att_rows:
+        for task in att_rows[0]["attention"]:
+            w = np.array([r["n_frames"] for r in att_rows], np.float64)
+            st = [r["attention"][task] for r in att_rows]
+            diffs = np.array([s["vocal_diff"] for s in st], np.float64)
+            ok = np.isfinite(diffs)
+            summary[f"att_vocal_diff_{task}"] = (float(np.sum(diffs[ok] * w[ok]) / w[ok].sum())
+                                                 if ok.any() else float("nan"))
+            summary[f"att_off_fraction_{task}"] = max(s["off_fraction"] for s in st)
+            summary[f"att_temporal_std_{task}"] = float(np.mean([s["temporal_std"] for s in st]))
+            summary[f"att_mean_{task}"] = float(np.mean([s["mean"] for s in st]))
+    reference = {
+        "head_speed_r_tracked": _weighted(rows, "head_speed_r_tracked", "n_frames"),
+        "head_speed_r_true": _weighted(rows, "head_speed_r_true", "n_frames"),
+        "cca_pose_speed_tracked": M.cca(cat("speed_tracked", 0), cat("speed_tracked", 1)),
+        "rough_true": _weighted(rows, "rough_true", "n_frames"),
+        "rough_tracked": _weighted(rows, "rough_tracked", "n_frames"),
+        "mouth_r_tracked": _weighted(rows, "mouth_r_tracked"),
+        "silent_open_tracked": ratio(sum(s[1] for s in silent), sum(s[2] for s in silent)),
+        "long_precision_tracked": ratio(long_sum("tracked", 0), long_sum("tracked", 1)),
+        "long_recall_tracked": ratio(long_sum("tracked", 2), n_true_long),
+        "n_long_true": n_true_long,
+        "blinks_per_s_true": ratio(len(blinks["true"]), seconds),
+        "blink_duration_s_true": float(blinks["true"].mean()) if len(blinks["true"]) else float("nan"),
+        "blinks_per_s_tracked": ratio(len(blinks["tracked"]), seconds),
+        "blink_duration_s_tracked": (float(blinks["tracked"].mean()) if len(blinks["tracked"])
+                                     else float("nan")),
+    }
+    return summary, reference
 
 
 # ------------------------------------------------------------------------------------------- AVC
@@ -297,13 +477,71 @@ def _cell(summary: dict, key: str, digits: int) -> str:
     return _fmt(v, digits)
 
 
+TRUTH_COLUMNS = [  # (header, key in truth summary, key in the reference of the tracked parameters,
+    #   key in the reference of the truth itself, digits)
+    ("head speed r ↑", "head_speed_r", "head_speed_r_tracked", "head_speed_r_true", 2),
+    ("pose-speed CCA ↑", "cca_pose_speed_truth", "cca_pose_speed_tracked", None, 2),
+    ("Rough ↓", "rough", "rough_tracked", "rough_true", 3),
+    ("mouth r ↑", "mouth_r", "mouth_r_tracked", None, 2),
+    ("open in silence ↓", "silent_open_truth", "silent_open_tracked", None, 2),
+    ("long-closure precision ↑", "long_precision", "long_precision_tracked", None, 2),
+    ("long-closure recall ↑", "long_recall", "long_recall_tracked", None, 2),
+    ("blinks/s", "blinks_per_s", "blinks_per_s_tracked", "blinks_per_s_true", 2),
+    ("blink dur. (s)", "blink_duration_s", "blink_duration_s_tracked", "blink_duration_s_true", 2),
+]
+ATM_TASKS = ("exp", "pose", "eye")
+
+
+def _row_name(r: dict) -> str:
+    name = VARIANT_NAMES.get(r.get("variant"), r.get("variant", "?"))
+    return f"{name}, mixed wave" if r.get("audio") == "mix" else name
+
+
+def truth_table_markdown(results: list[dict]) -> str:
+    """The results' scores against the demo truth: one row per run, then the tracked parameters
+    (what the model learns from) and the truth itself scored the same way; then the attention."""
+    rows = [r for r in results if r.get("truth", {}).get("summary")]
+    if not rows:
+        return ""
+    lines = ["## Against the known truth (demo recordings)", "",
+             "| Method | " + " | ".join(h for h, *_ in TRUTH_COLUMNS) + " |",
+             "|---|" + "---:|" * len(TRUTH_COLUMNS)]
+    for r in rows:
+        t = r["truth"]["summary"]
+        lines.append(f"| {_row_name(r)} | " + " | ".join(_fmt(t.get(k), d) for _, k, _, _, d in TRUTH_COLUMNS)
+                     + " |")
+    ref = rows[0]["truth"]["reference"]
+    lines.append("| Tracked parameters | " + " | ".join(
+        _fmt(ref.get(k) if k else None, d) for _, _, k, _, d in TRUTH_COLUMNS) + " |")
+    lines.append("| Truth | " + " | ".join(
+        _fmt(ref.get(k) if k else None, d) for _, _, _, k, d in TRUTH_COLUMNS) + " |")
+    atm = [r for r in rows if "att_vocal_diff_exp" in r["truth"]["summary"]]
+    if atm:
+        lines += ["", "Attention (ATM variants): vocal-channel attention sung - instrumental / channels "
+                  "off for a whole take / temporal std, per task", "",
+                  "| Method | " + " | ".join(f"{k}: Δ sung-instr. | {k}: off | {k}: std" for k in ATM_TASKS)
+                  + " |", "|---|" + "---:|" * (3 * len(ATM_TASKS))]
+        for r in atm:
+            t = r["truth"]["summary"]
+            cells = []
+            for k in ATM_TASKS:
+                cells += [_fmt(t.get(f"att_vocal_diff_{k}"), 2), _fmt(t.get(f"att_off_fraction_{k}"), 2),
+                          _fmt(t.get(f"att_temporal_std_{k}"), 3)]
+            lines.append(f"| {_row_name(r)} | " + " | ".join(cells) + " |")
+    n = ", ".join(str(len(r["truth"].get("takes", {}))) for r in rows)
+    lines += ["", f"Test takes scored against the truth: {n}. Tracked parameters: the take's "
+              "coefficients (what the model is trained on) scored as if generated.", "",
+              "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in TRUTH_DEFINITIONS.items()] + [""]
+    return "\n".join(lines)
+
+
 def table_markdown(results: list[dict], title: str = "") -> str:
     """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth."""
     head = [f"{g}: {h}" for g, h, _, _ in COLUMNS]
     lines = [f"## {title}" if title else "## MusicFace evaluation (test split)", "",
              "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for r in results:
-        name = VARIANT_NAMES.get(r.get("variant"), r.get("variant", "?"))
+        name = _row_name(r)
         lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in COLUMNS) + " |")
     gt = results[0].get("ground_truth", {}) if results else {}
     lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in COLUMNS) + " |")
@@ -325,7 +563,8 @@ def table_markdown(results: list[dict], title: str = "") -> str:
             seen.add(reason)
             lines.append(f"* {n}")
     lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
-    return "\n".join(lines)
+    truth = truth_table_markdown(results)
+    return "\n".join(lines) + ("\n" + truth if truth else "")
 
 
 def write_text(path, text: str) -> None:
@@ -336,8 +575,10 @@ def write_text(path, text: str) -> None:
 # --------------------------------------------------------------------------------------- evaluate
 def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
              syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
-             figure_take: str | None = None, bfm_dir=None, progress: bool = True) -> dict:
-    """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
+             figure_take: str | None = None, bfm_dir=None, progress: bool = True, truth=None) -> dict:
+    """Generate and score every test take; write metrics.json, table.md and the figures into ``out``.
+    ``truth``: a folder of ``<take>.truth.npz`` / ``<song>.truth.npz`` (the demo's): the test takes
+    are also scored against it (``metrics.json`` ``truth``; :data:`TRUTH_DEFINITIONS`)."""
     from tqdm import tqdm
 
     from musicface.data import open_shards, take_arrays
@@ -360,6 +601,9 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
     fps = float(shardset.fps)
 
     rows, skipped, keep = {}, {}, {}
+    truth_index = truth_files(truth) if truth else None
+    truth_rows, truth_skipped = {}, {}
+    n_vocal = model.cfg.feat_dim if model.atm is not None else None
     fig_take = figure_take or max(tests, key=lambda t: t.n_frames).take
     for rank, info in enumerate(tqdm(tests, desc="evaluate", unit="take", disable=not progress)):
         try:
@@ -377,6 +621,16 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         except (StepError, ValueError) as e:
             print(f"musicface: take '{info.take}' step 'evaluate': {one_line(e)}", file=sys.stderr, flush=True)
             skipped[info.take] = one_line(e)
+            continue
+        if truth_index is not None:
+            try:
+                tr = load_truth(truth_index, info.take, info.song, len(gt["valid"]))
+                truth_rows[info.take] = score_truth(gen, gt, tr, rows[info.take]["_pool"], n_vocal=n_vocal,
+                                                    fps=fps, tau=tau, closed_threshold=closed_threshold)
+            except StepError as e:
+                print(f"musicface: take '{info.take}' step 'evaluate': truth: {one_line(e)}",
+                      file=sys.stderr, flush=True)
+                truth_skipped[info.take] = one_line(e)
     if not rows:
         raise StepError(f"no test take could be evaluated ({len(skipped)} skipped)")
 
@@ -415,7 +669,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         for k in ("blinks", "blinks_gt"):
             r[k] = {kk: vv for kk, vv in r[k].items() if kk != "durations_s"}
     result = {
-        "variant": variant, "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
+        "variant": variant, "audio": model.cfg.audio, "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
         "tau": tau, "closed_threshold": closed_threshold,
         "basis_sha256": model.exp_basis_sha256,
         "summary": summary, "ground_truth": ground, "paper_ground_truth": PAPER_GROUND_TRUTH,
@@ -423,6 +677,12 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         "figures": {k: p.name for k, p in paths.items()}, "definitions": DEFINITIONS,
         "model": {"subjects": model.subjects, "exp_dim": model.exp_dim, "epoch": meta.get("epoch")},
     }
+    if truth_index is not None:
+        t_summary, t_reference = summarise_truth(list(truth_rows.values()), fps) if truth_rows else ({}, {})
+        result["truth"] = {
+            "folder": str(truth), "summary": t_summary, "reference": t_reference,
+            "takes": {t: {k: v for k, v in r.items() if k != "_pool"} for t, r in truth_rows.items()},
+            "skipped": truth_skipped, "definitions": TRUTH_DEFINITIONS}
     result = _clean(result)
     save_json(out / "metrics.json", result)
     write_text(out / "table.md", table_markdown([result], title=f"{checkpoint.parent.name}: test split"))
@@ -438,7 +698,7 @@ def ablation_table(metrics_paths, out) -> str:
             raise StepError(f"metrics file not found: {p}")
         results.append(json.loads(p.read_text()))
     rank = {v: i for i, v in enumerate(VARIANTS)}
-    results.sort(key=lambda r: rank.get(r.get("variant"), len(rank)))
+    results.sort(key=lambda r: (rank.get(r.get("variant"), len(rank)), r.get("audio") == "mix"))
     text = table_markdown(results, title="Ablation study (paper Table 1 layout), test split")
     write_text(out, text)
     return text
@@ -459,11 +719,14 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients: LMD landmarks)")
     ap.add_argument("--figure-take", default=None, help="test take drawn in pose.png / attention.png "
                     "(default: the longest)")
+    ap.add_argument("--truth", default=None, help="folder of <take>.truth.npz files (the demo's, e.g. "
+                    "work/demo): also score the test takes against this known truth")
     a = ap.parse_args(argv)
     try:
         r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device,
                      syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
-                     closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir)
+                     closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir,
+                     truth=a.truth)
     except StepError as e:
         print(f"musicface evaluate: {one_line(e)}", file=sys.stderr)
         return 1

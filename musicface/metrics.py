@@ -19,6 +19,15 @@ landmarks image-normalised ``(T, K, 2)``.
     syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's weights
     unavailable         the JSON value of a metric that cannot be computed: {"value": None, "reason": ...}
 
+Against known truth (the demo recordings' ``*.truth.npz``; ``musicface evaluate --truth``):
+
+    pearson             Pearson correlation (NaN for a constant sequence)
+    angular_speed       ||d(pitch, yaw, roll)/dt||, rad/s, aligned with the truth's ``head_speed``
+    overlapping         how many events of one set overlap some event of another (long closures)
+    silent_frames       frames at least ``margin`` frames away from any sung frame
+    attention_stats     does an ATM follow the song: vocal-channel attention sung - instrumental,
+                        the fraction of channels shut off for the whole take, temporal std
+
 A metric that is undefined on its input (a constant sequence, no silent frame, ...) returns NaN;
 ``evaluate`` writes it as null. Nothing here is ever faked: AVC without SyncNet weights and rendered
 face frames is reported unavailable with its reason.
@@ -271,6 +280,70 @@ def syncnet_confidence(crops, audio, *, sr: int = 16000, weights: str | Path, de
     best = int(torch.argmin(mdist))
     return {"offset": vshift - best, "confidence": float(torch.median(mdist) - mdist[best]),
             "min_dist": float(mdist[best])}
+
+
+# ------------------------------------------------------------------------- against known truth
+def pearson(x, y) -> float:
+    """Pearson correlation of two 1-D sequences over the frames where both are finite; NaN when
+    either is constant there (or fewer than 3 frames are left)."""
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"pearson: sequences differ in length ({len(x)} vs {len(y)})")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def angular_speed(pose, fps: float = FPS) -> np.ndarray:
+    """Head angular speed ``||R(t) - R(t-1)|| * fps`` (rad/s) of the Euler angles (pitch, yaw, roll),
+    (T, >=3) -> (T,): frame 0 gets frame 1's value. Frame t holds the step that ends at t, as the
+    demo's ``head_speed[t]`` drives the step from t-1 to t (``preprocessing.demo``)."""
+    r = np.asarray(pose, np.float64)[:, :3]
+    if len(r) < 2:
+        raise ValueError(f"angular_speed: need at least 2 frames, got {len(r)}")
+    step = np.linalg.norm(np.diff(r, axis=0), axis=1) * fps
+    return np.concatenate([step[:1], step])
+
+
+def overlapping(events, others) -> int:
+    """How many of ``events`` (K, >=2: start frame, end frame exclusive) share at least one frame
+    with some event of ``others`` (same layout): the hits of a precision or recall count."""
+    a, b = np.asarray(events, np.float64), np.asarray(others, np.float64)
+    if not a.size or not b.size:
+        return 0
+    hit = (a[:, None, 0] < b[None, :, 1]) & (b[None, :, 0] < a[:, None, 1])
+    return int(hit.any(axis=1).sum())
+
+
+def silent_frames(active, margin: int = 3) -> np.ndarray:
+    """Frames where nobody sings: ``active`` (T,) is 0 on the frame and on the ``margin`` frames
+    each side of it (a mouth cannot shut within a frame of a syllable's end; 3 frames = 0.1 s)."""
+    from scipy.ndimage import binary_dilation
+
+    act = np.asarray(active).astype(bool)
+    if margin > 0 and act.any():
+        act = binary_dilation(act, iterations=margin)
+    return ~act
+
+
+def attention_stats(att, sung, instrumental, n_vocal: int, off: float = 0.1) -> dict:
+    """Does an ATM's attention ``att`` (T, C) follow the song (paper Fig. 6)?
+
+    ``vocal_diff``: mean attention over the vocal-stream channels (the first ``n_vocal``: f_v comes
+    first in f_v ++ f_b) on ``sung`` frames minus that on ``instrumental`` frames (boolean (T,)
+    masks; NaN if either is empty). ``off_fraction``: the fraction of all C channels whose
+    attention stays below ``off`` on every frame (shut off for the whole take). ``temporal_std``:
+    the mean over channels of each channel's standard deviation over time. ``mean``: the mean
+    attention. All on the sigmoid's 0-1 scale."""
+    a = np.asarray(att, np.float64)
+    sung, instrumental = np.asarray(sung, bool), np.asarray(instrumental, bool)
+    voc = a[:, :n_vocal].mean(axis=1)
+    diff = (float(voc[sung].mean() - voc[instrumental].mean())
+            if sung.any() and instrumental.any() else float("nan"))
+    return {"vocal_diff": diff, "off_fraction": float(np.mean(a.max(axis=0) < off)),
+            "temporal_std": float(a.std(axis=0).mean()), "mean": float(a.mean())}
 
 
 def finite_or_none(x):
