@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORES ?= $(shell nproc)
 SPLEETER_VENV := .venv-spleeter
 
-.PHONY: install train test test-fast dataset ablation spleeter-env bench clean
+.PHONY: install train test test-fast dataset ablation fidelity spleeter-env bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ dataset: install
 
 ablation: install
 	$(VENV)/bin/snakemake --workflow-profile profiles/local --cores $(CORES) ablation
+
+## the fidelity study (docs/fidelity.md): a larger demo, the paper's variants + the mixed wave, scored
+## against the demo's known truth; its own config (fidelity.yaml) and folder (fidelity/)
+fidelity: install
+	$(VENV)/bin/snakemake --workflow-profile profiles/local --cores $(CORES) --set-threads train_run=1 --resources gpu=$(CORES) \
+		--configfile fidelity.yaml --directory fidelity fidelity
 
 test: install
 	$(VENV)/bin/python -m pytest
@@ -50,4 +56,4 @@ bench: install
 	for b in bench/*.py; do $(VENV)/bin/python $$b; done
 
 clean:
-	rm -rf work dataset runs logs benchmarks .snakemake
+	rm -rf work dataset runs logs benchmarks .snakemake fidelity

@@ -142,8 +142,17 @@ SONG_PATH = dict(zip(SAMPLES["song"], SAMPLES["song_path"]))
 SHARDS = "dataset/shards"
 DEMO_SHEET = "work/demo/samples.tsv"
 RUN = config["train"]["name"]
-# training runs: the configured one, and one per paper variant (ablation: runs/<name>-<variant>)
-RUN_VARIANT = {RUN: config["model"]["variant"], **{f"{RUN}-{v}": v for v in VARIANTS}}
+# training runs and what each sets in the model section: the configured run (as configured), one
+# per paper variant (ablation: runs/<name>-<variant>) and the full model hearing the unseparated mix
+# in both streams (fidelity: runs/<name>-mixed, the paper's Table 2 "mixed wave")
+RUN_MODEL = {
+    RUN: {},
+    **{f"{RUN}-{v}": {"variant": v, "audio": "separated"} for v in VARIANTS},
+    f"{RUN}-mixed": {"variant": "full", "audio": "mix"},
+}
+FIDELITY_RUNS = [f"{RUN}-{v}" for v in VARIANTS] + [f"{RUN}-mixed"]
+# known truth to score the test takes against: the configured folder, else the demo's own
+TRUTH = config["evaluate"]["truth"] or ("work/demo" if config["samples"] == "demo" else None)
 
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
@@ -151,7 +160,7 @@ NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 wildcard_constraints:
     take=NAME_RE,
     song=NAME_RE,
-    run="|".join(re.escape(r) for r in RUN_VARIANT),
+    run="|".join(re.escape(r) for r in RUN_MODEL),
 
 
 # Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`. The interpreter

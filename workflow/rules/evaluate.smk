@@ -3,6 +3,8 @@
 #           training.png); one rule for every run (train.smk). Target `evaluate`: the configured
 #           run.
 # ablation: the four variants' evaluations -> runs/<name>-ablation/table.md
+# fidelity: the four variants and the mixed-wave run, scored against the demo truth too ->
+#           runs/<name>-fidelity/table.md (make fidelity: with fidelity.yaml; docs/fidelity.md)
 
 
 rule evaluate:
@@ -14,6 +16,7 @@ rule evaluate_run:
     input:
         model="runs/{run}/model.pt",
         shards=SHARDS,
+        truth=[DEMO_SHEET] if TRUTH == "work/demo" else [],  # the demo's truth files come with it
     output:
         metrics=report("runs/{run}/eval/metrics.json", caption="../report/metrics.rst",
                        category="Evaluation", subcategory="{run}"),
@@ -40,6 +43,7 @@ rule evaluate_run:
             opt("--rendered", config["evaluate"]["rendered"]),
             opt("--figure-take", config["evaluate"]["figure_take"]),
             opt("--bfm-dir", config["coeffs"]["deep3d"]["bfm_dir"]),
+            opt("--truth", TRUTH),
         ]),
     log:
         "logs/evaluate/{run}.log",
@@ -63,6 +67,21 @@ rule ablation:
         table=report(f"runs/{RUN}-ablation/table.md", caption="../report/ablation.rst", category="Ablation"),
     log:
         f"logs/evaluate/{RUN}-ablation.log",
+    threads: 1
+    conda:
+        "../../envs/musicface.yaml"
+    shell:
+        "python -m musicface.cli ablation-table --out {output.table:q} {input.metrics:q} > {log:q} 2>&1"
+
+
+rule fidelity:
+    input:
+        metrics=expand("runs/{run}/eval/metrics.json", run=FIDELITY_RUNS),
+    output:
+        table=report(f"runs/{RUN}-fidelity/table.md", caption="../report/fidelity.rst",
+                     category="Fidelity"),
+    log:
+        f"logs/evaluate/{RUN}-fidelity.log",
     threads: 1
     conda:
         "../../envs/musicface.yaml"
