@@ -198,6 +198,13 @@ def test_resume_with_another_model_config_is_refused(trained, shards):
         train(shards[0], other, out, resume=True, progress=False)
 
 
+def test_gpu_only_switches_are_refused_on_cpu(shards, tmp_path):
+    """train.cuda_graph needs one CUDA process: on CPU it stops at once with the key's name."""
+    msg = r"train.cuda_graph: needs one CUDA process \(device cpu, 1 processes\)"
+    with pytest.raises(ValueError, match=msg):
+        train(shards[0], tiny_config(cuda_graph=True, device="cpu"), tmp_path / "g", progress=False)
+
+
 # ---------------------------------------------------------------------- resume and processes
 def _cli(args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -82,6 +82,108 @@ class PoseState:
     v: torch.Tensor  # (B, 6) previous velocity v_{t-1} = p_{t-1} - p_{t-2}
 
 
+class PoseRecurrence(torch.autograd.Function):
+    """The PGN's recurrence over T frames, with a hand-written backward (backpropagation in time).
+
+    ``apply(pre, speed, w_rec, w_dir, b_dir, h0, c0, p0, v0) -> (poses, h_T, c_T, p_T, v_T)``, batch
+    B, hidden size H: ``pre`` (B, T, 4H) is the input projection of h_t with both LSTM biases,
+    ``speed`` (B, T, 6), ``w_rec`` (4H, 12 + H) acts on x_t = p_{t-1} ++ v_{t-1} ++ o_{t-1},
+    ``w_dir`` (6, H) and ``b_dir`` (6,) are the direction layer. Gate order **o, i, f, g** (the rows
+    of ``nn.LSTMCell``'s i, f, g, o rolled by H: :meth:`PGN.forward` does that). Per frame
+
+        gates = pre_t + w_rec x_t;  c_t = s(f) c_{t-1} + s(i) tanh(g);  o_t = s(o) tanh(c_t)
+        d_t = tanh(w_dir o_t + b_dir);  p_t = p_{t-1} + s_t d_t;  v_t = p_t - p_{t-1}
+
+    Why by hand: autograd records every small op of every frame and replays each one backward with
+    its own bookkeeping (zero-filled gradients, copies, one weight-gradient product per frame): the
+    whole training step was ~27,000 aten ops, ~11,000 of them not views, most of them in this
+    loop (bench/train.py ``aten_ops_per_step``). Here a frame is 11 ops forward and 16 backward and
+    the weight gradients are one product over all frames. The buffers are feature-major,
+    (T, features, B), so that every op reads and writes contiguous row blocks: the gates o, i, f
+    take one sigmoid, the cell c_{t-1} sits right after g (the i and f gradients are then one op
+    each) and p, v, o of a frame are the rows of x that the next frame's product reads. On a GPU
+    every op is a kernel launch; these are what a CUDA graph replays (``train.cuda_graph``).
+    Gradients are checked against autograd in float64 (tests/test_model.py).
+    """
+
+    @staticmethod
+    def forward(ctx, pre, speed, w_rec, w_dir, b_dir, h0, c0, p0, v0):
+        b, t, n4 = pre.shape
+        n = n4 // 4
+        # act[k]: rows o, i, f (sigmoids), g (tanh) of frame k, then c_{k-1}; before frame k runs,
+        # its gate rows hold pre_k (one copy for all frames) and the product is added in place
+        act = pre.new_empty(t + 1, 5 * n, b)
+        act[:t, :4 * n] = pre.permute(1, 2, 0)
+        act[0, 4 * n:] = c0.t()
+        x = pre.new_empty(t + 1, 12 + n, b)  # x[k] = p_{k-1} ++ v_{k-1} ++ o_{k-1}
+        torch.cat([p0.t(), v0.t(), h0.t()], out=x[0])
+        s = speed.permute(1, 2, 0).contiguous()  # (T, 6, B)
+        tc = pre.new_empty(t, n, b)  # tanh(c_k)
+        d = b_dir[None, :, None].expand(t, 6, b).contiguous()  # d_k, after its product and tanh
+        for k in range(t):
+            a, xk, xn, dk, tck = act[k], x[k], x[k + 1], d[k], tc[k]
+            o, i, f, g, c_prev = a[:n], a[n:2 * n], a[2 * n:3 * n], a[3 * n:4 * n], a[4 * n:]
+            c = act[k + 1, 4 * n:]
+            pk, pn, on = xk[:6], xn[:6], xn[12:]
+            a[:4 * n].addmm_(w_rec, xk)
+            a[:3 * n].sigmoid_()
+            g.tanh_()
+            torch.mul(f, c_prev, out=c)
+            c.addcmul_(i, g)
+            torch.tanh(c, out=tck)
+            torch.mul(o, tck, out=on)
+            dk.addmm_(w_dir, on)
+            dk.tanh_()
+            torch.addcmul(pk, s[k], dk, out=pn)
+            torch.sub(pn, pk, out=xn[6:12])
+        ctx.save_for_backward(x, act, tc, d, s, w_rec, w_dir)
+        last = x[t]
+        state = (last[12:], act[t, 4 * n:], last[:6], last[6:12])  # o_T, c_T, p_T, v_T
+        return (x[1:, :6].permute(2, 0, 1).contiguous(), *(z.t().contiguous() for z in state))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_poses, g_h, g_c, g_p, g_v):
+        x, act, tc, d, s, w_rec, w_dir = ctx.saved_tensors
+        t, n, b = tc.shape
+        sig_back = torch.ops.aten.sigmoid_backward.grad_input  # (g, y, grad_input=out): g y (1 - y)
+        tanh_back = torch.ops.aten.tanh_backward.grad_input  # (g, y, grad_input=out): g (1 - y^2)
+        gx = x.new_zeros(x.shape)  # dL/dx[k]: p, v, o of frame k - 1
+        if g_poses is not None:
+            gx[1:, :6] = g_poses.permute(1, 2, 0)
+        for g, rows in ((g_p, slice(0, 6)), (g_v, slice(6, 12)), (g_h, slice(12, None))):
+            if g is not None:
+                gx[t, rows].add_(g.t())
+        gc = g_c.t().contiguous() if g_c is not None else x.new_zeros(n, b)  # dL/dc_k
+        gg = x.new_empty(t, 4 * n, b)  # dL/d(gate pre-activations o, i, f, g) = dL/dpre
+        gs, ga = x.new_empty(t, 6, b), x.new_empty(t, 6, b)  # dL/ds_k, dL/d(w_dir o_k + b_dir)
+        gp, tmp, tmp3 = x.new_empty(6, b), x.new_empty(n, b), x.new_empty(3 * n, b)
+        w_rec_t, w_dir_t = w_rec.t(), w_dir.t()
+        for k in range(t - 1, -1, -1):
+            a, gk, gn, gak, dk, tck = act[k], gg[k], gx[k + 1], ga[k], d[k], tc[k]
+            o, i, f, g, gpn, gh = a[:n], a[n:2 * n], a[2 * n:3 * n], a[3 * n:4 * n], gn[:6], gn[12:]
+            torch.add(gpn, gn[6:12], out=gp)  # dL/dp_k, directly and through v_k
+            torch.mul(gp, dk, out=gs[k])
+            torch.mul(gp, s[k], out=gak)
+            tanh_back(gak, dk, grad_input=gak)
+            gh.addmm_(w_dir_t, gak)  # dL/do_k (x[k + 1]'s gradient is not needed after this frame)
+            torch.mul(gh, tck, out=tmp3[:n])  # o gate
+            torch.mul(gh, o, out=tmp)
+            tanh_back(tmp, tck, grad_input=tmp)
+            gc.add_(tmp)
+            torch.mul(a[3 * n:].view(2, n, b), gc, out=tmp3[n:].view(2, n, b))  # gc g, gc c_{k-1}
+            sig_back(tmp3, a[:3 * n], grad_input=gk[:3 * n])  # o, i, f
+            torch.mul(gc, i, out=tmp)
+            tanh_back(tmp, g, grad_input=gk[3 * n:])  # g
+            gc.mul_(f)  # dL/dc_{k-1}
+            gx[k].addmm_(w_rec_t, gk)
+            gx[k, :6].add_(gpn)  # p_k = p_{k-1} + s_k d_k, v_k = p_k - p_{k-1}: net dL/dp_k direct
+        g_w_rec = torch.tensordot(gg, x[:t], dims=([0, 2], [0, 2]))  # sums over frames and batch
+        g_w_dir = torch.tensordot(ga, x[1:, 12:], dims=([0, 2], [0, 2]))
+        return (gg.permute(2, 0, 1), gs.permute(2, 0, 1), g_w_rec, g_w_dir, ga.sum((0, 2)),
+                gx[0, 12:].t(), gc.t(), gx[0, :6].t(), gx[0, 6:12].t())
+
+
 class PGN(nn.Module):
     """Pose generation network: speed MLP + direction LSTM, rolled out frame by frame."""
 
@@ -106,27 +208,21 @@ class PGN(nn.Module):
 
         Returns poses p_1..p_T (B, T, 6), speeds (B, T, 6) and the state after the last frame.
         The LSTM's input projection of h_t does not depend on the recurrence, so it is computed for
-        all frames at once; the loop only does the recurrent part (the same arithmetic as
-        ``nn.LSTMCell`` on the concatenated input, gate order i, f, g, o).
+        all frames at once; :class:`PoseRecurrence` runs the recurrent part (the arithmetic of
+        ``nn.LSTMCell`` on the concatenated input, gate order i, f, g, o) with its own backward.
         """
         speed = self.speeds(h)
-        w_ih, w_hh = self.lstm.weight_ih, self.lstm.weight_hh
-        pre = torch.nn.functional.linear(h, w_ih[:, :self.d_in], self.lstm.bias_ih + self.lstm.bias_hh)
-        w_rec = torch.cat([w_ih[:, self.d_in:], w_hh], dim=1)  # acts on p_{t-1} ++ v_{t-1} ++ o_{t-1}
-        hid, cell, p, v = state.h, state.c, state.p, state.v
-        poses = []
-        # unbind once: indexing pre[:, t] in the loop would make backward allocate a full-size
-        # zero gradient per frame (quadratic in T)
-        for pre_t, s_t in zip(pre.unbind(1), speed.unbind(1)):
-            gates = torch.addmm(pre_t, torch.cat([p, v, hid], dim=1), w_rec.t())
-            i, f, g, o = gates.chunk(4, dim=1)
-            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            hid = torch.sigmoid(o) * torch.tanh(cell)
-            d = torch.tanh(self.direc(hid))
-            p_new = p + s_t * d
-            v, p = p_new - p, p_new
-            poses.append(p)
-        return torch.stack(poses, dim=1), speed, PoseState(hid, cell, p, v)
+        n = self.lstm.hidden_size
+        # gate rows i, f, g, o -> o, i, f, g (PoseRecurrence's order), columns h_t | p, v, o_{t-1}
+        w = torch.roll(torch.cat([self.lstm.weight_ih, self.lstm.weight_hh], dim=1), n, dims=0)
+        bias = torch.roll(self.lstm.bias_ih + self.lstm.bias_hh, n)
+        pre = torch.nn.functional.linear(h, w[:, :self.d_in], bias)
+        with torch.autocast(h.device.type, enabled=False):  # the weights' precision under autocast
+            dt = w.dtype
+            poses, *last = PoseRecurrence.apply(
+                pre.to(dt), speed.to(dt), w[:, self.d_in:], self.direc.weight, self.direc.bias,
+                state.h, state.c, state.p, state.v)
+        return poses, speed, PoseState(*last)
 
     @torch.no_grad()
     def rollout(self, h: torch.Tensor, state: PoseState) -> tuple[torch.Tensor, torch.Tensor, PoseState]:
