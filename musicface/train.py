@@ -54,8 +54,10 @@ from tqdm import tqdm  # noqa: E402
 
 from musicface import losses  # noqa: E402
 from musicface.config import Config, from_dict, to_dict  # noqa: E402
-from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
+from musicface.data import (CENTRE_ROW, MFCC_KEYS, ShardError, WindowDataset, collate,  # noqa: E402
+                            open_shards, take_arrays)
 from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
+from musicface.model.musicface import MFCC_KEY  # noqa: E402
 from preprocessing.common import atomic_path, config_sha  # noqa: E402
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
@@ -93,8 +95,9 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
         pair = valid.copy()
         pair[1:] &= valid[:-1]
         pair[0] = False
+        centre = (a["mfcc_index"] + CENTRE_ROW).numpy()  # each frame's own MFCC row
         for i, k in enumerate(MFCC_KEYS):
-            acc(f"mfcc{i}", a[k][:, 19].numpy())
+            acc(f"mfcc{i}", a[k].numpy()[centre])
         acc("exp", a["exp"].numpy()[valid])
         acc("pose", a["pose"].numpy()[valid])
         acc("vel", a["pose_vel"].numpy()[pair])
@@ -136,7 +139,7 @@ def batch_to(batch: dict, device) -> dict:
 def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A reader batch -> (mfcc, normalised targets, mask, p0, v0)."""
     mask = b["valid"]
-    mfcc = {k: b[k] for k in MFCC_KEYS}
+    mfcc = {k: b[k] for k in (*MFCC_KEYS, "mfcc_index") if k in b}
     exp_n, pose_n = raw.normalise_targets(b["exp"], b["pose"])
     target = {"exp": exp_n, "pose": pose_n, "e_long": b["eye_long"]}
     if cfg.loss.exp_weighting == "variance":
@@ -251,7 +254,8 @@ def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batc
         return {}
     raw.eval()
     sums, n = {}, 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         collate_fn=collate)
     for b in loader:
         b = batch_to(b, device)
         mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
@@ -349,9 +353,13 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     opt_g = make_optimizer(model.parameters(), tc.lr, device, graph)
     opt_d = make_optimizer(disc.parameters(), tc.lr, device, graph)
 
-    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed)
+    # items carry the MFCC streams this variant reads, in page-locked memory when training on CUDA
+    reader = dict(mfcc_keys=tuple(MFCC_KEY[s] for s in model.streams),
+                  pin_memory=device.type == "cuda")
+    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed, **reader)
     try:
-        val_ds = WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1) if tc.val_samples else None
+        val_ds = (WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1, **reader)
+                  if tc.val_samples else None)
     except ShardError:
         val_ds = None  # no test take long enough: no validation column
     per_rank = tc.batch_size // world
@@ -407,6 +415,7 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                    if world > 1 else None)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=per_rank, sampler=sampler, shuffle=False, num_workers=tc.num_workers,
+            collate_fn=collate,
             generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch), pin_memory=device.type == "cuda")
         # per-epoch sums of the logged numbers, on the device, in float64 (the same additions as
         # summing Python floats): read once per epoch, not once per step

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from musicface.config import ModelConfig, from_dict
+from musicface.data import mfcc_centres, mfcc_span, padded_rows
 from musicface.model import Discriminator, MusicFace, count_parameters, export, load_checkpoint
 from musicface.model.atm import UNet1d
 from musicface.model.generators import (PGN, PoseRecurrence, PoseState, combine_eye_states,
@@ -34,9 +35,17 @@ def tiny(variant: str, **kw) -> MusicFace:
     return MusicFace(ModelConfig(variant=variant, **{**TINY, **kw}), SUBJECTS, E)
 
 
+MF = ("mfcc_vocals", "mfcc_music", "mfcc_mix", "mfcc_index")  # the model's MFCC inputs
+
+
 def batch(b=3, t=32, seed=0) -> dict:
+    """A reader batch (musicface.data's item contract): MFCC rows + each frame's window index, for
+    windows starting at frames 0, 1, 2, ... (every phase of the 30 fps / 100 Hz grid)."""
     g = torch.Generator().manual_seed(seed)
-    out = {k: torch.randn(b, t, 39, 26, generator=g) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    r = mfcc_span(t)
+    out = {k: torch.randn(b, r, 26, generator=g) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    c = mfcc_centres(np.arange(b), t, 10**6)
+    out["mfcc_index"] = torch.from_numpy(c - c[:, :1])
     out["exp"] = torch.randn(b, t, E, generator=g)
     out["pose"] = torch.cumsum(0.05 * torch.randn(b, t, 6, generator=g), 1)
     out["pose_vel"] = torch.cat([torch.zeros(b, 1, 6), out["pose"][:, 1:] - out["pose"][:, :-1]], 1)
@@ -53,7 +62,7 @@ def batch(b=3, t=32, seed=0) -> dict:
 def test_forward_shapes_per_variant(variant):
     m = tiny(variant)
     b = batch()
-    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    out = m({k: b[k] for k in MF}, b["subject"])
     assert out["exp"].shape == (3, 32, E) and out["exp"].dtype == torch.float32
     assert out["pose"].shape == (3, 32, 6)
     assert out["e_long"].shape == (3, 32)
@@ -73,10 +82,31 @@ def test_forward_shapes_per_variant(variant):
 
 
 @torch.no_grad()
+def test_forward_on_rows_equals_forward_on_windows():
+    """The model cuts the MFCC windows from the rows on its device (MusicFace.windows): exactly the
+    windows the reader shipped before (numpy cut of the item contract), so the forward is the same
+    to the bit as the forward on windows."""
+    m = tiny("full")
+    m.set_normalisation(_stats())
+    b = batch()
+    idx = b["mfcc_index"].numpy()[..., None] + np.arange(39)
+    oh = m.onehot(b["subject"])
+    got, _ = m.encode({k: b[k] for k in MF}, oh)
+    windows = {s: torch.from_numpy(np.stack([r[i] for r, i in zip(b[f"mfcc_{s}"].numpy(), idx)]))
+               for s in m.streams}
+    assert windows["vocals"].shape == (3, 32, 39, 26)
+    norm = {s: (w - m.mfcc_mean[i]) / m.mfcc_std[i] for i, (s, w) in enumerate(windows.items())}
+    want, _ = m.encode_windows(norm, oh)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    audio = m.disc_audio({k: b[k] for k in MF})
+    assert torch.equal(audio, torch.cat([norm[s][:, :, 19] for s in m.streams], -1))
+
+
+@torch.no_grad()
 def test_single_stream_reads_only_the_mix():
     m = tiny("single_stream")
     b = batch()
-    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    mf = {k: b[k] for k in MF}
     a = m(mf, b["subject"])["exp"]
     mf2 = dict(mf, mfcc_vocals=torch.randn_like(b["mfcc_vocals"]), mfcc_music=None)
     assert torch.equal(a, m(mf2, b["subject"])["exp"])
@@ -140,7 +170,7 @@ def test_pgn_speed_is_nonnegative_and_bounds_each_step():
     m.pgn.speed[2].bias.fill_(-3.0)  # push the speed MLP's raw output strongly negative
     m.pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
     b = batch()
-    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    out = m({k: b[k] for k in MF}, b["subject"])
     s, p = out["speed"], out["pose"]
     assert float(s.min()) >= 0
     assert float(s.mean()) > 0.1  # ABS, not a clamp: negative outputs become speed
@@ -154,7 +184,7 @@ def test_pgn_speed_is_nonnegative_and_bounds_each_step():
 def test_pgn_is_autoregressive_and_starts_at_p0():
     m = tiny("full")
     b = batch()
-    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    mf = {k: b[k] for k in MF}
     p0 = torch.zeros(3, 6)
     a = m(mf, b["subject"], p0=p0)["pose"]
     assert torch.equal(a[:, 0], p0)
@@ -322,8 +352,11 @@ def test_unet_context_bounds_the_receptive_field():
 
 # ------------------------------------------------------------------------------ generation
 def _song(t, seed=0):
-    g = np.random.default_rng(seed)
-    return {k: g.normal(size=(t, 39, 26)).astype(np.float32) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    """A song's MFCC as generate takes it: padded rows + each frame's window start."""
+    g, m = np.random.default_rng(seed), -(-t * 100 // 30)
+    song = {k: padded_rows(g.normal(size=(m, 26)).astype(np.float32))
+            for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    return dict(song, mfcc_index=mfcc_centres(0, t, m))
 
 
 def _stats(e=E):
@@ -395,10 +428,17 @@ def test_generate_rejects_bad_input():
     m = tiny("full")
     with pytest.raises(ValueError, match="unknown subject 'nobody'; this model knows: singer1, singer2"):
         m.generate(**_song(50), subject="nobody")
-    with pytest.raises(ValueError, match=r"shape \(T, 39, 26\)"):
-        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), mfcc_music=np.zeros((49, 39, 26)), subject=0)
+    song = _song(50)
+    msg = r"mfcc_music: MFCC rows must have shape \(R, 26\), got \(50, 39, 26\)"
+    with pytest.raises(ValueError, match=msg):
+        m.generate(**dict(song, mfcc_music=np.zeros((50, 39, 26))), subject=0)
+    msg = r"mfcc_index must be \(T,\) with 0 <= index <= R - 39 \(R = 205"
+    with pytest.raises(ValueError, match=msg):
+        m.generate(**dict(song, mfcc_index=song["mfcc_index"] + 5), subject=0)
+    with pytest.raises(ValueError, match="mfcc_index is required"):
+        m.generate(mfcc_vocals=song["mfcc_vocals"], mfcc_music=song["mfcc_music"], subject=0)
     with pytest.raises(ValueError, match="variant 'full' needs mfcc_music"):
-        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), subject=0)
+        m.generate(mfcc_vocals=song["mfcc_vocals"], mfcc_index=song["mfcc_index"], subject=0)
 
 
 def test_save_and_load_with_weights_only(tmp_path):

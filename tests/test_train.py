@@ -162,7 +162,8 @@ def test_training_loss_falls_and_the_model_generalises(trained, shards):
     path, takes = shards
     a = take_arrays(open_shards(path), "singer2_song3", landmarks=False)
     g = model.generate(a["mfcc_vocals"].numpy(), a["mfcc_music"].numpy(), a["mfcc_mix"].numpy(),
-                       subject="singer2", pose0=a["pose"][0].numpy())
+                       subject="singer2", pose0=a["pose"][0].numpy(),
+                       mfcc_index=a["mfcc_index"].numpy())
     ok = a["valid"].numpy() > 0
     gt = a["exp"].numpy()[ok]
     r = [np.corrcoef(g["exp"][ok][:, i], gt[:, i])[0, 1] for i in range(E)]
