@@ -202,31 +202,13 @@ def test_pgn_is_autoregressive_and_starts_at_p0():
     assert torch.allclose(torch.cat([pa, pb], 1), full, atol=1e-6)
 
 
-def autograd_pgn(pgn: PGN, h: torch.Tensor, state: PoseState):
-    """The PGN recurrence written with autograd, frame by frame (``PGN.forward`` before it had its
-    own backward): the reference for :class:`PoseRecurrence`."""
-    speed = pgn.speeds(h)
-    w_ih, w_hh = pgn.lstm.weight_ih, pgn.lstm.weight_hh
-    pre = torch.nn.functional.linear(h, w_ih[:, :pgn.d_in], pgn.lstm.bias_ih + pgn.lstm.bias_hh)
-    w_rec = torch.cat([w_ih[:, pgn.d_in:], w_hh], dim=1)
-    hid, cell, p, v = state.h, state.c, state.p, state.v
-    poses = []
-    for pre_t, s_t in zip(pre.unbind(1), speed.unbind(1)):
-        i, f, g, o = torch.addmm(pre_t, torch.cat([p, v, hid], dim=1), w_rec.t()).chunk(4, dim=1)
-        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-        hid = torch.sigmoid(o) * torch.tanh(cell)
-        p_new = p + s_t * torch.tanh(pgn.direc(hid))
-        v, p = p_new - p, p_new
-        poses.append(p)
-    return torch.stack(poses, dim=1), speed, PoseState(hid, cell, p, v)
-
-
 @pytest.mark.parametrize("dtype, shape, tol", [(torch.float64, (3, 20, 9, 5), 1e-12),
                                                (torch.float32, (4, 127, 130, 128), 1e-5)])
 def test_pose_recurrence_equals_autograd(dtype, shape, tol):
-    """PGN.forward (PoseRecurrence, hand-written backward) against the autograd loop: the same
-    poses, final state and gradients of every input and weight, to float rounding; float32 at the
-    default sizes (B = 4, T = 127, 2F + S = 130, H = 128) differs by a few ulp (2e-6 relative)."""
+    """PGN.forward (PoseRecurrence, hand-written backward) against the autograd loop
+    (PGN.forward_autograd, the implementation before it): the same poses, final state and
+    gradients of every input and weight, to float rounding; float32 at the default sizes (B = 4,
+    T = 127, 2F + S = 130, H = 128) differs by a few ulp (2e-6 relative)."""
     b, t, d_in, n = shape
     torch.manual_seed(0)
     pgn = PGN(d_in, 16, n).to(dtype)
@@ -237,7 +219,7 @@ def test_pose_recurrence_equals_autograd(dtype, shape, tol):
     shapes = ((b, t, 6), (b, n), (b, n), (b, 6), (b, 6))
     w = [torch.randn(*s, dtype=dtype, generator=g) for s in shapes]
     results = []
-    for fn in (autograd_pgn, PGN.forward):
+    for fn in (PGN.forward_autograd, PGN.forward):
         pgn.zero_grad()
         for x in (h, *state):
             x.grad = None

@@ -224,6 +224,26 @@ class PGN(nn.Module):
                 state.h, state.c, state.p, state.v)
         return poses, speed, PoseState(*last)
 
+    def forward_autograd(self, h: torch.Tensor, state: PoseState):
+        """:meth:`forward` written with autograd, frame by frame (how it was before
+        :class:`PoseRecurrence`): ~4x the ops per step. The reference that tests/test_model.py and
+        bench/gpu_checks.py compare the hand-written backward with; not used in training."""
+        speed = self.speeds(h)
+        w_ih, w_hh = self.lstm.weight_ih, self.lstm.weight_hh
+        bias = self.lstm.bias_ih + self.lstm.bias_hh
+        pre = torch.nn.functional.linear(h, w_ih[:, :self.d_in], bias)
+        w_rec = torch.cat([w_ih[:, self.d_in:], w_hh], dim=1)
+        hid, cell, p, v = state.h, state.c, state.p, state.v
+        poses = []
+        for pre_t, s_t in zip(pre.unbind(1), speed.unbind(1)):
+            i, f, g, o = torch.addmm(pre_t, torch.cat([p, v, hid], dim=1), w_rec.t()).chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            hid = torch.sigmoid(o) * torch.tanh(cell)
+            p_new = p + s_t * torch.tanh(self.direc(hid))
+            v, p = p_new - p, p_new
+            poses.append(p)
+        return torch.stack(poses, dim=1), speed, PoseState(hid, cell, p, v)
+
     @torch.no_grad()
     def rollout(self, h: torch.Tensor, state: PoseState) -> tuple[torch.Tensor, torch.Tensor, PoseState]:
         """:meth:`forward`'s recurrence for generation (no autograd), stepped in numpy; same arguments
