@@ -11,8 +11,8 @@ from musicface.config import ModelConfig, from_dict
 from musicface.data import mfcc_centres, mfcc_span, padded_rows
 from musicface.model import Discriminator, MusicFace, count_parameters, export, load_checkpoint
 from musicface.model.atm import UNet1d
-from musicface.model.generators import (PGN, PoseRecurrence, PoseState, combine_eye_states,
-                                        sample_blinks)
+from musicface.model.generators import (PGN, PoseRecurrence, PoseState, PoseWorkspace,
+                                        combine_eye_states, sample_blinks)
 from musicface.train import train_step
 
 VARIANTS = ["single_stream", "two_stream", "with_atm", "full"]
@@ -235,6 +235,34 @@ def test_pose_recurrence_equals_autograd(dtype, shape, tol):
         assert scale > 0 and float((a - b_).abs().max()) <= tol * scale
 
 
+def test_pose_workspace_is_reused_only_when_free():
+    """The PGN reuses a shape's workspace once the graph that used it is gone; two forwards before
+    one backward get two workspaces and both gradients are right; a backward whose workspace was
+    overwritten anyway fails loudly (autograd's version check), it does not return wrong numbers."""
+    torch.manual_seed(0)
+    pgn = PGN(9, 16, 8)
+    g = torch.Generator().manual_seed(3)
+    h1, h2 = (torch.randn(2, 12, 9, generator=g).requires_grad_() for _ in range(2))
+    state = pgn.init_state(torch.zeros(2, 6))
+
+    def grads(fn):
+        for x in (h1, h2):
+            x.grad = None
+        (fn(pgn, h1, state)[0] ** 2 + 2 * fn(pgn, h2, state)[0]).sum().backward()
+        return h1.grad.clone(), h2.grad.clone()
+
+    for want, got in zip(grads(PGN.forward_autograd), grads(PGN.forward)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    ws = pgn.workspace(12, 2, torch.float32, h1.device)
+    assert not ws.busy and pgn.workspace(12, 2, torch.float32, h1.device) is ws  # kept, free again
+    poses = pgn(h1, state)[0]
+    assert ws.busy and pgn.workspace(12, 2, torch.float32, h1.device) is not ws
+    ws.release()  # misuse: hand it out while poses' graph still needs it
+    pgn(h2, state)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        poses.sum().backward()
+
+
 def test_pose_recurrence_gradcheck():
     """The hand-written backward against finite differences (float64), every input."""
     g = torch.Generator().manual_seed(2)
@@ -242,7 +270,11 @@ def test_pose_recurrence_gradcheck():
     shapes = [(b, t, 4 * n), (b, t, 6), (4 * n, 12 + n), (6, n), (6,), (b, n), (b, n), (b, 6),
               (b, 6)]
     args = [torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_() for s in shapes]
-    assert torch.autograd.gradcheck(PoseRecurrence.apply, args)
+
+    def fn(*a):  # a fresh workspace per call (gradcheck keeps several graphs alive)
+        return PoseRecurrence.apply(*a, PoseWorkspace(t, b, n, torch.float64, "cpu"))
+
+    assert torch.autograd.gradcheck(fn, args)
 
 
 @torch.no_grad()
