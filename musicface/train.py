@@ -158,7 +158,9 @@ def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) ->
     other synchronisation and only static shapes, so that the whole step can be captured in a CUDA
     graph (:class:`GraphedStep`). ``train.bf16``: the forward passes under bfloat16 autocast, the
     losses in float32."""
-    amp = torch.autocast(b["valid"].device.type, torch.bfloat16, enabled=cfg.train.bf16)
+    # (a captured graph must not keep autocast's cache of cast weights: PyTorch's CUDA-graph notes)
+    amp = torch.autocast(b["valid"].device.type, torch.bfloat16, enabled=cfg.train.bf16,
+                         cache_enabled=not cfg.train.cuda_graph)
     mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
     with amp:
         audio = raw.disc_audio(mfcc)
