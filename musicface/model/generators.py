@@ -103,7 +103,7 @@ class PoseWorkspace:
         def e(*shape):
             return torch.empty(*shape, dtype=dtype, device=device)
 
-        self.key, self.busy = (t, b, n, dtype, device), False
+        self.key, self.busy, self.keep = (t, b, n, dtype, device), False, False
         self.act, self.x, self.tc = e(t + 1, 5 * n, b), e(t + 1, 12 + n, b), e(t, n, b)
         self.d, self.s = e(t, 6, b), e(t, 6, b)
         self.gx, self.gg = e(t + 1, 12 + n, b), e(t, 4 * n, b)
@@ -237,18 +237,19 @@ class PGN(nn.Module):
 
     def workspace(self, t: int, b: int, dtype, device) -> PoseWorkspace:
         """A free :class:`PoseWorkspace` for T = t frames of batch b: the one kept for that shape
-        when it is free (the last 3 shapes are kept: training, validation and a ragged last batch),
-        else a new one."""
+        when it is free (the last 3 shapes are kept: training, validation and a ragged last batch,
+        and every one a CUDA graph was captured on), else a new one."""
         key = (t, b, self.lstm.hidden_size, dtype, device)
         ws = self._workspaces.get(key)
-        if ws is not None and not ws.busy:
-            self._workspaces.move_to_end(key)
-            return ws
-        ws = PoseWorkspace(t, b, self.lstm.hidden_size, dtype, device)
-        if key not in self._workspaces:
-            self._workspaces[key] = ws
-            while len(self._workspaces) > 3:
-                self._workspaces.popitem(last=False)
+        if ws is None or ws.busy:
+            ws = PoseWorkspace(t, b, self.lstm.hidden_size, dtype, device)
+            if key not in self._workspaces:
+                self._workspaces[key] = ws
+                for old in [k for k, w in self._workspaces.items() if not w.keep][:-3]:
+                    del self._workspaces[old]
+        self._workspaces.move_to_end(key)
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            ws.keep = True  # a CUDA graph is recording kernels on its memory: never dropped
         return ws
 
     def init_state(self, p0: torch.Tensor, v0: torch.Tensor | None = None) -> PoseState:

@@ -115,9 +115,12 @@ class MusicFace(nn.Module):
     def windows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Every frame's MFCC window, cut from the rows (musicface.data's item contract): ``rows``
         (B, R, 26), ``index`` (B, T) int -> (B, T, 39, 26), frame t's window being
-        ``rows[index[t] : index[t] + 39]``. One gather on the rows' device."""
-        view = rows.unfold(1, MFCC_WIDTH, 1).transpose(2, 3)  # (B, R - 38, 39, 26), no copy
-        return view[torch.arange(rows.shape[0], device=rows.device)[:, None], index]
+        ``rows[index[t] : index[t] + 39]``. One row gather on the rows' device (``index_select``
+        copies whole 26-float rows: 6x faster on CPU than indexing a sliding-window view)."""
+        b, r, d = rows.shape
+        first = torch.arange(b, device=rows.device)[:, None, None] * r + index[..., None]
+        flat = (first + torch.arange(MFCC_WIDTH, device=rows.device)).reshape(-1)
+        return rows.reshape(b * r, d).index_select(0, flat).view(*index.shape, MFCC_WIDTH, d)
 
     def disc_audio(self, mfcc: dict) -> torch.Tensor:
         """The discriminator's audio input: each used stream's centre MFCC row, normalised (B, T, 26*n)."""
