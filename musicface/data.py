@@ -10,7 +10,7 @@
 Definitions (units):
 
 * frame ``t`` of a take is at video time ``t / fps`` s (fps = 30); ``N`` frames per take.
-* MFCC (item contract since 0.2; before, items carried every frame's window, ``(W, 39, 26)``):
+* MFCC (changed in this version, CHANGELOG.md; items held every frame's window before):
   ``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix`` are the 100 Hz MFCC+delta *rows* a window covers,
   ``(R, 26)``, and ``mfcc_index`` ``(W,)`` says where each frame's window starts in them: the MFCC
   window of frame ``t`` is ``rows[mfcc_index[t] : mfcc_index[t] + 39]``, the 39 rows centred on the
