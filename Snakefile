@@ -4,6 +4,7 @@
 #   snakemake --workflow-profile profiles/slurm train   # the same DAG on a SLURM cluster
 #
 # Targets: dataset, train, evaluate, all (= evaluate), ablation (the paper's four variants).
+# docs/dag.md draws the DAG and says which config sections each rule depends on.
 # Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
 import os
 
@@ -36,7 +37,7 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     default_target: True
     input:
-        rules.evaluate.output,
+        rules.evaluate.input,
 
 
 rule dataset:

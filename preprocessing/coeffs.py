@@ -64,9 +64,11 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocessing import deep3d
 from preprocessing import landmarks as fm
 from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
                                   run_step, save_npz)
+from preprocessing.geometry import euler_from_matrix, matrix_from_euler, smooth_pose, smooth_runs
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REFERENCE_PATH = DATA_DIR / "reference_face.npz"
@@ -100,29 +102,6 @@ def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
     fs = np.asarray(frame_size, dtype=np.float64)
     aspect = (fs[..., 0] / fs[..., 1])[..., None]
     return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
-
-
-# ------------------------------------------------------------------------------------ rotations
-def matrix_from_euler(angles: np.ndarray) -> np.ndarray:
-    """(pitch, yaw, roll) ``(..., 3)`` radians -> ``R = Rz(roll) Ry(yaw) Rx(pitch)`` ``(..., 3, 3)``."""
-    a = np.asarray(angles, dtype=np.float64)
-    cx, sx = np.cos(a[..., 0]), np.sin(a[..., 0])
-    cy, sy = np.cos(a[..., 1]), np.sin(a[..., 1])
-    cz, sz = np.cos(a[..., 2]), np.sin(a[..., 2])
-    return np.stack([
-        np.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], -1),
-        np.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], -1),
-        np.stack([-sy, cy * sx, cy * cx], -1),
-    ], -2)
-
-
-def euler_from_matrix(R: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`matrix_from_euler`: ``(..., 3, 3)`` -> (pitch, yaw, roll) ``(..., 3)``."""
-    R = np.asarray(R, dtype=np.float64)
-    yaw = np.arcsin(np.clip(-R[..., 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(R[..., 2, 1], R[..., 2, 2])
-    roll = np.arctan2(R[..., 1, 0], R[..., 0, 0])
-    return np.stack([pitch, yaw, roll], axis=-1)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -249,22 +228,6 @@ def make_reference(out: Path = REFERENCE_PATH) -> dict:
 
 
 # ------------------------------------------------------------------------------------ builtin backend
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in a 1-D mask."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
-
-
-def smooth_runs(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing (``sigma`` frames) along axis 0, in place, separately inside each run of ``mask``."""
-    from scipy.ndimage import gaussian_filter1d
-
-    if sigma > 0:
-        for a, b in _runs(mask):
-            x[a:b] = gaussian_filter1d(x[a:b], sigma, axis=0, mode="nearest")
-    return x
-
-
 IDENTITY_SAMPLE = 1500  # frames (evenly spaced) from which the identity shape's median is taken
 CHUNK = 2048  # frames per block when the full 478-point shapes are needed (bounds memory)
 
@@ -319,12 +282,8 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
         residual[frames[rows]] = (shapes(rows, s, R, t) - identity).reshape(len(rows), -1)
     scale = np.zeros(n)
     scale[frames] = s
-    if smooth_sigma > 0:
-        pose[:, :3] = np.unwrap(pose[:, :3], axis=0)
-        smooth_runs(pose, ok, smooth_sigma)
-        pose[:, :3] = (pose[:, :3] + np.pi) % (2 * np.pi) - np.pi
-        smooth_runs(residual, ok, smooth_sigma)
-        pose[~ok] = 0
+    smooth_pose(pose, ok, smooth_sigma)
+    smooth_runs(residual, ok, smooth_sigma)
     lm2d = np.zeros((n, N_POINTS, 2), np.float32)
     lm2d[frames] = lm[frames, :, :2]
     return {"pose": pose.astype(np.float32), "residual": residual, "landmarks2d": lm2d,
@@ -416,8 +375,6 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):
-        from preprocessing import deep3d
-
         return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
     ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
@@ -426,14 +383,6 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     t = np.concatenate([pose[:, 3:5], np.zeros((len(pose), 1))], axis=1)
     P = np.exp(pose[:, 5])[:, None, None] * np.einsum("nij,nkj->nki", R, shape) + t[:, None]
     return from_camera(P, frame_size)[..., :2].astype(np.float32)
-
-
-def mouth_opening(shape: np.ndarray) -> np.ndarray:
-    """Mean inner-lip gap (7 middle upper/lower pairs) of face-frame shapes ``(..., 478, 3)``."""
-    shape = np.asarray(shape, np.float64)
-    up = shape[..., [u for u, _ in fm.INNER_LIP_PAIRS], :]
-    lo = shape[..., [d for _, d in fm.INNER_LIP_PAIRS], :]
-    return np.linalg.norm(up - lo, axis=-1).mean(axis=-1)
 
 
 # ------------------------------------------------------------------------------------ step functions
@@ -460,8 +409,6 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
                              smooth_sigma=smooth_sigma)
         res["reference_version"] = np.array(load_reference()["version"])
     elif backend == "deep3d":
-        from preprocessing import deep3d
-
         res = deep3d.extract_deep3d(video, track["landmarks"], track["valid"], checkpoint,
                                     batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
     else:
@@ -522,11 +469,6 @@ def fit_basis(split_tsv, coeff_paths, out, backend: str = "builtin", dim: int = 
 
 
 # ------------------------------------------------------------------------------------ CLI
-def _opt_path(value):
-    """Config nulls reach the CLI as 'None' or ''."""
-    return None if value in (None, "", "None", "null") else value
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m preprocessing.coeffs", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -558,11 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "fit-basis":
         return run_step("exp_basis", "dataset", [args.out],
                         lambda: fit_basis(args.split, args.coeffs, args.out, args.backend, args.dim))
-    checkpoint = _opt_path(args.checkpoint)
+    checkpoint = args.checkpoint
     if args.backend == "deep3d":
         # a missing model is a configuration error, not bad input: stop now, write no failure record
-        from preprocessing import deep3d
-
         problem = deep3d.checkpoint_problem(checkpoint)
         if problem:
             print(f"musicface: take '{args.take}' step 'coeffs': {problem}", file=sys.stderr)

@@ -38,6 +38,8 @@ from tqdm import tqdm
 
 from preprocessing import landmarks as fm
 from preprocessing.common import StepError
+from preprocessing.geometry import matrix_from_euler, smooth_runs
+from preprocessing.timebase import FPS
 
 DATA = Path(__file__).resolve().parent / "data" / "deep3dfacerecon"
 HEADS = (("id", 80), ("exp", 64), ("tex", 80), ("angle", 3), ("gamma", 27), ("txy", 2), ("tz", 1))
@@ -83,7 +85,7 @@ def build_net():
 
 def checkpoint_problem(path) -> str | None:
     """A one-line reason why ``path`` cannot be the checkpoint (None when it is a readable file)."""
-    if path in (None, "", "None"):
+    if not path:
         return f"backend deep3d needs a checkpoint: {CHECKPOINT_HELP}"
     if not Path(path).is_file():
         return f"Deep3DFaceRecon checkpoint not found: {path} ({CHECKPOINT_HELP})"
@@ -264,12 +266,10 @@ def extract_deep3d(video, landmarks, valid, checkpoint, batch_size: int = 25, de
 
         if video is None:
             raise StepError("backend deep3d needs the take's video (--video)")
-        frames = iter_frames(video, fps=30, n_frames=n)
+        frames = iter_frames(video, fps=FPS, n_frames=n)
     res = deep3d_coeffs(frames, landmarks, valid, net, batch_size=batch_size, device=device)
     ok = res["valid"].astype(bool)
     if smooth_sigma > 0:
-        from preprocessing.coeffs import smooth_runs
-
         for key in ("exp", "pose", "id", "tex", "gamma"):
             smooth_runs(res[key], ok, smooth_sigma)  # in place, inside tracked runs only
     lm = np.asarray(landmarks, np.float32)[:, :, :2]
@@ -322,7 +322,7 @@ def load_bfm(bfm_dir) -> dict:
     exp_base ``(3V, 64)``, keypoints ``(68,)`` 0-based. Raises :class:`MissingModelFiles` naming them."""
     from scipy.io import loadmat
 
-    if bfm_dir in (None, "", "None"):
+    if not bfm_dir:
         raise MissingModelFiles(f"coeffs.deep3d.bfm_dir is not set: {BFM_HELP}")
     d = Path(bfm_dir)
     if (d / "BFM_model_front.mat").is_file():
@@ -345,8 +345,6 @@ def landmarks_from_coeffs(exp, pose, id_coeffs=None, bfm_dir=None, model: dict |
     face), rotated by the pose angles (R = Rz Ry Rx), translated by trans, seen by the tool's camera
     (focal 1015, centre 112, at z = 10).
     """
-    from preprocessing.coeffs import matrix_from_euler
-
     m = load_bfm(bfm_dir) if model is None else model
     exp = np.asarray(exp, np.float64)
     pose = np.asarray(pose, np.float64)

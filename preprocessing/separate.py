@@ -1,6 +1,6 @@
 """separate: song -> vocals.wav + music.wav (16 kHz mono, same length as mix.wav).
 
-Two backends behind one CLI (DESIGN.md section 6):
+Two backends behind one CLI (README, "The real tools"):
 
 * ``builtin`` - a DSP separator that ships with MusicFace (REPET-SIM with soft masks, below).
 * ``spleeter`` - Spleeter 2stems (the paper's tool, section 4.2), run in its own Python
@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import StepError, check_upstream, one_line, run_step, save_wav
+from preprocessing.timebase import SR
 
-SR = 16000              # Hz, rate of mix.wav / vocals.wav / music.wav
 N_FFT = 1024            # samples (64 ms at 16 kHz)
 HOP = 256               # samples (16 ms)
 N_MELS = 64             # bands of the similarity features
@@ -210,7 +210,7 @@ def check_spleeter_model(model_dir: str | os.PathLike | None) -> Path:
     """
     how = (f"download {SPLEETER_MODEL_URL} (deezer/spleeter GitHub release v1.4.0), unpack it into "
            f"<MODEL_PATH>/2stems and set config separate.spleeter.model_dir to <MODEL_PATH>")
-    if model_dir in (None, "", "None", "null"):
+    if not model_dir:
         raise StepError(f"spleeter backend: no model folder configured (separate.spleeter.model_dir): {how}")
     root = Path(model_dir)
     d = root / "2stems" if (root / "2stems").is_dir() or root.name != "2stems" else root

@@ -126,6 +126,17 @@ def test_truth_matches_shards(project):
         assert (d == 1).sum() == (ev[:, 3] == 1).sum()
 
 
+def test_config_edits_rerun_only_what_they_change(project):
+    """Each rule depends on the config keys its step uses (docs/dag.md): loss / train / evaluate
+    edits plan nothing for `dataset`; a coeffs edit plans the basis and the shards again."""
+    run, sheet = project["run"], project["sheet"]
+    p = snakemake(run, sheet, "loss={w1: 6.0}", "train={lr: 0.001}", "evaluate={seed: 3}", "-n",
+                  "dataset")
+    assert "Nothing to be done" in p.stdout + p.stderr, p.stdout
+    p = snakemake(run, sheet, "coeffs={exp_dim: 32}", "-n", "dataset")
+    assert _jobs(p.stdout) == {"exp_basis": 1, "shards": 1, "dataset": 1}
+
+
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL Snakemake and every process under it (the jobs), children first seen, all at once."""
     try:

@@ -103,8 +103,8 @@ def test_checkpoint_problems_are_clear(tmp_path, checkpoint, run_cli):
     # the CLI stops at once (exit 2, no failure record) when the checkpoint is not there
     out = tmp_path / "coeffs.npz"
     proc = run_cli(["preprocessing.coeffs", "extract", "--take", "t", "--track", tmp_path / "x.npz",
-                    "--ingest", tmp_path / "x.json", "--backend", "deep3d", "--checkpoint", "None",
-                    "--out", out], check=False)
+                    "--ingest", tmp_path / "x.json", "--backend", "deep3d", "--out", out],
+                   check=False)
     assert proc.returncode == 2 and not out.exists()
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "musicface: take 't' step 'coeffs': backend deep3d needs a checkpoint: Deep3DFaceRecon_pytorch's")

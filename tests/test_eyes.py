@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from preprocessing.common import read_failure, save_npz, write_failure
-from preprocessing.eyes import blink_stats, closed_runs, eye_states, normalise_au45, split_eye_states
+from preprocessing.eyes import blink_stats, eye_states, normalise_au45, split_eye_states
+from preprocessing.geometry import runs
 
 
 def test_normalise_uses_valid_frames_only():
@@ -22,9 +24,9 @@ def test_normalise_uses_valid_frames_only():
 
 
 def test_closed_runs():
-    np.testing.assert_array_equal(closed_runs([0, 1, 1, 0, 1, 0, 0, 1]), [[1, 3], [4, 5], [7, 8]])
-    assert closed_runs(np.zeros(5, bool)).shape == (0, 2)
-    np.testing.assert_array_equal(closed_runs(np.ones(4, bool)), [[0, 4]])
+    np.testing.assert_array_equal(runs([0, 1, 1, 0, 1, 0, 0, 1]), [[1, 3], [4, 5], [7, 8]])
+    assert runs(np.zeros(5, bool)).shape == (0, 2)
+    np.testing.assert_array_equal(runs(np.ones(4, bool)), [[0, 4]])
 
 
 def _signal(n, runs, level=0.9):
@@ -73,13 +75,21 @@ def test_invalid_frames_never_closed():
 
 def test_stats():
     ev = np.array([[0, 6, 0.2, 0], [40, 43, 0.1, 0], [100, 130, 1.0, 1]], np.float32)
-    s = blink_stats(ev, n_valid=300, fps=30)
-    assert s["n_blinks"] == 2 and s["n_long"] == 1
+    s = blink_stats(ev, n_frames=300, fps=30)
+    assert s["seconds"] == 10 and s["n_blinks"] == 2 and s["n_long"] == 1
     assert s["blinks_per_s"] == pytest.approx(0.2)
-    assert s["mean_blink_s"] == pytest.approx(0.15)
-    assert s["long_per_min"] == pytest.approx(6.0)
-    assert s["mean_long_s"] == pytest.approx(1.0)
+    assert s["blink_duration_s"] == pytest.approx(0.15)
+    assert s["long_per_s"] == pytest.approx(0.1)
+    assert s["long_duration_s"] == pytest.approx(1.0)
     assert s["closed_fraction"] == pytest.approx(1.3 / 10)
+    assert s["durations_s"] == pytest.approx([0.2, 0.1, 1.0])
+    # no blink: the rate is 0, the mean duration is undefined (NaN), never a made-up 0 s
+    none = blink_stats(ev[2:], n_frames=300)
+    assert none["blinks_per_s"] == 0 and math.isnan(none["blink_duration_s"])
+    assert none["n_long"] == 1
+    # no valid time: every rate is undefined
+    empty = blink_stats(np.zeros((0, 4)), n_frames=0)
+    assert math.isnan(empty["blinks_per_s"]) and math.isnan(empty["closed_fraction"])
 
 
 def test_cli(tmp_path, run_cli):
@@ -101,6 +111,7 @@ def test_cli(tmp_path, run_cli):
         stats = json.loads(str(z["stats_json"]))
     assert stats["n_blinks"] == 1 and stats["n_long"] == 1
     assert stats["blinks_per_s"] == pytest.approx(1 / (100 / 30))
+    assert stats["blink_duration_s"] == pytest.approx(4 / 30) and "durations_s" not in stats
     # an upstream failure record passes through: one line naming take and step, record written, exit 0
     write_failure(tmp_path / "bad.npz", "t2", "track", "no face found in any frame")
     proc = run_cli(["preprocessing.eyes", "--take", "t2", "--au45", tmp_path / "bad.npz",

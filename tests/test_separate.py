@@ -57,7 +57,7 @@ def test_sdr_hand_values():
 def test_clip_baselines_match_facts(clip):
     mix, vocals, acc = clip
     assert len(mix) == pytest.approx(6.08 * SR, abs=0.02 * SR)
-    assert sdr(vocals, mix) == pytest.approx(-7.2, abs=0.15)   # FACTS.md: mixture as vocal estimate
+    assert sdr(vocals, mix) == pytest.approx(-7.2, abs=0.15)   # the mix as vocals (docs/testing.md)
     assert sdr(acc, mix) == pytest.approx(7.2, abs=0.2)       # mixture as accompaniment estimate
 
 

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 STAGES = ["demo", "ingest", "song", "sync", "separate", "mfcc", "track", "coeffs", "au45", "eyes", "qc",
-          "split", "exp_basis", "shards", "train", "evaluate"]
+          "split", "exp_basis", "shards", "train_run", "evaluate_run"]
 
 
 def snakemake(*args, cwd=None):
@@ -34,17 +34,28 @@ def test_dry_run_plans_every_stage(tmp_path):
     for stage in ["ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes", "qc"]:
         assert counts[stage] == takes, (stage, counts)
     assert counts["song"] == counts["separate"] == 3
-    for stage in ["demo", "split", "exp_basis", "shards", "train", "evaluate"]:
+    for stage in ["demo", "split", "exp_basis", "shards", "train_run", "evaluate_run"]:
         assert counts[stage] == 1
 
 
 def test_ablation_plans_four_variants(tmp_path):
-    proc = snakemake("-n", "--cores", "2", "-d", str(tmp_path), "ablation")
+    """One train rule and one evaluate rule for every run: the four variants of the ablation, each
+    trained with its own variant (and nothing else changed) in the config it is given."""
+    from musicface.config import VARIANTS
+
+    proc = snakemake("-n", "-p", "--cores", "2", "-d", str(tmp_path), "ablation")
     assert proc.returncode == 0, proc.stdout
     counts = job_counts(proc.stdout)
-    assert counts["ablation_train"] == counts["ablation_evaluate"] == 4
-    for variant in ["single_stream", "two_stream", "with_atm", "full"]:
+    assert counts["train_run"] == counts["evaluate_run"] == 4 and "train" not in counts
+    for variant in VARIANTS:
         assert f"runs/demo-{variant}/model.pt" in proc.stdout
+        cmd = rf'--config-json .*"variant": "{variant}".* --out runs/demo-{variant} '
+        assert re.search(cmd, proc.stdout), variant
+    # the variant list has one home (musicface.config); the schema's enum must agree with it
+    import yaml
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["model"]["properties"]["variant"]["enum"]) == VARIANTS
 
 
 @pytest.mark.parametrize("override, message", [
