@@ -32,7 +32,7 @@ rule train:
         f"logs/train/{RUN}.log",
     benchmark:
         f"benchmarks/train/{RUN}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=8000,
         gpu=NPROC,
@@ -57,7 +57,7 @@ rule ablation_train:
         f"logs/train/{RUN}-{{variant}}.log",
     benchmark:
         f"benchmarks/train/{RUN}-{{variant}}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=8000,
         gpu=NPROC,
