@@ -411,14 +411,15 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
     (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
     face), mapped to x / width, y / height of ``frame_size`` = (width, height).
-    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks in the 224 x 224 aligned crop, divided by 224
-    (``reference`` = identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` = identity
+    coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):
         from preprocessing import deep3d
 
-        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
+        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir,
+                                            frame_size=frame_size)
     ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
     pose = np.asarray(pose, np.float64)
