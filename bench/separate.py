@@ -63,17 +63,20 @@ def scores(mix, vocals, music, est_v, est_m) -> dict:
     band = vocal_band(mix)
     g_v, g_m = best_gain(vocals, band), best_gain(music, band, mix)
     r = {}
-    for stem, ref, est, b05, bg in [("vocals", vocals, est_v, 0.5 * band, g_v * band),
-                                     ("accompaniment", music, est_m, mix - 0.5 * band, mix + g_m * band)]:
+    stems = [("vocals", vocals, est_v, 0.5 * band, g_v * band),
+             ("accompaniment", music, est_m, mix - 0.5 * band, mix + g_m * band)]
+    for stem, ref, est, b05, bg in stems:
         r.update({f"{stem}_db": sdr(ref, est), f"{stem}_mixture_baseline_db": sdr(ref, mix),
                   f"{stem}_band_half_baseline_db": sdr(ref, b05),
                   f"{stem}_band_best_gain_baseline_db": sdr(ref, bg),
-                  f"{stem}_si_db": si_sdr(ref, est), f"{stem}_mixture_baseline_si_db": si_sdr(ref, mix),
+                  f"{stem}_si_db": si_sdr(ref, est),
+                  f"{stem}_mixture_baseline_si_db": si_sdr(ref, mix),
                   f"{stem}_band_baseline_si_db": si_sdr(ref, b05)})
         r[f"{stem}_gain_db"] = r[f"{stem}_db"] - r[f"{stem}_mixture_baseline_db"]
         r[f"{stem}_si_gain_db"] = r[f"{stem}_si_db"] - r[f"{stem}_mixture_baseline_si_db"]
         r[f"{stem}_si_over_band_db"] = r[f"{stem}_si_db"] - r[f"{stem}_band_baseline_si_db"]
-        r[f"{stem}_over_band_best_gain_db"] = r[f"{stem}_db"] - r[f"{stem}_band_best_gain_baseline_db"]
+        r[f"{stem}_over_band_best_gain_db"] = (r[f"{stem}_db"]
+                                               - r[f"{stem}_band_best_gain_baseline_db"])
     return {k: round(v, 2) for k, v in r.items()}
 
 

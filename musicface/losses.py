@@ -43,14 +43,16 @@ from musicface.config import LossConfig
 def batch_counts(mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """The denominators of a batch's terms: valid ``frames``, valid velocity ``pairs``, and MMD
     ``windows`` (those with >= 2 valid frames), as float tensors."""
-    return {"frames": mask.sum(), "pairs": pair_mask(mask).sum(), "windows": (mask.sum(1) >= 2).float().sum()}
+    return {"frames": mask.sum(), "pairs": pair_mask(mask).sum(),
+            "windows": (mask.sum(1) >= 2).float().sum()}
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None,
                 count: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``x`` (B, T, ...) over frames where ``mask`` (B, T) is 1 and over trailing dims,
-    each element of the last dim times ``weight`` (D,) if given (weights with mean 1 keep the scale).
-    ``count``: the number of frames to divide by (default ``mask.sum()``; DDP: module docstring)."""
+    each element of the last dim times ``weight`` (D,) if given (weights with mean 1 keep the
+    scale). ``count``: the number of frames to divide by (default ``mask.sum()``; DDP: module
+    docstring)."""
     extra = x[0, 0].numel()
     m = mask.reshape(*mask.shape, *([1] * (x.dim() - 2)))
     if weight is not None:
@@ -157,7 +159,8 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
     reg = (cfg.w1 * parts["exp_mse"] + cfg.w2 * parts["exp_vel"] + cfg.w3 * parts["pose_mmd"]
            + cfg.w4 * parts["pose_vel"] + cfg.w5 * parts["eye_l1"] + cfg.w6 * parts["eye_mmd"]
            + cfg.w_att * parts["att"])
-    adv = generator_adversarial_loss(fake_logits, mask, frames) if fake_logits is not None else reg.new_zeros(())
+    adv = (generator_adversarial_loss(fake_logits, mask, frames) if fake_logits is not None
+           else reg.new_zeros(()))
     total = cfg.lambda1 * reg + cfg.lambda2 * adv
     parts.update(reg=reg, adv=adv)
     return total, {k: float(v.detach()) for k, v in parts.items()}

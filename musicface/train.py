@@ -147,8 +147,8 @@ def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Ten
 
 
 def global_counts(mask: torch.Tensor) -> dict | None:
-    """DDP: the loss denominators of the global batch / P (one all_reduce), so that DDP's mean of the
-    P gradients is the global batch's gradient (musicface.losses); None in one process."""
+    """DDP: the loss denominators of the global batch / P (one all_reduce), so that DDP's mean of
+    the P gradients is the global batch's gradient (musicface.losses); None in one process."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return None
     counts = losses.batch_counts(mask)

@@ -411,8 +411,8 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
     (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
     face), mapped to x / width, y / height of ``frame_size`` = (width, height).
-    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` = identity
-    coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` =
+    identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):

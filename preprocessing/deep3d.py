@@ -201,7 +201,7 @@ def align_crop(frame: np.ndarray, px: np.ndarray, lm3d: np.ndarray | None = None
 
 # ------------------------------------------------------------------------------------ pose units
 def face_unit() -> float:
-    """BFM units per unit of the builtin reference face (:func:`preprocessing.coeffs.load_reference`):
+    """BFM units per unit of the builtin reference face (``preprocessing.coeffs.load_reference``):
     the RMS radius about their centroid of the five alignment points (frontal x, y) of
     similarity_Lm3D_all.mat over that of the same five points on the reference face."""
     from preprocessing.coeffs import load_reference
@@ -213,20 +213,22 @@ def face_unit() -> float:
 
 
 def dataset_pose(angle: np.ndarray, trans: np.ndarray, trans_params: np.ndarray) -> np.ndarray:
-    """The tool's angles (N, 3) + translation (N, 3) + ``trans_params`` (N, 5) = (W, H, scale, tx, ty)
-    of each frame's crop -> pose (N, 6) float64 in the dataset's convention (module docstring).
+    """The tool's angles (N, 3) + translation (N, 3) + ``trans_params`` (N, 5) = (W, H, scale, tx,
+    ty) of each frame's crop -> pose (N, 6) float64 in the dataset's convention (module docstring).
 
-    The face origin appears in the crop at ``u = f X / d + 112``, ``y_up = f Y / d + 112`` (d = 10 - Z,
-    f = 1015; crop row ``223 - y_up``), i.e. in the frame at ``x = tx + f X / (d scale)``,
-    ``y = H - ty - (f Y / d + 1) / scale`` (pixels, y down; :func:`crop_box`); one BFM unit there spans
-    ``f / (d scale)`` pixels, so ``tz = ln(f face_unit() / (d scale H))``.
+    The face origin appears in the crop at ``u = f X / d + 112``, ``y_up = f Y / d + 112``
+    (d = 10 - Z, f = 1015; crop row ``223 - y_up``), i.e. in the frame at
+    ``x = tx + f X / (d scale)``, ``y = H - ty - (f Y / d + 1) / scale`` (pixels, y down;
+    :func:`crop_box`); one BFM unit there spans ``f / (d scale)`` pixels, so
+    ``tz = ln(f face_unit() / (d scale H))``.
     """
     angle, trans, p = (np.asarray(a, np.float64) for a in (angle, trans, trans_params))
     w, h, scale, cx, cy = p.T
     d = CAMERA_D - trans[:, 2]
     x = cx + FOCAL * trans[:, 0] / (d * scale)
     y = (h - cy) - (FOCAL * trans[:, 1] / d + 1.0) / scale
-    return np.c_[angle, (x - w / 2) / h, (h / 2 - y) / h, np.log(FOCAL * face_unit() / (d * scale * h))]
+    tz = np.log(FOCAL * face_unit() / (d * scale * h))
+    return np.c_[angle, (x - w / 2) / h, (h / 2 - y) / h, tz]
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -246,9 +248,9 @@ def deep3d_coeffs(frames, landmarks: np.ndarray, valid: np.ndarray, net, batch_s
     landmarks ``(N, 478, >=2)`` normalised (scaled by each decoded frame's own size, so a size change
     mid-take is harmless), valid ``(N,)``. Crops are batched ``batch_size`` at a time; only one batch of
     crops and one frame are held in memory. Returns float32 ``id, exp, tex, gamma (N, .)``, ``pose
-    (N, 6)`` = angles (radians) + tx, ty, tz in the dataset's units (:func:`dataset_pose`), ``coeffs
-    (N, 257)`` as the network gives them, ``trans_params (N, 5)``, ``valid`` uint8 (frames not tracked,
-    or missing from the video, are zeros with valid 0).
+    (N, 6)`` = angles (radians) + tx, ty, tz in the dataset's units (:func:`dataset_pose`),
+    ``coeffs (N, 257)`` as the network gives them, ``trans_params (N, 5)``, ``valid`` uint8 (frames
+    not tracked, or missing from the video, are zeros with valid 0).
     """
     lm = np.asarray(landmarks, np.float64)
     n = len(lm)
@@ -284,7 +286,8 @@ def deep3d_coeffs(frames, landmarks: np.ndarray, valid: np.ndarray, net, batch_s
         raise StepError("no usable face in any frame (no tracked frame could be cropped)")
     out = {name: coeffs[:, sl].copy() for name, sl in SLICES.items() if name not in ("angle", "trans")}
     pose = np.zeros((n, 6), np.float32)
-    pose[done] = dataset_pose(coeffs[done, SLICES["angle"]], coeffs[done, SLICES["trans"]], params[done])
+    pose[done] = dataset_pose(coeffs[done, SLICES["angle"]], coeffs[done, SLICES["trans"]],
+                              params[done])
     out.update(pose=pose, coeffs=coeffs, trans_params=params, valid=done.astype(np.uint8))
     return out
 
@@ -382,9 +385,9 @@ def landmarks_from_coeffs(exp, pose, id_coeffs=None, bfm_dir=None, model: dict |
     """BFM 68 landmarks ``(N, 68, 2)``, image-normalised (x / width, y / height of ``frame_size``).
 
     shape = mean + id_base @ id + exp_base @ exp (``id_coeffs`` (80,) or (N, 80), default 0 = mean
-    face), in reference-face units (/ :func:`face_unit`), placed as the builtin landmark model places
-    its face: ``exp(tz) R shape + (tx, ty)`` in image heights (R = Rz Ry Rx of the pose angles; the
-    pose in the dataset's units, :func:`dataset_pose`), projected orthographically.
+    face), in reference-face units (/ :func:`face_unit`), placed as the builtin landmark model
+    places its face: ``exp(tz) R shape + (tx, ty)`` in image heights (R = Rz Ry Rx of the pose
+    angles; the pose in the dataset's units, :func:`dataset_pose`), projected orthographically.
     """
     from preprocessing.coeffs import from_camera, matrix_from_euler
 

@@ -7,7 +7,8 @@ Two backends behind one CLI (DESIGN.md section 6):
   environment (``make spleeter-env``) by ``preprocessing/spleeter_runner.py`` on the original song
   decoded at 44.1 kHz stereo; its 44.1 kHz stereo stems are resampled here to 16 kHz mono.
 
-Built-in method (REPET-SIM, Rafii & Pardo 2012, iterated; our choices measured on real and demo stems):
+Built-in method (REPET-SIM, Rafii & Pardo 2012, iterated; our choices measured on real and demo
+stems):
 
 1. STFT of the 16 kHz mix: periodic Hann window of ``N_FFT`` = 1024 samples (64 ms), hop ``HOP`` = 256
    (16 ms), frames centred on ``t * HOP``.
@@ -23,9 +24,9 @@ Built-in method (REPET-SIM, Rafii & Pardo 2012, iterated; our choices measured o
 4. Soft (Wiener-like) vocal mask ``Mv = V^2 / (V^2 + (MARGIN * R)^2)`` with ``V = |X| - R`` and
    ``MARGIN`` = 3, times a high-pass prior (4th-order Butterworth magnitude at ``VOCAL_LOW_HZ`` = 150 Hz:
    bass and kick go to the accompaniment).
-5. ``REFINE`` = 3 times: the background is re-estimated from the neighbours' *accompaniment estimate*
-   ``(1 - Mv) |X|`` instead of ``|X|`` (neighbours that also hold singing no longer count it as
-   background), and the mask recomputed.
+5. ``REFINE`` = 3 times: the background is re-estimated from the neighbours' *accompaniment
+   estimate* ``(1 - Mv) |X|`` instead of ``|X|`` (neighbours that also hold singing no longer count
+   it as background), and the mask recomputed.
 6. A 3-bin x 5-frame median filter of the mask (``MASK_MEDIAN``: less "musical noise").
 7. ``vocals = iSTFT(Mv * X)``; ``music = mix - vocals`` (the two stems add up to the mix exactly).
 
@@ -42,8 +43,9 @@ it from a separator). Vocals / accompaniment SI-SDR in dB (band-pass baseline, m
 * a 240 s demo song (``bench/separate.py``): vocals 13.0 (6.6, -2.8), accompaniment 15.6 (6.7, 2.7).
 
 Before steps 5-6 and the proportional k (fixed k = 100), the band-pass beat the separator's vocals
-on four of those ten demo songs (the 30 s ones by up to 2.2 dB, the 240 s one by 6.4 dB). HPSS (percussive part to the
-accompaniment) helped the demo songs but cost 0.4-0.9 dB on the clip and was left out.
+on four of those ten demo songs (the 30 s ones by up to 2.2 dB, the 240 s one by 6.4 dB). HPSS
+(percussive part to the accompaniment) helped the demo songs but cost 0.4-0.9 dB on the clip and was
+left out.
 Speed: ~17x real time on one core (4-minute song, ``bench/separate.py``; k = 750 there: the sparse
 neighbour averages are most of the time).
 """
@@ -140,7 +142,8 @@ def neighbour_matrix(feat: np.ndarray, k: int, min_dist: int = 62, block: int = 
     ``feat``: (D, T) similarity features. For each frame t the ``k`` frames with the highest cosine
     similarity of ``feat`` among those with ``|t' - t| >= min_dist`` are its neighbours;
     ``W[t', t] = 1 / k`` for them, so ``(log S) @ W`` averages any (F, T) spectrogram S's log over
-    each frame's neighbours. Similarities are computed in blocks of ``block`` frames (memory ~ block x T).
+    each frame's neighbours. Similarities are computed in blocks of ``block`` frames (memory ~
+    block x T).
     Written by hand: librosa's ``nn_filter`` builds the full T x T recurrence matrix (900 MB for a
     4-minute song at our hop) with scikit-learn, far slower than our 20x real-time bar.
     """
@@ -181,7 +184,7 @@ def repeating_background(source: np.ndarray, W, mag: np.ndarray) -> np.ndarray:
 
 
 def vocal_mask(mag: np.ndarray, background: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Soft vocal mask ``V^2 / (V^2 + (MARGIN R)^2) * prior`` with ``V = |X| - R`` (module docstring)."""
+    """Soft vocal mask ``V^2 / (V^2 + (MARGIN R)^2) * prior``, ``V = |X| - R`` (module doc)."""
     V = mag - background
     return V * V / (V * V + (MARGIN * background) ** 2 + 1e-20) * prior
 

@@ -38,6 +38,7 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     rc = T.main(argv)
     out = Path(argv[argv.index("--out") + 1])
-    torch.save({k: {n: v.detach().cpu().clone() for n, v in m.state_dict().items()} for k, m in built.items()},
-               out / f"replica-{os.environ.get('RANK', '0')}.pt")
+    weights = {k: {n: v.detach().cpu().clone() for n, v in m.state_dict().items()}
+               for k, m in built.items()}
+    torch.save(weights, out / f"replica-{os.environ.get('RANK', '0')}.pt")
     sys.exit(rc)

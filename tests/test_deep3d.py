@@ -190,15 +190,15 @@ def test_batching_slicing_and_units(net, clip):
     # turned into the dataset's units (test_pose_convention_is_the_builtin_backends)
     np.testing.assert_allclose(got["pose"][:, :3], raw[:, 224:227], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["coeffs"][:, 254:257], raw[:, 254:257], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got["pose"], D.dataset_pose(raw[:, 224:227], raw[:, 254:257],
-                                                           got["trans_params"]), rtol=1e-4, atol=1e-5)
+    want = D.dataset_pose(raw[:, 224:227], raw[:, 254:257], got["trans_params"])
+    np.testing.assert_allclose(got["pose"], want, rtol=1e-4, atol=1e-5)
     assert one["exp"].shape == (4, 64) and one["pose"].shape == (4, 6) and one["exp"].dtype == np.float32
     assert not one["coeffs"][2].any() and np.isfinite(one["coeffs"]).all()
     assert np.abs(got["exp"]).max() > 0  # random heads: not a zero stub
 
 
 def _builtin_face(scale, tx, ty, size=(640, 480), yaw=0.0):
-    """The builtin reference face placed in a frame: s R F + t in image heights -> normalised (478, 3)."""
+    """The builtin reference face placed in a frame: s R F + t (image heights) -> normalised."""
     ref = C.load_reference()["shape"]
     R = C.matrix_from_euler(np.array([0.0, yaw, 0.0]))
     return C.from_camera(scale * ref @ R.T + [tx, ty, 0.0], size)
@@ -208,9 +208,9 @@ def test_pose_convention_is_the_builtin_backends():
     """One face, both backends: the builtin fit of the placed reference face gives its placement
     exactly; Deep3DFaceRecon's translation (here 0: the face at the crop's centre and nominal
     distance, which the 5-point alignment puts it at) turned into the dataset's units gives the same
-    tz (face scale) within 0.1 %, and tx, ty that follow the face exactly, 0.53 reference units (0.04
-    image heights here) below the builtin's (the BFM face's origin lies under the nose bridge, the
-    builtin's origin)."""
+    tz (face scale) within 0.1 %, and tx, ty that follow the face exactly, 0.53 reference units
+    (0.04 image heights here) below the builtin's (the BFM face's origin lies under the nose bridge,
+    the builtin's origin)."""
     size = (640, 480)
     cases = [(0.08, 0.0, 0.0), (0.08, 0.3, -0.1), (0.12, -0.2, 0.15), (0.05, 0.1, 0.05)]
     b, d = [], []
@@ -223,10 +223,11 @@ def test_pose_convention_is_the_builtin_backends():
     b, d = np.array(b), np.array(d)
     np.testing.assert_allclose(b[:, 3:], np.array(cases)[:, [1, 2, 0]] * [1, 1, 0] + [0, 0, 1] *
                                np.log(np.array(cases)[:, :1]), atol=1e-4)         # builtin: exact
-    np.testing.assert_allclose(d[:, 5], b[:, 5], atol=0.002)        # the same face scale (measured 0.0009)
-    offset = d[:, 3:5] - b[:, 3:5]            # a fixed point of the face: the same at the same scale,
-    np.testing.assert_allclose(offset[1], offset[0], atol=1e-6)     # proportional to it (to a pixel)
-    np.testing.assert_allclose(offset, np.array(cases)[:, :1] * offset[0] / cases[0][0], atol=2 / 480)
+    np.testing.assert_allclose(d[:, 5], b[:, 5], atol=0.002)   # same face scale (measured 0.0009)
+    offset = d[:, 3:5] - b[:, 3:5]       # a fixed point of the face: the same at the same scale,
+    np.testing.assert_allclose(offset[1], offset[0], atol=1e-6)  # proportional to it (to a pixel)
+    scales = np.array(cases)[:, :1]
+    np.testing.assert_allclose(offset, scales * offset[0] / cases[0][0], atol=2 / 480)
     assert np.abs(offset).max() < 0.07 and abs(offset[0, 0]) < 1e-3   # measured (0.0005, -0.043)
     # the tool's own translation moves the face: +X to the image right, +Y up, +Z closer (bigger)
     params = np.array([[*size, *D.crop_params(_builtin_face(0.08, 0, 0, size)[:, :2] * size, 480)]])
@@ -315,15 +316,16 @@ def test_bfm_landmarks_projection(bfm_front):
     n = 4
     exp = rng.normal(0, 1, (n, 64))
     idc = rng.normal(0, 1, 80)
-    pose = np.c_[rng.uniform(-0.3, 0.3, (n, 3)), rng.normal(0, 0.1, (n, 2)), rng.normal(-2.5, 0.1, n)]
+    pose = np.c_[rng.uniform(-0.3, 0.3, (n, 3)), rng.normal(0, 0.1, (n, 2)),
+                 rng.normal(-2.5, 0.1, n)]
     got = D.landmarks_from_coeffs(exp, pose, id_coeffs=idc, bfm_dir=d, frame_size=(640, 480))
     assert got.shape == (n, 68, 2) and got.dtype == np.float32
     # independent computation: s R shape + t in image heights (y up, from the centre), orthographic
     centre = mean.astype(np.float64).mean(0)
     shape = (mean.reshape(-1).astype(np.float64) + id_base @ idc + exp @ exp_base.T.astype(np.float64))
     shape = shape.reshape(n, -1, 3)[:, kp] - centre
-    v = np.einsum("nij,nkj->nki", C.matrix_from_euler(pose[:, :3]), shape) * (np.exp(pose[:, 5]) / D.face_unit())[
-        :, None, None]
+    s = np.exp(pose[:, 5]) / D.face_unit()
+    v = np.einsum("nij,nkj->nki", C.matrix_from_euler(pose[:, :3]), shape) * s[:, None, None]
     x = (v[..., 0] + pose[:, None, 3]) * 480 + 320
     y = 240 - (v[..., 1] + pose[:, None, 4]) * 480
     np.testing.assert_allclose(got * [640, 480], np.stack([x, y], -1), atol=1e-3)

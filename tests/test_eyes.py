@@ -161,4 +161,4 @@ def test_demo_acceptance_blinks_and_long_closures(demo_dir):
     f1 = 2 * precision * recall / (precision + recall)
     print(f"blinks: {n_true} true, {n_pred} found, {tp} matched, F1 = {f1:.3f}")
     assert n_true >= 20
-    assert tp == n_true == n_pred, (tp, n_true, n_pred)      # README: blink F1 1.00 (measured 27 of 27)
+    assert tp == n_true == n_pred, (tp, n_true, n_pred)  # README: blink F1 1.00 (measured 27 of 27)

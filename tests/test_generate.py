@@ -143,12 +143,12 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
 
 
 def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, monkeypatch):
-    """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's steps,
-    run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of mfcc.npz;
-    `musicface generate` on the same song file must hand the model exactly those rows' per-frame
-    windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument: vocals and
-    music for a two-stream model, the mix for single_stream. Swapped streams or rows shifted by one
-    (10 ms) fail here."""
+    """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's
+    steps, run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of
+    mfcc.npz; `musicface generate` on the same song file must hand the model exactly those rows'
+    per-frame windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
+    vocals and music for a two-stream model, the mix for single_stream. Swapped streams or rows
+    shifted by one (10 ms) fail here."""
     import inspect
 
     from musicface.model import MusicFace
@@ -160,13 +160,14 @@ def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, mon
     run_cli(["preprocessing.song", "--song", "falcon", "--audio", CLIP, "--out-wav", d / "mix.wav",
              "--out-json", d / "song.json"])
     run_cli(["preprocessing.separate", "--song", "falcon", "--mix", d / "mix.wav", "--audio", CLIP,
-             "--backend", "builtin", "--out-vocals", d / "vocals.wav", "--out-music", d / "music.wav"])
+             "--backend", "builtin", "--out-vocals", d / "vocals.wav",
+             "--out-music", d / "music.wav"])
     save_json(d / "ingest.json", {"take": "t", "n_frames": n, "fps": 30})
     save_json(d / "sync.json", {"take": "t", "offset_s": 0.0, "drift_ppm": 0.0, "confidence": 50.0,
                                 "method": "gcc-phat", "details": {}})
-    run_cli(["preprocessing.mfcc", "--take", "t", "--ingest", d / "ingest.json", "--sync", d / "sync.json",
-             "--vocals", d / "vocals.wav", "--music", d / "music.wav", "--mix", d / "mix.wav",
-             "--out", d / "mfcc.npz"])
+    run_cli(["preprocessing.mfcc", "--take", "t", "--ingest", d / "ingest.json",
+             "--sync", d / "sync.json", "--vocals", d / "vocals.wav", "--music", d / "music.wav",
+             "--mix", d / "mix.wav", "--out", d / "mfcc.npz"])
     with np.load(d / "mfcc.npz") as z:
         rows = {k: z[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
     assert all(r.shape == (math.ceil(n * 100 / 30), 26) for r in rows.values())

@@ -1,5 +1,5 @@
-"""separate: SDR / SI-SDR metrics, built-in separator against the mixture and a fixed band-pass on real
-MUSDB18 stems and demo songs, Spleeter adapter (random weights)."""
+"""separate: SDR / SI-SDR metrics, built-in separator against the mixture and a fixed band-pass on
+real MUSDB18 stems and demo songs, Spleeter adapter (random weights)."""
 from __future__ import annotations
 
 import glob
@@ -71,7 +71,7 @@ def test_si_sdr_hand_values():
 
 
 def best_gain_sdr(reference, estimate, base=0.0):
-    """Plain SDR of ``base + g x estimate`` at the gain g that maximises it (a fixed-gain oracle)."""
+    """Plain SDR of ``base + g x estimate`` at the gain g that maximises it (fixed-gain oracle)."""
     e = np.asarray(estimate, np.float64)
     g = float(np.dot(np.asarray(reference, np.float64) - base, e) / np.dot(e, e))
     return sdr(reference, base + g * e)
@@ -98,7 +98,7 @@ def assert_beats_baselines(mix, vocals, acc, margins):
     """The built-in separator's SI-SDR against the mixture and the fixed band-pass (vocals: the band
     at any gain; accompaniment: mix - 0.5 x band), and its plain SDR against the band at its best
     fixed gain (the accompaniment's best-gain figure, mix + g x band, is the same number: the
-    errors are equal). ``margins``: the least gain in dB for each, ~0.5 dB under the measured one."""
+    errors are equal). ``margins``: the least gain in dB for each, ~0.5 dB under the measured."""
     est_v, est_m = separate_builtin(mix)
     band = vocal_band(mix)
     got = {"vocals_si_over_mix": si_sdr(vocals, est_v) - si_sdr(vocals, mix),
@@ -113,12 +113,13 @@ def assert_beats_baselines(mix, vocals, acc, margins):
 
 # -------------------------------------------------------------------------------- built-in DSP
 def test_builtin_beats_mixture_and_band_pass_on_musdb_clip(clip):
-    """Real music and its real vocal stem. Measured (dB): vocals SI-SDR 0.63 = +7.7 over the mixture,
-    +3.2 over the band-pass, plain SDR +1.4 over the band-pass at its best gain; accompaniment SI-SDR
-    10.07 = +2.9 over the mixture, +1.8 over mix - 0.5 x band."""
+    """Real music and its real vocal stem. Measured (dB): vocals SI-SDR 0.63 = +7.7 over the
+    mixture, +3.2 over the band-pass, plain SDR +1.4 over the band-pass at its best gain;
+    accompaniment SI-SDR 10.07 = +2.9 over the mixture, +1.8 over mix - 0.5 x band."""
     mix, vocals, acc = clip
     est_v, est_m = assert_beats_baselines(mix, vocals, acc, {
-        "vocals_si_over_mix": 7.2, "vocals_si_over_band": 2.7, "vocals_sdr_over_band_best_gain": 1.0,
+        "vocals_si_over_mix": 7.2, "vocals_si_over_band": 2.7,
+        "vocals_sdr_over_band_best_gain": 1.0,
         "acc_si_over_mix": 2.4, "acc_si_over_band": 1.3})
     assert est_v.dtype == np.float32 and est_m.dtype == np.float32
     assert est_v.shape == mix.shape and est_m.shape == mix.shape
@@ -127,13 +128,13 @@ def test_builtin_beats_mixture_and_band_pass_on_musdb_clip(clip):
 
 
 @pytest.mark.parametrize("seed,j,margins", [
-    # vocals SI-SDR over mix / band, SDR over the best-gain band; accompaniment SI-SDR over mix / band
+    # vocals SI-SDR over mix / band, SDR over the best-gain band; accompaniment SI-SDR over both
     (0, 3, (13.2, 4.4, 3.2, 9.6, 6.0)),     # measured 13.72, 4.85, 3.64, 10.12, 6.52
     (2, 1, (6.5, 3.0, 1.2, 3.8, 1.9)),      # 6.94, 3.50, 1.60, 4.28, 2.35: the hardest of nine
 ])
 def test_builtin_beats_mixture_and_band_pass_on_demo_songs(seed, j, margins):
     """The demo's synthetic songs (sung melody over beat, bass, chords) with their true stems, 30 s.
-    (Plain REPET-SIM, k = 100 and no refinement, lost to the band-pass on song (0, 3) by 0.15 dB.)"""
+    (Plain REPET-SIM, k = 100 and no refinement, lost to the band-pass on song (0, 3): 0.15 dB.)"""
     from scipy.signal import resample_poly
 
     from preprocessing.demo import render_song

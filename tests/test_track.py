@@ -75,11 +75,11 @@ def test_megamind_tracked(megamind_track):
 
 @needs_megamind
 def test_megamind_track_agrees_with_opencv_haar_detectors(megamind_track):
-    """A check that does not go through the tracker: OpenCV's Viola-Jones (Haar cascade) face and eye
-    detectors (shipped in cv2.data.haarcascades) on every second decoded frame. The tracked box
-    (landmark extent) must coincide with a Haar face box (IoU >= 0.5) in most frames, and the tracked
-    iris centres (landmarks 468, 473) must lie inside Haar eye boxes found in the upper face; the
-    mouth centre (13, 14) in the lower part of the Haar face box, at its middle.
+    """A check that does not go through the tracker: OpenCV's Viola-Jones (Haar cascade) face and
+    eye detectors (shipped in cv2.data.haarcascades) on every second decoded frame. The tracked box
+    (landmark extent) must coincide with a Haar face box (IoU >= 0.5) in most frames, and the
+    tracked iris centres (landmarks 468, 473) must lie inside Haar eye boxes found in the upper
+    face; the mouth centre (13, 14) in the lower part of the Haar face box, at its middle.
     Measured: IoU >= 0.5 in 92 % of 169 frames (median 0.65; Haar boxes jitter and miss turned
     faces), irises inside Haar eye boxes in 278 of 278 checks, mouth centre at 0.69-0.85 of the box
     height and 0.42-0.65 of its width (1st-99th percentiles). ~10 s of CPU."""
@@ -97,7 +97,8 @@ def test_megamind_track_agrees_with_opencv_haar_detectors(megamind_track):
         tb = t["bbox"][i] * [W, H, W, H]
         best, box = 0.0, None
         for x, y, w, h in face.detectMultiScale(grey, 1.1, 5, minSize=(60, 60)):
-            ix = max(0, min(x + w, tb[2]) - max(x, tb[0])) * max(0, min(y + h, tb[3]) - max(y, tb[1]))
+            ix = (max(0, min(x + w, tb[2]) - max(x, tb[0]))
+                  * max(0, min(y + h, tb[3]) - max(y, tb[1])))
             iou = ix / (w * h + (tb[2] - tb[0]) * (tb[3] - tb[1]) - ix)
             if iou > best:
                 best, box = iou, (x, y, w, h)
@@ -107,11 +108,13 @@ def test_megamind_track_agrees_with_opencv_haar_detectors(megamind_track):
         x, y, w, h = box
         m = t["landmarks"][i, [13, 14], :2].mean(0) * [W, H]
         mouth.append(((m[0] - x) / w, (m[1] - y) / h))
-        eyes = eye.detectMultiScale(grey[y:y + h * 5 // 8, x:x + w], 1.1, 5, minSize=(w // 8, w // 8))
+        upper = grey[y:y + h * 5 // 8, x:x + w]
+        eyes = eye.detectMultiScale(upper, 1.1, 5, minSize=(w // 8, w // 8))
         if len(eyes) >= 2:
             for k in (468, 473):
                 px, py = t["landmarks"][i, k, :2] * [W, H] - [x, y]
-                irises.append(any(ex <= px <= ex + ew and ey <= py <= ey + eh for ex, ey, ew, eh in eyes))
+                irises.append(any(ex <= px <= ex + ew and ey <= py <= ey + eh
+                                  for ex, ey, ew, eh in eyes))
     ious, mouth = np.array(ious), np.array(mouth)
     assert len(ious) >= 160 and (ious >= 0.5).mean() >= 0.88 and np.median(ious) >= 0.6, \
         ((ious >= 0.5).mean(), np.median(ious))

@@ -43,7 +43,8 @@ def one_thread():
 
 
 # -------------------------------------------------------------------------- synthetic shard set
-def synth_take(rng, subject_i: int, song_i: int, seconds: int, drop: float = 0.0) -> dict[str, np.ndarray]:
+def synth_take(rng, subject_i: int, song_i: int, seconds: int,
+               drop: float = 0.0) -> dict[str, np.ndarray]:
     n = seconds * FPS
     m = -(-n * RATE // FPS)
     t100 = np.arange(m) / RATE
@@ -253,13 +254,14 @@ def gappy_shards(tmp_path_factory):
     return path
 
 
-def test_ddp_two_gloo_processes_equal_one_process_on_the_same_global_batches(gappy_shards, tmp_path):
-    """2 gloo processes (torchrun), one epoch of 4 steps on global batches of 8 windows, 4 per process.
+def test_ddp_two_gloo_processes_equal_one_process_on_the_same_batches(gappy_shards, tmp_path):
+    """2 gloo processes (torchrun), one epoch of 4 steps on global batches of 8 windows, 4 each.
     Afterwards the two replicas hold identical weights (generator and discriminator), and they equal
-    (to float rounding) one process trained on the same global batches: DistributedSampler(shuffle=False)
-    gives process r the windows r, r + 2, ..., so step s of both runs sees windows 8s .. 8s + 7.
-    The takes lose frames here and there, so the processes' valid-frame counts differ: each loss term
-    must be divided by the global batch's count, not the process's own. Measured largest weight
+    (to float rounding) one process trained on the same global batches:
+    DistributedSampler(shuffle=False) gives process r the windows r, r + 2, ..., so step s of both
+    runs sees windows 8s .. 8s + 7. The takes lose frames here and there, so the processes'
+    valid-frame counts differ: each loss term must be divided by the global batch's count, not the
+    process's own. Measured largest weight
     difference to one process: 1.2e-6 (generator), 1.3e-7 (discriminator); with each process's own
     counts 8.7e-3 (Adam's first steps move a weight by ~lr whatever its gradient's size; the weights
     moved 7e-3 in all). Without the DDP wrappers the replicas differ."""
@@ -280,13 +282,15 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_global_batches(gap
     assert meta["epoch"] == 1 and meta["world_size"] == 2
 
     r0, r1 = (torch.load(tmp_path / "ddp" / f"replica-{r}.pt", weights_only=True) for r in (0, 1))
-    torch.manual_seed(from_dict(config).train.seed)                          # train()'s initial weights
-    initial = dict(MusicFace(from_dict(config).model, open_shards(path).subjects, E).named_parameters())
+    cfg = from_dict(config)
+    torch.manual_seed(cfg.train.seed)                                 # train()'s initial weights
+    initial = dict(MusicFace(cfg.model, open_shards(path).subjects, E).named_parameters())
     for part in ("generator", "disc"):
         assert r0[part].keys() == r1[part].keys()
         for k in r0[part]:
             assert torch.equal(r0[part][k], r1[part][k]), f"replicas differ: {part} {k}"
-    assert max(float((r0["generator"][k] - initial[k].detach()).abs().max()) for k in initial) > 5e-3  # trained
+    moved = max(float((r0["generator"][k] - initial[k].detach()).abs().max()) for k in initial)
+    assert moved > 5e-3                                               # they did train
 
     torch.manual_seed(0)
     train(path, config, tmp_path / "one", progress=False)                    # one process
@@ -295,7 +299,8 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_global_batches(gap
     ddp = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)["state_dict"]
     assert one.keys() == ddp.keys()
     for k in one:
-        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=2e-5, msg=lambda m: f"generator {k}: {m}")
+        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=2e-5,
+                                   msg=lambda m: f"generator {k}: {m}")
         torch.testing.assert_close(r0["generator"][k], one[k], rtol=0, atol=2e-5)
     for k in one_disc:
         torch.testing.assert_close(r0["disc"][k], one_disc[k], rtol=0, atol=2e-5,

@@ -118,7 +118,7 @@ def test_conda_env_pins_match_requirements():
 
 
 def _train_config(proc) -> dict:
-    """The whole config the train rule hands `musicface train` (its --config-json), from a dry run -p."""
+    """The whole config the train rule hands `musicface train` (--config-json), from `-n -p`."""
     import json
     import shlex
 
@@ -128,9 +128,9 @@ def _train_config(proc) -> dict:
 
 
 def test_partial_nested_override_keeps_the_sections_other_keys(tmp_path):
-    """`--config train='{epochs: 3, processes: 2}'` changes those two keys and keeps every other key of
-    the section as config.yaml sets it (lr 5e-4, not the schema default 1e-4), other sections alone;
-    processes 2 launches torchrun. Lists inside the override are typed too (integers, not strings)."""
+    """`--config train='{epochs: 3, processes: 2}'` changes those two keys and keeps every other key
+    of the section as config.yaml sets it (lr 5e-4, not the schema default 1e-4), other sections
+    alone; processes 2 launches torchrun. Lists inside the override are typed too (not strings)."""
     import yaml
 
     base = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -141,14 +141,17 @@ def test_partial_nested_override_keeps_the_sections_other_keys(tmp_path):
     cfg = _train_config(proc)
     assert cfg["train"] == {**base["train"], "epochs": 3, "processes": 2}
     assert cfg["train"]["lr"] == 5.0e-4 and cfg["train"]["samples_per_epoch"] == 480
-    assert cfg["model"] == {**base["model"], "hidden": 32, "enc_channels": [8, 16], "blink_interval": [1, 2.5]}
+    assert cfg["model"] == {**base["model"], "hidden": 32, "enc_channels": [8, 16],
+                            "blink_interval": [1, 2.5]}
     assert cfg["loss"] == base["loss"] and cfg["demo"] == base["demo"]
-    assert "python -m torch.distributed.run --standalone --nproc_per_node 2 -m musicface.cli train" in proc.stdout
+    launcher = "python -m torch.distributed.run --standalone --nproc_per_node 2 -m musicface.cli"
+    assert f"{launcher} train" in proc.stdout
 
 
 def test_several_config_errors_are_reported_together(tmp_path):
-    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "--config", "split={'by': 'subject'}",
-                     'eyes={"tau": -1}', "colour=blue", "train={batch_size: 0, epochs: many}")
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "--config",
+                     "split={'by': 'subject'}", 'eyes={"tau": -1}', "colour=blue",
+                     "train={batch_size: 0, epochs: many}")
     assert proc.returncode != 0
     lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("config key")]
     assert lines == ["config key 'colour': unknown key",
@@ -164,7 +167,8 @@ def test_strict_mode_step_cli_exits_non_zero(tmp_path, run_cli):
     (the DAG goes on) by default, 1 with MUSICFACE_STRICT=1."""
     video = tmp_path / "empty.mp4"
     video.write_bytes(b"")
-    args = ["preprocessing.ingest", "--take", "bad", "--video", video, "--out", tmp_path / "ingest.json"]
+    args = ["preprocessing.ingest", "--take", "bad", "--video", video,
+            "--out", tmp_path / "ingest.json"]
     line = f"musicface: take 'bad' step 'ingest': empty file (0 bytes): {video}"
     for strict, code in (("0", 0), ("1", 1)):
         proc = run_cli(args, check=False, env={"MUSICFACE_STRICT": strict})
@@ -185,20 +189,23 @@ def test_strict_mode_stops_the_dag_at_the_first_failure(tmp_path):
     song = render_song(0, 1, 4.0)
     write_wav(tmp_path / "song.wav", song.mix, song.sr)
     (tmp_path / "bad.mp4").write_bytes(b"")
-    sheet = _sheet(tmp_path, [("bad", "s1", "bad.mp4", "song.wav"), ("bad2", "s1", "bad.mp4", "song.wav")])
+    sheet = _sheet(tmp_path, [("bad", "s1", "bad.mp4", "song.wav"),
+                              ("bad2", "s1", "bad.mp4", "song.wav")])
     run = tmp_path / "run"
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), "--cores", "1", "dataset",
            "--config", f"samples={sheet}"]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-                          env={**os.environ, "MUSICFACE_STRICT": "1"})
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300, env={**os.environ, "MUSICFACE_STRICT": "1"})
     assert proc.returncode != 0, proc.stdout
     ran = sorted(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, re.M))
-    assert ran in (["ingest"], ["ingest", "song"]), proc.stdout   # one ingest fails: nothing else starts
+    assert ran in (["ingest"], ["ingest", "song"]), proc.stdout  # ingest fails: nothing else runs
     failed = re.findall(r"Error in rule (\w+):", proc.stdout)
     assert failed == ["ingest"], proc.stdout
-    take = re.search(r"output: work/takes/(\w+)/ingest.json", proc.stdout.split("Error in rule")[1]).group(1)
+    error = proc.stdout.split("Error in rule")[1]
+    take = re.search(r"output: work/takes/(\w+)/ingest.json", error).group(1)
     log = (run / "logs" / "ingest" / f"{take}.log").read_text()
-    assert log.strip() == f"musicface: take '{take}' step 'ingest': empty file (0 bytes): {tmp_path / 'bad.mp4'}"
-    assert not (run / "work" / "takes" / take / "ingest.json").exists()   # Snakemake removed the record
+    bad = tmp_path / "bad.mp4"
+    assert log.strip() == f"musicface: take '{take}' step 'ingest': empty file (0 bytes): {bad}"
+    assert not (run / "work" / "takes" / take / "ingest.json").exists()   # Snakemake removed it
     assert not (run / "dataset").exists()
     shutil.rmtree(run)

@@ -12,9 +12,9 @@ from snakemake.utils import validate
 
 
 def _coerce(cfg, schema):
-    """`--config key='{a: 1, b: [2, 3]}'` gives nested values as strings (Snakemake parses them with
-    YAML's BaseLoader): turn such strings, in dicts and lists, into the number/boolean/null the schema
-    asks for."""
+    """`--config key='{a: 1, b: [2, 3]}'` gives nested values as strings (Snakemake parses them
+    with YAML's BaseLoader): turn such strings, in dicts and lists, into the number/boolean/null
+    the schema asks for."""
     for key, sub in schema.get("properties", {}).items():
         if key in cfg:
             cfg[key] = _coerce_value(cfg[key], sub)
