@@ -155,6 +155,17 @@ def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Ten
     return mfcc, target, mask, p0, v0
 
 
+def global_counts(mask: torch.Tensor) -> dict | None:
+    """DDP: the loss denominators of the global batch / P (one all_reduce), so that DDP's mean of
+    the P gradients is the global batch's gradient (musicface.losses); None in one process."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    counts = losses.batch_counts(mask)
+    total = torch.stack(list(counts.values()))
+    dist.all_reduce(total)
+    return dict(zip(counts, total / dist.get_world_size()))
+
+
 def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) -> dict:
     """One generator step and one discriminator step on batch ``b`` (on the device).
 
@@ -167,6 +178,7 @@ def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) ->
     amp = torch.autocast(b["valid"].device.type, torch.bfloat16, enabled=cfg.train.bf16,
                          cache_enabled=not cfg.train.cuda_graph)
     mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
+    counts = global_counts(mask)
     with amp:
         audio = raw.disc_audio(mfcc)
         pred = gen(mfcc, b["subject"], p0, v0)
@@ -174,7 +186,7 @@ def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) ->
     if cfg.train.bf16:
         pred = _float32(pred)
     loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits.float(),
-                                          floats=False)
+                                          counts, floats=False)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
@@ -188,7 +200,7 @@ def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) ->
                       torch.cat([target["e_long"], pred["e_long"].detach()]),
                       torch.cat([audio, audio]), torch.cat([mask, mask]))
     n = mask.shape[0]
-    loss_d = losses.discriminator_loss(logits[:n].float(), logits[n:].float(), mask)
+    loss_d = losses.discriminator_loss(logits[:n].float(), logits[n:].float(), mask, counts)
     loss_d.backward()
     opt_d.step()
     parts.update(loss=loss_g.detach(), disc=loss_d.detach(), grad_norm=gnorm.detach())

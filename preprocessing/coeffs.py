@@ -68,10 +68,10 @@ from preprocessing import deep3d
 from preprocessing import landmarks as fm
 from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
                                   run_step, save_npz)
-from preprocessing.geometry import euler_from_matrix, matrix_from_euler, smooth_pose, smooth_runs
+from preprocessing.geometry import (euler_from_matrix, from_camera, matrix_from_euler, smooth_pose,
+                                   smooth_runs, to_camera)
+from preprocessing.landmarks import REFERENCE_PATH, load_reference
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-REFERENCE_PATH = DATA_DIR / "reference_face.npz"
 N_POINTS = fm.N_LANDMARKS  # 478
 BASIS_VERSION = "builtin-pca-1"
 
@@ -82,26 +82,6 @@ FOREHEAD = [151, 9, 108, 337]
 NOSE_BRIDGE = [168, 6, 197, 195, 5, 4, 1]  # between the eyes -> nose tip
 EYE_CORNERS = [fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER, fm.LEFT_EYE_INNER, fm.LEFT_EYE_OUTER]
 STABLE = np.array(sorted(set(UPPER_FACE_OVAL + FOREHEAD + NOSE_BRIDGE + EYE_CORNERS)))
-
-
-# ------------------------------------------------------------------------------------ camera frame
-def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
-    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to camera).
-
-    ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]  # W / H, broadcast over the K points
-    return np.stack([(lm[..., 0] - 0.5) * aspect, 0.5 - lm[..., 1], -lm[..., 2] * aspect], axis=-1)
-
-
-def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
-    """Inverse of :func:`to_camera`: camera-frame points ``(..., K, 3)`` -> normalised x, y, z."""
-    p = np.asarray(points, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]
-    return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -195,19 +175,6 @@ def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray,
     Q -= Q[STABLE].mean(0)
     Q /= np.sqrt((Q[STABLE] ** 2).sum(1).mean())
     return Q, mirror
-
-
-_REFERENCE: dict | None = None
-
-
-def load_reference() -> dict:
-    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
-    global _REFERENCE
-    if _REFERENCE is None:
-        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
-            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
-                          "version": str(z["version"])}
-    return _REFERENCE
 
 
 def make_reference(out: Path = REFERENCE_PATH) -> dict:
@@ -370,12 +337,13 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
     (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
     face), mapped to x / width, y / height of ``frame_size`` = (width, height).
-    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks in the 224 x 224 aligned crop, divided by 224
-    (``reference`` = identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` =
+    identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):
-        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
+        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir,
+                                            frame_size=frame_size)
     ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
     pose = np.asarray(pose, np.float64)

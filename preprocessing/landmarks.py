@@ -18,9 +18,14 @@ depth unit (about the scale of x). :func:`to_pixels` turns them into an isotropi
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 N_LANDMARKS = 478
+# the shipped reference face (FaceMesh on skimage's astronaut, made symmetric): the builtin
+# coefficients' rigid model and the renderer's mesh; rebuilt by `python -m preprocessing.coeffs make-reference`
+REFERENCE_PATH = Path(__file__).parent / "data" / "reference_face.npz"
 
 # --------------------------------------------------------------------------------------- eyes
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER = 33, 133
@@ -113,3 +118,16 @@ def eye_aspect_ratio(px: np.ndarray) -> np.ndarray:
         width = _dist(px[..., c0, :], px[..., c1, :])
         out.append(height / np.maximum(width, 1e-9))
     return np.stack(out, axis=-1)
+
+
+_REFERENCE: dict | None = None
+
+
+def load_reference() -> dict:
+    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
+            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
+                          "version": str(z["version"])}
+    return _REFERENCE

@@ -453,9 +453,10 @@ def test_demo_truth_pose_and_mouth(demo_dir):
     est, t = out["pose"][ok].astype(np.float64), truth["pose"][:n][ok].astype(np.float64)
     r = {name: corr(est[:, i], t[:, i]) for i, name in enumerate(names)}
     print(json.dumps({"demo_pose_correlation": r}))
-    # measured (seed 0, singer1_song1): pitch 0.77 yaw 0.99 roll 0.995 tx 0.71 ty 0.90 tz 0.81
-    assert r["roll"] >= 0.95 and r["yaw"] >= 0.95, r
-    assert min(r.values()) >= 0.5, r
+    # README: roll r = 0.996, yaw 0.99, pitch 0.75; measured (seed 0, singer1_song1): pitch 0.749,
+    # yaw 0.989, roll 0.9956, tx 0.714, ty 0.901, tz 0.794
+    least = {"pitch": 0.70, "yaw": 0.985, "roll": 0.993, "tx": 0.66, "ty": 0.86, "tz": 0.75}
+    assert all(r[k] >= v for k, v in least.items()), (r, least)
     # translation: the demo docstring's mapping to image heights (f / H = 700 / 480) and ln(scale)
     # predicts our tx, ty, tz up to a constant; slopes measured 1.27, 0.94, 1.12 (our tx also follows
     # roll and yaw: our face origin is the upper-face centroid, not the demo's rotation centre; our tz
@@ -470,4 +471,4 @@ def test_demo_truth_pose_and_mouth(demo_dir):
     gap = mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
     r_mouth = corr(gap, truth["mouth_open"][:n][ok])
     print(json.dumps({"demo_mouth_correlation": r_mouth}))
-    assert r_mouth >= 0.9
+    assert r_mouth >= 0.99                 # README: mouth opening r = 0.994; measured 0.9937

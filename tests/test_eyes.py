@@ -153,22 +153,23 @@ def test_demo_acceptance_blinks_and_long_closures(demo_dir):
         assert ok.mean() >= 0.95
         r = np.corrcoef(au["au45"][ok], truth["eye_closure"][ok])[0, 1]
         print(f"{truth_path.name}: corr(au45, truth eye_closure) = {r:.3f}")
-        assert r >= 0.9                                       # measured 0.993-0.995
+        assert r >= 0.988                 # README: r = 0.99; measured 0.992-0.993 (4 takes, seed 0)
         ev, te = eyes["events"], truth["events"]
         pb, tb = ev[ev[:, 3] == 0], te[te[:, 3] == 0]
         tp += len(_match(pb, tb))
         n_pred += len(pb)
         n_true += len(tb)
-        # every long closure found, as one long event, start and duration within 2 frames
+        # every long closure found, as one long event, "to the frame": start and duration within one
+        # frame (measured: starts 0 or -1 frames off, durations -1..+1 frames, 8 closures)
         pl, tl = ev[ev[:, 3] == 1], te[te[:, 3] == 1]
         assert len(tl) >= 1
         pairs = _match(pl, tl)
         assert len(pairs) == len(tl), (tl, pl)
         for i, k in pairs:
-            assert abs(pl[k, 0] - tl[i, 0]) <= 2
-            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 2
+            assert abs(pl[k, 0] - tl[i, 0]) <= 1, (pl[k], tl[i])
+            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 1, (pl[k], tl[i])
     precision, recall = tp / n_pred, tp / n_true
     f1 = 2 * precision * recall / (precision + recall)
     print(f"blinks: {n_true} true, {n_pred} found, {tp} matched, F1 = {f1:.3f}")
     assert n_true >= 20
-    assert f1 >= 0.9                                          # measured 1.000
+    assert tp == n_true == n_pred, (tp, n_true, n_pred)  # README: blink F1 1.00 (measured 27 of 27)

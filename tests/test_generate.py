@@ -142,6 +142,69 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
     assert r["n_frames"] == 183
 
 
+def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, monkeypatch):
+    """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's
+    steps, run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of
+    mfcc.npz; `musicface generate` on the same song file must hand the model rows and a
+    ``mfcc_index`` whose per-frame windows (``rows[i_t : i_t + 39]``, cut by the model) are exactly
+    those rows' windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
+    vocals and music for a two-stream model, the mix for single_stream. Swapped streams or rows
+    shifted by one (10 ms) fail here."""
+    import inspect
+
+    from musicface.model import MusicFace
+    from preprocessing.common import save_json
+    from preprocessing.mfcc import mfcc_windows
+
+    d = tmp_path / "work"
+    n = math.ceil(clip_duration_s() * 30)
+    run_cli(["preprocessing.song", "--song", "falcon", "--audio", CLIP, "--out-wav", d / "mix.wav",
+             "--out-json", d / "song.json"])
+    run_cli(["preprocessing.separate", "--song", "falcon", "--mix", d / "mix.wav", "--audio", CLIP,
+             "--backend", "builtin", "--out-vocals", d / "vocals.wav",
+             "--out-music", d / "music.wav"])
+    save_json(d / "ingest.json", {"take": "t", "n_frames": n, "fps": 30})
+    save_json(d / "sync.json", {"take": "t", "offset_s": 0.0, "drift_ppm": 0.0, "confidence": 50.0,
+                                "method": "gcc-phat", "details": {}})
+    run_cli(["preprocessing.mfcc", "--take", "t", "--ingest", d / "ingest.json",
+             "--sync", d / "sync.json", "--vocals", d / "vocals.wav", "--music", d / "music.wav",
+             "--mix", d / "mix.wav", "--out", d / "mfcc.npz"])
+    with np.load(d / "mfcc.npz") as z:
+        rows = {k: z[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    assert all(r.shape == (math.ceil(n * 100 / 30), 26) for r in rows.values())
+
+    seen = {}
+    original = MusicFace.generate
+    params = inspect.signature(original)
+
+    def spy(self, *args, **kwargs):
+        bound = params.bind(self, *args, **kwargs)
+        seen.update({k: bound.arguments.get(k) for k in (*rows, "mfcc_index")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicFace, "generate", spy)
+    for ckpt, given in (("full", ("mfcc_vocals", "mfcc_music")), ("single", ("mfcc_mix",))):
+        seen.clear()
+        assert G.main([str(CLIP), "--checkpoint", str(assets[ckpt]), "--subject", "alice",
+                       "--out", str(tmp_path / ckpt), "--no-preview"]) == 0
+        for key in rows:
+            if key not in given:
+                assert seen[key] is None, (ckpt, key)
+                continue
+            want = mfcc_windows(rows[key], n, fps=30, width=39)
+            index = np.asarray(seen["mfcc_index"])
+            assert index.shape == (n,)
+            got = np.asarray(seen[key])[index[:, None] + np.arange(39)]  # the model's cut
+            assert got.shape == want.shape == (n, 39, 26), (ckpt, key, got.shape)
+            np.testing.assert_array_equal(got, want, err_msg=f"{ckpt}: {key}")
+            # the check has teeth: the neighbouring rows, or another stream, differ clearly
+            r = rows[key]
+            for shifted in (r[1:], np.concatenate([r[:1], r[:-1]])):      # one row later / earlier
+                assert np.abs(got - mfcc_windows(shifted, n)).max() > 1.0
+            for k2 in rows:
+                assert k2 == key or np.abs(got - mfcc_windows(rows[k2], n)).max() > 1.0
+
+
 def test_generate_errors(assets, tmp_path, run_cli, capsys):
     def err(*args):
         """One line on stderr and exit status 1 (in-process: the same main() the console script runs)."""

@@ -17,26 +17,29 @@ from preprocessing.shard_schema import DATASET_CONFIG_KEYS
 
 # ---------------------------------------------------------------------------------- validation
 def _coerce(cfg, schema):
-    """`--config key='{a: 1}'` gives nested values as strings (Snakemake parses them with YAML's
-    BaseLoader): turn such strings into the number/boolean/null the schema asks for."""
+    """`--config key='{a: 1, b: [2, 3]}'` gives nested values as strings (Snakemake parses them
+    with YAML's BaseLoader): turn such strings, in dicts and lists, into the number/boolean/null
+    the schema asks for."""
     for key, sub in schema.get("properties", {}).items():
-        if key not in cfg:
-            continue
-        value = cfg[key]
-        if isinstance(value, dict):
-            _coerce(value, sub)
-        elif isinstance(value, str):
-            types = sub.get("type", [])
-            types = [types] if isinstance(types, str) else types
-            if "string" in types or not types:
-                if "null" in types and value in ("null", "~"):  # YAML's spellings of null
-                    cfg[key] = None
-                continue
-            import yaml
+        if key in cfg:
+            cfg[key] = _coerce_value(cfg[key], sub)
 
-            parsed = yaml.safe_load(value)
-            if not isinstance(parsed, str):
-                cfg[key] = parsed
+
+def _coerce_value(value, sub):
+    if isinstance(value, dict):
+        _coerce(value, sub)
+    elif isinstance(value, list):
+        return [_coerce_value(v, sub.get("items", {})) for v in value]
+    elif isinstance(value, str):
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if "string" in types or not types:
+            return None if "null" in types and value in ("null", "~") else value
+        import yaml
+
+        parsed = yaml.safe_load(value)
+        return value if isinstance(parsed, str) else parsed
+    return value
 
 
 def validate_config(cfg, schema_file):
