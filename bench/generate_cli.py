@@ -9,7 +9,7 @@ weights (speed does not depend on the weights). One core: OMP/MKL/OpenBLAS/numba
 
 * ``load``: decode + resample to 16 kHz mono (``generate.load_song``)
 * ``separate``: built-in REPET-SIM separation (``generate.separate``)
-* ``features``: MFCC + windows of the three streams (``generate.song_features``)
+* ``features``: MFCC rows of the streams the model reads (``generate.song_features``)
 * ``generate``: ``model.generate`` (encoder, ATM, heads, PGN roll-out, blink sampler)
 * ``preview`` (with ``--preview``): landmarks + drawing + H.264/AAC encoding of preview.mp4
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             vocals, music = clock.run("separate", G.separate, mix, song, "builtin", progress=False)
         feats = clock.run("features", G.song_features, mix, vocals, music, keys=G.model_streams(model))
         gen = clock.run("generate", model.generate, feats.get("mfcc_vocals"), feats.get("mfcc_music"),
-                        feats.get("mfcc_mix"), "singer1", seed=0)
+                        feats.get("mfcc_mix"), "singer1", seed=0, mfcc_index=feats["mfcc_index"])
         if a.preview:
             from musicface.preview import write_preview
             from preprocessing.coeffs import fit_pca, landmarks_from_coeffs

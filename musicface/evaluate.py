@@ -34,7 +34,7 @@ from musicface import figures
 from musicface import metrics as M
 from musicface.config import VARIANTS
 from preprocessing.common import StepError, atomic_path, one_line, save_json
-from preprocessing.timebase import FPS
+from preprocessing.timebase import CENTRE_ROW, FPS
 
 # table row names, in the paper's order (VARIANTS)
 VARIANT_NAMES = dict(zip(VARIANTS, ("Single-Stream", "Two-Stream", "With-ATM", "Ours (full)")))
@@ -104,12 +104,13 @@ def landmarks(exp, pose, basis: dict, bfm_dir=None) -> np.ndarray:
                                             bfm_dir=bfm_dir))
 
 
-def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
-    """Vocal energy envelope (dB) per video frame from the vocal MFCC windows (N, 39, 26): the centre
-    row's first coefficient, the log frame energy (python_speech_features ``appendEnergy``: ln of the
-    frame's power-spectrum sum), converted to dB (x 10 / ln 10)."""
-    w = np.asarray(mfcc_vocals_windows)
-    return w[:, w.shape[1] // 2, 0].astype(np.float64) * (10.0 / math.log(10.0))
+def vocal_energy_db(mfcc_vocals, mfcc_index) -> np.ndarray:
+    """Vocal energy envelope (dB) per video frame from the vocal MFCC rows and each frame's window
+    start (:func:`musicface.data.take_arrays`): the window's centre row's first coefficient, the log
+    frame energy (python_speech_features ``appendEnergy``: ln of the frame's power-spectrum sum),
+    converted to dB (x 10 / ln 10)."""
+    rows = np.asarray(mfcc_vocals)[np.asarray(mfcc_index) + CENTRE_ROW, 0]
+    return rows.astype(np.float64) * (10.0 / math.log(10.0))
 
 
 # ------------------------------------------------------------------------------------- per take
@@ -150,7 +151,7 @@ def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = FPS, tau
             return out
         out["lmd_mouth"] = M.lmd(lm_gen, lm_gt, region="mouth")
         out["lmd_face"] = M.lmd(lm_gen, lm_gt, region="face")
-        energy = vocal_energy_db(gt["mfcc_vocals"])[valid]
+        energy = vocal_energy_db(gt["mfcc_vocals"], gt["mfcc_index"])[valid]
         o_gen, o_gt = M.mouth_opening(lm_gen), M.mouth_opening(lm_gt)
         silent = M.silence_mask(energy)
         p = M.lipsync_proxy(o_gen, energy, opening_gt=o_gt, silent=silent)
@@ -369,6 +370,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
                 raise StepError("fewer than 3 frames with a tracked face")
             pose0 = gt["pose"][int(np.argmax(valid))]
             gen = model.generate(gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], info.subject,
+                                 mfcc_index=gt["mfcc_index"],
                                  pose0=pose0, seed=seed + rank)
             rows[info.take] = score_take(gen, gt, basis_dict, fps=fps, tau=tau, closed_threshold=closed_threshold,
                                          bfm_dir=bfm_dir)

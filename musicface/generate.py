@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import StepError, one_line, save_json, save_npz
-from preprocessing.timebase import FPS, MFCC_WIDTH, SR
+from preprocessing.timebase import FPS, SR
 
 
 # -------------------------------------------------------------------------------------- features
@@ -68,25 +68,29 @@ def separate(mix: np.ndarray, song_path, backend: str = "builtin", spleeter_pyth
 
 
 def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys=None) -> dict:
-    """MFCC windows ``(N, 39, 26)`` per available stream + ``n_frames``; N = ceil(duration * fps).
+    """MFCC rows per available stream, ``mfcc_index`` and ``n_frames``; N = ceil(duration * fps).
 
     The dataset's features exactly (``preprocessing.mfcc``: M = ceil(N * 100 / fps) rows at 100 Hz,
-    row 0 at song time 0, then one 39-row window per video frame). ``keys``: the streams to compute
+    row 0 at song time 0) in the form of :func:`musicface.data.take_arrays`: the rows padded to
+    ``(M + 38, 26)`` and ``mfcc_index`` ``(N,)``, the window of frame t being rows
+    ``mfcc_index[t] .. + 39`` (the model cuts them). ``keys``: the streams to compute
     (``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix``; default all available): a model uses either the
     two separated streams or the mix, never all three.
     """
+    from musicface.data import mfcc_centres, padded_rows
     from preprocessing.media import n_frames_cfr
-    from preprocessing.mfcc import features_at, mfcc_windows
+    from preprocessing.mfcc import features_at
     from preprocessing.timebase import n_mfcc_rows
 
     n = n_frames_cfr(len(mix) / SR, fps)
     if n < 1:
         raise StepError(f"song too short: {len(mix) / SR:.3f} s")
-    out = {"n_frames": n}
+    m = n_mfcc_rows(n, fps)
+    out = {"n_frames": n, "mfcc_index": mfcc_centres(0, n, m, fps)}
     for key, wav in (("mfcc_mix", mix), ("mfcc_vocals", vocals), ("mfcc_music", music)):
         if wav is not None and (keys is None or key in keys):
-            feats = features_at(np.asarray(wav, np.float32), 0, n_mfcc_rows(n, fps), SR)
-            out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=MFCC_WIDTH), np.float32)
+            feats = features_at(np.asarray(wav, np.float32), 0, m, SR)
+            out[key] = padded_rows(np.asarray(feats, np.float32))
     return out
 
 
@@ -161,7 +165,7 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
 
     t = time.perf_counter()
     gen = model.generate(feats.get("mfcc_vocals"), feats.get("mfcc_music"), feats.get("mfcc_mix"),
-                         subject, seed=seed)
+                         subject, seed=seed, mfcc_index=feats["mfcc_index"])
     timings["generate_s"] = time.perf_counter() - t
 
     params = params_from_output(gen, model.cfg.variant, FPS)

@@ -136,12 +136,14 @@ def generator_adversarial_loss(fake_logits, mask, count=None):
 
 def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig,
                    fake_logits: torch.Tensor | None = None,
-                   counts: dict | None = None) -> tuple[torch.Tensor, dict]:
+                   counts: dict | None = None, floats: bool = True) -> tuple[torch.Tensor, dict]:
     """Total generator loss (eq. 13) and its parts (detached floats, for metrics.csv).
 
     ``pred``: the model's normalised outputs (exp, pose, e_long, att); ``target``: exp, pose
     (normalised), e_long, and optionally exp_weight (E,) (see the module docstring); ``mask``:
     valid (B, T) float; ``counts``: the denominators (:func:`batch_counts`; default this batch's).
+    ``floats=False``: the parts as detached 0-dim tensors on the device instead (reading a float
+    waits for the device: the training loop reads them every few steps).
     """
     bw = tuple(cfg.mmd_bandwidths)
     w_exp = target.get("exp_weight")
@@ -163,4 +165,4 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
            else reg.new_zeros(()))
     total = cfg.lambda1 * reg + cfg.lambda2 * adv
     parts.update(reg=reg, adv=adv)
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: float(v.detach()) if floats else v.detach() for k, v in parts.items()}

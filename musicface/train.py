@@ -57,14 +57,17 @@ from tqdm import tqdm  # noqa: E402
 
 from musicface import losses  # noqa: E402
 from musicface.config import Config, from_dict, to_dict  # noqa: E402
-from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
+from musicface.data import (MFCC_KEYS, ShardError, WindowDataset, collate, open_shards,  # noqa: E402
+                            take_arrays)
 from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
+from musicface.model.musicface import MFCC_KEY  # noqa: E402
 from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
                                   sha256_file)
 from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 
+LOG_EVERY = 10  # steps between progress-bar updates (each reads the losses: a host synchronisation)
 METRIC_KEYS = ("loss", "reg", "adv", "disc", "exp_mse", "exp_vel", "pose_mmd", "pose_vel", "eye_l1",
                "eye_mmd", "att", "grad_norm")
 VAL_KEYS = ("val_reg", "val_exp_mse", "val_pose_vel", "val_eye_l1")
@@ -97,8 +100,9 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
         pair = valid.copy()
         pair[1:] &= valid[:-1]
         pair[0] = False
+        centre = (a["mfcc_index"] + CENTRE_ROW).numpy()  # each frame's own MFCC row
         for i, k in enumerate(MFCC_KEYS):
-            acc(f"mfcc{i}", a[k][:, CENTRE_ROW].numpy())
+            acc(f"mfcc{i}", a[k].numpy()[centre])
         acc("exp", a["exp"].numpy()[valid])
         acc("pose", a["pose"].numpy()[valid])
         acc("vel", a["pose_vel"].numpy()[pair])
@@ -140,7 +144,7 @@ def batch_to(batch: dict, device) -> dict:
 def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A reader batch -> (mfcc, normalised targets, mask, p0, v0)."""
     mask = b["valid"]
-    mfcc = {k: b[k] for k in MFCC_KEYS}
+    mfcc = {k: b[k] for k in (*MFCC_KEYS, "mfcc_index") if k in b}
     exp_n, pose_n = raw.normalise_targets(b["exp"], b["pose"])
     target = {"exp": exp_n, "pose": pose_n, "e_long": b["eye_long"]}
     if cfg.loss.exp_weighting == "variance":
@@ -163,30 +167,103 @@ def global_counts(mask: torch.Tensor) -> dict | None:
 
 
 def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) -> dict:
-    """One generator step and one discriminator step on batch ``b``; returns the logged numbers."""
+    """One generator step and one discriminator step on batch ``b`` (on the device).
+
+    Returns the logged numbers (:data:`METRIC_KEYS`) as 0-dim tensors on the device: reading one is
+    a host synchronisation, which the loop does every :data:`LOG_EVERY` steps, not every step. No
+    other synchronisation and only static shapes, so that the whole step can be captured in a CUDA
+    graph (:class:`GraphedStep`). ``train.bf16``: the forward passes under bfloat16 autocast, the
+    losses in float32."""
+    # (a captured graph must not keep autocast's cache of cast weights: PyTorch's CUDA-graph notes)
+    amp = torch.autocast(b["valid"].device.type, torch.bfloat16, enabled=cfg.train.bf16,
+                         cache_enabled=not cfg.train.cuda_graph)
     mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
     counts = global_counts(mask)
-    audio = raw.disc_audio(mfcc)
-    pred = gen(mfcc, b["subject"], p0, v0)
-    fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
-    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits, counts)
+    with amp:
+        audio = raw.disc_audio(mfcc)
+        pred = gen(mfcc, b["subject"], p0, v0)
+        fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
+    if cfg.train.bf16:
+        pred = _float32(pred)
+    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits.float(),
+                                          counts, floats=False)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-    gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
+    gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip, foreach=True)
     opt_g.step()
 
     # discriminator: real and generated sequences in one batch (one forward/backward per DDP step)
     opt_d.zero_grad(set_to_none=True)
-    logits = disc(torch.cat([target["pose"], pred["pose"].detach()]),
-                  torch.cat([target["e_long"], pred["e_long"].detach()]),
-                  torch.cat([audio, audio]), torch.cat([mask, mask]))
+    with amp:
+        logits = disc(torch.cat([target["pose"], pred["pose"].detach()]),
+                      torch.cat([target["e_long"], pred["e_long"].detach()]),
+                      torch.cat([audio, audio]), torch.cat([mask, mask]))
     n = mask.shape[0]
-    loss_d = losses.discriminator_loss(logits[:n], logits[n:], mask, counts)
+    loss_d = losses.discriminator_loss(logits[:n].float(), logits[n:].float(), mask, counts)
     loss_d.backward()
     opt_d.step()
-    parts.update(loss=float(loss_g.detach()), disc=float(loss_d.detach()), grad_norm=float(gnorm))
+    parts.update(loss=loss_g.detach(), disc=loss_d.detach(), grad_norm=gnorm.detach())
     return parts
+
+
+def _float32(x):
+    """Tensors of a (nested) dict in float32 (autocast outputs -> the losses)."""
+    if isinstance(x, dict):
+        return {k: _float32(v) for k, v in x.items()}
+    return x.float() if isinstance(x, torch.Tensor) else x
+
+
+def make_optimizer(params, lr: float, device: torch.device, graph: bool = False):
+    """Adam with the fused implementation (one kernel / one loop over all parameters instead of
+    ~15 small ops per parameter tensor; on CPU it rounds differently from the per-tensor loop by
+    ~1 ulp per step). ``graph``: capturable, with the LR as a device tensor that the scheduler
+    updates in place, so a CUDA graph replays the current LR."""
+    if graph:
+        lr_t = torch.tensor(lr, device=device)
+        return torch.optim.Adam(params, lr=lr_t, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class GraphedStep:
+    """``step(batch)`` run as one captured CUDA graph (``train.cuda_graph``; CUDA, one process).
+
+    The first ``warmup`` calls run eagerly on a side stream (they are ordinary training steps; CUDA
+    graphs need the optimiser state and the allocator warmed up). The next call copies its batch
+    into static input tensors and captures ``step`` on them (capture records kernels, runs none);
+    every call from then on copies the batch into the static inputs and replays the graph: one
+    launch for the whole step. The returned tensors are the graph's static outputs, overwritten by
+    the next replay.
+    A batch of another shape (a ragged last batch) runs eagerly.
+    """
+
+    def __init__(self, step, warmup: int = 3):
+        self.step, self.warmup, self.calls = step, warmup, 0
+        self.graph, self.static_in, self.static_out = None, None, None
+        self.replays = 0
+
+    def __call__(self, b: dict) -> dict:
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(b)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.static_in = {k: v.clone() for k, v in b.items()}
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_out = self.step(self.static_in)
+        elif any(v.shape != self.static_in[k].shape for k, v in b.items()):
+            return self.step(b)
+        else:
+            for k, v in b.items():
+                self.static_in[k].copy_(v, non_blocking=True)
+        self.graph.replay()
+        self.replays += 1
+        return self.static_out
 
 
 @torch.no_grad()
@@ -196,7 +273,8 @@ def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batc
         return {}
     raw.eval()
     sums, n = {}, 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         collate_fn=collate)
     for b in loader:
         b = batch_to(b, device)
         mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
@@ -276,6 +354,10 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     if tc.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        # no result here reads memory before writing it, so the NaN fill of every new tensor that
+        # deterministic mode adds by default only costs time (~900 fill ops per step, one kernel
+        # each on a GPU)
+        torch.utils.deterministic.fill_uninitialized_memory = False
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -290,12 +372,20 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
               file=sys.stderr)
     model.to(device).train()
     disc = Discriminator(MFCC_DIM * len(model.streams), cfg.model.disc_channels).to(device).train()
-    opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr)
+    graph = tc.cuda_graph
+    if graph and (device.type != "cuda" or world > 1):
+        raise ValueError(f"config key train.cuda_graph: needs one CUDA process (device {device}, "
+                         f"{world} processes)")
+    opt_g = make_optimizer(model.parameters(), tc.lr, device, graph)
+    opt_d = make_optimizer(disc.parameters(), tc.lr, device, graph)
 
-    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed)
+    # items carry the MFCC streams this variant reads, in page-locked memory when training on CUDA
+    reader = dict(mfcc_keys=tuple(MFCC_KEY[s] for s in model.streams),
+                  pin_memory=device.type == "cuda")
+    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed, **reader)
     try:
-        val_ds = WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1) if tc.val_samples else None
+        val_ds = (WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1, **reader)
+                  if tc.val_samples else None)
     except ShardError:
         val_ds = None  # no test take long enough: no validation column
     per_rank = tc.batch_size // world
@@ -318,6 +408,10 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         sched_g.load_state_dict(ck["sched_g"])
         sched_d.load_state_dict(ck["sched_d"])
         _set_rng_state(ck["rng"])
+        if graph:  # the loaded LR is a number again: back to the device tensor the graph reads
+            for opt in (opt_g, opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = torch.as_tensor(g["lr"], device=device).clone()
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
         rows = list(ck["metrics"])  # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
         if main_proc:
@@ -336,6 +430,10 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                 shards_config_sha=shards.config_sha, n_train_takes=len(shards.takes("train")),
                 config_sha=config_sha({k: config.get(k) for k in ("model", "train", "loss")}))
 
+    def one_step(b):
+        return train_step(gen, dsc, raw, b, cfg, opt_g, opt_d)
+
+    run_step = GraphedStep(one_step) if graph else one_step
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         ds.set_epoch(epoch)
@@ -343,25 +441,27 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                    if world > 1 else None)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=per_rank, sampler=sampler, shuffle=False, num_workers=tc.num_workers,
+            collate_fn=collate,
             generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch), pin_memory=device.type == "cuda")
-        sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        # per-epoch sums of the logged numbers, on the device, in float64 (the same additions as
+        # summing Python floats): read once per epoch, not once per step
+        sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         n_steps = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and main_proc),
                    file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
-        lr = opt_g.param_groups[0]["lr"]
+        lr = tc.lr * lr_factor(step, total, tc.decay_fraction)
         for b in bar:
-            lr = opt_g.param_groups[0]["lr"]  # the LR this step used (logged for the epoch's last step)
-            parts = train_step(gen, dsc, raw, batch_to(b, device), cfg, opt_g, opt_d)
+            lr = tc.lr * lr_factor(step, total, tc.decay_fraction)  # as LambdaLR sets it
+            parts = run_step(batch_to(b, device))
+            sums += torch.stack([parts[k] for k in METRIC_KEYS]).double()
             sched_g.step()
             sched_d.step()
             step += 1
             n_steps += 1
-            for k in METRIC_KEYS:
-                sums[k] += parts[k]
-            if n_steps % 10 == 0:
-                bar.set_postfix(loss=f"{parts['loss']:.3f}", d=f"{parts['disc']:.3f}")
+            if n_steps % LOG_EVERY == 0:
+                bar.set_postfix(loss=f"{float(parts['loss']):.3f}", d=f"{float(parts['disc']):.3f}")
         row = {"epoch": epoch + 1, "step": step, "samples": len(ds), "lr": lr,
-               **{k: v / max(n_steps, 1) for k, v in sums.items()}}
+               **dict(zip(METRIC_KEYS, (sums / max(n_steps, 1)).tolist()))}
         if main_proc:
             row.update(validate(raw, val_ds, cfg, device, per_rank))
             row["time_s"] = time.perf_counter() - t0

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from preprocessing.coeffs import expression_from_coeffs
@@ -241,6 +240,8 @@ def write_shard_set(out: str | os.PathLike, takes: list[TakeData], takes_per_sha
 # ------------------------------------------------------------------------------------------ CLI
 def build(split_tsv, basis_path, work_dir, out, takes_per_shard: int, config: dict) -> dict:
     """The rule's job: every take of split.tsv -> the shard set at ``out``."""
+    import pandas as pd  # not at the top: the writer alone (bench/train.py) needs no pandas
+
     rows = pd.read_csv(split_tsv, sep="\t", dtype=str, keep_default_na=False)
     if rows.empty:
         raise StepError(f"no take passed QC ({split_tsv} is empty): see qc.tsv beside it")

@@ -145,8 +145,9 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
 def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, monkeypatch):
     """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's
     steps, run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of
-    mfcc.npz; `musicface generate` on the same song file must hand the model exactly those rows'
-    per-frame windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
+    mfcc.npz; `musicface generate` on the same song file must hand the model rows and a
+    ``mfcc_index`` whose per-frame windows (``rows[i_t : i_t + 39]``, cut by the model) are exactly
+    those rows' windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
     vocals and music for a two-stream model, the mix for single_stream. Swapped streams or rows
     shifted by one (10 ms) fail here."""
     import inspect
@@ -178,7 +179,7 @@ def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, mon
 
     def spy(self, *args, **kwargs):
         bound = params.bind(self, *args, **kwargs)
-        seen.update({k: bound.arguments.get(k) for k in rows})
+        seen.update({k: bound.arguments.get(k) for k in (*rows, "mfcc_index")})
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(MusicFace, "generate", spy)
@@ -191,7 +192,9 @@ def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, mon
                 assert seen[key] is None, (ckpt, key)
                 continue
             want = mfcc_windows(rows[key], n, fps=30, width=39)
-            got = np.asarray(seen[key])
+            index = np.asarray(seen["mfcc_index"])
+            assert index.shape == (n,)
+            got = np.asarray(seen[key])[index[:, None] + np.arange(39)]  # the model's cut
             assert got.shape == want.shape == (n, 39, 26), (ckpt, key, got.shape)
             np.testing.assert_array_equal(got, want, err_msg=f"{ckpt}: {key}")
             # the check has teeth: the neighbouring rows, or another stream, differ clearly

@@ -168,7 +168,8 @@ def test_training_loss_falls_and_the_model_generalises(trained, shards):
     path, takes = shards
     a = take_arrays(open_shards(path), "singer2_song3", landmarks=False)
     g = model.generate(a["mfcc_vocals"].numpy(), a["mfcc_music"].numpy(), a["mfcc_mix"].numpy(),
-                       subject="singer2", pose0=a["pose"][0].numpy())
+                       subject="singer2", pose0=a["pose"][0].numpy(),
+                       mfcc_index=a["mfcc_index"].numpy())
     ok = a["valid"].numpy() > 0
     gt = a["exp"].numpy()[ok]
     r = [np.corrcoef(g["exp"][ok][:, i], gt[:, i])[0, 1] for i in range(E)]
@@ -202,6 +203,13 @@ def test_resume_with_another_model_config_is_refused(trained, shards):
     other["model"]["hidden"] = 24
     with pytest.raises(ValueError, match="was trained with another model config"):
         train(shards[0], other, out, resume=True, progress=False)
+
+
+def test_gpu_only_switches_are_refused_on_cpu(shards, tmp_path):
+    """train.cuda_graph needs one CUDA process: on CPU it stops at once with the key's name."""
+    msg = r"train.cuda_graph: needs one CUDA process \(device cpu, 1 processes\)"
+    with pytest.raises(ValueError, match=msg):
+        train(shards[0], tiny_config(cuda_graph=True, device="cpu"), tmp_path / "g", progress=False)
 
 
 # ---------------------------------------------------------------------- resume and processes
@@ -305,6 +313,58 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_batches(gappy_shar
     for k in one_disc:
         torch.testing.assert_close(r0["disc"][k], one_disc[k], rtol=0, atol=2e-5,
                                    msg=lambda m: f"discriminator {k}: {m}")
+
+
+# The packages a bare GPU machine has (bench/gpu.sh): torch, numpy, h5py, scipy, PyYAML, tqdm,
+# psutil. Every other import name of requirements.txt is blocked in the subprocess below.
+NOT_ON_GPU_MACHINE = ("pandas", "av", "imageio_ffmpeg", "soundfile", "librosa",
+                      "python_speech_features", "skimage", "sklearn", "matplotlib", "mediapipe",
+                      "cv2", "syncnet_python", "stempeg", "snakemake",
+                      "snakemake_executor_plugin_slurm", "torchvision", "PIL", "pytest")
+GPU_MACHINE_SCRIPT = """
+import importlib.machinery, sys
+blocked = set(sys.argv[2].split(","))
+
+class Blocker:  # finds the blocked modules (so that nothing else does) and fails to load them
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not installed on the GPU machine")
+
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, Blocker())
+from pathlib import Path
+sys.path.insert(0, "bench")
+import gpu_checks, reader, train as bench_train  # bench/gpu.sh's three scripts
+from musicface.train import train
+out = Path(sys.argv[1])
+bench_train.random_shards(out / "shards", seconds=20)
+cfg = {"model": %r, "train": {"epochs": 1, "samples_per_epoch": 16, "batch_size": 8, "window": 32,
+                              "val_samples": 8, "device": "cpu"}}
+train(out / "shards", cfg, out / "run", progress=False)
+from preprocessing import shards as sh
+import numpy as np
+sh.write_shard_set(out / "r", [reader.synthetic_take(0, 600, np.random.default_rng(0))], 8, "x")
+r = reader.reader(out / "r", 64)
+print("ok", sorted(blocked & set(sys.modules)), r["item_bytes"])
+"""
+
+
+def test_gpu_bench_needs_only_the_gpu_machine_packages(tmp_path, repo):
+    """bench/gpu.sh's scripts and the training path import nothing beyond torch, numpy, h5py,
+    scipy, PyYAML, tqdm and psutil: with every other requirement blocked they still write
+    shards, train an epoch on them and run the reader benchmark."""
+    script = GPU_MACHINE_SCRIPT % (TINY_MODEL,)
+    p = subprocess.run([sys.executable, "-c", script, str(tmp_path), ",".join(NOT_ON_GPU_MACHINE)],
+                       cwd=repo, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().splitlines()[-1] == "ok [] 186456"
+    assert (tmp_path / "run" / "model.pt").exists()
 
 
 # ----------------------------------------------------------------------------------- the CLI
