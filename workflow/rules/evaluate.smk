@@ -7,6 +7,8 @@ EVAL_CMD = (
     "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
     " --basis {input.basis:q} --out {params.out:q} {params.args} > {log:q} 2>&1"
 )
+# the main run also gathers the rendered-video metrics (render.smk) when render.enabled
+RENDER_EVAL = " --render-metrics {input.render:q}"
 
 
 rule evaluate:
@@ -14,6 +16,7 @@ rule evaluate:
         model=rules.train.output.model,
         shards=SHARDS,
         basis="dataset/exp_basis.npz",
+        render=lambda wc: render_metrics(wc),
     output:
         **eval_outputs(RUN),
     params:
@@ -29,7 +32,7 @@ rule evaluate:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        EVAL_CMD
+        EVAL_CMD.replace(" > {log:q}", RENDER_EVAL + " > {log:q}")
 
 
 rule ablation_evaluate:

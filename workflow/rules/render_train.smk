@@ -1,0 +1,35 @@
+# render_train: one subject's renderer (conditional GAN) from the render data of its training takes
+# -> runs/<name>/render/<subject>.pt (self-contained, names its subject). Resumes from
+# runs/<name>/render/<subject>.state.pt like train; a GPU through the SLURM profile.
+
+
+def subject_render_data(wildcards):
+    """The render data of every take of the subject (the step keeps the training takes)."""
+    takes = SAMPLES.loc[SAMPLES["subject"] == wildcards.subject, "take"]
+    if not len(takes):
+        raise WorkflowError(f"render_train: no take of subject '{wildcards.subject}' in the sample sheet")
+    return expand("work/takes/{take}/render.h5", take=takes)
+
+
+rule render_train:
+    input:
+        data=subject_render_data,
+        split="dataset/split.tsv",
+    output:
+        model=f"runs/{RUN}/render/{{subject}}.pt",
+    params:
+        cfg=lambda wc: q(json.dumps(config["render"], sort_keys=True)),
+        threads=lambda wc, threads: threads,
+    log:
+        f"logs/render_train/{RUN}/{{subject}}.log",
+    benchmark:
+        f"benchmarks/render_train/{RUN}/{{subject}}.tsv"
+    threads: workflow.cores or 1  # None with `snakemake --unlock`
+    resources:
+        mem_mb=6000,
+        gpu=1,
+    conda:
+        "../../envs/musicface.yaml"
+    shell:
+        "python -m musicface.cli render-train --subject {wildcards.subject} --config-json {params.cfg}"
+        " --threads {params.threads} --resume --out {output.model:q} {input.data:q} > {log:q} 2>&1"
