@@ -112,7 +112,10 @@ def _lr_at(step: int, steps: int, lr: float, decay_fraction: float) -> float:
 
 def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_size: int, lr: float,
           decay_fraction: float, seed: int, save_every: int, device: str = "auto", vgg_weights=None,
-          vgg_arch: str = "vgg19", resume: bool = False, progress: bool = True) -> dict:
+          vgg_arch: str = "vgg19", resume: bool = False, until: int | None = None,
+          progress: bool = True) -> dict:
+    """Train (module docstring). ``until``: stop after that step with the state saved and no renderer
+    file written, as a killed run would (tests)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -168,7 +171,8 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
     bar = tqdm(total=steps, initial=step, desc=f"render-train {subject}", unit="step", disable=not progress,
                mininterval=5)
     try:
-        while step < steps:
+        stop = steps if until is None else min(until, steps)
+        while step < stop:
             rng = np.random.default_rng([seed, step])
             cond, real = data.batch(rng, batch_size)
             cond, real = cond.to(dev), real.to(dev)
@@ -192,11 +196,13 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
                     f"{terms[k].item():.5f}" if k in terms else "" for k in ("gan", "fm", "l1", "vgg")]
                     + [f"{time.perf_counter() - t0:.1f}"])
                 log_fh.flush()
-            if step % save_every == 0 or step == steps:
+            if step % save_every == 0 or step == stop:
                 save_state()
     finally:
         bar.close()
         log_fh.close()
+    if step < steps:
+        return {"steps_done": step}
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
             "takes": [t.take for t in takes], "canonical_take": canon.take, "frames": int(len(data.index)),
             "vgg": bool(vgg), "seconds": round(time.perf_counter() - t0, 1)}

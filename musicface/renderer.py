@@ -180,6 +180,7 @@ class MultiScaleDiscriminator(nn.Module):
 VGG_LAYERS = {"vgg11": (1, 4, 9, 14, 19), "vgg13": (1, 6, 11, 16, 21), "vgg16": (1, 6, 11, 18, 25),
               "vgg19": (1, 6, 11, 20, 29)}  # index of relu1_1 .. relu5_1 in torchvision's features
 VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg.cfgs
 
 
 class VGGLoss(nn.Module):
@@ -199,8 +200,14 @@ class VGGLoss(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=True)
         feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         last = VGG_LAYERS[arch][-1]
-        self.features = getattr(torchvision.models, arch)(weights=None).features[:last + 1]
-        missing, unexpected = self.features.load_state_dict(feats, strict=False)
+        # torchvision's VGG feature stack without the classifier (100M parameters we do not need)
+        layout = torchvision.models.vgg.cfgs[VGG_CFG[arch]]
+        self.features = torchvision.models.vgg.make_layers(layout, batch_norm=False)[:last + 1]
+        try:
+            missing, _ = self.features.load_state_dict(feats, strict=False)
+        except RuntimeError as e:  # shapes that do not fit
+            raise ValueError(f"{path} is not a torchvision {arch} state_dict: "
+                             f"{' '.join(str(e).split())[:200]}") from e
         if missing:
             raise ValueError(f"{path} is not a torchvision {arch} state_dict: missing {missing[:3]}")
         self.features.eval().requires_grad_(False)

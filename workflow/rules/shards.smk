@@ -21,7 +21,7 @@ rule shards:
         per_shard=config["shards"]["takes_per_shard"],
         # only the sections that shape the data: editing model/train keys must not rebuild the shards
         config_json=lambda wc: q(json.dumps({k: v for k, v in config.items()
-                                             if k not in ("model", "train", "evaluate")}, sort_keys=True)),
+                                             if k not in ("model", "train", "evaluate", "render")}, sort_keys=True)),
     log:
         "logs/shards.log",
     benchmark:
