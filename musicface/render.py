@@ -290,7 +290,7 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
     # 4. the figure: real | reconstruction | generated
     frame_grid(out_dir / f"{take}.png", {"real": rt.frame, "reconstruction": recon_cache.__getitem__,
                                          "generated": kept.__getitem__}, cols,
-               labels=[f"{i / FPS:.1f}s eye {rt.eye[i]:.1f}" for i in cols])
+               labels=[f"t={i / FPS:.1f}s e={rt.eye[i]:.1f}" for i in cols])
     result["figure"] = f"{take}.png"
     result["definitions"] = DEFINITIONS
     clean = {k: (M.finite_or_none(v) if isinstance(v, float) else v) for k, v in result.items()}
