@@ -13,11 +13,13 @@
   what generation gives it (:func:`musicface.raster.conditions`, with the take's identity shape from
   ``coeffs.npz`` and the expression basis). Frames without a tracked face are left out of training.
 * **Frames**: JPEG (quality ``JPEG_QUALITY``, OpenCV) in an HDF5 variable-length dataset, one per frame.
-  Chosen by measurement (``bench/render.py`` ``storage``, 128 px, 30 fps): JPEG q95 ~7 MB per video
-  minute and ~5,000 frames/s random reads on one core; raw uint8 in HDF5 (gzip 1) ~50 MB/min and
-  slower to read; H.264 (CRF 18) ~1 MB/min but no random access (a training batch would decode
-  whole GOPs). Conditions: uint8 ``(N, 4, S, S)``, one gzip chunk per frame (mostly empty pixels:
-  ~1 MB/min at 128 px).
+  Chosen by measurement (``bench/render.py`` ``storage``; demo-singer frames, 30 fps, one core on a
+  loaded machine): at 128 / 256 px JPEG q95 takes 14 / 38 MB per video minute, reads back in random
+  order at ~1,500 / ~650 frames/s, 40 / 42 dB PSNR; raw uint8 (HDF5 gzip 1) 76 / 284 MB/min; PNG
+  57 / 197 MB/min and slower to decode; H.264 (CRF 18) only 0.7 / 1.1 MB/min but without random
+  access (every sampled training frame would decode its GOP). Conditions: uint8 ``(N, 4, S, S)``,
+  one gzip chunk per frame, ~15 MB/min at 128 px (the PNCC gradient compresses poorly; drawing them
+  again at each training step would cost ~13 ms of a ~60 ms sample instead).
 
 render.h5: ``frames`` (N,) vlen uint8 (JPEG), ``cond`` u1 (N, 4, S, S), ``valid`` u1 (N,), ``eye``,
 ``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``[, ``align``]),

@@ -174,6 +174,7 @@ def q(value):
 
 def run_config(variant=None):
     cfg = json.loads(json.dumps(config))
+    cfg.pop("render", None)  # the renderer's settings never change the model (no retraining)
     if variant is not None:
         cfg["model"]["variant"] = variant
     return q(json.dumps(cfg, sort_keys=True))
