@@ -47,7 +47,7 @@ rule render_take:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m musicface.cli render --renderer {input.renderer:q} --checkpoint {input.model:q}"
+        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render --renderer {input.renderer:q} --checkpoint {input.model:q}"
         " --shards {input.shards:q} --data {input.data:q} --mix {input.mix:q} --take {wildcards.take}"
         " --out-dir {params.out:q} --seed {params.seed} --device {params.device} --threads {threads}"
         " > {log:q} 2>&1"

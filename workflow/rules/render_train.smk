@@ -1,6 +1,8 @@
 # render_train: one subject's renderer (conditional GAN) from the render data of its training takes
 # -> runs/<name>/render/<subject>.pt (self-contained, names its subject). Resumes from
 # runs/<name>/render/<subject>.state.pt like train; a GPU through the SLURM profile.
+# OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin while waiting made a CPU step ~6x slower when
+# other processes share the cores (measured: 2 threads, machine load 10: 7.2 s vs 1.2 s per step).
 
 
 def subject_render_data(wildcards):
@@ -31,5 +33,5 @@ rule render_train:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m musicface.cli render-train --subject {wildcards.subject} --config-json {params.cfg}"
+        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render-train --subject {wildcards.subject} --config-json {params.cfg}"
         " --threads {params.threads} --resume --out {output.model:q} {input.data:q} > {log:q} 2>&1"
