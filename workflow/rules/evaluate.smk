@@ -8,7 +8,11 @@ EVAL_CMD = (
     " --basis {input.basis:q} --out {params.out:q} {params.args} > {log:q} 2>&1"
 )
 # the main run also gathers the rendered-video metrics (render.smk) when render.enabled
-RENDER_EVAL = " --render-metrics {input.render:q}"
+EVAL_RENDER_CMD = (
+    "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
+    " --basis {input.basis:q} --out {params.out:q} {params.args} --render-metrics {input.render:q}"
+    " > {log:q} 2>&1"
+)
 
 
 rule evaluate:
@@ -32,7 +36,7 @@ rule evaluate:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        EVAL_CMD.replace(" > {log:q}", RENDER_EVAL + " > {log:q}")
+        EVAL_RENDER_CMD
 
 
 rule ablation_evaluate:

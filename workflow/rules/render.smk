@@ -4,23 +4,6 @@
 # is made (checkpoint split), so only the test subjects' renderers are trained.
 
 
-def test_takes():
-    """Test takes of dataset/split.tsv (a checkpoint: the DAG is re-evaluated once it exists)."""
-    split = pd.read_csv(checkpoints.split.get().output.split, sep="\t", dtype=str, keep_default_na=False)
-    return sorted(split.loc[split["split"] == "test", "take"])
-
-
-def render_outputs(kind="video"):
-    """Outputs of rule render_take for every test take (``kind``: video, recon, metrics, figure)."""
-    ext = {"video": ".mp4", "recon": ".recon.mp4", "metrics": ".json", "figure": ".png"}[kind]
-    return [f"runs/{RUN}/render/{take}{ext}" for take in test_takes()]
-
-
-def render_metrics(wildcards):
-    """evaluate's input: the rendered-video metrics of the test takes, when render.enabled."""
-    return render_outputs("metrics") if config["render"]["enabled"] else []
-
-
 rule render_take:
     input:
         renderer=lambda wc: f"runs/{RUN}/render/{SAMPLES.loc[wc.take, 'subject']}.pt",
@@ -51,10 +34,6 @@ rule render_take:
         " --shards {input.shards:q} --data {input.data:q} --mix {input.mix:q} --take {wildcards.take}"
         " --out-dir {params.out:q} --seed {params.seed} --device {params.device} --threads {threads}"
         " > {log:q} 2>&1"
-
-
-def render_targets():
-    return render_outputs("video") + render_outputs("recon") + render_outputs("figure")
 
 
 rule render:

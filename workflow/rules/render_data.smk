@@ -3,12 +3,6 @@
 # Only the takes of subjects that get a renderer are ever asked for (render_train's inputs).
 
 
-def render_bfm_arg(wildcards):
-    """deep3d coefficients: the Basel Face Model folder gives the renderer's mesh."""
-    bfm_dir = config["coeffs"]["deep3d"]["bfm_dir"]
-    return f"--bfm-dir {q(bfm_dir)}" if config["coeffs"]["backend"] == "deep3d" and bfm_dir else ""
-
-
 rule render_data:
     input:
         video=take_video,

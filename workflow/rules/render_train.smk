@@ -5,14 +5,6 @@
 # other processes share the cores (measured: 2 threads, machine load 10: 7.2 s vs 1.2 s per step).
 
 
-def subject_render_data(wildcards):
-    """The render data of every take of the subject (the step keeps the training takes)."""
-    takes = SAMPLES.loc[SAMPLES["subject"] == wildcards.subject, "take"]
-    if not len(takes):
-        raise WorkflowError(f"render_train: no take of subject '{wildcards.subject}' in the sample sheet")
-    return expand("work/takes/{take}/render.h5", take=takes)
-
-
 rule render_train:
     input:
         data=subject_render_data,
