@@ -133,9 +133,13 @@ def lip_scores(video, n: int, driving: np.ndarray, energy_db: np.ndarray, valid:
     from musicface import metrics as M
     from preprocessing.track import track_video
 
-    tr = track_video(str(video), n, progress=False)
+    frames = int(np.asarray(valid, bool).sum())
+    try:
+        tr = track_video(str(video), n, progress=False)
+    except StepError as e:  # a renderer that draws no face: the metrics are missing, not the take
+        return {"retracked_frames": 0, "frames": frames, "retrack_error": one_line(e)}
     ok = tr["valid"].astype(bool) & np.asarray(valid, bool)
-    out = {"retracked_frames": int(ok.sum()), "frames": int(np.asarray(valid, bool).sum())}
+    out = {"retracked_frames": int(ok.sum()), "frames": frames}
     if ok.sum() < 3:
         return out
     got = tr["landmarks"][ok, :, :2].astype(np.float64)
@@ -286,6 +290,9 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
         drive = driving_landmarks(gen["exp"], gen["pose"], renderer_geometry_for(rt), renderer.basis)
         lips = lip_scores(gen_path, n, drive, energy, np.ones(n, bool))
         result.update({k: v for k, v in lips.items() if not k.startswith("_")})
+        if "lmd_mouth_rendered" not in lips:
+            why = f"FaceMesh found a face in {lips['retracked_frames']} of {n} rendered frames"
+            result["notes"] = {k: why for k in ("lmd_mouth_rendered", "lip_energy_corr_rendered")}
 
     # 4. the figure: real | reconstruction | generated
     frame_grid(out_dir / f"{take}.png", {"real": rt.frame, "reconstruction": recon_cache.__getitem__,
