@@ -8,8 +8,9 @@ with a z-buffer into a PNCC-style map, plus an eye attention channel filled with
 
 Channels of one condition frame (:data:`CHANNELS`): ``pncc_x, pncc_y, pncc_z`` = the reference-face
 coordinates of the visible surface point, each normalised to [0, 1] over the mesh (0 = no face), and
-``eye`` = the eye state (0 open .. 1 closed, eq. 9) inside both eye openings, 0 elsewhere. Stored and
-fed as uint8 (x 255).
+``eye`` = the eye attention map: inside both eye openings ``EYE_OPEN + (1 - EYE_OPEN) e`` for the eye
+state e (0 open .. 1 closed, eq. 9), so the openings are marked even when the eyes are open (the
+renderer's loss weights them, :mod:`musicface.renderer`), 0 elsewhere. Stored and fed as uint8 (x 255).
 
 Mesh (builtin coefficients): the 468 FaceMesh vertices of ``s R (identity + residual(exp)) + t``
 (:mod:`preprocessing.coeffs`: the expression basis and the pose convention), seen orthographically as
@@ -46,6 +47,7 @@ import numpy as np
 from preprocessing import landmarks as fm
 
 CHANNELS = ("pncc_x", "pncc_y", "pncc_z", "eye")
+EYE_OPEN = 0.2  # the eye channel of an open eye (1.0 = closed)
 N_MESH = 468  # FaceMesh vertices covered by the tesselation (the 10 iris points are not)
 N_TRIANGLES = 852
 BFM_TRI = Path(__file__).resolve().parent.parent / "preprocessing" / "data" / "deep3dfacerecon" / "bfm_tri.npz"
@@ -248,7 +250,7 @@ def condition_frame(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, pncc: 
     allz = np.concatenate([z[:v], ez])
     attrs = np.zeros((len(allxy), 4), np.float32)
     attrs[:v, :3] = pncc
-    attrs[v:, 3] = float(np.clip(eye, 0.0, 1.0))
+    attrs[v:, 3] = EYE_OPEN + (1.0 - EYE_OPEN) * float(np.clip(eye, 0.0, 1.0))
     tris = np.concatenate([triangles, etri + v])
     return rasterize(allxy, allz, tris, attrs, size)
 

@@ -52,6 +52,7 @@ def _retrack(video, n):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_rendered_mouth_and_eyes_follow_the_driving_parameters(render_project):
     """FaceMesh re-tracked on the reconstruction (ground-truth parameters rendered): the mouth opening
     follows the driving one (r >= 0.8) and frames whose eye state is closed show closed eyes."""
@@ -80,6 +81,7 @@ def test_rendered_mouth_and_eyes_follow_the_driving_parameters(render_project):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_all_writes_videos_figure_and_rendered_metrics(render_project):
     import av
 
@@ -108,6 +110,7 @@ def test_all_writes_videos_figure_and_rendered_metrics(render_project):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
     """musicface generate --render on the stempeg MUSDB18 clip: video.mp4, one frame per 1/30 s, with audio."""
     import av
@@ -134,6 +137,7 @@ def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_wrong_missing_or_corrupt_renderer_is_one_line(render_project, tmp_path, run_cli):
     run, subject = render_project["run"], render_project["subject"]
     other = next(s for s in render_project["subjects"] if s != subject)

@@ -41,6 +41,7 @@ def test_jpeg_round_trip_is_close():
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_render_data_of_the_test_take(render_project):
     from musicface.data import open_shards, take_arrays
     from preprocessing.media import crop_square, iter_frames

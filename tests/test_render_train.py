@@ -81,6 +81,7 @@ def test_checkpoint_is_self_contained_and_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_training_resumes_to_the_same_weights(render_project, tmp_path):
     """2 steps + resume 2 steps == 4 steps straight (batches are a function of (seed, step))."""
     from musicface.render_data import build
@@ -110,6 +111,7 @@ def test_training_resumes_to_the_same_weights(render_project, tmp_path):
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
+@pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_renderer_learns_the_demo_subject(render_project):
     run, take, subject = render_project["run"], render_project["take"], render_project["subject"]
     r = load_renderer(run / "runs/demo/render" / f"{subject}.pt", subject=subject)
