@@ -9,8 +9,9 @@ rendering, peak memory against song length.
   face and stored four ways: MB per video minute, frames/s read back in random order (HDF5) or in
   order (H.264, which has no random access), PSNR of what comes back;
 * ``train_step_s``: one renderer training step (G + D, batch 4) at each size, demo widths
-  (channels 16, disc 16) and default widths (32, 32), torch threads = ``--threads``;
-* ``render_fps``: generator frames/s (batch 16) at each size, both widths;
+  (channels 16, disc 16) and default widths (32, 32), torch threads = ``--threads``; ``_cpu_s``: the
+  process's CPU seconds for it (steadier than wall time on a shared machine);
+* ``render_fps``: generator frames/s (batch 16) at each size, both widths (and per CPU second);
 * ``memory``: peak RSS of rendering a 30 s and a 5 min parameter sequence (tiny network, streamed).
 ``load`` holds /proc/loadavg before and after: numbers are noisy on a shared machine.
 """
@@ -163,9 +164,9 @@ def bench_network(sizes, threads: int, steps: int = 3) -> dict:
             b = 4
             cond, ref = torch.rand(b, cfg.cond_channels, size, size), torch.rand(b, 3, size, size) * 2 - 1
             real = torch.rand(b, 3, size, size) * 2 - 1
-            times = []
+            times, cpu = [], []
             for i in range(steps + 1):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fake = G(cond, ref)
                 od.zero_grad()
                 discriminator_loss(D, cond, fake, real, cfg).backward()
@@ -174,16 +175,18 @@ def bench_network(sizes, threads: int, steps: int = 3) -> dict:
                 generator_losses(D, cond, fake, real, cfg)["total"].backward()
                 og.step()
                 times.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
             G.eval()
             with torch.no_grad():
                 x = torch.rand(16, cfg.cond_channels, size, size)
                 r = torch.rand(16, 3, size, size)
                 G(x, r)
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 G(x, r)
-                fps = 16 / (time.perf_counter() - t)
-            out[f"{size}_{label}"] = {"train_step_s": round(float(np.median(times[1:])), 3), "batch": b,
-                                      "render_fps": round(fps, 1),
+                fps, fps_cpu = 16 / (time.perf_counter() - t), 16 / (time.process_time() - c)
+            out[f"{size}_{label}"] = {"train_step_s": round(float(np.median(times[1:])), 3),
+                                      "train_step_cpu_s": round(float(np.median(cpu[1:])), 3), "batch": b,
+                                      "render_fps": round(fps, 1), "render_fps_per_cpu_s": round(fps_cpu, 1),
                                       "g_params": sum(p.numel() for p in G.parameters()),
                                       "d_params": sum(p.numel() for p in D.parameters())}
     return out
