@@ -113,16 +113,18 @@ def test_all_writes_videos_figure_and_rendered_metrics(render_project):
 @pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
     """musicface generate --render on the stempeg MUSDB18 clip: video.mp4, one frame per 1/30 s, with audio."""
+    import importlib.util
+
     import av
-    import stempeg
+    from scipy.io import wavfile
 
     from preprocessing.media import decode_audio
 
+    # stempeg's example file (importing stempeg itself needs an ffmpeg binary)
+    clip = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
     run, subject = render_project["run"], render_project["subject"]
     song = tmp_path / "falcon.wav"
-    from scipy.io import wavfile
-
-    audio, sr = decode_audio(stempeg.example_stem_path(), sr=16000, stream=0)
+    audio, sr = decode_audio(clip, sr=16000, stream=0)
     wavfile.write(song, 16000, audio[:16000 * 3 + 5000].astype(np.float32))  # 3.3125 s
     out = tmp_path / "out"
     run_cli(["musicface.cli", "generate", song, "--checkpoint", run / "runs/demo/model.pt", "--subject", subject,
