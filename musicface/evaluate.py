@@ -13,7 +13,11 @@ rank, initial pose = the take's first valid ground-truth pose) and is scored aga
   renderer-free proxy (corr of mouth opening with vocal energy; mouth-open ratio in vocal silence);
 * pose realism: CCA of head-pose speed (pooled over test takes), roughness (Eq. 14, deg/frame^2);
 * eye realism: CCA of the long-closure state (e_long vs ground-truth eye_long; the short blinks are
-  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration.
+  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration;
+* rendered video (``--render-metrics``: the ``<take>.json`` files of ``musicface render``): SSIM and
+  PSNR of the held-out reconstruction (and of the mean-frame baseline), CPBD of the generated video
+  (ground truth: the real frames'), LMD and mouth-voice correlation of FaceMesh re-tracked on it;
+  their folder's ``<take>.mp4`` also give AVC when SyncNet weights are set.
 
 Outputs in ``--out``: ``metrics.json`` (summary, ground-truth reference values, per take, definitions),
 ``table.md`` (paper Table 1 layout), and figures ``pose.png`` (Fig. 5b), ``attention.png`` (Fig. 6),
