@@ -1,5 +1,5 @@
-"""Renderer speed and memory (JSON on stdout): condition rasterisation, frame storage, training step,
-rendering, peak memory against song length.
+"""Renderer speed and memory (JSON on stdout): condition rasterisation, frame storage, training
+step, rendering, peak memory against song length.
 
     .venv/bin/python bench/render.py [--sizes 128 256] [--quick]
 
@@ -15,6 +15,7 @@ rendering, peak memory against song length.
 * ``memory``: peak RSS of rendering a 30 s and a 5 min parameter sequence (tiny network, streamed).
 ``load`` holds /proc/loadavg before and after: numbers are noisy on a shared machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,17 @@ def bench_raster(sizes) -> dict:
 
     ref = load_reference()["shape"]
     rng = np.random.default_rng(0)
-    basis = {"mean": np.zeros(1434, np.float32), "components": rng.normal(0, 0.01, (64, 1434)).astype(np.float32)}
+    basis = {
+        "mean": np.zeros(1434, np.float32),
+        "components": rng.normal(0, 0.01, (64, 1434)).astype(np.float32),
+    }
     out = {}
     for size in sizes:
         geo = R.Geometry(identity=ref, frame_size=(640, 480), box=(130.0, 50.0, 380.0))
         n = 300
-        pose = np.tile([0.0, 0.0, 0.0, 0.0, 0.0, math.log(0.2)], (n, 1)) + rng.normal(0, 0.03, (n, 6))
+        pose = np.tile([0.0, 0.0, 0.0, 0.0, 0.0, math.log(0.2)], (n, 1)) + rng.normal(
+            0, 0.03, (n, 6)
+        )
         exp, eye = rng.normal(0, 1, (n, 64)), rng.uniform(0, 1, n)
         R.conditions(exp[:2], pose[:2], eye[:2], geo, basis, size)  # compile
         t = time.perf_counter()
@@ -63,8 +69,10 @@ def bench_raster(sizes) -> dict:
         t = time.perf_counter()
         for _ in range(100):
             R.rasterize(xy, ref[:468, 2], tri, attrs, size)
-        out[str(size)] = {"conditions_fps": round(fps, 1),
-                          "zbuffer_ms": round((time.perf_counter() - t) * 10, 3)}
+        out[str(size)] = {
+            "conditions_fps": round(fps, 1),
+            "zbuffer_ms": round((time.perf_counter() - t) * 10, 3),
+        }
     return out
 
 
@@ -76,7 +84,9 @@ def demo_frames(n: int, size: int) -> np.ndarray:
     t = np.arange(n) / 30
     frames = []
     for i in range(n):
-        pose = np.array([0.05 * np.sin(t[i]), 0.1 * np.sin(0.7 * t[i]), 0.1 * np.sin(0.5 * t[i]), 0, 0, 0])
+        pose = np.array(
+            [0.05 * np.sin(t[i]), 0.1 * np.sin(0.7 * t[i]), 0.1 * np.sin(0.5 * t[i]), 0, 0, 0]
+        )
         rgb = r.render(pose, 0.5 + 0.5 * np.sin(6 * t[i]), float(i % 45 < 5))
         frames.append(crop_square(rgb, 130, 40, 380, size))
     return np.stack(frames)
@@ -95,21 +105,25 @@ def bench_storage(size: int, n: int) -> dict:
     out = {}
 
     def psnr(a, b):
-        return float(10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b) ** 2), 1e-12)))
+        return float(10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-12)))
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        for name, enc, dec in (("jpeg_q95_hdf5", lambda x: encode_jpeg(x, 95), decode_jpeg),
-                               ("jpeg_q90_hdf5", lambda x: encode_jpeg(x, 90), decode_jpeg),
-                               ("png_hdf5", None, None)):
+        for name, enc, dec in (
+            ("jpeg_q95_hdf5", lambda x: encode_jpeg(x, 95), decode_jpeg),
+            ("jpeg_q90_hdf5", lambda x: encode_jpeg(x, 90), decode_jpeg),
+            ("png_hdf5", None, None),
+        ):
             import cv2
 
             if name == "png_hdf5":
+
                 def enc(x):
                     return cv2.imencode(".png", x[..., ::-1])[1].reshape(-1)
 
                 def dec(b):
                     return cv2.imdecode(b, cv2.IMREAD_COLOR)[..., ::-1]
+
             p = d / f"{name}.h5"
             with h5py.File(p, "w") as f:
                 ds = f.create_dataset("frames", (n,), dtype=h5py.vlen_dtype(np.uint8))
@@ -120,29 +134,48 @@ def bench_storage(size: int, n: int) -> dict:
                 t = time.perf_counter()
                 back = {int(i): dec(ds[int(i)]) for i in order}
                 fps = n / (time.perf_counter() - t)
-            out[name] = {"mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2), "read_fps": round(fps),
-                         "psnr_db": round(float(np.mean([psnr(back[i], frames[i]) for i in range(0, n, 10)])), 1),
-                         "random_access": True}
+            out[name] = {
+                "mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2),
+                "read_fps": round(fps),
+                "psnr_db": round(
+                    float(np.mean([psnr(back[i], frames[i]) for i in range(0, n, 10)])), 1
+                ),
+                "random_access": True,
+            }
         p = d / "raw.h5"
         with h5py.File(p, "w") as f:
-            f.create_dataset("frames", data=frames, chunks=(1, size, size, 3), compression="gzip",
-                             compression_opts=1)
+            f.create_dataset(
+                "frames",
+                data=frames,
+                chunks=(1, size, size, 3),
+                compression="gzip",
+                compression_opts=1,
+            )
         with h5py.File(p, "r") as f:
             ds = f["frames"]
             t = time.perf_counter()
             for i in order:
                 ds[int(i)]
             fps = n / (time.perf_counter() - t)
-        out["raw_gzip1_hdf5"] = {"mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2), "read_fps": round(fps),
-                                 "psnr_db": None, "random_access": True}
+        out["raw_gzip1_hdf5"] = {
+            "mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2),
+            "read_fps": round(fps),
+            "psnr_db": None,
+            "random_access": True,
+        }
         p = d / "h264.mp4"
         write_video(p, iter(frames), fps=30, crf=18)
         t = time.perf_counter()
         back = [rgb for _, rgb in iter_frames(p, n_frames=n)]
         fps = n / (time.perf_counter() - t)
-        out["h264_crf18_mp4"] = {"mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2), "read_fps": round(fps),
-                                 "psnr_db": round(float(np.mean([psnr(back[i], frames[i]) for i in range(0, n, 10)])), 1),
-                                 "random_access": False}
+        out["h264_crf18_mp4"] = {
+            "mb_per_min": round(p.stat().st_size / 1e6 / minutes, 2),
+            "read_fps": round(fps),
+            "psnr_db": round(
+                float(np.mean([psnr(back[i], frames[i]) for i in range(0, n, 10)])), 1
+            ),
+            "random_access": False,
+        }
         with av.open(str(p)):
             pass
     return out
@@ -151,21 +184,32 @@ def bench_storage(size: int, n: int) -> dict:
 def bench_network(sizes, threads: int, steps: int = 3) -> dict:
     import torch
 
-    from musicface.renderer import (Generator, MultiScaleDiscriminator, RendererConfig, discriminator_loss,
-                                    generator_losses)
+    from musicface.renderer import (
+        Generator,
+        MultiScaleDiscriminator,
+        RendererConfig,
+        discriminator_loss,
+        generator_losses,
+    )
 
     torch.set_num_threads(threads)
     out = {}
     for size in sizes:
-        for label, kw in (("demo_widths", dict(channels=16, disc_channels=16)), ("default_widths", {})):
+        for label, kw in (
+            ("demo_widths", dict(channels=16, disc_channels=16)),
+            ("default_widths", {}),
+        ):
             cfg = RendererConfig(size=size, **kw)
             G, D = Generator(cfg), MultiScaleDiscriminator(cfg)
             og, od = torch.optim.Adam(G.parameters(), 2e-4), torch.optim.Adam(D.parameters(), 2e-4)
             b = 4
-            cond, ref = torch.rand(b, cfg.cond_channels, size, size), torch.rand(b, 3, size, size) * 2 - 1
+            cond, ref = (
+                torch.rand(b, cfg.cond_channels, size, size),
+                torch.rand(b, 3, size, size) * 2 - 1,
+            )
             real = torch.rand(b, 3, size, size) * 2 - 1
             times, cpu = [], []
-            for i in range(steps + 1):
+            for _ in range(steps + 1):
                 t, c = time.perf_counter(), time.process_time()
                 fake = G(cond, ref)
                 od.zero_grad()
@@ -184,11 +228,15 @@ def bench_network(sizes, threads: int, steps: int = 3) -> dict:
                 t, c = time.perf_counter(), time.process_time()
                 G(x, r)
                 fps, fps_cpu = 16 / (time.perf_counter() - t), 16 / (time.process_time() - c)
-            out[f"{size}_{label}"] = {"train_step_s": round(float(np.median(times[1:])), 3),
-                                      "train_step_cpu_s": round(float(np.median(cpu[1:])), 3), "batch": b,
-                                      "render_fps": round(fps, 1), "render_fps_per_cpu_s": round(fps_cpu, 1),
-                                      "g_params": sum(p.numel() for p in G.parameters()),
-                                      "d_params": sum(p.numel() for p in D.parameters())}
+            out[f"{size}_{label}"] = {
+                "train_step_s": round(float(np.median(times[1:])), 3),
+                "train_step_cpu_s": round(float(np.median(cpu[1:])), 3),
+                "batch": b,
+                "render_fps": round(fps, 1),
+                "render_fps_per_cpu_s": round(fps_cpu, 1),
+                "g_params": sum(p.numel() for p in G.parameters()),
+                "d_params": sum(p.numel() for p in D.parameters()),
+            }
     return out
 
 
@@ -219,11 +267,18 @@ def bench_memory() -> dict:
     out = {}
     for seconds in (30, 300):
         n = seconds * 30
-        p = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n), str(REPO)], capture_output=True, text=True,
-                           check=True)
+        p = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(n), str(REPO)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         count, base, peak = (int(v) for v in p.stdout.split())
-        out[f"{seconds}s"] = {"frames": count, "peak_rss_mb": round(peak / 1024, 1),
-                              "growth_during_render_mb": round((peak - base) / 1024, 1)}
+        out[f"{seconds}s"] = {
+            "frames": count,
+            "peak_rss_mb": round(peak / 1024, 1),
+            "growth_during_render_mb": round((peak - base) / 1024, 1),
+        }
     return out
 
 

@@ -2,26 +2,27 @@
 eye state parameters are encoded into eye attention maps"): the face mesh of (exp, pose) rasterised
 with a z-buffer into a PNCC-style map, plus an eye attention channel filled with the eye state.
 
-    geo = Geometry.from_take(identity, frame_size=(640, 480), box=(x0, y0, side))   # the reference module
+    geo = Geometry(identity, frame_size=(640, 480), box=(x0, y0, side))  # the reference module
     cond = conditions(exp, pose, eye, geo, basis, size=128)   # uint8 (N, 4, 128, 128)
     stack = temporal_stack(cond, t, context=2)                # (4 * 5, 128, 128): frames t-2 .. t+2
 
 Channels of one condition frame (:data:`CHANNELS`): ``pncc_x, pncc_y, pncc_z`` = the reference-face
 coordinates of the visible surface point, each normalised to [0, 1] over the mesh (0 = no face), and
-``eye`` = the eye attention map: inside both eye openings ``EYE_OPEN + (1 - EYE_OPEN) e`` for the eye
-state e (0 open .. 1 closed, eq. 9), so the openings are marked even when the eyes are open (the
-renderer's loss weights them, :mod:`musicface.renderer`), 0 elsewhere. Stored and fed as uint8 (x 255).
+``eye`` = the eye attention map: inside both eye openings ``EYE_OPEN + (1 - EYE_OPEN) e`` for the
+eye state e (0 open .. 1 closed, eq. 9), so the openings are marked even when the eyes are open (the
+renderer's loss weights them, :mod:`musicface.renderer`), 0 elsewhere. Stored and fed as uint8
+(x 255).
 
 Mesh (builtin coefficients): the 468 FaceMesh vertices of ``s R (identity + residual(exp)) + t``
-(:mod:`preprocessing.coeffs`: the expression basis and the pose convention), seen orthographically as
-the landmark model does, and MediaPipe's tesselation of them: 852 triangles, parsed from the *source
-text* of ``mediapipe/python/solutions/face_mesh_connections.py`` (``FACEMESH_TESSELATION`` is written
-there as 2,556 edges that are 852 consecutive closed triples; the frozenset object has lost that order,
-and 3-cliques of the edge set give 854 "triangles", 6 of them wrong). The mesh has holes at the eyes
-and the mouth: the mouth opening shows as a hole, the eyes are drawn by the eye channel. So that blinks
-and long closures come from the eye network and never from the expression, the expression residual is
-set to 0 on the eye contours and the vertices next to them (:data:`EYE_REGION`): the lids stay where
-the take's identity shape has them, open.
+(:mod:`preprocessing.coeffs`: the expression basis and the pose convention), seen orthographically
+as the landmark model does, and MediaPipe's tesselation of them: 852 triangles, parsed from the
+*source text* of ``mediapipe/python/solutions/face_mesh_connections.py`` (``FACEMESH_TESSELATION``
+is written there as 2,556 edges that are 852 consecutive closed triples; the frozenset object has
+lost that order, and 3-cliques of the edge set give 854 "triangles", 6 of them wrong). The mesh has
+holes at the eyes and the mouth: the mouth opening shows as a hole, the eyes are drawn by the eye
+channel. So that blinks and long closures come from the eye network and never from the expression,
+the expression residual is set to 0 on the eye contours and the vertices next to them
+(:func:`eye_region`): the lids stay where the take's identity shape has them, open.
 
 Mesh (Deep3DFaceRecon coefficients, with the user's Basel Face Model): the 35,709 BFM vertices of
 ``mean + id_base id + exp_base exp`` posed by the tool's camera in its 224 x 224 aligned crop, the
@@ -34,6 +35,7 @@ installs from the registries draws triangles headless, offline and without a GPU
 nvdiffrast cannot be installed; moderngl needs system GL packages); it draws the 852 triangles at
 256 px in well under a millisecond (``bench/render.py``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -50,7 +52,13 @@ CHANNELS = ("pncc_x", "pncc_y", "pncc_z", "eye")
 EYE_OPEN = 0.2  # the eye channel of an open eye (1.0 = closed)
 N_MESH = 468  # FaceMesh vertices covered by the tesselation (the 10 iris points are not)
 N_TRIANGLES = 852
-BFM_TRI = Path(__file__).resolve().parent.parent / "preprocessing" / "data" / "deep3dfacerecon" / "bfm_tri.npz"
+BFM_TRI = (
+    Path(__file__).resolve().parent.parent
+    / "preprocessing"
+    / "data"
+    / "deep3dfacerecon"
+    / "bfm_tri.npz"
+)
 
 
 # ------------------------------------------------------------------------------------ topology
@@ -68,12 +76,20 @@ def facemesh_triangles() -> np.ndarray:
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("mediapipe is not installed (requirements.txt pins 0.10.14)")
-    path = Path(spec.submodule_search_locations[0]) / "python" / "solutions" / "face_mesh_connections.py"
+    path = (
+        Path(spec.submodule_search_locations[0])
+        / "python"
+        / "solutions"
+        / "face_mesh_connections.py"
+    )
     src = path.read_text()
     edges = None
     for node in ast.parse(src).body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and getattr(node.targets[0], "id", None) == "FACEMESH_TESSELATION"):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and getattr(node.targets[0], "id", None) == "FACEMESH_TESSELATION"
+        ):
             call = node.value  # frozenset([(a, b), ...])
             edges = [tuple(ast.literal_eval(e)) for e in call.args[0].elts]
     if edges is None:
@@ -84,7 +100,9 @@ def facemesh_triangles() -> np.ndarray:
     e = e.reshape(N_TRIANGLES, 3, 2)
     closed = (e[:, 0, 1] == e[:, 1, 0]) & (e[:, 1, 1] == e[:, 2, 0]) & (e[:, 2, 1] == e[:, 0, 0])
     if not closed.all():
-        raise RuntimeError(f"FACEMESH_TESSELATION: {int((~closed).sum())} edge triples are not closed triangles")
+        raise RuntimeError(
+            f"FACEMESH_TESSELATION: {int((~closed).sum())} edge triples are not closed triangles"
+        )
     return np.ascontiguousarray(e[:, :, 0])
 
 
@@ -144,10 +162,16 @@ def _raster(xy, z, tri, attr, out, zbuf):  # pragma: no cover - compiled
                     out[ch, j, i] = w0 * attr[a, ch] + w1 * attr[b, ch] + w2 * attr[d, ch]
 
 
-def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, attrs: np.ndarray,
-              size: int | tuple[int, int]) -> np.ndarray:
-    """Draw triangles with a z-buffer: float32 ``(C, H, W)`` of the per-vertex ``attrs`` interpolated
-    (barycentric, in screen space) at each pixel centre, from the nearest triangle; 0 where none.
+def rasterize(
+    xy: np.ndarray,
+    z: np.ndarray,
+    triangles: np.ndarray,
+    attrs: np.ndarray,
+    size: int | tuple[int, int],
+) -> np.ndarray:
+    """Draw triangles with a z-buffer: float32 ``(C, H, W)`` of the per-vertex ``attrs``
+    interpolated (barycentric, in screen space) at each pixel centre, from the nearest triangle; 0
+    where none.
 
     ``xy (V, 2)`` pixel coordinates (x right, y down; pixel (i, j) covers [i, i+1) x [j, j+1), its
     centre is sampled), ``z (V,)`` depth, larger = nearer the camera; ``triangles (T, 3)`` vertex
@@ -157,8 +181,14 @@ def rasterize(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, attrs: np.nd
     attrs = np.ascontiguousarray(attrs, np.float32)
     out = np.zeros((attrs.shape[1], h, w), np.float32)
     zbuf = np.full((h, w), -np.inf, np.float32)
-    _raster(np.ascontiguousarray(xy, np.float32), np.ascontiguousarray(z, np.float32),
-            np.ascontiguousarray(triangles, np.int32), attrs, out, zbuf)
+    _raster(
+        np.ascontiguousarray(xy, np.float32),
+        np.ascontiguousarray(z, np.float32),
+        np.ascontiguousarray(triangles, np.int32),
+        attrs,
+        out,
+        zbuf,
+    )
     return out
 
 
@@ -173,14 +203,18 @@ class Geometry:
     side) of the crop in frame pixels; ``align`` (deep3d only) = the take's median ``trans_params``
     (W, H, scale, tx, ty) mapping the tool's 224 x 224 crop into the frame.
     """
+
     identity: np.ndarray
     frame_size: tuple[int, int]
     box: tuple[float, float, float]
     align: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        d = {"identity": np.asarray(self.identity, np.float32),
-             "frame_size": np.asarray(self.frame_size, np.int64), "box": np.asarray(self.box, np.float64)}
+        d = {
+            "identity": np.asarray(self.identity, np.float32),
+            "frame_size": np.asarray(self.frame_size, np.int64),
+            "box": np.asarray(self.box, np.float64),
+        }
         if self.align is not None:
             d["align"] = np.asarray(self.align, np.float64)
         return d
@@ -190,10 +224,12 @@ class Geometry:
         def arr(v):
             return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
 
-        return cls(identity=arr(d["identity"]).astype(np.float64),
-                   frame_size=tuple(int(v) for v in arr(d["frame_size"])),
-                   box=tuple(float(v) for v in arr(d["box"])),
-                   align=None if d.get("align") is None else arr(d["align"]).astype(np.float64))
+        return cls(
+            identity=arr(d["identity"]).astype(np.float64),
+            frame_size=tuple(int(v) for v in arr(d["frame_size"])),
+            box=tuple(float(v) for v in arr(d["box"])),
+            align=None if d.get("align") is None else arr(d["align"]).astype(np.float64),
+        )
 
     def to_crop(self, x_norm: np.ndarray, y_norm: np.ndarray, size: int):
         """Image-normalised x, y -> pixel coordinates in the ``size`` x ``size`` crop."""
@@ -227,7 +263,7 @@ def facemesh_points(exp, pose, identity, basis: dict) -> np.ndarray:
 
 
 def _eye_fans(px: np.ndarray, z: np.ndarray, rings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Triangle fans over the eye contours (centroid + ring) as extra vertices: (xy, z, triangles)."""
+    """Triangle fans over the eye contours (centroid + ring) as extra vertices: xy, z, triangles."""
     xy, zz, tris = [], [], []
     base = 0
     for ring in rings:
@@ -241,8 +277,15 @@ def _eye_fans(px: np.ndarray, z: np.ndarray, rings) -> tuple[np.ndarray, np.ndar
     return np.concatenate(xy), np.concatenate(zz), np.asarray(tris, np.int32)
 
 
-def condition_frame(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, pncc: np.ndarray, rings,
-                    eye: float, size: int) -> np.ndarray:
+def condition_frame(
+    xy: np.ndarray,
+    z: np.ndarray,
+    triangles: np.ndarray,
+    pncc: np.ndarray,
+    rings,
+    eye: float,
+    size: int,
+) -> np.ndarray:
     """One condition frame float32 ``(4, size, size)`` from mesh vertices already in crop pixels."""
     exy, ez, etri = _eye_fans(xy, z, rings)
     v = len(pncc)
@@ -255,8 +298,17 @@ def condition_frame(xy: np.ndarray, z: np.ndarray, triangles: np.ndarray, pncc: 
     return rasterize(allxy, allz, tris, attrs, size)
 
 
-def conditions(exp, pose, eye, geometry: Geometry, basis: dict, size: int, valid=None,
-               bfm: dict | None = None, progress: bool = False) -> np.ndarray:
+def conditions(
+    exp,
+    pose,
+    eye,
+    geometry: Geometry,
+    basis: dict,
+    size: int,
+    valid=None,
+    bfm: dict | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Condition frames uint8 ``(N, 4, size, size)`` of a sequence of parameters (module docstring).
 
     ``exp (N, E)``, ``pose (N, 6)``, ``eye (N,)`` in [0, 1]; ``basis`` = exp_basis.npz (builtin) or
@@ -273,7 +325,9 @@ def conditions(exp, pose, eye, geometry: Geometry, basis: dict, size: int, valid
     ok = np.ones(n, bool) if valid is None else np.asarray(valid).astype(bool)
     out = np.zeros((n, 4, size, size), np.uint8)
     deep3d = _is_identity_basis(basis)
-    for a in tqdm(range(0, n, 256), desc="conditions", unit="block", disable=not progress, leave=False):
+    for a in tqdm(
+        range(0, n, 256), desc="conditions", unit="block", disable=not progress, leave=False
+    ):
         rows = np.arange(a, min(a + 256, n))
         rows = rows[ok[rows]]
         if not len(rows):
@@ -322,7 +376,8 @@ def bfm_points(exp, pose, geometry: Geometry, bfm: dict, size: int):
     exp, pose = np.asarray(exp, np.float64), np.asarray(pose, np.float64)
     idc = np.asarray(geometry.identity, np.float64).reshape(-1)
     shape = bfm["mean_shape"][None] + (idc @ bfm["id_base"].T + exp @ bfm["exp_base"].T).reshape(
-        len(exp), -1, 3)
+        len(exp), -1, 3
+    )
     v = np.einsum("nij,nkj->nki", matrix_from_euler(pose[:, :3]), shape) + pose[:, None, 3:6]
     depth = deep3d.CAMERA_D - v[..., 2]
     u = deep3d.FOCAL * v[..., 0] / depth + deep3d.CENTER

@@ -1,6 +1,7 @@
-"""`musicface render`: a test take rendered by its subject's renderer, scored against the real frames.
+"""`musicface render`: a test take rendered by its subject's renderer, scored against real frames.
 
-    python -m musicface.cli render --renderer runs/demo/render/singer1.pt --checkpoint runs/demo/model.pt \
+    python -m musicface.cli render --renderer runs/demo/render/singer1.pt \
+        --checkpoint runs/demo/model.pt \
         --shards dataset/shards --data work/takes/T/render.h5 --mix work/songs/S/mix.wav \
         --out-dir runs/demo/render --take T
 
@@ -21,6 +22,7 @@ song plays as it did during the recording).
 Rendering streams: conditions are built and rendered ``CHUNK`` frames at a time (plus the temporal
 context), so memory does not grow with the song's length (:func:`render_params`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,32 +38,39 @@ from preprocessing.common import StepError, one_line, save_json
 FPS = 30
 SR = 16000
 CHUNK = 128  # frames per conditions + rendering block
-BATCH = 16   # frames per generator call
+BATCH = 16  # frames per generator call
 CPBD_FRAMES = 48  # frames scored by CPBD per video (evenly spaced; about 60 ms each at 128 px)
 
 DEFINITIONS = {
     "ssim_recon": "mean SSIM (skimage, RGB, data range 255) of the reconstruction (ground-truth "
-                  "parameters rendered) vs the real held-out frames, valid frames of the test takes",
+    "parameters rendered) vs the real held-out frames, valid frames of the test takes",
     "psnr_recon": "mean PSNR (dB) of the same pairs",
-    "ssim_mean_frame": "the same SSIM for the baseline that shows the reference frame (median of the "
-                       "training frames) all the time",
+    "ssim_mean_frame": "the same SSIM for the baseline that shows the reference frame (median of "
+    "the training frames) all the time",
     "psnr_mean_frame": "PSNR of that baseline",
-    "cpbd": "sharpness (CPBD, cpbd-py312, grayscale 0-255) of the rendered generated video, mean over "
-            f"{CPBD_FRAMES} evenly spaced frames per take (paper Table 2: 0.34 ours, 0.37 real)",
+    "cpbd": "sharpness (CPBD, cpbd-py312, grayscale 0-255) of the rendered generated video, mean "
+    f"over {CPBD_FRAMES} evenly spaced frames per take (paper Table 2: 0.34 ours, 0.37 real)",
     "cpbd_real": "the same on the real frames of the test takes (the reference row)",
-    "lmd_mouth_rendered": "FaceMesh re-tracked on the rendered generated video: mean distance of the 40 "
-                          "lip landmarks to the driving landmarks (the landmark model of the generated "
-                          "exp + pose), % of the driving inter-ocular distance",
-    "lip_energy_corr_rendered": "Pearson correlation of the re-tracked mouth opening with the vocal "
-                                "energy (dB), frame-weighted over takes (ground truth: the proxy's)",
-    "mouth_corr_rendered": "Pearson correlation of the re-tracked mouth opening with the driving one",
+    "lmd_mouth_rendered": "FaceMesh re-tracked on the rendered generated video: mean distance of "
+    "the 40 lip landmarks to the driving landmarks (the landmark model of the generated "
+    "exp + pose), % of the driving inter-ocular distance",
+    "lip_energy_corr_rendered": "Pearson correlation of the re-tracked mouth opening with the "
+    "vocal energy (dB), frame-weighted over takes (ground truth: the proxy's)",
+    "mouth_corr_rendered": "Pearson correlation of the re-tracked mouth opening with the driving "
+    "one",
 }
 
 
 # ------------------------------------------------------------------------------------ rendering
 @torch.no_grad()
-def render_conditions(renderer, cond: np.ndarray, context_before=None, context_after=None,
-                      device: str = "cpu", batch: int = BATCH):
+def render_conditions(
+    renderer,
+    cond: np.ndarray,
+    context_before=None,
+    context_after=None,
+    device: str = "cpu",
+    batch: int = BATCH,
+):
     """Frames uint8 ``(n, S, S, 3)`` for condition frames ``cond (n, 4, S, S)`` uint8; the
     temporal stack uses ``context_before`` / ``context_after`` (condition frames just outside the
     block, possibly empty) and repeats the edge frames beyond them."""
@@ -76,17 +85,19 @@ def render_conditions(renderer, cond: np.ndarray, context_before=None, context_a
         idx = np.arange(a, min(a + batch, len(cond))) + off
         stack = torch.from_numpy(temporal_stack(full, idx, c)).to(device).float().div_(255.0)
         img = renderer.generator(stack, renderer.reference_input(len(idx), device))
-        out.append(((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        out.append(
+            ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        )
     return np.concatenate(out) if out else np.zeros((0, *cond.shape[2:], 3), np.uint8)
 
 
 def render_stored(renderer, cond_ds, device: str = "cpu", chunk: int = CHUNK):
-    """Yield rendered frames of stored condition frames (an HDF5 dataset or array), block by block."""
+    """Yield rendered frames of stored condition frames (HDF5 dataset or array), block by block."""
     n, c = len(cond_ds), renderer.cfg.context
     for a in range(0, n, chunk):
         b = min(a + chunk, n)
-        before = cond_ds[max(a - c, 0):a]
-        after = cond_ds[b:min(b + c, n)]
+        before = cond_ds[max(a - c, 0) : a]
+        after = cond_ds[b : min(b + c, n)]
         yield from render_conditions(renderer, cond_ds[a:b], before, after, device)
 
 
@@ -100,7 +111,9 @@ def render_params(renderer, exp, pose, eye, device: str = "cpu", chunk: int = CH
         b = min(a + chunk, n)
         lo, hi = max(a - c, 0), min(b + c, n)
         cond = conditions(exp[lo:hi], pose[lo:hi], eye[lo:hi], geo, renderer.basis, size, bfm=bfm)
-        yield from render_conditions(renderer, cond[a - lo:b - lo], cond[:a - lo], cond[b - lo:], device)
+        yield from render_conditions(
+            renderer, cond[a - lo : b - lo], cond[: a - lo], cond[b - lo :], device
+        )
 
 
 def song_clip(mix: np.ndarray, offset_s: float, n_frames: int, sr: int = SR) -> np.ndarray:
@@ -111,7 +124,7 @@ def song_clip(mix: np.ndarray, offset_s: float, n_frames: int, sr: int = SR) -> 
     out = np.zeros(n, np.float32)
     a, b = max(start, 0), min(start + n, len(mix))
     if b > a:
-        out[a - start:b - start] = mix[a:b]
+        out[a - start : b - start] = mix[a:b]
     return out
 
 
@@ -128,7 +141,9 @@ def driving_landmarks(exp, pose, geometry: dict, basis: dict) -> np.ndarray:
     return np.stack([x, y], -1)
 
 
-def lip_scores(video, n: int, driving: np.ndarray, energy_db: np.ndarray, valid: np.ndarray) -> dict:
+def lip_scores(
+    video, n: int, driving: np.ndarray, energy_db: np.ndarray, valid: np.ndarray
+) -> dict:
     """FaceMesh re-tracked on a rendered video vs its driving landmarks and the vocal energy."""
     from musicface import metrics as M
     from preprocessing.track import track_video
@@ -154,7 +169,8 @@ def lip_scores(video, n: int, driving: np.ndarray, energy_db: np.ndarray, valid:
 
 
 def frame_grid(path, rows: dict, columns, labels=None) -> None:
-    """PNG: one row per entry of ``rows`` (name -> function frame index -> RGB), one column per index."""
+    """PNG: a row per entry of ``rows`` (name -> function: frame index -> RGB), a column per
+    frame index."""
     from PIL import Image, ImageDraw
 
     from preprocessing.common import atomic_path
@@ -163,7 +179,9 @@ def frame_grid(path, rows: dict, columns, labels=None) -> None:
     tiles = [[rows[name](i) for i in columns] for name in names]
     s = tiles[0][0].shape[0]
     pad, left = 4, 90
-    img = Image.new("RGB", (left + len(columns) * (s + pad), len(names) * (s + pad) + 18), (255, 255, 255))
+    img = Image.new(
+        "RGB", (left + len(columns) * (s + pad), len(names) * (s + pad) + 18), (255, 255, 255)
+    )
     draw = ImageDraw.Draw(img)
     for r, name in enumerate(names):
         draw.text((4, r * (s + pad) + s // 2), name, fill=(0, 0, 0))
@@ -187,8 +205,19 @@ def grid_columns(valid, mouth, eye, k: int = 6) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------ the step
-def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take: str, *, seed: int = 0,
-                device: str = "cpu", progress: bool = True) -> dict:
+def render_take(
+    renderer_path,
+    checkpoint,
+    shards,
+    data,
+    mix_path,
+    out_dir,
+    take: str,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     from tqdm import tqdm
 
     from musicface import metrics as M
@@ -223,12 +252,18 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
     recon_path = out_dir / f"{take}.recon.mp4"
     recon_frames = render_stored(renderer, rt.cond, device)
     ssim, psnr, ssim0, psnr0, cp_rec = [], [], [], [], []
-    cp_idx = set(np.flatnonzero(valid)[np.linspace(0, valid.sum() - 1, min(CPBD_FRAMES, valid.sum()))
-                                       .astype(int)].tolist())
+    cp_idx = set(
+        np.flatnonzero(valid)[
+            np.linspace(0, valid.sum() - 1, min(CPBD_FRAMES, valid.sum())).astype(int)
+        ].tolist()
+    )
     ref = renderer.reference.numpy().transpose(1, 2, 0)
     real_cp = []
-    mouth = (rt.eye if _is_identity_basis(renderer.basis) else
-             M.mouth_opening(driving_landmarks(rt.exp, rt.pose, rt.geometry, renderer.basis)))
+    mouth = (
+        rt.eye
+        if _is_identity_basis(renderer.basis)
+        else M.mouth_opening(driving_landmarks(rt.exp, rt.pose, rt.geometry, renderer.basis))
+    )
     cols = grid_columns(valid, mouth, rt.eye)
     recon_cache = {}
 
@@ -246,19 +281,30 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
                 recon_cache[i] = img
             yield img
 
-    write_video(recon_path, tqdm(scored(recon_frames), desc=f"render {take} (recon)", **bar), fps=FPS,
-                audio=audio, sr=SR)
+    write_video(
+        recon_path,
+        tqdm(scored(recon_frames), desc=f"render {take} (recon)", **bar),
+        fps=FPS,
+        audio=audio,
+        sr=SR,
+    )
 
     # 2. generated parameters, rendered in the take's crop
     # as musicface evaluate generates it: the k-th test take (by name) with blink seed seed + k
     tests = [t.take for t in shardset.takes("test")]
     seed = seed + (tests.index(take) if take in tests else 0)
     pose0 = gt["pose"][int(np.argmax(valid))]
-    gen = model.generate(gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], rt.subject, pose0=pose0,
-                         seed=seed)
-    if renderer.basis.get("components") is not None and len(renderer.basis["components"]) != model.exp_dim:
-        raise StepError(f"the renderer's expression basis has {len(renderer.basis['components'])} "
-                        f"components, the model predicts {model.exp_dim}")
+    gen = model.generate(
+        gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], rt.subject, pose0=pose0, seed=seed
+    )
+    if (
+        renderer.basis.get("components") is not None
+        and len(renderer.basis["components"]) != model.exp_dim
+    ):
+        raise StepError(
+            f"the renderer's expression basis has {len(renderer.basis['components'])} "
+            f"components, the model predicts {model.exp_dim}"
+        )
     gen_path = out_dir / f"{take}.mp4"
     cp_gen = []
     kept = {}
@@ -271,23 +317,47 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
                 kept[i] = img
             yield img
 
-    write_video(gen_path, tqdm(keep(render_params(renderer, gen["exp"], gen["pose"], gen["eye"], device)),
-                               desc=f"render {take} (generated)", **bar), fps=FPS, audio=audio, sr=SR)
+    write_video(
+        gen_path,
+        tqdm(
+            keep(render_params(renderer, gen["exp"], gen["pose"], gen["eye"], device)),
+            desc=f"render {take} (generated)",
+            **bar,
+        ),
+        fps=FPS,
+        audio=audio,
+        sr=SR,
+    )
 
-    result = {"take": take, "subject": rt.subject, "n_frames": n, "valid_frames": int(valid.sum()),
-              "size": rt.size, "renderer": str(renderer_path), "seed": seed,
-              "ssim_recon": float(np.mean(ssim)), "psnr_recon": float(np.mean(psnr)),
-              "ssim_mean_frame": float(np.mean(ssim0)), "psnr_mean_frame": float(np.mean(psnr0)),
-              "cpbd": float(np.mean(cp_gen)), "cpbd_recon": float(np.mean(cp_rec)),
-              "cpbd_real": float(np.mean(real_cp)), "videos": [gen_path.name, recon_path.name]}
+    result = {
+        "take": take,
+        "subject": rt.subject,
+        "n_frames": n,
+        "valid_frames": int(valid.sum()),
+        "size": rt.size,
+        "renderer": str(renderer_path),
+        "seed": seed,
+        "ssim_recon": float(np.mean(ssim)),
+        "psnr_recon": float(np.mean(psnr)),
+        "ssim_mean_frame": float(np.mean(ssim0)),
+        "psnr_mean_frame": float(np.mean(psnr0)),
+        "cpbd": float(np.mean(cp_gen)),
+        "cpbd_recon": float(np.mean(cp_rec)),
+        "cpbd_real": float(np.mean(real_cp)),
+        "videos": [gen_path.name, recon_path.name],
+    }
 
     # 3. lip sync on pixels: FaceMesh re-tracked on the generated video (builtin landmark model)
     energy = vocal_energy_db(gt["mfcc_vocals"])
     if _is_identity_basis(renderer.basis):
-        result["notes"] = {"lmd_mouth_rendered": "deep3d coefficients: the driving landmarks are BFM "
-                                                 "points, not FaceMesh's; not comparable"}
+        result["notes"] = {
+            "lmd_mouth_rendered": "deep3d coefficients: the driving landmarks are BFM "
+            "points, not FaceMesh's; not comparable"
+        }
     else:
-        drive = driving_landmarks(gen["exp"], gen["pose"], renderer_geometry_for(rt), renderer.basis)
+        drive = driving_landmarks(
+            gen["exp"], gen["pose"], renderer_geometry_for(rt), renderer.basis
+        )
         lips = lip_scores(gen_path, n, drive, energy, np.ones(n, bool))
         result.update({k: v for k, v in lips.items() if not k.startswith("_")})
         if "lmd_mouth_rendered" not in lips:
@@ -295,9 +365,16 @@ def render_take(renderer_path, checkpoint, shards, data, mix_path, out_dir, take
             result["notes"] = {k: why for k in ("lmd_mouth_rendered", "lip_energy_corr_rendered")}
 
     # 4. the figure: real | reconstruction | generated
-    frame_grid(out_dir / f"{take}.png", {"real": rt.frame, "reconstruction": recon_cache.__getitem__,
-                                         "generated": kept.__getitem__}, cols,
-               labels=[f"t={i / FPS:.1f}s e={rt.eye[i]:.1f}" for i in cols])
+    frame_grid(
+        out_dir / f"{take}.png",
+        {
+            "real": rt.frame,
+            "reconstruction": recon_cache.__getitem__,
+            "generated": kept.__getitem__,
+        },
+        cols,
+        labels=[f"t={i / FPS:.1f}s e={rt.eye[i]:.1f}" for i in cols],
+    )
     result["figure"] = f"{take}.png"
     result["definitions"] = DEFINITIONS
     clean = {k: (M.finite_or_none(v) if isinstance(v, float) else v) for k, v in result.items()}
@@ -328,8 +405,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     try:
-        r = render_take(a.renderer, a.checkpoint, a.shards, a.data, a.mix, a.out_dir, a.take, seed=a.seed,
-                        device=a.device)
+        r = render_take(
+            a.renderer,
+            a.checkpoint,
+            a.shards,
+            a.data,
+            a.mix,
+            a.out_dir,
+            a.take,
+            seed=a.seed,
+            device=a.device,
+        )
     except StepError as e:
         print(f"musicface: take '{a.take}' step 'render': {one_line(e)}", file=sys.stderr)
         return 1

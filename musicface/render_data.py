@@ -1,4 +1,4 @@
-"""`musicface render-data`: one take -> the renderer's training data (``work/takes/<take>/render.h5``).
+"""`musicface render-data`: one take -> the renderer's training data (work/takes/<take>/render.h5).
 
     python -m musicface.cli render-data --take T --video V --ingest ingest.json --track track.npz \
         --coeffs coeffs.npz --qc qc.json --shards dataset/shards --basis dataset/exp_basis.npz \
@@ -12,7 +12,8 @@
   (``au45``, normalised closure), not from the raw tracker, so what the renderer sees in training is
   what generation gives it (:func:`musicface.raster.conditions`, with the take's identity shape from
   ``coeffs.npz`` and the expression basis). Frames without a tracked face are left out of training.
-* **Frames**: JPEG (quality ``JPEG_QUALITY``, OpenCV) in an HDF5 variable-length dataset, one per frame.
+* **Frames**: JPEG (quality ``JPEG_QUALITY``, OpenCV) in an HDF5 variable-length dataset, one per
+  frame.
   Chosen by measurement (``bench/render.py`` ``storage``; demo-singer frames, 30 fps, one core on a
   loaded machine): at 128 / 256 px JPEG q95 takes 14 / 38 MB per video minute, reads back in random
   order at ~1,500 / ~650 frames/s, 40 / 42 dB PSNR; raw uint8 (HDF5 gzip 1) 76 / 284 MB/min; PNG
@@ -22,11 +23,13 @@
   again at each training step would cost ~13 ms of a ~60 ms sample instead).
 
 render.h5: ``frames`` (N,) vlen uint8 (JPEG), ``cond`` u1 (N, 4, S, S), ``valid`` u1 (N,), ``eye``,
-``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``[, ``align``]),
+``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``
+[, ``align``]),
 group ``basis`` (the expression basis' ``mean`` and ``components``, or deep3d's ``identity`` flag);
 attributes ``take, subject, split, size, n_frames, version, backend``.
 A take that failed QC gets a failure record (``skipped, upstream step 'qc' failed: ...``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +39,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from preprocessing.common import StepError, UpstreamFailed, atomic_path, load_json, load_npz, run_step
+from preprocessing.common import (
+    StepError,
+    UpstreamFailed,
+    atomic_path,
+    load_json,
+    load_npz,
+    run_step,
+)
 
 VERSION = 1
 PAD = 1.3  # crop side / longer side of the take's face-box extent (landmark boxes are tight)
@@ -44,7 +54,9 @@ JPEG_QUALITY = 95
 
 
 # ------------------------------------------------------------------------------------ crop
-def take_box(bbox: np.ndarray, valid: np.ndarray, frame_size, pad: float = PAD) -> tuple[int, int, int]:
+def take_box(
+    bbox: np.ndarray, valid: np.ndarray, frame_size, pad: float = PAD
+) -> tuple[int, int, int]:
     """(x0, y0, side) in frame pixels of the take's square crop (module docstring).
 
     ``bbox (N, 4)`` normalised x0, y0, x1, y1 (NaN where untracked), ``frame_size`` (W, H).
@@ -70,7 +82,9 @@ def take_box(bbox: np.ndarray, valid: np.ndarray, frame_size, pad: float = PAD) 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(
+        ".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.reshape(-1)
@@ -84,7 +98,7 @@ def decode_jpeg(buf: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ geometry
-def take_geometry(coeffs: dict, frame_size, box) -> "Geometry":
+def take_geometry(coeffs: dict, frame_size, box):
     """The take's fixed geometry: identity shape (builtin) or median identity coefficients and
     alignment (deep3d)."""
     from musicface.raster import Geometry
@@ -92,9 +106,15 @@ def take_geometry(coeffs: dict, frame_size, box) -> "Geometry":
     backend = str(np.asarray(coeffs["backend"]).item())
     ok = np.asarray(coeffs["valid"]).astype(bool)
     if backend == "deep3d":
-        return Geometry(identity=np.median(coeffs["id"][ok], axis=0), frame_size=tuple(frame_size), box=box,
-                        align=np.median(coeffs["trans_params"][ok], axis=0))
-    return Geometry(identity=np.asarray(coeffs["identity"], np.float64), frame_size=tuple(frame_size), box=box)
+        return Geometry(
+            identity=np.median(coeffs["id"][ok], axis=0),
+            frame_size=tuple(frame_size),
+            box=box,
+            align=np.median(coeffs["trans_params"][ok], axis=0),
+        )
+    return Geometry(
+        identity=np.asarray(coeffs["identity"], np.float64), frame_size=tuple(frame_size), box=box
+    )
 
 
 def load_bfm_for(basis: dict, bfm_dir) -> dict | None:
@@ -109,14 +129,28 @@ def load_bfm_for(basis: dict, bfm_dir) -> dict | None:
     try:
         bfm = deep3d.load_bfm(bfm_dir)
     except deep3d.MissingModelFiles as e:
-        raise StepError(f"deep3d coefficients need the Basel Face Model for the renderer's mesh: {e}") from e
+        raise StepError(
+            f"deep3d coefficients need the Basel Face Model for the renderer's mesh: {e}"
+        ) from e
     bfm["tri"] = bfm_triangles()
     return bfm
 
 
 # ------------------------------------------------------------------------------------ the step
-def build(take: str, video, ingest_path, track_path, coeffs_path, qc_path, shards, basis_path, size: int,
-          out, bfm_dir=None, progress: bool = True) -> dict:
+def build(
+    take: str,
+    video,
+    ingest_path,
+    track_path,
+    coeffs_path,
+    qc_path,
+    shards,
+    basis_path,
+    size: int,
+    out,
+    bfm_dir=None,
+    progress: bool = True,
+) -> dict:
     from tqdm import tqdm
 
     from musicface.data import open_shards, take_arrays
@@ -132,28 +166,53 @@ def build(take: str, video, ingest_path, track_path, coeffs_path, qc_path, shard
     basis = load_npz(basis_path)
     shardset = open_shards(shards)
     info = shardset.take(take)
-    arr = {k: np.asarray(v) for k, v in take_arrays(shardset, take, landmarks=False).items()
-           if k in ("exp", "pose", "au45", "valid")}
+    arr = {
+        k: np.asarray(v)
+        for k, v in take_arrays(shardset, take, landmarks=False).items()
+        if k in ("exp", "pose", "au45", "valid")
+    }
     n = int(ingest["n_frames"])
     if len(arr["valid"]) != n:
-        raise StepError(f"the shards hold {len(arr['valid'])} frames of this take, ingest.json says {n}")
+        raise StepError(
+            f"the shards hold {len(arr['valid'])} frames of this take, ingest.json says {n}"
+        )
     frame_size = (int(ingest["width"]), int(ingest["height"]))
     valid = arr["valid"].astype(bool)
     box = take_box(track["bbox"], valid, frame_size)
     geo = take_geometry(coeffs, frame_size, box)
     bfm = load_bfm_for(basis, bfm_dir)
-    cond = conditions(arr["exp"], arr["pose"], arr["au45"], geo, basis, size, valid=valid, bfm=bfm,
-                      progress=progress)
+    cond = conditions(
+        arr["exp"],
+        arr["pose"],
+        arr["au45"],
+        geo,
+        basis,
+        size,
+        valid=valid,
+        bfm=bfm,
+        progress=progress,
+    )
 
     x0, y0, side = box
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             frames = f.create_dataset("frames", (n,), dtype=h5py.vlen_dtype(np.uint8))
-            for i, rgb in tqdm(iter_frames(video, fps=30, n_frames=n), total=n, desc=f"render-data {take}",
-                               unit="frame", disable=not progress, mininterval=5):
+            for i, rgb in tqdm(
+                iter_frames(video, fps=30, n_frames=n),
+                total=n,
+                desc=f"render-data {take}",
+                unit="frame",
+                disable=not progress,
+                mininterval=5,
+            ):
                 frames[i] = encode_jpeg(crop_square(rgb, x0, y0, side, size))
-            f.create_dataset("cond", data=cond, chunks=(1, *cond.shape[1:]), compression="gzip",
-                             compression_opts=1)
+            f.create_dataset(
+                "cond",
+                data=cond,
+                chunks=(1, *cond.shape[1:]),
+                compression="gzip",
+                compression_opts=1,
+            )
             f.create_dataset("valid", data=valid.astype(np.uint8))
             f.create_dataset("eye", data=arr["au45"].astype(np.float32))
             f.create_dataset("exp", data=arr["exp"].astype(np.float32))
@@ -161,19 +220,29 @@ def build(take: str, video, ingest_path, track_path, coeffs_path, qc_path, shard
             g = f.create_group("geometry")
             for k, v in geo.to_dict().items():
                 g.create_dataset(k, data=v)
-            g = f.create_group("basis")  # what the conditions were built with (the renderer keeps it)
+            g = f.create_group(
+                "basis"
+            )  # what the conditions were built with (the renderer keeps it)
             for k in ("mean", "components", "identity"):
                 if k in basis:
                     g.create_dataset(k, data=basis[k])
-            f.attrs.update(take=take, subject=info.subject, split=info.split, size=size, n_frames=n,
-                           version=VERSION, backend=str(np.asarray(coeffs["backend"]).item()))
+            f.attrs.update(
+                take=take,
+                subject=info.subject,
+                split=info.split,
+                size=size,
+                n_frames=n,
+                version=VERSION,
+                backend=str(np.asarray(coeffs["backend"]).item()),
+            )
     return {"take": take, "n_frames": n, "box": box, "valid": int(valid.sum())}
 
 
 # ------------------------------------------------------------------------------------ reading
 class RenderTake:
-    """Reader of one render.h5: ``cond``, ``valid``, ``eye``, ``exp``, ``pose`` as arrays (cond is read
-    lazily), ``frame(i)`` decodes one frame (uint8 RGB), ``geometry`` a dict, ``attrs``."""
+    """Reader of one render.h5: ``cond`` (an HDF5 dataset, read lazily), ``valid``, ``eye``,
+    ``exp``, ``pose`` (arrays), ``frame(i)`` decodes one frame (uint8 RGB), ``geometry`` a dict,
+    ``attrs``."""
 
     def __init__(self, path):
         from preprocessing.common import check_upstream
@@ -183,9 +252,13 @@ class RenderTake:
         self._f = h5py.File(self.path, "r")
         f = self._f
         if int(f.attrs.get("version", -1)) != VERSION:
-            raise StepError(f"{self.path}: render data version {f.attrs.get('version')}, expected {VERSION}")
+            raise StepError(
+                f"{self.path}: render data version {f.attrs.get('version')}, expected {VERSION}"
+            )
         self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        self.take, self.subject, self.split = (str(self.attrs[k]) for k in ("take", "subject", "split"))
+        self.take, self.subject, self.split = (
+            str(self.attrs[k]) for k in ("take", "subject", "split")
+        )
         self.size, self.n = int(self.attrs["size"]), int(self.attrs["n_frames"])
         self.cond = f["cond"]
         self.valid = f["valid"][()].astype(bool)
@@ -213,9 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    return run_step("render_data", a.take, [a.out], lambda: build(
-        a.take, a.video, a.ingest, a.track, a.coeffs, a.qc, a.shards, a.basis, a.size, a.out,
-        bfm_dir=a.bfm_dir))
+    return run_step(
+        "render_data",
+        a.take,
+        [a.out],
+        lambda: build(
+            a.take,
+            a.video,
+            a.ingest,
+            a.track,
+            a.coeffs,
+            a.qc,
+            a.shards,
+            a.basis,
+            a.size,
+            a.out,
+            bfm_dir=a.bfm_dir,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ decays linearly to 0 over the last ``decay_fraction`` of the steps).
   its subject and carries the generator, the reference frame, the geometry and the expression basis;
   it loads with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musicface.renderer import (Generator, MultiScaleDiscriminator, RendererConfig, VGGLoss,
-                                discriminator_loss, generator_losses, save_renderer)
+from musicface.renderer import (
+    Generator,
+    MultiScaleDiscriminator,
+    RendererConfig,
+    VGGLoss,
+    discriminator_loss,
+    generator_losses,
+    save_renderer,
+)
 from preprocessing.common import StepError, atomic_path, read_failure
 
-TRAIN_DEFAULTS = {"steps": 1500, "batch_size": 4, "lr": 2.0e-4, "decay_fraction": 0.5, "seed": 0,
-                  "save_every": 250, "threads": 0, "device": "auto", "vgg_weights": None,
-                  "vgg_arch": "vgg19"}
+TRAIN_DEFAULTS = {
+    "steps": 1500,
+    "batch_size": 4,
+    "lr": 2.0e-4,
+    "decay_fraction": 0.5,
+    "seed": 0,
+    "save_every": 250,
+    "threads": 0,
+    "device": "auto",
+    "vgg_weights": None,
+    "vgg_arch": "vgg19",
+}
 REFERENCE_FRAMES = 300
 
 
@@ -57,8 +74,9 @@ class SubjectFrames:
     def __init__(self, takes, context: int):
         self.takes = takes
         self.context = context
-        self.index = np.array([(k, i) for k, t in enumerate(takes) for i in np.flatnonzero(t.valid)],
-                              np.int64).reshape(-1, 2)
+        self.index = np.array(
+            [(k, i) for k, t in enumerate(takes) for i in np.flatnonzero(t.valid)], np.int64
+        ).reshape(-1, 2)
         if not len(self.index):
             raise StepError("the training takes have no valid frame")
 
@@ -72,14 +90,16 @@ class SubjectFrames:
 
     def batch(self, rng: np.random.Generator, k: int):
         rows = self.index[rng.integers(0, len(self.index), k)]
-        conds, imgs = zip(*(self.item(int(a), int(b)) for a, b in rows))
+        conds, imgs = zip(*(self.item(int(a), int(b)) for a, b in rows), strict=True)
         cond = torch.from_numpy(np.stack(conds)).float().div_(255.0)
         img = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         return cond, img
 
     def reference(self, count: int = REFERENCE_FRAMES) -> np.ndarray:
         """Per-pixel median of up to ``count`` evenly spaced valid frames: uint8 (3, S, S)."""
-        pick = self.index[np.unique(np.linspace(0, len(self.index) - 1, min(count, len(self.index))).astype(int))]
+        pick = self.index[
+            np.unique(np.linspace(0, len(self.index) - 1, min(count, len(self.index))).astype(int))
+        ]
         frames = np.stack([self.takes[k].frame(i) for k, i in pick])
         return np.median(frames, axis=0).round().astype(np.uint8).transpose(2, 0, 1)
 
@@ -110,12 +130,27 @@ def _lr_at(step: int, steps: int, lr: float, decay_fraction: float) -> float:
     return lr * max(0.0, (steps - step) / (steps - start))
 
 
-def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_size: int, lr: float,
-          decay_fraction: float, seed: int, save_every: int, device: str = "auto", vgg_weights=None,
-          vgg_arch: str = "vgg19", resume: bool = False, until: int | None = None,
-          progress: bool = True) -> dict:
-    """Train (module docstring). ``until``: stop after that step with the state saved and no renderer
-    file written, as a killed run would (tests)."""
+def train(
+    subject: str,
+    paths,
+    out,
+    cfg: RendererConfig,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    decay_fraction: float,
+    seed: int,
+    save_every: int,
+    device: str = "auto",
+    vgg_weights=None,
+    vgg_arch: str = "vgg19",
+    resume: bool = False,
+    until: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (module docstring). ``until``: stop after that step with the state saved and no
+    renderer file written, as a killed run would (tests)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -140,8 +175,10 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
     if resume and state_path.is_file():
         st = torch.load(state_path, map_location=dev, weights_only=True)
         if st["config"] != asdict(cfg) or st["subject"] != subject:
-            raise StepError(f"{state_path} was written for another renderer configuration or subject: "
-                            "delete it to start over")
+            raise StepError(
+                f"{state_path} was written for another renderer configuration or subject: "
+                "delete it to start over"
+            )
         G.load_state_dict(st["G"])
         D.load_state_dict(st["D"])
         opt_g.load_state_dict(st["opt_g"])
@@ -156,9 +193,19 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
 
     def save_state():
         with atomic_path(state_path) as tmp:
-            torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                        "opt_d": opt_d.state_dict(), "step": step, "config": asdict(cfg),
-                        "subject": subject, "reference": torch.from_numpy(reference)}, tmp)
+            torch.save(
+                {
+                    "G": G.state_dict(),
+                    "D": D.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "step": step,
+                    "config": asdict(cfg),
+                    "subject": subject,
+                    "reference": torch.from_numpy(reference),
+                },
+                tmp,
+            )
 
     new_log = not log_path.is_file()
     log_fh = open(log_path, "a", newline="")
@@ -168,8 +215,14 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
     G.train()
     D.train()
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=step, desc=f"render-train {subject}", unit="step", disable=not progress,
-               mininterval=5)
+    bar = tqdm(
+        total=steps,
+        initial=step,
+        desc=f"render-train {subject}",
+        unit="step",
+        disable=not progress,
+        mininterval=5,
+    )
     try:
         stop = steps if until is None else min(until, steps)
         while step < stop:
@@ -192,9 +245,14 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
             step += 1
             bar.update(1)
             if step % 10 == 0 or step == steps:
-                writer.writerow([step, f"{cur:.3g}", f"{d_loss.item():.5f}"] + [
-                    f"{terms[k].item():.5f}" if k in terms else "" for k in ("gan", "fm", "l1", "vgg")]
-                    + [f"{time.perf_counter() - t0:.1f}"])
+                writer.writerow(
+                    [step, f"{cur:.3g}", f"{d_loss.item():.5f}"]
+                    + [
+                        f"{terms[k].item():.5f}" if k in terms else ""
+                        for k in ("gan", "fm", "l1", "vgg")
+                    ]
+                    + [f"{time.perf_counter() - t0:.1f}"]
+                )
                 log_fh.flush()
             if step % save_every == 0 or step == stop:
                 save_state()
@@ -203,19 +261,35 @@ def train(subject: str, paths, out, cfg: RendererConfig, *, steps: int, batch_si
         log_fh.close()
     if step < steps:
         return {"steps_done": step}
-    info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-            "takes": [t.take for t in takes], "canonical_take": canon.take, "frames": int(len(data.index)),
-            "vgg": bool(vgg), "seconds": round(time.perf_counter() - t0, 1)}
+    info = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "takes": [t.take for t in takes],
+        "canonical_take": canon.take,
+        "frames": int(len(data.index)),
+        "vgg": bool(vgg),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     basis = _basis_of(canon)
-    save_renderer(out, subject=subject, cfg=cfg, generator=G.cpu(), reference=torch.from_numpy(reference),
-                  geometry=canon.geometry, basis=basis, info=info)
+    save_renderer(
+        out,
+        subject=subject,
+        cfg=cfg,
+        generator=G.cpu(),
+        reference=torch.from_numpy(reference),
+        geometry=canon.geometry,
+        basis=basis,
+        info=info,
+    )
     for t in takes:
         t.close()
     return info
 
 
 def _basis_of(take) -> dict:
-    """The expression basis the take's conditions were built with (stored beside it by render-data)."""
+    """The expression basis the take's conditions were built with (render-data stores it)."""
     import h5py
 
     with h5py.File(take.path, "r") as f:
@@ -228,9 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subject", required=True)
     ap.add_argument("--config-json", default="{}", help="the render: section of the config (JSON)")
     ap.add_argument("--out", required=True, help="runs/<name>/render/<subject>.pt")
-    ap.add_argument("--resume", action="store_true", help="continue from <out>.state.pt when present")
+    ap.add_argument(
+        "--resume", action="store_true", help="continue from <out>.state.pt when present"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("data", nargs="+", help="render.h5 files (any subject; failure records allowed)")
+    ap.add_argument(
+        "data", nargs="+", help="render.h5 files (any subject; failure records allowed)"
+    )
     a = ap.parse_args(argv)
     conf = json.loads(a.config_json)
     opts = {**TRAIN_DEFAULTS, **{k: v for k, v in conf.items() if k in TRAIN_DEFAULTS}}
@@ -238,10 +316,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         cfg = RendererConfig.from_dict(conf)
-        info = train(a.subject, a.data, a.out, cfg, steps=int(opts["steps"]), batch_size=int(opts["batch_size"]),
-                     lr=float(opts["lr"]), decay_fraction=float(opts["decay_fraction"]), seed=int(opts["seed"]),
-                     save_every=int(opts["save_every"]), device=str(opts["device"]),
-                     vgg_weights=opts["vgg_weights"], vgg_arch=str(opts["vgg_arch"]), resume=a.resume)
+        info = train(
+            a.subject,
+            a.data,
+            a.out,
+            cfg,
+            steps=int(opts["steps"]),
+            batch_size=int(opts["batch_size"]),
+            lr=float(opts["lr"]),
+            decay_fraction=float(opts["decay_fraction"]),
+            seed=int(opts["seed"]),
+            save_every=int(opts["save_every"]),
+            device=str(opts["device"]),
+            vgg_weights=opts["vgg_weights"],
+            vgg_arch=str(opts["vgg_arch"]),
+            resume=a.resume,
+        )
     except (StepError, ValueError, FileNotFoundError) as e:
         print(f"musicface render-train: {' '.join(str(e).split())}", file=sys.stderr)
         return 1

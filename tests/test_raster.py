@@ -1,4 +1,5 @@
-"""Condition images: FaceMesh tesselation from mediapipe's source, the numba z-buffer, PNCC + eye channel."""
+"""Condition images: FaceMesh tesselation from mediapipe's source, the z-buffer, PNCC + eyes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,9 @@ def test_tesselation_is_852_triangles_of_the_edge_set():
     from preprocessing.coeffs import load_reference
 
     p = load_reference()["shape"][tri]
-    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0])
+    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (
+        p[:, 2, 0] - p[:, 0, 0]
+    )
     assert (area > 0).sum() == 844
 
 
@@ -56,8 +59,13 @@ def scene():
     comp = np.zeros((1, 478, 3))
     lower = ref[:, 1] < ref[13, 1] - 0.02  # below the upper inner lip
     comp[0, lower, 1] = -0.3
-    basis = {"mean": np.zeros(478 * 3, np.float32), "components": comp.reshape(1, -1).astype(np.float32)}
-    geo = R.Geometry(identity=ref, frame_size=(640, 480), box=(160.0, 100.0, 320.0))  # centre 140 px down
+    basis = {
+        "mean": np.zeros(478 * 3, np.float32),
+        "components": comp.reshape(1, -1).astype(np.float32),
+    }
+    geo = R.Geometry(
+        identity=ref, frame_size=(640, 480), box=(160.0, 100.0, 320.0)
+    )  # centre 140 px down
     return ref, basis, geo
 
 
@@ -70,7 +78,7 @@ def test_conditions_mesh_mouth_and_eye_channel(scene):
     assert c.shape == (3, 4, 128, 128) and c.dtype == np.uint8
     face = (c[:, :3] > 0).any(axis=1)
     # the face fits in the crop, centred across (pose t = 0: the face origin, the nose bridge, at
-    # the frame centre = 56 px down the crop); the chin reaches further below it than the forehead above
+    # the frame centre = 56 px down the crop); the chin reaches further below it than the forehead
     ys, xs = np.nonzero(face[0])
     assert not face[0][[0, -1]].any() and not face[0][:, [0, -1]].any()
     assert abs(xs.mean() - 63.5) < 3 and 56 < ys.mean() < 80 and ys.min() < 56
@@ -100,7 +108,10 @@ def test_blinks_come_from_the_eye_channel_only(scene):
     comp = np.zeros((1, 478, 3))
     upper_lids = [159, 158, 160, 386, 385, 387]
     comp[0, upper_lids, 1] = -0.5
-    basis = {"mean": np.zeros(478 * 3, np.float32), "components": comp.reshape(1, -1).astype(np.float32)}
+    basis = {
+        "mean": np.zeros(478 * 3, np.float32),
+        "components": comp.reshape(1, -1).astype(np.float32),
+    }
     pose = np.array([[0.1, -0.1, 0.05, 0.01, 0.0, np.log(0.15)]] * 2)
     c = R.conditions(np.array([[0.0], [1.0]]), pose, np.zeros(2), geo, basis, 128)
     assert np.array_equal(c[0], c[1])
@@ -117,20 +128,44 @@ def test_temporal_stack_clamps_at_the_edges():
 
 
 def test_bfm_mesh_topology_and_projection():
-    """Deep3DFaceRecon's mesh path on a random BFM in the tool's layout (the real one needs registration)."""
+    """Deep3DFaceRecon's mesh path on a random BFM in the tool's layout (the real one needs a
+    registration)."""
     tri = R.bfm_triangles()
     assert tri.shape == (70789, 3) and tri.min() == 0 and tri.max() == 35708
     rng = np.random.default_rng(0)
     # a small stand-in shape model: a flat grid of vertices facing the camera, ids/exps random
     v = 35709
-    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 189), np.linspace(-1, 1, 189)), -1).reshape(-1, 2)[:v]
-    bfm = {"mean_shape": np.concatenate([grid * 0.8, np.zeros((v, 1))], 1), "id_base": rng.normal(0, 1e-3, (3 * v, 80)),
-           "exp_base": rng.normal(0, 1e-3, (3 * v, 64)), "keypoints": np.arange(0, 68 * 500, 500), "tri": tri}
-    geo = R.Geometry(identity=np.zeros(80), frame_size=(640, 480), box=(160.0, 80.0, 320.0),
-                     align=np.array([640, 480, 0.6, 320.0, 240.0]))
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 189), np.linspace(-1, 1, 189)), -1).reshape(
+        -1, 2
+    )[:v]
+    bfm = {
+        "mean_shape": np.concatenate([grid * 0.8, np.zeros((v, 1))], 1),
+        "id_base": rng.normal(0, 1e-3, (3 * v, 80)),
+        "exp_base": rng.normal(0, 1e-3, (3 * v, 64)),
+        "keypoints": np.arange(0, 68 * 500, 500),
+        "tri": tri,
+    }
+    geo = R.Geometry(
+        identity=np.zeros(80),
+        frame_size=(640, 480),
+        box=(160.0, 80.0, 320.0),
+        align=np.array([640, 480, 0.6, 320.0, 240.0]),
+    )
     basis = {"identity": np.array(True)}
-    c = R.conditions(np.zeros((1, 64)), np.array([[0, 0, 0, 0, 0, 0.0]]), np.array([1.0]), geo, basis, 64, bfm=bfm)
+    c = R.conditions(
+        np.zeros((1, 64)),
+        np.array([[0, 0, 0, 0, 0, 0.0]]),
+        np.array([1.0]),
+        geo,
+        basis,
+        64,
+        bfm=bfm,
+    )
     face = (c[0, :3] > 0).any(axis=0)
     # the 1.6-unit square at depth 10 through focal 1015 is 162 crop px = 271 frame px = 54 of 64 px
     ys, xs = np.nonzero(face)
-    assert 45 <= xs.max() - xs.min() + 1 <= 60 and abs(xs.mean() - 31.5) < 3 and abs(ys.mean() - 31.5) < 3
+    assert (
+        45 <= xs.max() - xs.min() + 1 <= 60
+        and abs(xs.mean() - 31.5) < 3
+        and abs(ys.mean() - 31.5) < 3
+    )

@@ -1,5 +1,6 @@
-"""musicface render / generate --render: streamed rendering, lip sync and eyes on pixels, the outputs
-of `snakemake all`, and one-line errors."""
+"""musicface render / generate --render: streamed rendering, lip sync and eyes on pixels, the
+outputs of `snakemake all`, and one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def _retrack(video, n):
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
 @pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_rendered_mouth_and_eyes_follow_the_driving_parameters(render_project):
-    """FaceMesh re-tracked on the reconstruction (ground-truth parameters rendered): the mouth opening
-    follows the driving one (r >= 0.8) and frames whose eye state is closed show closed eyes."""
+    """FaceMesh re-tracked on the reconstruction (ground-truth parameters rendered): the mouth
+    opening follows the driving one (r >= 0.8) and frames whose eye state is closed show closed
+    eyes."""
     from musicface import metrics as M
     from musicface.render import driving_landmarks
     from musicface.render_data import RenderTake
@@ -76,7 +78,10 @@ def test_rendered_mouth_and_eyes_follow_the_driving_parameters(render_project):
     ear = fm.eye_aspect_ratio(fm.to_pixels(tr["landmarks"], (128, 128))).mean(axis=1)
     closed, open_ = ok & (rt.eye >= 0.8), ok & (rt.eye <= 0.1)
     assert closed.sum() >= 5 and open_.sum() >= 50
-    assert np.median(ear[closed]) < 0.6 * np.median(ear[open_]), (np.median(ear[closed]), np.median(ear[open_]))
+    assert np.median(ear[closed]) < 0.6 * np.median(ear[open_]), (
+        np.median(ear[closed]),
+        np.median(ear[open_]),
+    )
     rt.close()
 
 
@@ -112,7 +117,8 @@ def test_all_writes_videos_figure_and_rendered_metrics(render_project):
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
 @pytest.mark.timeout(2400)  # the first one builds it: demo + DAG, minutes
 def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
-    """musicface generate --render on the stempeg MUSDB18 clip: video.mp4, one frame per 1/30 s, with audio."""
+    """musicface generate --render on the stempeg MUSDB18 clip: video.mp4, one frame per 1/30 s,
+    with audio."""
     import importlib.util
 
     import av
@@ -121,15 +127,34 @@ def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
     from preprocessing.media import decode_audio
 
     # stempeg's example file (importing stempeg itself needs an ffmpeg binary)
-    clip = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
+    clip = (
+        Path(importlib.util.find_spec("stempeg").origin).parent
+        / "data"
+        / "The Easton Ellises - Falcon 69.stem.mp4"
+    )
     run, subject = render_project["run"], render_project["subject"]
     song = tmp_path / "falcon.wav"
     audio, sr = decode_audio(clip, sr=16000, stream=0)
-    wavfile.write(song, 16000, audio[:16000 * 3 + 5000].astype(np.float32))  # 3.3125 s
+    wavfile.write(song, 16000, audio[: 16000 * 3 + 5000].astype(np.float32))  # 3.3125 s
     out = tmp_path / "out"
-    run_cli(["musicface.cli", "generate", song, "--checkpoint", run / "runs/demo/model.pt", "--subject", subject,
-             "--basis", run / "dataset/exp_basis.npz", "--render", run / "runs/demo/render" / f"{subject}.pt",
-             "--out", out, "--no-preview"])
+    run_cli(
+        [
+            "musicface.cli",
+            "generate",
+            song,
+            "--checkpoint",
+            run / "runs/demo/model.pt",
+            "--subject",
+            subject,
+            "--basis",
+            run / "dataset/exp_basis.npz",
+            "--render",
+            run / "runs/demo/render" / f"{subject}.pt",
+            "--out",
+            out,
+            "--no-preview",
+        ]
+    )
     n = math.ceil((16000 * 3 + 5000) / 16000 * 30)
     with av.open(str(out / "video.mp4")) as box:
         assert box.streams.audio, "no audio track"
@@ -146,12 +171,37 @@ def test_wrong_missing_or_corrupt_renderer_is_one_line(render_project, tmp_path,
     pt = run / "runs/demo/render" / f"{subject}.pt"
     (tmp_path / "corrupt.pt").write_bytes(pt.read_bytes()[:5000])
     song = render_project["demo"] / "songs" / "song1.wav"
-    cases = [(other, pt, f"musicface generate: renderer {pt} is for subject '{subject}', not '{other}'"),
-             (subject, tmp_path / "none.pt", f"musicface generate: renderer not found: {tmp_path / 'none.pt'}"),
-             (subject, tmp_path / "corrupt.pt", f"musicface generate: cannot load renderer {tmp_path / 'corrupt.pt'}: ")]
+    cases = [
+        (other, pt, f"musicface generate: renderer {pt} is for subject '{subject}', not '{other}'"),
+        (
+            subject,
+            tmp_path / "none.pt",
+            f"musicface generate: renderer not found: {tmp_path / 'none.pt'}",
+        ),
+        (
+            subject,
+            tmp_path / "corrupt.pt",
+            f"musicface generate: cannot load renderer {tmp_path / 'corrupt.pt'}: ",
+        ),
+    ]
     for who, renderer, msg in cases:
-        p = run_cli(["musicface.cli", "generate", song, "--checkpoint", run / "runs/demo/model.pt", "--subject", who,
-                     "--render", renderer, "--out", tmp_path / "o", "--no-preview"], check=False)
+        p = run_cli(
+            [
+                "musicface.cli",
+                "generate",
+                song,
+                "--checkpoint",
+                run / "runs/demo/model.pt",
+                "--subject",
+                who,
+                "--render",
+                renderer,
+                "--out",
+                tmp_path / "o",
+                "--no-preview",
+            ],
+            check=False,
+        )
         assert p.returncode == 1
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(msg), p.stderr

@@ -1,4 +1,5 @@
 """render_data: the take's fixed face crop, JPEG frames read back, conditions from the shards."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def test_jpeg_round_trip_is_close():
     back = decode_jpeg(encode_jpeg(img))
     assert back.shape == img.shape and back.dtype == np.uint8
     mse = np.mean((back.astype(float) - img) ** 2)
-    assert 10 * np.log10(255 ** 2 / mse) > 30  # dB: quality 95 on a detailed (aliased) photo
+    assert 10 * np.log10(255**2 / mse) > 30  # dB: quality 95 on a detailed (aliased) photo
 
 
 @pytest.mark.slow  # uses the shared DAG run (conftest.render_project)
@@ -48,7 +49,12 @@ def test_render_data_of_the_test_take(render_project):
 
     run, take = render_project["run"], render_project["take"]
     rt = RenderTake(run / "work/takes" / take / "render.h5")
-    assert (rt.take, rt.subject, rt.split, rt.size) == (take, render_project["subject"], "test", 128)
+    assert (rt.take, rt.subject, rt.split, rt.size) == (
+        take,
+        render_project["subject"],
+        "test",
+        128,
+    )
     ingest = json.loads((run / "work/takes" / take / "ingest.json").read_text())
     assert rt.n == ingest["n_frames"] and rt.cond.shape == (rt.n, 4, 128, 128)
     # the conditions come from the shards' parameters (what generation gives the renderer)
@@ -66,7 +72,7 @@ def test_render_data_of_the_test_take(render_project):
         if i in (0, 39):
             want = crop_square(rgb, x0, y0, side, 128).astype(float)
             got = rt.frame(i).astype(float)
-            assert 10 * np.log10(255 ** 2 / np.mean((got - want) ** 2)) > 33
+            assert 10 * np.log10(255**2 / np.mean((got - want) ** 2)) > 33
     # the face (mesh) lies where the real face is: the mesh's centre vs the skin-coloured region's
     i = int(np.flatnonzero(rt.valid)[len(np.flatnonzero(rt.valid)) // 2])
     ys, xs = np.nonzero(face[i])
@@ -78,12 +84,27 @@ def test_failed_qc_gives_a_failure_record(tmp_path, run_cli):
     from preprocessing.common import read_failure
 
     qc = tmp_path / "qc.json"
-    qc.write_text(json.dumps({"take": "t1", "status": "fail", "reasons": ["too short: 90 frames < 128"]}))
+    qc.write_text(
+        json.dumps({"take": "t1", "status": "fail", "reasons": ["too short: 90 frames < 128"]})
+    )
     out = tmp_path / "render.h5"
-    args = ["musicface.cli", "render-data", "--take", "t1", "--video", "none.mp4", "--qc", qc, "--out", out]
+    args = [
+        "musicface.cli",
+        "render-data",
+        "--take",
+        "t1",
+        "--video",
+        "none.mp4",
+        "--qc",
+        qc,
+        "--out",
+        out,
+    ]
     for k in ("ingest", "track", "coeffs", "shards", "basis"):
         args += [f"--{k}", tmp_path / k]
     p = run_cli(args)
     assert p.stderr.strip().splitlines()[-1] == (
-        "musicface: take 't1' step 'render_data': skipped, upstream step 'qc' failed: too short: 90 frames < 128")
+        "musicface: take 't1' step 'render_data': skipped, upstream step 'qc' failed: "
+        "too short: 90 frames < 128"
+    )
     assert read_failure(out)["reason"] == "too short: 90 frames < 128"

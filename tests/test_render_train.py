@@ -1,4 +1,6 @@
-"""The renderer network, its checkpoint, its training (resume) and what it learns on a demo subject."""
+"""The renderer network, its checkpoint, its training (resume) and what it learns on a demo
+subject."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from musicface.renderer import (Generator, MultiScaleDiscriminator, RendererConfig, RendererError, VGGLoss,
-                                discriminator_loss, generator_losses, load_renderer, save_renderer)
+from musicface.renderer import (
+    Generator,
+    MultiScaleDiscriminator,
+    RendererConfig,
+    RendererError,
+    VGGLoss,
+    discriminator_loss,
+    generator_losses,
+    load_renderer,
+    save_renderer,
+)
 
 
 def test_generator_and_discriminator_shapes():
@@ -19,7 +30,11 @@ def test_generator_and_discriminator_shapes():
     fake = G(cond, ref)
     assert fake.shape == (2, 3, 64, 64) and fake.abs().max() <= 1
     outs = D(cond[:, 4:8], fake)
-    assert len(outs) == 2 and outs[0][-1].shape[1] == 1 and outs[1][-1].shape[-1] < outs[0][-1].shape[-1]
+    assert (
+        len(outs) == 2
+        and outs[0][-1].shape[1] == 1
+        and outs[1][-1].shape[-1] < outs[0][-1].shape[-1]
+    )
     terms = generator_losses(D, cond, fake, fake.detach(), cfg)
     assert terms["l1"].item() == 0 and terms["fm"].item() == 0  # real == fake: nothing to match
     assert discriminator_loss(D, cond, fake, fake, cfg).item() > 0
@@ -30,7 +45,9 @@ def test_generator_and_discriminator_shapes():
 def test_vgg_loss_from_a_torchvision_state_dict(tmp_path):
     import torchvision
 
-    feats = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["A"])  # vgg11, random weights
+    feats = torchvision.models.vgg.make_layers(
+        torchvision.models.vgg.cfgs["A"]
+    )  # vgg11, random weights
     path = tmp_path / "vgg11.pth"
     torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, path)
     vgg = VGGLoss(path, "vgg11")
@@ -46,12 +63,20 @@ def test_vgg_loss_from_a_torchvision_state_dict(tmp_path):
 def _tiny_renderer(path, subject="anna", size=32):
     cfg = RendererConfig(size=size, context=1, channels=4, max_channels=8, disc_channels=4)
     torch.manual_seed(0)
-    save_renderer(path, subject=subject, cfg=cfg, generator=Generator(cfg),
-                  reference=torch.full((3, size, size), 128, dtype=torch.uint8),
-                  geometry={"identity": np.zeros((478, 3)), "frame_size": np.array([64, 64]),
-                            "box": np.array([0.0, 0.0, 64.0])},
-                  basis={"mean": np.zeros(1434, np.float32), "components": np.zeros((4, 1434), np.float32)},
-                  info={"steps": 0})
+    save_renderer(
+        path,
+        subject=subject,
+        cfg=cfg,
+        generator=Generator(cfg),
+        reference=torch.full((3, size, size), 128, dtype=torch.uint8),
+        geometry={
+            "identity": np.zeros((478, 3)),
+            "frame_size": np.array([64, 64]),
+            "box": np.array([0.0, 0.0, 64.0]),
+        },
+        basis={"mean": np.zeros(1434, np.float32), "components": np.zeros((4, 1434), np.float32)},
+        info={"steps": 0},
+    )
     return cfg
 
 
@@ -63,13 +88,18 @@ def test_checkpoint_is_self_contained_and_errors_are_one_line(tmp_path):
     r = load_renderer(path, subject="anna")
     assert r.cfg.size == 32 and r.basis["components"].shape == (4, 1434)
     cases = {
-        "other": (lambda: load_renderer(path, subject="ben"),
-                  f"renderer {path} is for subject 'anna', not 'ben'"),
-        "missing": (lambda: load_renderer(tmp_path / "none.pt"), f"renderer not found: {tmp_path / 'none.pt'}"),
+        "other": (
+            lambda: load_renderer(path, subject="ben"),
+            f"renderer {path} is for subject 'anna', not 'ben'",
+        ),
+        "missing": (
+            lambda: load_renderer(tmp_path / "none.pt"),
+            f"renderer not found: {tmp_path / 'none.pt'}",
+        ),
     }
     (tmp_path / "corrupt.pt").write_bytes(path.read_bytes()[:2000])
     torch.save({"state_dict": {}}, tmp_path / "model.pt")
-    for name, (fn, msg) in cases.items():
+    for fn, msg in cases.values():
         with pytest.raises(RendererError) as e:
             fn()
         assert str(e.value) == msg
@@ -87,20 +117,46 @@ def test_training_resumes_to_the_same_weights(render_project, tmp_path):
     from musicface.render_data import build
     from musicface.render_train import train
 
-    run, take = render_project["run"], render_project["take"]
-    split = {t: s for t, s in (line.split("\t")[0::3] for line in
-                                (run / "dataset/split.tsv").read_text().splitlines()[1:])}
-    train_take = next(t for t, s in split.items() if s == "train" and t.startswith(render_project["subject"]))
+    run = render_project["run"]
+    split = {
+        t: s
+        for t, s in (
+            line.split("\t")[0::3]
+            for line in (run / "dataset/split.tsv").read_text().splitlines()[1:]
+        )
+    }
+    train_take = next(
+        t for t, s in split.items() if s == "train" and t.startswith(render_project["subject"])
+    )
     w = run / "work/takes" / train_take
     data = tmp_path / "r32.h5"
-    build(train_take, render_project["demo"] / render_project["subject"] / f"{train_take}.mp4", w / "ingest.json",
-          w / "track.npz", w / "coeffs.npz", w / "qc.json", run / "dataset/shards", run / "dataset/exp_basis.npz",
-          32, data, progress=False)
+    build(
+        train_take,
+        render_project["demo"] / render_project["subject"] / f"{train_take}.mp4",
+        w / "ingest.json",
+        w / "track.npz",
+        w / "coeffs.npz",
+        w / "qc.json",
+        run / "dataset/shards",
+        run / "dataset/exp_basis.npz",
+        32,
+        data,
+        progress=False,
+    )
     cfg = RendererConfig(size=32, context=1, channels=4, max_channels=8, disc_channels=4)
-    kw = dict(batch_size=2, lr=1e-3, decay_fraction=0.5, seed=3, save_every=2, device="cpu", progress=False)
+    kw = dict(
+        batch_size=2,
+        lr=1e-3,
+        decay_fraction=0.5,
+        seed=3,
+        save_every=2,
+        device="cpu",
+        progress=False,
+    )
     train(render_project["subject"], [data], tmp_path / "a.pt", cfg, steps=4, **kw)
-    assert train(render_project["subject"], [data], tmp_path / "b.pt", cfg, steps=4, until=2, **kw) == {
-        "steps_done": 2}
+    assert train(
+        render_project["subject"], [data], tmp_path / "b.pt", cfg, steps=4, until=2, **kw
+    ) == {"steps_done": 2}
     assert not (tmp_path / "b.pt").exists() and (tmp_path / "b.state.pt").exists()
     train(render_project["subject"], [data], tmp_path / "b.pt", cfg, steps=4, resume=True, **kw)
     a, b = load_renderer(tmp_path / "a.pt"), load_renderer(tmp_path / "b.pt")
