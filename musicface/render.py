@@ -373,7 +373,7 @@ def render_take(
             "generated": kept.__getitem__,
         },
         cols,
-        labels=[f"t={i / FPS:.1f}s e={rt.eye[i]:.1f}" for i in cols],
+        labels=[f"{i / FPS:.1f} s,  eye {rt.eye[i]:.1f}" for i in cols],
     )
     result["figure"] = f"{take}.png"
     result["definitions"] = DEFINITIONS

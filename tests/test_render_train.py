@@ -143,7 +143,16 @@ def test_training_resumes_to_the_same_weights(render_project, tmp_path):
         data,
         progress=False,
     )
-    cfg = RendererConfig(size=32, context=1, channels=4, max_channels=8, disc_channels=4)
+    # 32 px: one PatchGAN of 2 stride-2 layers (deeper ones would reach 1 x 1, where instance norm fails)
+    cfg = RendererConfig(
+        size=32,
+        context=1,
+        channels=4,
+        max_channels=8,
+        disc_channels=4,
+        disc_scales=1,
+        disc_layers=2,
+    )
     kw = dict(
         batch_size=2,
         lr=1e-3,
