@@ -5,6 +5,7 @@
 #
 # Targets: dataset, train, evaluate, render (the test takes rendered), all (= evaluate + render),
 # ablation (the paper's four variants).
+# docs/dag.md draws the DAG and says which config sections each rule depends on.
 # Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
 import os
 
@@ -40,7 +41,7 @@ include: "workflow/rules/render.smk"
 rule all:
     default_target: True
     input:
-        rules.evaluate.output,
+        rules.evaluate.input,
         lambda wc: render_targets() if config["render"]["enabled"] else [],
 
 

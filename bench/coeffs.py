@@ -8,7 +8,8 @@ projected into a 1280 x 720 frame with 0.3 px noise): the builtin backend's cost
 number of frames, not on the video.
 
 * ``builtin.fps_per_core`` = frames / CPU seconds (user + system) of ``builtin_coeffs`` on a
-  ``--minutes`` take; ``realtime_per_core`` = that / 30 (DESIGN bar for all preprocessing: >= 2).
+  ``--minutes`` take; ``realtime_per_core`` = that / 30 (the bar for all preprocessing: >= 2,
+  docs/testing.md).
 * ``memory``: the ``extract`` CLI in a child process on a 1-minute and a ``--long-minutes`` take;
   ``peak_rss_mb`` = the child's ru_maxrss (must not grow much with take length: inputs/outputs
   themselves are ~12 MB per minute of track.npz + ~20 MB per minute of coeffs.npz).

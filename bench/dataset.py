@@ -7,8 +7,8 @@ folder and reports: wall seconds per video minute (the whole DAG with --cores N)
 per video minute (Snakemake's per-job benchmark files; they include each job's Python start-up and,
 on a shared machine, time waiting for a CPU), CPU seconds per video minute of Snakemake and all its
 jobs (getrusage of the children: exact, unlike the benchmark files' sampled cpu_time), the realtime
-factors (video seconds / job seconds, / CPU seconds: the DESIGN.md bar is >= 2 per core for the
-built-in backends) and the per-rule breakdown with peak RSS.
+factors (video seconds / job seconds, / CPU seconds: the bar is >= 2 per core for the built-in
+backends, docs/testing.md) and the per-rule breakdown with peak RSS.
 """
 from __future__ import annotations
 

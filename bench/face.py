@@ -8,12 +8,12 @@ frame (640x480) is scaled by ``height / 480`` and centred in a 16:9 canvas of 85
 1920x1080, so the face covers the same share of the frame at every resolution.
 
 Speed: ``fps_per_core`` = video frames / CPU seconds (user + system, all threads of this process),
-i.e. what one core sustains; ``realtime_per_core`` = that / 30 (the DESIGN bar for the whole
-preprocessing is >= 2x real time per core). ``wall_fps`` is shown too.
+i.e. what one core sustains; ``realtime_per_core`` = that / 30 (the bar for the whole
+preprocessing is >= 2x real time per core, docs/testing.md). ``wall_fps`` is shown too.
 
 Memory: the ``track`` and ``au45`` CLIs run as child processes on a short (30 s) and a long
-(``--long-minutes``, default 10) take at ``--memory-size`` (default 1080p, the DESIGN.md bar: a 10-minute
-1080p take stays under 1.5 GB); their peak RSS is the kernel's high-water mark
+(``--long-minutes``, default 10) take at ``--memory-size`` (default 1080p; the bar, docs/testing.md:
+a 10-minute 1080p take stays under 1.5 GB); their peak RSS is the kernel's high-water mark
 (VmHWM), read every 0.1 s: peak memory must not grow with take length (beyond the output arrays,
 5.7 kB per frame for track.npz).
 

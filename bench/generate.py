@@ -7,7 +7,7 @@ default architecture (config.yaml sizes, 2 subjects, E = 64) with random weights
 does not depend on the weight values. Prints JSON: seconds per song (min / median of the repeats)
 for one pass and for 1,000-frame chunks, the parts as ``generate`` runs them (MFCC normalisation,
 TSAE, ATMs, heads + PGN roll-out; the PGN's numpy roll-out next to its training forward), the
-real-time factor, and the same for the ablation variants. Target (DESIGN.md 8): < 2 s per song,
+real-time factor, and the same for the ablation variants. Target (docs/testing.md): < 2 s per song,
 MFCC extraction included (bench/generate_cli.py).
 """
 from __future__ import annotations

@@ -39,9 +39,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from musicface import generate as G  # noqa: E402
+from musicface.config import VARIANTS  # noqa: E402
 
 CLIP = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
-BAR_S = 2.0  # DESIGN.md section 8: parameters of a 4-minute song in under 2 s on one core, separation excluded
+BAR_S = 2.0  # s for the parameters of a 4-minute song on one core, no separation (docs/testing.md)
 
 
 def make_song(path: Path, seconds: float) -> None:
@@ -79,7 +80,7 @@ class Clock:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=240.0)
-    ap.add_argument("--variant", default="full", choices=["single_stream", "two_stream", "with_atm", "full"])
+    ap.add_argument("--variant", default="full", choices=VARIANTS)
     ap.add_argument("--preview", action="store_true", help="also time the preview video")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)

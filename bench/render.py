@@ -43,7 +43,7 @@ def loadavg() -> list[float]:
 
 def bench_raster(sizes) -> dict:
     from musicface import raster as R
-    from preprocessing.coeffs import load_reference
+    from preprocessing.landmarks import load_reference
 
     ref = load_reference()["shape"]
     rng = np.random.default_rng(0)
@@ -164,7 +164,7 @@ def bench_storage(size: int, n: int) -> dict:
             "random_access": True,
         }
         p = d / "h264.mp4"
-        write_video(p, iter(frames), fps=30, crf=18)
+        write_video(p, iter(frames), crf=18)
         t = time.perf_counter()
         back = [rgb for _, rgb in iter_frames(p, n_frames=n)]
         fps = n / (time.perf_counter() - t)

@@ -1,6 +1,7 @@
 """`musicface` console script: one sub-command per module, each module parses its own arguments.
 
-    musicface train     --shards dataset/shards --config-json CFG --out runs/demo [--resume]
+    musicface train     --shards dataset/shards --basis dataset/exp_basis.npz --config-json CFG \
+                        --out runs/demo [--resume]
     musicface evaluate  --checkpoint runs/demo/model.pt --shards dataset/shards --out runs/demo/eval
     musicface generate  SONG --checkpoint runs/demo/model.pt --subject singer1 --out out/
     musicface inspect   dataset/shards

@@ -1,4 +1,4 @@
-"""Shard reader: HDF5 shards (schema version 1, DESIGN.md section 5) -> takes, training windows.
+"""Shard reader: HDF5 shards (preprocessing.shard_schema, docs/data.md) -> takes, training windows.
 
     shards = open_shards("dataset/shards")         # ShardSet: .subjects, .exp_dim, .fps, .takes(split)
     ds = WindowDataset(shards, split="train", window=128, samples_per_epoch=10_000, seed=0)
@@ -39,19 +39,15 @@ import h5py
 import numpy as np
 import torch
 
+from preprocessing.eyes import blink_stats
+from preprocessing.geometry import runs
 from preprocessing.mfcc import mfcc_windows
+from preprocessing.shard_schema import (FRAME_KEYS, TAKE_ATTRS, ShardError, check_version,
+                                        from_attrs, root_meta)
+from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, MFCC_RATE, MFCC_WIDTH, centre_rows
 
-SCHEMA_VERSION = 1
-MFCC_WIDTH = 39
-MFCC_DIM = 26
-MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
-FRAME_KEYS = ("exp", "pose", "au45", "eye_long", "eye_blink", "valid")
 ITEM_KEYS = MFCC_KEYS + ("exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink", "valid",
                          "subject", "start")
-
-
-class ShardError(ValueError):
-    """A shard set that this reader cannot use (wrong schema version, missing file, ...)."""
 
 
 # ------------------------------------------------------------------------------------ shard set
@@ -72,22 +68,8 @@ class TakeInfo:
     backends: dict = field(default_factory=dict, compare=False)
     tool_versions: dict = field(default_factory=dict, compare=False)
 
-    def duration_s(self, fps: int = 30) -> float:
+    def duration_s(self, fps: int = FPS) -> float:
         return self.n_frames / fps
-
-
-def _attr_str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _check_version(path, f: h5py.File) -> None:
-    if "schema_version" not in f.attrs:
-        raise ShardError(f"{path}: not a MusicFace shard (no schema_version attribute)")
-    v = int(f.attrs["schema_version"])
-    if v != SCHEMA_VERSION:
-        raise ShardError(f"{path}: shard schema_version {v} is not supported by this reader "
-                         f"(schema_version {SCHEMA_VERSION}); rebuild the shards (snakemake dataset) "
-                         f"or use the musicface version that wrote them")
 
 
 class ShardSet:
@@ -120,18 +102,27 @@ class ShardSet:
 def open_shards(path: str | os.PathLike) -> ShardSet:
     """Open a shard set: a folder (``manifest.json`` + ``*.h5``) or one ``.h5`` file.
 
-    Reads only attributes. Raises :class:`ShardError` for an unknown schema version (naming the file
-    and both versions), a missing file, or files that disagree on subjects / exp_dim / fps.
+    A folder's metadata comes from its ``manifest.json`` alone (no HDF5 file is opened; they must
+    exist); a folder without a manifest, a manifest written before it carried the takes' attributes,
+    or a single file: from the HDF5 attributes. Raises :class:`ShardError` for an unknown schema
+    version (naming the file and both versions), a missing file, or files that disagree on subjects
+    / exp_dim / fps.
     """
     root = Path(path)
     if root.is_dir():
         manifest = root / "manifest.json"
         if manifest.exists():
-            names = [f["name"] for f in json.loads(manifest.read_text())["files"]]
+            man = json.loads(manifest.read_text())
+            check_version(manifest, man)
+            names = [f["name"] for f in man["files"]]
             missing = [n for n in names if not (root / n).exists()]
             if missing:
                 raise ShardError(f"{root}: files listed in manifest.json are missing: {', '.join(missing)}")
             files = [root / n for n in names]
+            if all(set(TAKE_ATTRS) <= set(t) for t in man["takes"].values()):
+                takes = [TakeInfo(take=name, shard=str(root / t["file"]), **from_attrs(t))
+                         for name, t in man["takes"].items()]
+                return ShardSet(root, [str(p) for p in files], takes=takes, **root_meta(man))
         else:
             files = sorted(root.glob("*.h5"))
         if not files:
@@ -144,24 +135,15 @@ def open_shards(path: str | os.PathLike) -> ShardSet:
     meta, takes = None, []
     for p in files:
         with h5py.File(p, "r") as f:
-            _check_version(p, f)
-            m = dict(subjects=[_attr_str(s) for s in f.attrs["subjects"]], exp_dim=int(f.attrs["exp_dim"]),
-                     fps=int(f.attrs["fps"]), mfcc_rate=int(f.attrs["mfcc_rate"]),
-                     config_sha=_attr_str(f.attrs.get("config_sha", "")))
+            check_version(p, f.attrs)
+            m = root_meta(f.attrs)
             if meta is None:
                 meta = m
             elif m != meta:
                 diff = [k for k in m if m[k] != meta[k]]
                 raise ShardError(f"{p}: disagrees with {files[0]} on {', '.join(diff)}")
-            for name, g in f.get("takes", {}).items():
-                a = g.attrs
-                takes.append(TakeInfo(
-                    take=name, subject=_attr_str(a["subject"]), subject_index=int(a["subject_index"]),
-                    song=_attr_str(a["song"]), split=_attr_str(a["split"]), n_frames=int(a["n_frames"]),
-                    shard=str(p), offset_s=float(a["offset_s"]), sync_method=_attr_str(a["sync_method"]),
-                    sync_confidence=float(a["sync_confidence"]),
-                    backends=json.loads(_attr_str(a["backends"])),
-                    tool_versions=json.loads(_attr_str(a["tool_versions"]))))
+            takes += [TakeInfo(take=name, shard=str(p), **from_attrs(g.attrs))
+                      for name, g in f.get("takes", {}).items()]
     names = [t.take for t in takes]
     if len(set(names)) != len(names):
         dups = sorted({n for n in names if names.count(n) > 1})
@@ -174,8 +156,8 @@ def _as_shardset(shards) -> ShardSet:
 
 
 # ----------------------------------------------------------------------------------- MFCC windows
-def mfcc_row_index(first_frame: int, n_frames: int, n_rows: int, fps: int = 30, rate: int = 100,
-                   width: int = MFCC_WIDTH) -> np.ndarray:
+def mfcc_row_index(first_frame: int, n_frames: int, n_rows: int, fps: int = FPS,
+                   rate: int = MFCC_RATE, width: int = MFCC_WIDTH) -> np.ndarray:
     """Row indices ``(n_frames, width)`` of the MFCC windows of frames ``first_frame ..``.
 
     Window of frame ``t`` is centred on row ``round(t * rate / fps)`` (computed as
@@ -187,10 +169,11 @@ def mfcc_row_index(first_frame: int, n_frames: int, n_rows: int, fps: int = 30, 
     return np.clip(idx, 0, n_rows - 1)
 
 
-def mfcc_centres(first_frame: int, n_frames: int, n_rows: int, fps: int = 30, rate: int = 100) -> np.ndarray:
+def mfcc_centres(first_frame: int, n_frames: int, n_rows: int, fps: int = FPS,
+                 rate: int = MFCC_RATE) -> np.ndarray:
     """Centre row ``round(t * rate / fps)`` of each frame's MFCC window, clipped to the rows."""
     t = np.arange(first_frame, first_frame + n_frames, dtype=np.int64)
-    return np.clip((2 * t * rate + fps) // (2 * fps), 0, n_rows - 1)
+    return np.clip(centre_rows(t, fps, rate), 0, n_rows - 1)
 
 
 def window_view(features: np.ndarray, width: int = MFCC_WIDTH) -> np.ndarray:
@@ -441,40 +424,31 @@ def collate(batch):
 
 
 # --------------------------------------------------------------------------------- inspect (CLI)
-def _runs(x: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of the runs where ``x`` is true."""
-    d = np.diff(np.concatenate([[0], x.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
-
-
 def summarize(shards) -> dict:
-    """Numbers of a shard set: takes, hours, subjects, valid frames, blinks, long closures."""
+    """Numbers of a shard set: takes, hours, subjects, valid frames, and the blink statistics
+    (``preprocessing.eyes.blink_stats`` keys: rates per valid second, NaN where undefined)."""
     shards = _as_shardset(shards)
     fps = shards.fps
     per_subject = collections.defaultdict(lambda: {"takes": 0, "hours": 0.0})
-    frames = valid_frames = n_blinks = n_long = 0
-    blink_frames = long_frames = 0
+    frames = valid_frames = 0
+    events = [np.zeros((0, 4))]
     for info in shards.takes():
         a = _read_take(info.shard, info.take, ("valid", "eye_blink", "eye_long"))
         frames += info.n_frames
         valid_frames += int(a["valid"].sum())
-        blinks, longs = _runs(a["eye_blink"] > 0), _runs(a["eye_long"] > 0)
-        n_blinks += len(blinks)
-        n_long += len(longs)
-        blink_frames += sum(e - s for s, e in blinks)
-        long_frames += sum(e - s for s, e in longs)
+        for kind, key in ((0, "eye_blink"), (1, "eye_long")):  # the closure events of the take
+            r = runs(a[key] > 0)
+            events.append(np.c_[r, (r[:, 1] - r[:, 0]) / fps, np.full(len(r), kind)])
         per_subject[info.subject]["takes"] += 1
         per_subject[info.subject]["hours"] += info.n_frames / fps / 3600
-    valid_s = valid_frames / fps
+    eyes = blink_stats(np.concatenate(events), valid_frames, fps)
+    del eyes["durations_s"], eyes["seconds"]
     return {
         "path": str(shards.root), "files": len(shards.files), "takes": len(shards),
         "train_takes": len(shards.takes("train")), "test_takes": len(shards.takes("test")),
         "hours": frames / fps / 3600, "subjects": shards.subjects, "exp_dim": shards.exp_dim,
         "per_subject": {s: {"takes": v["takes"], "hours": v["hours"]} for s, v in sorted(per_subject.items())},
-        "frames": frames, "valid_fraction": valid_frames / frames if frames else 0.0,
-        "blinks": n_blinks, "blinks_per_s": n_blinks / valid_s if valid_s else 0.0,
-        "mean_blink_s": blink_frames / n_blinks / fps if n_blinks else 0.0,
-        "long_closures": n_long, "mean_long_closure_s": long_frames / n_long / fps if n_long else 0.0,
+        "frames": frames, "valid_fraction": valid_frames / frames if frames else 0.0, **eyes,
         "config_sha": shards.config_sha,
     }
 
@@ -504,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     fails = _qc_failures(Path(a.path))
     s["qc_failures"] = fails
     if a.json:
-        print(json.dumps(s, indent=2))
+        null = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in s.items()}
+        print(json.dumps(null, indent=2))
         return 0
     print(f"shard set   {s['path']} ({s['files']} files, config {s['config_sha']})")
     print(f"takes       {s['takes']} ({s['train_takes']} train, {s['test_takes']} test), "
@@ -514,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         p = s["per_subject"].get(name, {"takes": 0, "hours": 0.0})
         print(f"  [{i}] {name}: {p['takes']} takes, {p['hours'] * 60:.1f} min")
     print(f"valid       {s['valid_fraction']:.1%} of {s['frames']} frames")
-    print(f"blinks      {s['blinks']} ({s['blinks_per_s']:.2f}/s, mean {s['mean_blink_s']:.2f} s)")
-    print(f"long closes {s['long_closures']} (mean {s['mean_long_closure_s']:.2f} s)")
+    print(f"blinks      {s['n_blinks']} ({s['blinks_per_s']:.2f}/s, "
+          f"mean {s['blink_duration_s']:.2f} s)")
+    print(f"long closes {s['n_long']} (mean {s['long_duration_s']:.2f} s)")
     if fails is None:
         print("qc          (no qc.tsv beside the shards)")
     else:

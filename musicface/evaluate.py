@@ -36,11 +36,12 @@ import numpy as np
 
 from musicface import figures
 from musicface import metrics as M
+from musicface.config import VARIANTS
 from preprocessing.common import StepError, atomic_path, one_line, save_json
+from preprocessing.timebase import FPS
 
-VARIANT_NAMES = {"single_stream": "Single-Stream", "two_stream": "Two-Stream", "with_atm": "With-ATM",
-                 "full": "Ours (full)"}
-VARIANT_ORDER = ("single_stream", "two_stream", "with_atm", "full")
+# table row names, in the paper's order (VARIANTS)
+VARIANT_NAMES = dict(zip(VARIANTS, ("Single-Stream", "Two-Stream", "With-ATM", "Ours (full)")))
 FIGURES = {"pose": "pose.png", "attention": "attention.png", "eye_durations": "eye_durations.png",
            "training": "training.png"}
 PAPER_GROUND_TRUTH = {"blinks_per_s": 0.35, "blink_duration_s": 0.23}
@@ -101,29 +102,6 @@ def _clean(obj):
     return obj
 
 
-def find_basis(checkpoint: Path, meta: dict, explicit=None, shards: Path | None = None) -> Path | None:
-    """The expression basis (``exp_basis.npz``) of the landmark model, first found of: ``explicit``;
-    the path the checkpoint recorded (meta ``exp_basis``/``basis``); ``exp_basis.npz`` beside the
-    checkpoint; ``exp_basis.npz`` beside the shard folder (``dataset/``); ``dataset/exp_basis.npz``."""
-    if explicit:
-        return Path(explicit)
-    cands = [meta.get(k) for k in ("exp_basis", "basis", "basis_path") if isinstance(meta.get(k), str)]
-    cands.append(Path(checkpoint).parent / "exp_basis.npz")
-    if shards is not None:
-        cands.append(Path(shards).parent / "exp_basis.npz")
-    cands.append(Path("dataset/exp_basis.npz"))
-    for c in cands:
-        if c and Path(c).is_file():
-            return Path(c)
-    return None
-
-
-def load_basis(path) -> dict:
-    from preprocessing.common import load_npz
-
-    return load_npz(path)
-
-
 def landmarks(exp, pose, basis: dict, bfm_dir=None) -> np.ndarray:
     """Coefficients -> 2-D landmarks through the backend's landmark model, isotropic frame (1 x 1)
     (builtin: 478 FaceMesh points of the reference face; deep3d: 68 BFM points, needs ``bfm_dir``)."""
@@ -142,7 +120,7 @@ def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- per take
-def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = 30.0, tau: float = 0.5,
+def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = FPS, tau: float = 0.5,
                closed_threshold: float = 0.5, bfm_dir=None) -> dict:
     """Metrics of one generated take vs its ground truth (arrays of :func:`musicface.data.take_arrays`).
 
@@ -161,11 +139,13 @@ def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = 30.0, ta
     e_long, eye = np.asarray(gen["e_long"], np.float64), np.asarray(gen["eye"], np.float64)
     out["cca_eye"] = M.cca(e_long[valid], gt["eye_long"][valid])
     out["cca_eye_combined"] = M.cca(eye[valid], gt["au45"][valid])
-    out["blinks"] = M.blink_stats(eye, fps=fps, tau=tau, closed_threshold=closed_threshold)
-    out["blinks_gt"] = M.blink_stats(gt["au45"], fps=fps, tau=tau, closed_threshold=closed_threshold,
-                                     valid=valid)
+    ev_gen = M.closure_events(eye, fps=fps, tau=tau, closed_threshold=closed_threshold)
+    ev_gt = M.closure_events(gt["au45"], fps=fps, tau=tau, closed_threshold=closed_threshold,
+                             valid=valid)
+    out["blinks"] = M.blink_stats(ev_gen, n, fps)
+    out["blinks_gt"] = M.blink_stats(ev_gt, int(valid.sum()), fps)
     pool = {"speed": (sp_gen, sp_gt), "eye": (e_long[valid], gt["eye_long"][valid]),
-            "eye_combined": (eye[valid], gt["au45"][valid])}
+            "eye_combined": (eye[valid], gt["au45"][valid]), "events": (ev_gen, ev_gt)}
     # lip sync through the landmark model (both with the ground-truth pose: expression only)
     if basis is not None:
         try:
@@ -197,12 +177,13 @@ def _weighted(rows: list[dict], key: str, weight: str = "valid_frames") -> float
     return float(np.sum(v * w) / np.sum(w)) if w.sum() > 0 else float("nan")
 
 
-def summarise(rows: list[dict]) -> tuple[dict, dict, list, list]:
+def summarise(rows: list[dict], fps: float = FPS) -> tuple[dict, dict, list, list]:
     """Per-take rows -> (generated summary, ground-truth reference values, closure durations of the
-    generated and the real eye states)."""
+    generated and the real eye states). Blink statistics pool the takes' closure events over their
+    total time (generated: every frame; ground truth: the valid frames)."""
     cat = lambda key, i: np.concatenate([r["_pool"][key][i] for r in rows])  # noqa: E731
-    gen_blinks = M.pool_blink_stats([r["blinks"] for r in rows])
-    gt_blinks = M.pool_blink_stats([r["blinks_gt"] for r in rows])
+    gen_blinks = M.blink_stats(cat("events", 0), sum(r["n_frames"] for r in rows), fps)
+    gt_blinks = M.blink_stats(cat("events", 1), sum(r["valid_frames"] for r in rows), fps)
     summary = {
         "lmd_mouth": _weighted(rows, "lmd_mouth"), "lmd_face": _weighted(rows, "lmd_face"),
         "lip_energy_corr": _weighted(rows, "lip_energy_corr"),
@@ -297,7 +278,7 @@ def avc_of_video(video, weights, device: str = "cpu") -> dict:
     """SyncNet confidence of a rendered video (its own audio track) via :func:`metrics.syncnet_confidence`."""
     from preprocessing.media import decode_audio
 
-    audio, _ = decode_audio(video, sr=16000)
+    audio, _ = decode_audio(video, sr=16000)  # SyncNet's audio rate
     return M.syncnet_confidence(face_crops(video), audio, sr=16000, weights=weights, device=device)
 
 
@@ -393,7 +374,7 @@ def render_summary(paths) -> tuple[dict, dict, dict, dict, dict]:
     return summary, ground, notes, per_take, RENDER_DEFINITIONS
 
 
-def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", basis=None,
+def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
              syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
              figure_take: str | None = None, bfm_dir=None, render_metrics=None, progress: bool = True) -> dict:
     """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
@@ -415,8 +396,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
     if unknown:
         raise StepError(f"test takes of subjects the model does not know: {', '.join(unknown)} "
                         f"(model subjects: {', '.join(model.subjects)})")
-    basis_path = find_basis(checkpoint, meta, basis, Path(shards))
-    basis_dict = load_basis(basis_path) if basis_path else None
+    basis_dict = model.exp_basis  # the landmark model travels in the model file
     fps = float(shardset.fps)
 
     rows, skipped, keep = {}, {}, {}
@@ -440,7 +420,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
     if not rows:
         raise StepError(f"no test take could be evaluated ({len(skipped)} skipped)")
 
-    summary, ground, dur_gen, dur_gt = summarise(list(rows.values()))
+    summary, ground, dur_gen, dur_gt = summarise(list(rows.values()), fps)
     notes = {}
     definitions = dict(DEFINITIONS)
     rendered_takes = None
@@ -454,7 +434,8 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
     summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     errors = sorted({r["landmark_error"] for r in rows.values() if "landmark_error" in r})
     if basis_dict is None or errors:
-        reason = ("no expression basis (exp_basis.npz) found: pass --basis" if basis_dict is None
+        reason = (f"{checkpoint.name} carries no expression basis (written before model files "
+                  "embedded it, or trained without --basis): retrain it" if basis_dict is None
                   else f"landmark model failed: {errors[0]}")
         for k in ("lmd_mouth", "lmd_face", "lip_energy_corr", "silent_open_ratio"):
             notes[k] = reason
@@ -485,7 +466,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu", bas
     result = {
         "variant": variant, "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
         "tau": tau, "closed_threshold": closed_threshold,
-        "basis": str(basis_path) if basis_path else None,
+        "basis_sha256": model.exp_basis_sha256,
         "summary": summary, "ground_truth": ground, "paper_ground_truth": PAPER_GROUND_TRUTH,
         "notes": notes, "takes": per_take, "skipped": skipped, "figure_take": fig_take,
         "figures": {k: p.name for k, p in paths.items()}, "definitions": definitions,
@@ -506,7 +487,7 @@ def ablation_table(metrics_paths, out) -> str:
         if not p.is_file():
             raise StepError(f"metrics file not found: {p}")
         results.append(json.loads(p.read_text()))
-    rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    rank = {v: i for i, v in enumerate(VARIANTS)}
     results.sort(key=lambda r: rank.get(r.get("variant"), len(rank)))
     text = table_markdown(results, title="Ablation study (paper Table 1 layout), test split")
     write_text(out, text)
@@ -521,8 +502,6 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder (metrics.json, table.md, *.png)")
     ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed of the first test take (+rank)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--basis", default=None, help="exp_basis.npz of the landmark model (default: found "
-                    "beside the checkpoint or the shards)")
     ap.add_argument("--syncnet-weights", default=None, help="syncnet_v2.model, for AVC (with --rendered)")
     ap.add_argument("--rendered", default=None, help="folder of rendered face videos <take>.mp4, for AVC")
     ap.add_argument("--tau", type=float, default=0.5, help="s: closures this long are long closures, not blinks")
@@ -534,7 +513,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
                     "(rendered-video metrics; their folder's <take>.mp4 also serve AVC)")
     a = ap.parse_args(argv)
     try:
-        r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device, basis=a.basis,
+        r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device,
                      syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
                      closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir,
                      render_metrics=a.render_metrics)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import atomic_path
+from preprocessing.timebase import FPS
 
 ANGLE_COLOURS = {"pitch": "tab:red", "yaw": "tab:blue", "roll": "tab:green"}  # the paper's colours
 
@@ -49,7 +50,7 @@ def note_figure(path, text: str, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def pose_curves(path, pose_gen, pose_gt, *, fps: float = 30.0, title: str = "", valid=None) -> Path:
+def pose_curves(path, pose_gen, pose_gt, *, fps: float = FPS, title: str = "", valid=None) -> Path:
     """Fig. 5b: head rotation of ground truth (top) and generation (bottom), degrees vs seconds.
 
     ``pose_* (T, >=3)`` with pitch, yaw, roll in radians; ground-truth frames where ``valid`` is 0
@@ -75,7 +76,8 @@ def pose_curves(path, pose_gen, pose_gt, *, fps: float = 30.0, title: str = "", 
     return _save(fig, path)
 
 
-def attention_maps(path, att: dict | None, *, fps: float = 30.0, title: str = "", note: str = "") -> Path:
+def attention_maps(path, att: dict | None, *, fps: float = FPS, title: str = "",
+                   note: str = "") -> Path:
     """Fig. 6: attention weights ``att[task] (T, C)`` for task in exp, pose, eye (time horizontal,
     feature channel vertical, brighter = higher). Channels ``0..C/2`` are the vocal stream (f_v),
     the rest the music stream (f_b), separated by a line. Without maps (a variant without ATM) the

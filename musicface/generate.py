@@ -1,7 +1,9 @@
 """`musicface generate`: any song -> separation -> MFCC -> the model -> driving parameters + a preview.
 
     musicface generate song.mp3 --checkpoint runs/demo/model.pt --subject singer1 --out out/
-        [--separate builtin|spleeter] [--seed K] [--basis dataset/exp_basis.npz] [--no-preview]
+        [--separate builtin|spleeter] [--seed K] [--no-preview]
+
+The model file is all it needs: the expression basis of the preview's landmark model is inside it.
 
 Pipeline (the same features as the dataset, so a model sees at generation what it saw in training):
 
@@ -16,14 +18,15 @@ Pipeline (the same features as the dataset, so a model sees at generation what i
    speed; for variants without PGN ``|p_t - p_(t-1)|`` of the generated pose, flagged by
    ``speed_from_pose``), ``att_exp/att_pose/att_eye (N, C)`` (ATM variants), ``fps``, ``subject``,
    ``variant``, ``seed``, ``duration_s``.
-6. ``DIR/preview.mp4``: the face mesh driven by the parameters (landmark model: expression basis +
-   pose; eye state applied to the lids), H.264 + AAC with the song, 480 x 480.
-7. With ``--render RENDERER.pt`` (a subject's renderer, ``musicface render-train``): ``DIR/video.mp4``,
-   the parameters rendered as that singer's face (:mod:`musicface.render`), one frame per 1/30 s of
-   the song, H.264 + AAC with the song. The renderer must be the subject's.
+6. ``DIR/preview.mp4``: the face mesh driven by the parameters (landmark model: the expression basis
+   embedded in the model file + pose; eye state applied to the lids), H.264 + AAC with the song,
+   480 x 480.
+7. With ``--render RENDERER.pt`` (a subject's renderer, ``musicface render-train``):
+   ``DIR/video.mp4``, the parameters rendered as that singer's face (:mod:`musicface.render`), one
+   frame per 1/30 s of the song, H.264 + AAC with the song. The renderer must be the subject's.
 
-Errors (missing checkpoint, unknown subject, unreadable audio, missing basis) are one line:
-``musicface generate: <reason>``, exit status 1.
+Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis) are one
+line: ``musicface generate: <reason>``, exit status 1.
 """
 from __future__ import annotations
 
@@ -35,9 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import StepError, one_line, save_json, save_npz
-
-SR = 16000
-FPS = 30
+from preprocessing.timebase import FPS, MFCC_WIDTH, SR
 
 
 # -------------------------------------------------------------------------------------- features
@@ -78,7 +79,8 @@ def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys
     two separated streams or the mix, never all three.
     """
     from preprocessing.media import n_frames_cfr
-    from preprocessing.mfcc import features_at, mfcc_windows, n_rows
+    from preprocessing.mfcc import features_at, mfcc_windows
+    from preprocessing.timebase import n_mfcc_rows
 
     n = n_frames_cfr(len(mix) / SR, fps)
     if n < 1:
@@ -86,8 +88,8 @@ def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys
     out = {"n_frames": n}
     for key, wav in (("mfcc_mix", mix), ("mfcc_vocals", vocals), ("mfcc_music", music)):
         if wav is not None and (keys is None or key in keys):
-            feats = features_at(np.asarray(wav, np.float32), 0, n_rows(n, fps), SR)
-            out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=39), np.float32)
+            feats = features_at(np.asarray(wav, np.float32), 0, n_mfcc_rows(n, fps), SR)
+            out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=MFCC_WIDTH), np.float32)
     return out
 
 
@@ -133,12 +135,10 @@ def params_from_output(gen: dict, variant: str, fps: int) -> dict:
 
 
 def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "builtin", seed: int = 0,
-             basis=None, device: str = "cpu", preview: bool = True, size: int = 480,
+             device: str = "cpu", preview: bool = True, size: int = 480,
              spleeter_python=".venv-spleeter/bin/python", spleeter_model_dir=None, bfm_dir=None,
              render=None, progress: bool = True) -> dict:
     """The whole pipeline (module docstring). Returns timings and output paths."""
-    from musicface.evaluate import find_basis, load_basis
-
     out = Path(out)
     timings = {}
     t0 = time.perf_counter()
@@ -156,18 +156,10 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         if comps is not None and len(comps) != model.exp_dim:
             raise StepError(f"renderer {render} was trained with {len(comps)} expression components, the "
                             f"model predicts {model.exp_dim}: use a renderer made from the model's dataset")
-    basis_path = None
-    if preview:
-        basis_path = find_basis(Path(checkpoint), meta, basis)
-        if basis_path is None:
-            raise StepError("no expression basis for the preview: pass --basis PATH (dataset/exp_basis.npz of "
-                            "the training data) or --no-preview")
-        if not basis_path.is_file():
-            raise StepError(f"expression basis not found: {basis_path}")
-        basis_dict = load_basis(basis_path)
-        if "components" in basis_dict and len(basis_dict["components"]) != model.exp_dim:
-            raise StepError(f"expression basis {basis_path} has {len(basis_dict['components'])} components but "
-                            f"the model predicts {model.exp_dim}: pass the exp_basis.npz of its training data")
+    if preview and model.exp_basis is None:
+        raise StepError(f"{checkpoint} carries no expression basis for the preview (written before "
+                        "model files embedded it, or trained without --basis): retrain it, or pass "
+                        "--no-preview")
     t = time.perf_counter()
     mix = load_song(song)
     timings["decode_s"] = time.perf_counter() - t
@@ -200,11 +192,12 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         from preprocessing.coeffs import landmarks_from_coeffs
 
         t = time.perf_counter()
-        lm = landmarks_from_coeffs(params["exp"], params["pose"], basis_dict, frame_size=(1, 1), bfm_dir=bfm_dir)
+        lm = landmarks_from_coeffs(params["exp"], params["pose"], model.exp_basis,
+                                   frame_size=(1, 1), bfm_dir=bfm_dir)
         write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size, progress=progress)
         timings["preview_s"] = time.perf_counter() - t
         result["preview"] = str(out / "preview.mp4")
-        result["basis"] = str(basis_path)
+        result["basis_sha256"] = model.exp_basis_sha256
     if renderer is not None:
         from musicface.render import render_params
         from musicface.render_data import load_bfm_for
@@ -235,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--separate", default="builtin", choices=["builtin", "spleeter"],
                     help="vocal/music separation backend (default builtin)")
     ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed")
-    ap.add_argument("--basis", default=None, help="exp_basis.npz of the landmark model (default: recorded in "
-                    "the checkpoint, beside it, or dataset/exp_basis.npz)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-preview", action="store_true", help="write params.npz only")
     ap.add_argument("--size", type=int, default=480, help="preview width = height in pixels")
@@ -249,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         r = generate(a.song, a.checkpoint, a.subject, a.out, separate_backend=a.separate, seed=a.seed,
-                     basis=a.basis, device=a.device, preview=not a.no_preview, size=a.size,
+                     device=a.device, preview=not a.no_preview, size=a.size,
                      spleeter_python=a.spleeter_python, spleeter_model_dir=a.spleeter_model_dir,
                      bfm_dir=a.bfm_dir, render=a.render)
     except StepError as e:

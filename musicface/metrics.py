@@ -1,6 +1,6 @@
 """Evaluation metrics of the paper (sections 4.3-4.4), each a small function with its definition.
 
-Conventions (the shard contract of DESIGN.md): sequences are per video frame at ``fps`` (30),
+Conventions (the shard contract, docs/data.md): sequences are per video frame at ``fps`` (30),
 pose = ``pitch, yaw, roll`` (radians) ``, tx, ty, tz``; eye state in [0, 1] (1 = closed);
 landmarks image-normalised ``(T, K, 2)``.
 
@@ -10,9 +10,11 @@ landmarks image-normalised ``(T, K, 2)``.
     cca_eye             CCA of eye state (Table 1 "Eye realism CCA")
     roughness           mean(R''(t)^2) of the Euler angles (Eq. 14), degrees per frame^2
     closure_events      closed-eye runs split into blinks / long closures (tau)
-    blink_stats         blinks/s and mean blink duration (Table 2; ground truth 0.35 /s, 0.23 s)
+    blink_stats         blinks/s and mean blink duration (Table 2; ground truth 0.35 /s, 0.23 s) of
+                        closure events (pool takes by concatenating their events);
+                        ``preprocessing.eyes.blink_stats``, the dataset's own definition
     lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole face)
-    mouth_opening       inner-lip gap / inter-ocular distance
+    mouth_opening       inner-lip gap / inter-ocular distance (``preprocessing.geometry``)
     lipsync_proxy       corr(mouth opening, vocal energy) and mouth-open ratio where nobody sings
     syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's weights
     unavailable         the JSON value of a metric that cannot be computed: {"value": None, "reason": ...}
@@ -28,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-# Landmark layouts: MediaPipe FaceMesh (478 points; index sets from preprocessing.landmarks, the
-# project's shared definitions) and iBUG 68 (Deep3DFaceRecon). Inter-ocular distance = distance between
-# the two eye centres (mean of each eye's corners), as preprocessing.landmarks.interocular.
-_IBUG = {"eyes": ((36, 39), (42, 45)), "inner_lips": (62, 66), "mouth": tuple(range(48, 68))}
+from preprocessing.eyes import blink_stats, split_eye_states
+from preprocessing.geometry import interocular, landmark_sets, mouth_opening
+from preprocessing.timebase import FPS
+
+__all__ = ["blink_stats", "interocular", "landmark_sets", "mouth_opening"]  # re-exported metrics
 
 
 # -------------------------------------------------------------------------------------------- CCA
@@ -127,97 +130,22 @@ def roughness(euler, *, degrees: bool = True, valid=None) -> float:
 
 
 # ---------------------------------------------------------------------------------------- eyes
-def closure_events(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5,
+def closure_events(eye, *, fps: float = FPS, tau: float = 0.5, closed_threshold: float = 0.5,
                    valid=None) -> np.ndarray:
     """Closed-eye runs of an eye-state sequence: float array (K, 4) = start frame, end frame
     (exclusive), duration s, kind (0 blink: shorter than ``tau`` s, 1 long closure).
 
-    "Closed" means ``eye >= closed_threshold`` (DESIGN.md, eyes); frames where ``valid`` is 0 never
-    count as closed. Uses ``preprocessing.eyes.split_eye_states`` when it is available, so ground truth
-    and generated sequences are split exactly like the dataset; otherwise the same run-length
-    definition is computed here.
+    "Closed" means ``eye >= closed_threshold``; frames where ``valid`` is 0 never count as closed
+    (``preprocessing.eyes.split_eye_states``: ground truth and generated sequences are split exactly
+    like the dataset). Pass the result to :func:`blink_stats`.
     """
     eye = np.nan_to_num(np.asarray(eye, dtype=np.float64).reshape(-1), nan=0.0)
-    try:
-        from preprocessing.eyes import split_eye_states
-    except ImportError:
-        split_eye_states = None
-    if split_eye_states is not None:
-        _, _, events = split_eye_states(eye, fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
-        return np.asarray(events, dtype=np.float64).reshape(-1, 4)
-    closed = eye >= closed_threshold
-    if valid is not None:
-        closed &= np.asarray(valid).astype(bool)
-    edges = np.diff(np.concatenate([[0], closed.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    kind = ((ends - starts) >= tau * fps - 1e-9).astype(np.float64)  # exactly tau counts as long
-    return np.stack([starts, ends, (ends - starts) / fps, kind], axis=1).astype(np.float64).reshape(-1, 4)
-
-
-def blink_stats(eye, *, fps: float = 30.0, tau: float = 0.5, closed_threshold: float = 0.5,
-                valid=None) -> dict:
-    """Blink statistics of one eye-state sequence (paper Table 2: blinks/s, blink duration).
-
-    ``blinks_per_s`` = number of short closures (blinks, < tau) / length in s (with ``valid``: of the
-    valid frames, as ``preprocessing.eyes``); ``blink_duration_s`` = their mean duration (NaN without
-    blinks); the same for long closures; ``durations_s`` = every closure's duration (Fig. 9).
-    Paper ground truth: 0.35 /s, 0.23 s.
-    """
-    eye = np.asarray(eye).reshape(-1)
-    ev = closure_events(eye, fps=fps, tau=tau, closed_threshold=closed_threshold, valid=valid)
-    n = len(eye) if valid is None else int(np.asarray(valid).astype(bool).sum())
-    seconds = n / fps
-    blink, long_ = ev[ev[:, 3] == 0], ev[ev[:, 3] == 1]
-    return {
-        "seconds": seconds,
-        "n_blinks": int(len(blink)),
-        "n_long": int(len(long_)),
-        "blinks_per_s": len(blink) / seconds if seconds > 0 else float("nan"),
-        "blink_duration_s": float(blink[:, 2].mean()) if len(blink) else float("nan"),
-        "long_per_s": len(long_) / seconds if seconds > 0 else float("nan"),
-        "long_duration_s": float(long_[:, 2].mean()) if len(long_) else float("nan"),
-        "durations_s": ev[:, 2].tolist(),
-    }
-
-
-def pool_blink_stats(stats: list[dict]) -> dict:
-    """Blink statistics over several sequences: counts over total time, durations pooled."""
-    seconds = sum(s["seconds"] for s in stats)
-    durations = [d for s in stats for d in s["durations_s"]]
-    n_blinks, n_long = sum(s["n_blinks"] for s in stats), sum(s["n_long"] for s in stats)
-    blink_total = sum(s["blink_duration_s"] * s["n_blinks"] for s in stats if s["n_blinks"])
-    long_total = sum(s["long_duration_s"] * s["n_long"] for s in stats if s["n_long"])
-    return {
-        "seconds": seconds, "n_blinks": n_blinks, "n_long": n_long,
-        "blinks_per_s": n_blinks / seconds if seconds else float("nan"),
-        "blink_duration_s": blink_total / n_blinks if n_blinks else float("nan"),
-        "long_per_s": n_long / seconds if seconds else float("nan"),
-        "long_duration_s": long_total / n_long if n_long else float("nan"),
-        "durations_s": durations,
-    }
+    _, _, events = split_eye_states(eye, fps=fps, tau=tau, closed_threshold=closed_threshold,
+                                    valid=valid)
+    return np.asarray(events, dtype=np.float64).reshape(-1, 4)
 
 
 # ---------------------------------------------------------------------------------- landmarks
-def landmark_sets(k: int) -> dict:
-    """Index sets of a layout with ``k`` points: ``eyes`` (corner pair of each eye), ``inner_lips``
-    (upper, lower inner-lip midpoint) and ``mouth`` (every lip landmark: the LMD mouth region)."""
-    if k == 478 or k == 468:
-        from preprocessing import landmarks as L
-
-        return {"eyes": ((L.RIGHT_EYE_OUTER, L.RIGHT_EYE_INNER), (L.LEFT_EYE_INNER, L.LEFT_EYE_OUTER)),
-                "inner_lips": (13, 14), "mouth": np.array(L.LIPS)}
-    if k == 68:
-        return {"eyes": _IBUG["eyes"], "inner_lips": _IBUG["inner_lips"], "mouth": np.array(_IBUG["mouth"])}
-    raise ValueError(f"unknown landmark layout with {k} points (expected 478 FaceMesh or 68 iBUG)")
-
-
-def interocular(landmarks) -> np.ndarray:
-    """Inter-ocular distance per frame: between the eye centres (mean of each eye's two corners): (T,)."""
-    lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
-    (a, b), (c, d) = landmark_sets(lm.shape[1])["eyes"]
-    return np.linalg.norm(0.5 * (lm[:, a] + lm[:, b]) - 0.5 * (lm[:, c] + lm[:, d]), axis=-1)
-
-
 def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
     """Landmark distance (LMD, Chen et al.), in percent of the ground-truth inter-ocular distance.
 
@@ -241,13 +169,6 @@ def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
     d = interocular(r)
     dist = np.linalg.norm(g[:, idx] - r[:, idx], axis=-1) / d[:, None]
     return float(100.0 * dist.mean())
-
-
-def mouth_opening(landmarks) -> np.ndarray:
-    """Mouth opening per frame: inner-lip gap (upper to lower inner-lip midpoint) / inter-ocular distance."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    u, l = landmark_sets(lm.shape[1])["inner_lips"]  # noqa: E741
-    return np.linalg.norm(lm[:, u, :2] - lm[:, l, :2], axis=-1) / interocular(lm)
 
 
 # ------------------------------------------------------------------------------ lip-sync proxy
@@ -317,7 +238,7 @@ def syncnet_confidence(crops, audio, *, sr: int = 16000, weights: str | Path, de
     if not weights.is_file():
         raise FileNotFoundError(f"SyncNet weights not found: {weights} (syncnet_v2.model from the "
                                 "syncnet_python download script)")
-    if sr != 16000:
+    if sr != 16000:  # SyncNet's own audio rate (its MFCC front end), not a choice of ours
         raise ValueError(f"syncnet_confidence: audio must be 16 kHz, got {sr}")
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3):

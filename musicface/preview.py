@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocessing.timebase import FPS, SR
+
 BACKGROUND = (18, 20, 28)
 MESH = (120, 132, 160)
 CONTOUR = (235, 235, 235)
@@ -118,7 +120,7 @@ def preview_frames(px, eye=None, size: int = 480):
         yield draw_frame(px[t], size, float(eye[t]))
 
 
-def write_preview(path: str | Path, landmarks, eye, audio=None, sr: int = 16000, fps: int = 30,
+def write_preview(path: str | Path, landmarks, eye, audio=None, sr: int = SR, fps: int = FPS,
                   size: int = 480, progress: bool = True) -> int:
     """Draw landmarks ``(T, K, 2)`` with eye state ``(T,)`` and write an H.264 (+ AAC) mp4, atomically.
 

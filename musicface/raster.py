@@ -241,7 +241,7 @@ class Geometry:
 
 @functools.lru_cache(maxsize=None)
 def _pncc_facemesh() -> np.ndarray:
-    from preprocessing.coeffs import load_reference
+    from preprocessing.landmarks import load_reference
 
     ref = load_reference()["shape"][:N_MESH]
     lo, hi = ref.min(0), ref.max(0)
@@ -251,7 +251,8 @@ def _pncc_facemesh() -> np.ndarray:
 def facemesh_points(exp, pose, identity, basis: dict) -> np.ndarray:
     """Camera-frame points ``(N, 478, 3)`` (image heights, y up, z toward the camera) of the builtin
     landmark model, with the eye region's expression residual set to 0 (module docstring)."""
-    from preprocessing.coeffs import matrix_from_euler, reconstruct_residual
+    from preprocessing.coeffs import reconstruct_residual
+    from preprocessing.geometry import matrix_from_euler
 
     res = reconstruct_residual(np.atleast_2d(exp), basis)
     res[:, eye_region()] = 0.0
@@ -336,7 +337,7 @@ def conditions(
             xy, z = bfm_points(exp[rows], pose[rows], geometry, bfm, size)
             tri, pncc, rings = bfm["tri"], _pncc_bfm(bfm), bfm_eye_rings(bfm)
         else:
-            from preprocessing.coeffs import from_camera
+            from preprocessing.geometry import from_camera
 
             P = facemesh_points(exp[rows], pose[rows], geometry.identity, basis)
             nrm = from_camera(P, geometry.frame_size)  # image-normalised x, y
@@ -371,7 +372,7 @@ def bfm_points(exp, pose, geometry: Geometry, bfm: dict, size: int):
     (:func:`preprocessing.deep3d.crop_box`), and :meth:`Geometry.to_crop` into ours.
     """
     from preprocessing import deep3d
-    from preprocessing.coeffs import matrix_from_euler
+    from preprocessing.geometry import matrix_from_euler
 
     exp, pose = np.asarray(exp, np.float64), np.asarray(pose, np.float64)
     idc = np.asarray(geometry.identity, np.float64).reshape(-1)

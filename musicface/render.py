@@ -34,9 +34,8 @@ import numpy as np
 import torch
 
 from preprocessing.common import StepError, one_line, save_json
+from preprocessing.timebase import FPS, SR
 
-FPS = 30
-SR = 16000
 CHUNK = 128  # frames per conditions + rendering block
 BATCH = 16  # frames per generator call
 CPBD_FRAMES = 48  # frames scored by CPBD per video (evenly spaced; about 60 ms each at 128 px)

@@ -47,6 +47,7 @@ from preprocessing.common import (
     load_npz,
     run_step,
 )
+from preprocessing.timebase import FPS
 
 VERSION = 1
 PAD = 1.3  # crop side / longer side of the take's face-box extent (landmark boxes are tight)
@@ -198,7 +199,7 @@ def build(
         with h5py.File(tmp, "w") as f:
             frames = f.create_dataset("frames", (n,), dtype=h5py.vlen_dtype(np.uint8))
             for i, rgb in tqdm(
-                iter_frames(video, fps=30, n_frames=n),
+                iter_frames(video, fps=FPS, n_frames=n),
                 total=n,
                 desc=f"render-data {take}",
                 unit="frame",

@@ -1,7 +1,7 @@
 """Training: HDF5 shards -> runs/<name>/ (paper 4.1).
 
-    musicface train --shards dataset/shards --config-json '{"model": {...}, "train": {...}, ...}' \\
-        --out runs/demo [--resume]
+    musicface train --shards dataset/shards --basis dataset/exp_basis.npz \\
+        --config-json '{"model": {...}, "train": {...}, "loss": {...}}' --out runs/demo [--resume]
     torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...      # DDP, one process per GPU
 
 What one epoch is: ``train.samples_per_epoch`` random ``train.window``-frame windows of the train
@@ -12,9 +12,10 @@ frames), drawn by
 
 Per step: generator forward on the batch (the PGN rolls out its own poses), generator loss
 ``lambda1 L_reg + lambda2 L_adv`` (musicface.losses) -> Adam step (grad norm clipped at
-``train.grad_clip``); then one discriminator step on (real, generated) sequences. Both optimisers are
-Adam(lr = 1e-4); the LR stays constant, then decays linearly to 0 over the last ``decay_fraction``
-(paper: 60%) of the steps.
+``train.grad_clip``); then one discriminator step on (real, generated) sequences. Both optimisers
+are Adam with ``train.lr`` (paper and schema default 1e-4; config.yaml's short demo schedule 5e-4);
+the LR stays constant, then decays linearly to 0 over the last ``decay_fraction`` (paper: 60%) of
+the steps.
 
 Outputs in ``--out``:
   config.json     snapshot of the whole config this run was started with
@@ -23,8 +24,10 @@ Outputs in ``--out``:
                   from it)
   metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr (of the
                   epoch's last step), time, validation losses on fixed test-split windows
-  model.pt        at the end: weights + model config + subjects + normalisation (buffers), loadable
-                  with torch.load(weights_only=True); :func:`load_checkpoint` rebuilds the model.
+  model.pt        at the end: weights + model config + subjects + normalisation (buffers) + the
+                  expression basis of ``--basis`` with its sha256 (generate and evaluate need
+                  no other file), loadable with torch.load(weights_only=True);
+                  :func:`load_checkpoint` rebuilds the model.
 
 Reproducibility: same config + same shards -> the same weights on CPU (deterministic algorithms,
 data a pure function of seed/epoch/index); a run killed and resumed gives exactly the weights of the
@@ -56,7 +59,9 @@ from musicface import losses  # noqa: E402
 from musicface.config import Config, from_dict, to_dict  # noqa: E402
 from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
 from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
-from preprocessing.common import atomic_path, config_sha  # noqa: E402
+from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
+                                  sha256_file)
+from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 
@@ -93,7 +98,7 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
         pair[1:] &= valid[:-1]
         pair[0] = False
         for i, k in enumerate(MFCC_KEYS):
-            acc(f"mfcc{i}", a[k][:, 19].numpy())
+            acc(f"mfcc{i}", a[k][:, CENTRE_ROW].numpy())
         acc("exp", a["exp"].numpy()[valid])
         acc("pose", a["pose"].numpy()[valid])
         acc("vel", a["pose_vel"].numpy()[pair])
@@ -146,13 +151,25 @@ def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Ten
     return mfcc, target, mask, p0, v0
 
 
+def global_counts(mask: torch.Tensor) -> dict | None:
+    """DDP: the loss denominators of the global batch / P (one all_reduce), so that DDP's mean of
+    the P gradients is the global batch's gradient (musicface.losses); None in one process."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    counts = losses.batch_counts(mask)
+    total = torch.stack(list(counts.values()))
+    dist.all_reduce(total)
+    return dict(zip(counts, total / dist.get_world_size()))
+
+
 def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) -> dict:
     """One generator step and one discriminator step on batch ``b``; returns the logged numbers."""
     mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
+    counts = global_counts(mask)
     audio = raw.disc_audio(mfcc)
     pred = gen(mfcc, b["subject"], p0, v0)
     fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
-    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits)
+    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits, counts)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
@@ -165,7 +182,7 @@ def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) ->
                   torch.cat([target["e_long"], pred["e_long"].detach()]),
                   torch.cat([audio, audio]), torch.cat([mask, mask]))
     n = mask.shape[0]
-    loss_d = losses.discriminator_loss(logits[:n], logits[n:], mask)
+    loss_d = losses.discriminator_loss(logits[:n], logits[n:], mask, counts)
     loss_d.backward()
     opt_d.step()
     parts.update(loss=float(loss_g.detach()), disc=float(loss_d.detach()), grad_norm=float(gnorm))
@@ -235,9 +252,11 @@ def _device(spec: str, local_rank: int) -> torch.device:
 
 
 def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, resume: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, basis: str | os.PathLike | None = None) -> Path:
     """Train on a shard set; returns the path of model.pt. Runs as one of P DDP processes when
-    launched by torchrun (env WORLD_SIZE > 1); process 0 writes the outputs."""
+    launched by torchrun (env WORLD_SIZE > 1); process 0 writes the outputs. ``basis``: the
+    ``exp_basis.npz`` the shards' exp was projected on, embedded in model.pt (None: a model
+    without one, which generates parameters but no preview and scores no LMD)."""
     cfg = from_dict(config)
     tc = cfg.train
     out = Path(out)
@@ -264,8 +283,13 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     shards = open_shards(shards_path)
     model = MusicFace(cfg.model, shards.subjects, shards.exp_dim, shards.fps)
     model.set_normalisation(compute_normalisation(shards))
+    if basis is not None:
+        model.set_exp_basis(load_npz(basis), sha256_file(basis))
+    elif main_proc:
+        print("musicface train: no --basis: model.pt will carry no expression basis",
+              file=sys.stderr)
     model.to(device).train()
-    disc = Discriminator(26 * len(model.streams), cfg.model.disc_channels).to(device).train()
+    disc = Discriminator(MFCC_DIM * len(model.streams), cfg.model.disc_channels).to(device).train()
     opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr)
 
@@ -367,6 +391,8 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="musicface train", description="Train MusicFace on HDF5 shards.")
     ap.add_argument("--shards", required=True, help="shard folder (dataset/shards) or one .h5 file")
+    ap.add_argument("--basis", default=None, help="dataset/exp_basis.npz: embedded in model.pt "
+                    "(the landmark model of generate's preview and of evaluate's LMD)")
     ap.add_argument("--config-json", default="{}",
                     help="the whole config as a JSON string (sections model, train, loss are used)")
     ap.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
@@ -379,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         config = json.loads(a.config_json)
-        path = train(a.shards, config, a.out, resume=a.resume, progress=not a.no_progress)
-    except (ShardError, ValueError, json.JSONDecodeError) as e:
+        path = train(a.shards, config, a.out, resume=a.resume, progress=not a.no_progress,
+                     basis=a.basis)
+    except (ShardError, StepError, OSError, ValueError, json.JSONDecodeError) as e:
         print(f"musicface train: {e}", file=sys.stderr)
         return 1
     print(path)

@@ -32,8 +32,8 @@ import numpy as np
 
 from preprocessing.common import StepError, load_json, load_npz, one_line, run_step, save_npz
 from preprocessing.landmarks import eye_aspect_ratio, to_pixels
+from preprocessing.timebase import FPS
 
-FPS = 30
 OPEN_PERCENTILE = 90  # EAR percentile (over tracked frames) taken as the take's open eye
 
 OPENFACE_HELP = ("build OpenFace 2.x (github.com/TadasBaltrusaitis/OpenFace, releases and wiki; "

@@ -64,12 +64,14 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocessing import deep3d
 from preprocessing import landmarks as fm
 from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
                                   run_step, save_npz)
+from preprocessing.geometry import (euler_from_matrix, from_camera, matrix_from_euler, smooth_pose,
+                                   smooth_runs, to_camera)
+from preprocessing.landmarks import REFERENCE_PATH, load_reference
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-REFERENCE_PATH = DATA_DIR / "reference_face.npz"
 N_POINTS = fm.N_LANDMARKS  # 478
 BASIS_VERSION = "builtin-pca-1"
 
@@ -80,49 +82,6 @@ FOREHEAD = [151, 9, 108, 337]
 NOSE_BRIDGE = [168, 6, 197, 195, 5, 4, 1]  # between the eyes -> nose tip
 EYE_CORNERS = [fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER, fm.LEFT_EYE_INNER, fm.LEFT_EYE_OUTER]
 STABLE = np.array(sorted(set(UPPER_FACE_OVAL + FOREHEAD + NOSE_BRIDGE + EYE_CORNERS)))
-
-
-# ------------------------------------------------------------------------------------ camera frame
-def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
-    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to camera).
-
-    ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]  # W / H, broadcast over the K points
-    return np.stack([(lm[..., 0] - 0.5) * aspect, 0.5 - lm[..., 1], -lm[..., 2] * aspect], axis=-1)
-
-
-def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
-    """Inverse of :func:`to_camera`: camera-frame points ``(..., K, 3)`` -> normalised x, y, z."""
-    p = np.asarray(points, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]
-    return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
-
-
-# ------------------------------------------------------------------------------------ rotations
-def matrix_from_euler(angles: np.ndarray) -> np.ndarray:
-    """(pitch, yaw, roll) ``(..., 3)`` radians -> ``R = Rz(roll) Ry(yaw) Rx(pitch)`` ``(..., 3, 3)``."""
-    a = np.asarray(angles, dtype=np.float64)
-    cx, sx = np.cos(a[..., 0]), np.sin(a[..., 0])
-    cy, sy = np.cos(a[..., 1]), np.sin(a[..., 1])
-    cz, sz = np.cos(a[..., 2]), np.sin(a[..., 2])
-    return np.stack([
-        np.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], -1),
-        np.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], -1),
-        np.stack([-sy, cy * sx, cy * cx], -1),
-    ], -2)
-
-
-def euler_from_matrix(R: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`matrix_from_euler`: ``(..., 3, 3)`` -> (pitch, yaw, roll) ``(..., 3)``."""
-    R = np.asarray(R, dtype=np.float64)
-    yaw = np.arcsin(np.clip(-R[..., 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(R[..., 2, 1], R[..., 2, 2])
-    roll = np.arctan2(R[..., 1, 0], R[..., 0, 0])
-    return np.stack([pitch, yaw, roll], axis=-1)
 
 
 # ------------------------------------------------------------------------------------ alignment
@@ -218,19 +177,6 @@ def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray,
     return Q, mirror
 
 
-_REFERENCE: dict | None = None
-
-
-def load_reference() -> dict:
-    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
-    global _REFERENCE
-    if _REFERENCE is None:
-        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
-            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
-                          "version": str(z["version"])}
-    return _REFERENCE
-
-
 def make_reference(out: Path = REFERENCE_PATH) -> dict:
     """Rebuild ``reference_face.npz``: MediaPipe FaceMesh (refine_landmarks) on skimage's astronaut."""
     import mediapipe as mp
@@ -249,22 +195,6 @@ def make_reference(out: Path = REFERENCE_PATH) -> dict:
 
 
 # ------------------------------------------------------------------------------------ builtin backend
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in a 1-D mask."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
-
-
-def smooth_runs(x: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing (``sigma`` frames) along axis 0, in place, separately inside each run of ``mask``."""
-    from scipy.ndimage import gaussian_filter1d
-
-    if sigma > 0:
-        for a, b in _runs(mask):
-            x[a:b] = gaussian_filter1d(x[a:b], sigma, axis=0, mode="nearest")
-    return x
-
-
 IDENTITY_SAMPLE = 1500  # frames (evenly spaced) from which the identity shape's median is taken
 CHUNK = 2048  # frames per block when the full 478-point shapes are needed (bounds memory)
 
@@ -319,12 +249,8 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
         residual[frames[rows]] = (shapes(rows, s, R, t) - identity).reshape(len(rows), -1)
     scale = np.zeros(n)
     scale[frames] = s
-    if smooth_sigma > 0:
-        pose[:, :3] = np.unwrap(pose[:, :3], axis=0)
-        smooth_runs(pose, ok, smooth_sigma)
-        pose[:, :3] = (pose[:, :3] + np.pi) % (2 * np.pi) - np.pi
-        smooth_runs(residual, ok, smooth_sigma)
-        pose[~ok] = 0
+    smooth_pose(pose, ok, smooth_sigma)
+    smooth_runs(residual, ok, smooth_sigma)
     lm2d = np.zeros((n, N_POINTS, 2), np.float32)
     lm2d[frames] = lm[frames, :, :2]
     return {"pose": pose.astype(np.float32), "residual": residual, "landmarks2d": lm2d,
@@ -411,14 +337,13 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
     (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
     face), mapped to x / width, y / height of ``frame_size`` = (width, height).
-    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks in the 224 x 224 aligned crop, divided by 224
-    (``reference`` = identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` =
+    identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):
-        from preprocessing import deep3d
-
-        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
+        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir,
+                                            frame_size=frame_size)
     ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
     pose = np.asarray(pose, np.float64)
@@ -426,14 +351,6 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     t = np.concatenate([pose[:, 3:5], np.zeros((len(pose), 1))], axis=1)
     P = np.exp(pose[:, 5])[:, None, None] * np.einsum("nij,nkj->nki", R, shape) + t[:, None]
     return from_camera(P, frame_size)[..., :2].astype(np.float32)
-
-
-def mouth_opening(shape: np.ndarray) -> np.ndarray:
-    """Mean inner-lip gap (7 middle upper/lower pairs) of face-frame shapes ``(..., 478, 3)``."""
-    shape = np.asarray(shape, np.float64)
-    up = shape[..., [u for u, _ in fm.INNER_LIP_PAIRS], :]
-    lo = shape[..., [d for _, d in fm.INNER_LIP_PAIRS], :]
-    return np.linalg.norm(up - lo, axis=-1).mean(axis=-1)
 
 
 # ------------------------------------------------------------------------------------ step functions
@@ -460,8 +377,6 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
                              smooth_sigma=smooth_sigma)
         res["reference_version"] = np.array(load_reference()["version"])
     elif backend == "deep3d":
-        from preprocessing import deep3d
-
         res = deep3d.extract_deep3d(video, track["landmarks"], track["valid"], checkpoint,
                                     batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
     else:
@@ -522,11 +437,6 @@ def fit_basis(split_tsv, coeff_paths, out, backend: str = "builtin", dim: int = 
 
 
 # ------------------------------------------------------------------------------------ CLI
-def _opt_path(value):
-    """Config nulls reach the CLI as 'None' or ''."""
-    return None if value in (None, "", "None", "null") else value
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m preprocessing.coeffs", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -558,11 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "fit-basis":
         return run_step("exp_basis", "dataset", [args.out],
                         lambda: fit_basis(args.split, args.coeffs, args.out, args.backend, args.dim))
-    checkpoint = _opt_path(args.checkpoint)
+    checkpoint = args.checkpoint
     if args.backend == "deep3d":
         # a missing model is a configuration error, not bad input: stop now, write no failure record
-        from preprocessing import deep3d
-
         problem = deep3d.checkpoint_problem(checkpoint)
         if problem:
             print(f"musicface: take '{args.take}' step 'coeffs': {problem}", file=sys.stderr)

@@ -5,11 +5,15 @@ function through :func:`run_step`, which gives the DAG its robustness contract:
 
 * outputs are written atomically (temp name in the same folder + ``os.replace``), so a killed job
   never leaves a half file that looks done;
-* when the step fails on bad input it prints ONE line to stderr,
+* when the step fails on bad input (a :class:`StepError`) it prints ONE line to stderr,
   ``musicface: take 'T' step 'S': <reason>`` (song steps: ``musicface: song 'X' step 'S': ...``),
   and writes a *failure record* in place of every declared output, then exits 0. Downstream steps
   see the record (:func:`check_upstream`) and pass the failure on; ``qc`` collects the reason;
   gather rules leave the take out. Other takes never notice.
+* any other exception is a bug in our code (or bad input nobody foresaw, which is a bug too): it is
+  NOT turned into a QC reason. It propagates, so the job exits non-zero with its traceback in the
+  log and Snakemake reports the usual job failure (``--keep-going``, set by the profiles, still
+  runs every job that does not depend on it). A bug must never silently remove takes.
 
 A failure record is a small file starting with :data:`FAILED_MAGIC` followed by one JSON object
 (``{"unit", "step", "reason"}``). No valid wav/npz/json/h5 file starts with those bytes, so any reader
@@ -23,7 +27,6 @@ import json
 import os
 import sys
 import tempfile
-import traceback
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -152,15 +155,16 @@ def one_line(text: str) -> str:
 
 def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Callable[[], object],
              *, kind: str = "take", strict: bool | None = None) -> int:
-    """Run ``fn`` for one take/song; on failure print one line and write failure records.
+    """Run ``fn`` for one take/song; on bad input print one line and write failure records.
 
     ``kind`` names what ``unit`` is in the message: ``musicface: <kind> '<unit>' step '<step>': ...``
     (``"take"``, or ``"song"`` for the song-level steps).
 
-    Returns the process exit code: 0 on success and on a handled failure (so the DAG goes on),
-    1 when ``strict`` (or env ``MUSICFACE_STRICT=1``) asks failures to stop the run.
-    ``StepError`` carries a user-facing reason; any other exception is a bug or an unforeseen bad
-    input: its type and message become the reason and the traceback goes to the log (stderr).
+    Returns the process exit code: 0 on success and on a handled failure (a :class:`StepError`:
+    bad input, so the DAG goes on), 1 when ``strict`` (or env ``MUSICFACE_STRICT=1``) asks failures
+    to stop the run. Any other exception is a bug: it propagates unchanged (traceback on stderr,
+    exit status 1 from the interpreter) and no failure record is written, so Snakemake fails the
+    job (module docstring).
     """
     outputs = [Path(o) for o in outputs]
     if strict is None:
@@ -176,12 +180,6 @@ def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Cal
         msg = f"{who}: skipped, upstream step '{e.step}' failed: {e.reason}"
     except StepError as e:
         reason = one_line(e)
-        msg = f"{who}: {reason}"
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001 - the whole point: one take must never stop the others
-        traceback.print_exc(file=sys.stderr)
-        reason = one_line(f"{type(e).__name__}: {e}")
         msg = f"{who}: {reason}"
     print(msg, file=sys.stderr, flush=True)
     for out in outputs:

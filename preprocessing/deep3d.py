@@ -17,8 +17,15 @@ What the real tool does, re-implemented here (our code; the tool's repository is
   mouth corners = 61 / 291. The crop is done with PIL's bicubic ``resize(box=...)`` on the needed
   region only (identical to resizing the whole frame then cropping, without the cost);
 * output slices: id 0:80, exp 80:144, tex 144:224, angle 224:227 (pitch, yaw, roll in radians, the
-  convention of :mod:`preprocessing.coeffs`), gamma 227:254, trans 254:257 (BFM units, the face is
-  ~10 units from the camera; trans z > 0 = toward the camera).
+  convention of :mod:`preprocessing.coeffs`), gamma 227:254, trans 254:257 (BFM units in the crop's
+  camera: focal 1015 px, the face ~10 units away; trans z > 0 = toward the camera).
+
+Pose: the dataset's convention, as the builtin backend's (:mod:`preprocessing.coeffs`): the tool's
+angles as they come, and its translation turned into the frame's units by :func:`dataset_pose`:
+tx, ty = where the BFM face's origin appears, in image heights from the image centre, y up (the
+crop's camera projection, mapped back through the crop's place and scale in the frame,
+``trans_params``); tz = ln(face scale), the face's image heights per unit of the builtin reference
+face (:func:`face_unit`), so the same face gets about the same tz from both backends.
 
 The Basel Face Model is needed only to turn coefficients into vertices / the 68 landmarks
 (:func:`landmarks_from_coeffs`, for LMD): ``bfm_dir`` holds ``BFM_model_front.mat`` (made by
@@ -38,6 +45,9 @@ from tqdm import tqdm
 
 from preprocessing import landmarks as fm
 from preprocessing.common import StepError
+from preprocessing.geometry import from_camera, matrix_from_euler, smooth_runs
+from preprocessing.landmarks import load_reference
+from preprocessing.timebase import FPS
 
 DATA = Path(__file__).resolve().parent / "data" / "deep3dfacerecon"
 HEADS = (("id", 80), ("exp", 64), ("tex", 80), ("angle", 3), ("gamma", 27), ("txy", 2), ("tz", 1))
@@ -83,7 +93,7 @@ def build_net():
 
 def checkpoint_problem(path) -> str | None:
     """A one-line reason why ``path`` cannot be the checkpoint (None when it is a readable file)."""
-    if path in (None, "", "None"):
+    if not path:
         return f"backend deep3d needs a checkpoint: {CHECKPOINT_HELP}"
     if not Path(path).is_file():
         return f"Deep3DFaceRecon checkpoint not found: {path} ({CHECKPOINT_HELP})"
@@ -192,6 +202,36 @@ def align_crop(frame: np.ndarray, px: np.ndarray, lm3d: np.ndarray | None = None
     return np.asarray(img), np.array([w, h, scale, tx, ty])
 
 
+# ------------------------------------------------------------------------------------ pose units
+def face_unit() -> float:
+    """BFM units per unit of the builtin reference face (``preprocessing.coeffs.load_reference``):
+    the RMS radius about their centroid of the five alignment points (frontal x, y) of
+    similarity_Lm3D_all.mat over that of the same five points on the reference face."""
+    def rms(p):
+        return float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))
+
+    return rms(standard_points()[:, :2]) / rms(five_points(load_reference()["shape"]))
+
+
+def dataset_pose(angle: np.ndarray, trans: np.ndarray, trans_params: np.ndarray) -> np.ndarray:
+    """The tool's angles (N, 3) + translation (N, 3) + ``trans_params`` (N, 5) = (W, H, scale, tx,
+    ty) of each frame's crop -> pose (N, 6) float64 in the dataset's convention (module docstring).
+
+    The face origin appears in the crop at ``u = f X / d + 112``, ``y_up = f Y / d + 112``
+    (d = 10 - Z, f = 1015; crop row ``223 - y_up``), i.e. in the frame at
+    ``x = tx + f X / (d scale)``, ``y = H - ty - (f Y / d + 1) / scale`` (pixels, y down;
+    :func:`crop_box`); one BFM unit there spans ``f / (d scale)`` pixels, so
+    ``tz = ln(f face_unit() / (d scale H))``.
+    """
+    angle, trans, p = (np.asarray(a, np.float64) for a in (angle, trans, trans_params))
+    w, h, scale, cx, cy = p.T
+    d = CAMERA_D - trans[:, 2]
+    x = cx + FOCAL * trans[:, 0] / (d * scale)
+    y = (h - cy) - (FOCAL * trans[:, 1] / d + 1.0) / scale
+    tz = np.log(FOCAL * face_unit() / (d * scale * h))
+    return np.c_[angle, (x - w / 2) / h, (h / 2 - y) / h, tz]
+
+
 # ------------------------------------------------------------------------------------ inference
 def run_net(net, crops: list[np.ndarray], device: str = "cpu") -> np.ndarray:
     """224 x 224 uint8 RGB crops -> ``(B, 257)`` float32 coefficients (input RGB / 255, no mean/std)."""
@@ -209,8 +249,9 @@ def deep3d_coeffs(frames, landmarks: np.ndarray, valid: np.ndarray, net, batch_s
     landmarks ``(N, 478, >=2)`` normalised (scaled by each decoded frame's own size, so a size change
     mid-take is harmless), valid ``(N,)``. Crops are batched ``batch_size`` at a time; only one batch of
     crops and one frame are held in memory. Returns float32 ``id, exp, tex, gamma (N, .)``, ``pose
-    (N, 6)`` = angle (radians) + trans, ``coeffs (N, 257)``, ``trans_params (N, 5)``, ``valid`` uint8
-    (frames not tracked, or missing from the video, are zeros with valid 0).
+    (N, 6)`` = angles (radians) + tx, ty, tz in the dataset's units (:func:`dataset_pose`),
+    ``coeffs (N, 257)`` as the network gives them, ``trans_params (N, 5)``, ``valid`` uint8 (frames
+    not tracked, or missing from the video, are zeros with valid 0).
     """
     lm = np.asarray(landmarks, np.float64)
     n = len(lm)
@@ -245,8 +286,10 @@ def deep3d_coeffs(frames, landmarks: np.ndarray, valid: np.ndarray, net, batch_s
     if not done.any():
         raise StepError("no usable face in any frame (no tracked frame could be cropped)")
     out = {name: coeffs[:, sl].copy() for name, sl in SLICES.items() if name not in ("angle", "trans")}
-    out.update(pose=np.concatenate([coeffs[:, SLICES["angle"]], coeffs[:, SLICES["trans"]]], axis=1),
-               coeffs=coeffs, trans_params=params, valid=done.astype(np.uint8))
+    pose = np.zeros((n, 6), np.float32)
+    pose[done] = dataset_pose(coeffs[done, SLICES["angle"]], coeffs[done, SLICES["trans"]],
+                              params[done])
+    out.update(pose=pose, coeffs=coeffs, trans_params=params, valid=done.astype(np.uint8))
     return out
 
 
@@ -264,12 +307,10 @@ def extract_deep3d(video, landmarks, valid, checkpoint, batch_size: int = 25, de
 
         if video is None:
             raise StepError("backend deep3d needs the take's video (--video)")
-        frames = iter_frames(video, fps=30, n_frames=n)
+        frames = iter_frames(video, fps=FPS, n_frames=n)
     res = deep3d_coeffs(frames, landmarks, valid, net, batch_size=batch_size, device=device)
     ok = res["valid"].astype(bool)
     if smooth_sigma > 0:
-        from preprocessing.coeffs import smooth_runs
-
         for key in ("exp", "pose", "id", "tex", "gamma"):
             smooth_runs(res[key], ok, smooth_sigma)  # in place, inside tracked runs only
     lm = np.asarray(landmarks, np.float32)[:, :, :2]
@@ -322,7 +363,7 @@ def load_bfm(bfm_dir) -> dict:
     exp_base ``(3V, 64)``, keypoints ``(68,)`` 0-based. Raises :class:`MissingModelFiles` naming them."""
     from scipy.io import loadmat
 
-    if bfm_dir in (None, "", "None"):
+    if not bfm_dir:
         raise MissingModelFiles(f"coeffs.deep3d.bfm_dir is not set: {BFM_HELP}")
     d = Path(bfm_dir)
     if (d / "BFM_model_front.mat").is_file():
@@ -338,15 +379,15 @@ def load_bfm(bfm_dir) -> dict:
     return model
 
 
-def landmarks_from_coeffs(exp, pose, id_coeffs=None, bfm_dir=None, model: dict | None = None) -> np.ndarray:
-    """BFM 68 landmarks ``(N, 68, 2)`` in the aligned crop, divided by 224 (x right, y DOWN).
+def landmarks_from_coeffs(exp, pose, id_coeffs=None, bfm_dir=None, model: dict | None = None,
+                          frame_size=(1, 1)) -> np.ndarray:
+    """BFM 68 landmarks ``(N, 68, 2)``, image-normalised (x / width, y / height of ``frame_size``).
 
     shape = mean + id_base @ id + exp_base @ exp (``id_coeffs`` (80,) or (N, 80), default 0 = mean
-    face), rotated by the pose angles (R = Rz Ry Rx), translated by trans, seen by the tool's camera
-    (focal 1015, centre 112, at z = 10).
+    face), in reference-face units (/ :func:`face_unit`), placed as the builtin landmark model
+    places its face: ``exp(tz) R shape + (tx, ty)`` in image heights (R = Rz Ry Rx of the pose
+    angles; the pose in the dataset's units, :func:`dataset_pose`), projected orthographically.
     """
-    from preprocessing.coeffs import matrix_from_euler
-
     m = load_bfm(bfm_dir) if model is None else model
     exp = np.asarray(exp, np.float64)
     pose = np.asarray(pose, np.float64)
@@ -357,8 +398,7 @@ def landmarks_from_coeffs(exp, pose, id_coeffs=None, bfm_dir=None, model: dict |
     rows = (3 * k[:, None] + np.arange(3)).ravel()  # only the 68 keypoints' rows of the bases
     shape = (m["mean_shape"][k][None] + (idc @ m["id_base"][rows].T + exp @ m["exp_base"][rows].T)
              .reshape(n, len(k), 3))
-    v = np.einsum("nij,nkj->nki", matrix_from_euler(pose[:, :3]), shape) + pose[:, None, 3:6]
-    depth = CAMERA_D - v[..., 2]
-    u = FOCAL * v[..., 0] / depth + CENTER
-    y_up = FOCAL * v[..., 1] / depth + CENTER
-    return (np.stack([u, CROP - 1 - y_up], axis=-1) / CROP).astype(np.float32)  # rows: y flipped back
+    t = np.c_[pose[:, 3:5], np.zeros(n)]
+    v = (np.exp(pose[:, 5]) / face_unit())[:, None, None] * np.einsum(
+        "nij,nkj->nki", matrix_from_euler(pose[:, :3]), shape) + t[:, None]
+    return from_camera(v, frame_size)[..., :2].astype(np.float32)

@@ -25,7 +25,7 @@ What :func:`generate` writes into ``out`` (the same form as a user's raw recordi
   scalars ``offset_s``, ``fps``, ``n_frames``, ``frame_size`` (W, H), and ``style_*`` (the singer).
 * ``samples.tsv`` - take, subject, video, song; written last, so its presence means "complete".
 
-Conventions (CONTRIBUTING.md): video frame i is at video time i/30 s; ``offset_s`` is the song time
+Conventions (docs/data.md): video frame i is at video time i/30 s; ``offset_s`` is the song time
 of frame 0 (``song_time = video_time + offset_s``). The camera starts d ~ U(0.2, 3.0) s before the
 song, so ``offset_s = -d`` (d is a whole number of 48 kHz samples).
 
@@ -73,11 +73,11 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import atomic_path, save_npz
+from preprocessing.timebase import FPS
 
 # scipy, cv2, av, skimage are imported inside the functions that use them: the Snakefile imports
 # this module for demo_rows() on every run and should not pay for them.
 
-FPS = 30
 SONG_SR = 44100                   # songs and stems (what a user's music files usually are)
 CAM_SR = 48000                    # camera audio; CAM_SR / FPS = 1600 samples per frame exactly
 FRAME_W, FRAME_H = 640, 480

@@ -1,6 +1,6 @@
 """Eye-state split (paper 4.2): AU45 -> per-video min-max -> closed runs -> blinks vs long closures.
 
-Definitions (DESIGN.md section 4):
+Definitions (docs/data.md, "Eye states"):
 
 * ``au45_norm = (au45 - min) / (max - min)`` with min and max over the *valid* frames of the take
   (invalid frames get 0, i.e. open; a take whose AU45 never varies is all 0);
@@ -12,8 +12,7 @@ Definitions (DESIGN.md section 4):
 
 ``eyes.npz``: ``au45`` float32 (N,) in [0, 1], ``eye_long`` float32, ``eye_blink`` uint8, ``valid``
 uint8, ``events`` float32 (K, 4) = start frame, end frame (exclusive), duration s, kind (0 blink,
-1 long), ``stats_json`` (str): blinks per second, mean blink duration, long closures per minute, ...
-(rates are per *valid* second).
+1 long), ``stats_json`` (str): :func:`blink_stats` of the take (rates per *valid* second).
 """
 from __future__ import annotations
 
@@ -24,8 +23,8 @@ import sys
 import numpy as np
 
 from preprocessing.common import StepError, load_npz, run_step, save_npz
-
-FPS = 30
+from preprocessing.geometry import runs
+from preprocessing.timebase import FPS
 
 
 def normalise_au45(au45: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -39,13 +38,6 @@ def normalise_au45(au45: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if hi > lo:
         out[valid] = ((au45[valid] - lo) / (hi - lo)).astype(np.float32)
     return out
-
-
-def closed_runs(closed: np.ndarray) -> np.ndarray:
-    """Maximal runs of True in a boolean array -> int array (R, 2) of [start, end)."""
-    c = np.concatenate([[False], np.asarray(closed, bool), [False]])
-    edges = np.flatnonzero(c[1:] != c[:-1])
-    return edges.reshape(-1, 2)
 
 
 def split_eye_states(au45_norm: np.ndarray, fps: float = FPS, tau: float = 0.5,
@@ -64,7 +56,7 @@ def split_eye_states(au45_norm: np.ndarray, fps: float = FPS, tau: float = 0.5,
     eye_blink = np.zeros(len(a), np.uint8)
     events = []
     min_long = tau * fps - 1e-9  # frames; the tolerance keeps exactly-tau runs long despite float error
-    for start, end in closed_runs(closed):
+    for start, end in runs(closed):
         n = end - start
         kind = 1 if n >= min_long else 0
         if kind:
@@ -75,20 +67,34 @@ def split_eye_states(au45_norm: np.ndarray, fps: float = FPS, tau: float = 0.5,
     return eye_long, eye_blink, np.array(events, np.float32).reshape(-1, 4)
 
 
-def blink_stats(events: np.ndarray, n_valid: int, fps: float = FPS) -> dict:
-    """Per-take statistics of the events, rates per valid second / minute."""
-    valid_s = n_valid / fps
-    blinks = events[events[:, 3] == 0]
-    longs = events[events[:, 3] == 1]
+def blink_stats(events: np.ndarray, n_frames: int, fps: float = FPS) -> dict:
+    """Statistics of closure ``events`` (as :func:`split_eye_states` returns) over ``n_frames``
+    frames (a take's valid frames): the one definition used by the dataset and the evaluation.
+
+    ``seconds``; ``n_blinks``, ``n_long``; ``blinks_per_s``, ``long_per_s`` (counts / seconds);
+    ``blink_duration_s``, ``long_duration_s`` (mean durations); ``closed_fraction`` (closed time /
+    seconds); ``durations_s`` (every closure, in order). Undefined values are NaN, never 0: a mean
+    duration without any such closure (a take without blinks has no blink duration; 0 s would be
+    a blink that never happened and would drag pooled means and tables down), and every rate over
+    0 seconds. Zero blinks in a positive time is a rate of 0.
+    """
+    ev = np.asarray(events, np.float64).reshape(-1, 4)
+    seconds = n_frames / fps
+    blinks, longs = ev[ev[:, 3] == 0, 2], ev[ev[:, 3] == 1, 2]
+
+    def per_s(x):
+        return x / seconds if seconds > 0 else float("nan")
+
     return {
-        "valid_s": valid_s,
+        "seconds": seconds,
         "n_blinks": int(len(blinks)),
         "n_long": int(len(longs)),
-        "blinks_per_s": len(blinks) / valid_s if valid_s > 0 else 0.0,
-        "mean_blink_s": float(blinks[:, 2].mean()) if len(blinks) else 0.0,
-        "long_per_min": 60.0 * len(longs) / valid_s if valid_s > 0 else 0.0,
-        "mean_long_s": float(longs[:, 2].mean()) if len(longs) else 0.0,
-        "closed_fraction": float(events[:, 2].sum() / valid_s) if valid_s > 0 else 0.0,
+        "blinks_per_s": per_s(len(blinks)),
+        "blink_duration_s": float(blinks.mean()) if len(blinks) else float("nan"),
+        "long_per_s": per_s(len(longs)),
+        "long_duration_s": float(longs.mean()) if len(longs) else float("nan"),
+        "closed_fraction": per_s(float(ev[:, 2].sum())),
+        "durations_s": ev[:, 2].tolist(),
     }
 
 
@@ -99,6 +105,8 @@ def eye_states(au45: np.ndarray, valid: np.ndarray, fps: float = FPS, tau: float
     norm = normalise_au45(au45, valid)
     eye_long, eye_blink, events = split_eye_states(norm, fps, tau, closed_threshold, valid=valid)
     stats = blink_stats(events, int(valid.sum()), fps)
+    del stats["durations_s"]  # the events hold them
+    stats = {k: None if v != v else v for k, v in stats.items()}  # NaN -> JSON null
     stats.update(tau=tau, closed_threshold=closed_threshold, fps=fps, constant_au45=bool(norm.max() == 0))
     return {"au45": norm, "eye_long": eye_long, "eye_blink": eye_blink, "valid": valid,
             "events": events, "stats_json": np.str_(json.dumps(stats, sort_keys=True))}

@@ -2,12 +2,13 @@
 
 Nothing is re-encoded: later steps stream the original file with :func:`preprocessing.media.iter_frames`,
 which maps any source frame rate (24/25/29.97/60, variable) onto the 30 fps timeline on the fly. That
-is faster and needs no disk, unlike writing a constant-frame-rate copy (DESIGN.md's first plan).
+is faster and needs no disk, unlike writing a constant-frame-rate copy (the first plan).
 
-``ingest.json`` (CONTRIBUTING.md): ``take, video, n_frames (N), fps (30), duration_s, width, height,
+``ingest.json`` (docs/data.md): ``take, video, n_frames (N), fps (30), duration_s, width, height,
 source_fps, vfr, has_audio, audio_sr, audio_channels, video_codec, audio_codec``, plus
 ``rotation`` (degrees, applied by iter_frames), ``real_fps``, ``audio_start_s`` (video timeline),
-``corrupt_packets`` and ``container``.
+``corrupt_packets``, ``container`` and ``joins_s`` (where the parts of a file joined end to end
+meet, its clock restarting there: placed one after the other; :func:`preprocessing.media.probe`).
 
 CLI: ``python -m preprocessing.ingest --take T --video PATH --out work/takes/T/ingest.json``
 """
@@ -18,7 +19,8 @@ import sys
 from pathlib import Path
 
 from preprocessing.common import StepError, run_step, save_json
-from preprocessing.media import FPS, iter_frames, probe
+from preprocessing.media import iter_frames, probe
+from preprocessing.timebase import FPS
 
 
 def ingest(take: str, video: str | Path) -> dict:
@@ -58,6 +60,7 @@ def ingest(take: str, video: str | Path) -> dict:
         "audio_channels": a["channels"] if has_audio else None,
         "audio_codec": a["codec"] if has_audio else None,
         "audio_start_s": a["start_s"] if has_audio else None,
+        "joins_s": info["joins_s"],
     }
 
 

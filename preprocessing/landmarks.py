@@ -1,4 +1,4 @@
-"""MediaPipe FaceMesh landmark index sets and small geometry helpers (shared by track, coeffs, au45).
+"""MediaPipe FaceMesh landmark index sets and pixel helpers (shared by track, coeffs, au45).
 
 FaceMesh (mediapipe 0.10.14, ``refine_landmarks=True``) gives 478 points per face: 468 mesh points
 plus 10 iris points (468-472 the iris of the subject's right eye, 473-477 the left one).
@@ -13,13 +13,19 @@ The index lists are written out by hand because MediaPipe only ships them as uno
 
 Coordinates in ``track.npz`` are normalised: x / frame width, y / frame height, z in MediaPipe's
 depth unit (about the scale of x). :func:`to_pixels` turns them into an isotropic pixel frame
-(x*W, y*H, z*W) where distances and ratios mean something.
+(x*W, y*H, z*W) where distances and ratios mean something. Face measures used by several modules
+(inter-ocular distance, mouth opening, Euler angles) live in :mod:`preprocessing.geometry`.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 N_LANDMARKS = 478
+# the shipped reference face (FaceMesh on skimage's astronaut, made symmetric): the builtin
+# coefficients' rigid model and the renderer's mesh; rebuilt by `python -m preprocessing.coeffs make-reference`
+REFERENCE_PATH = Path(__file__).parent / "data" / "reference_face.npz"
 
 # --------------------------------------------------------------------------------------- eyes
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER = 33, 133
@@ -46,6 +52,7 @@ LIPS_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LIPS_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 LIPS = sorted(set(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER + LIPS_INNER_UPPER + LIPS_INNER_LOWER))
 INNER_LIP_PAIRS = list(zip(LIPS_INNER_UPPER[2:-2], LIPS_INNER_LOWER[2:-2]))  # 81/178, 82/87, 13/14, ...
+INNER_LIP_MIDDLE = INNER_LIP_PAIRS[2:5]  # 82/87, 13/14 (midline), 312/317: iBUG 61/67, 62/66, 63/65
 
 # --------------------------------------------------------------------------------------- face outline
 # closed loop, clockwise in the image starting at the forehead top (10), chin is 152
@@ -113,15 +120,14 @@ def eye_aspect_ratio(px: np.ndarray) -> np.ndarray:
     return np.stack(out, axis=-1)
 
 
-def mouth_aspect_ratio(px: np.ndarray) -> np.ndarray:
-    """Mouth opening ``(...,)``: mean inner-lip gap of the 7 middle pairs / mouth-corner distance."""
-    up = px[..., [u for u, _ in INNER_LIP_PAIRS], :]
-    lo = px[..., [d for _, d in INNER_LIP_PAIRS], :]
-    return _dist(up, lo).mean(axis=-1) / np.maximum(_dist(px[..., MOUTH_LEFT, :], px[..., MOUTH_RIGHT, :]), 1e-9)
+_REFERENCE: dict | None = None
 
 
-def interocular(px: np.ndarray) -> np.ndarray:
-    """Distance between the two eye centres (mean of each eye's corners), in px units ``(...,)``."""
-    right = 0.5 * (px[..., RIGHT_EYE_OUTER, :] + px[..., RIGHT_EYE_INNER, :])
-    left = 0.5 * (px[..., LEFT_EYE_OUTER, :] + px[..., LEFT_EYE_INNER, :])
-    return _dist(right, left)
+def load_reference() -> dict:
+    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
+            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
+                          "version": str(z["version"])}
+    return _REFERENCE

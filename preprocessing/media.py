@@ -2,7 +2,7 @@
 
 Everything goes through PyAV (FFmpeg bundled in the wheel), so no ffmpeg binary is needed.
 
-Time conventions (CONTRIBUTING.md "Time and units"):
+Time conventions (docs/data.md "Time and units"):
 
 * The **video timeline** of a file starts at its *origin* ``t0``: the presentation time of the first
   video frame (``video.start_time``); for a file without video it is the audio stream's start time
@@ -16,13 +16,35 @@ Time conventions (CONTRIBUTING.md "Time and units"):
   frame ``i`` is the source frame *shown* at video time ``i / fps``, i.e. the last source frame whose
   pts is at or before that time.
 * Frame-count convention: ``N`` = the number of output frames whose time ``i / fps`` is strictly
-  before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``.
+  before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``. At a
+  constant rate the last frame lasts the frame interval (or the longer duration the container
+  stores for it); at a variable one, the duration the container gives it (as ffprobe: MP4's stored
+  sample duration, Matroska's default duration), the median interval only where it gives none.
 
-Raw ADTS ``.aac`` files carry no priming information: FFmpeg cannot remove the encoder delay
-(1024 samples for its AAC encoder), so such files come out ~23 ms late. Put AAC in MP4/M4A.
+**Encoder delay.** Lossy encoders put silent priming samples first: AAC 1024, MP3 1105 (LAME's 576
+plus the decoder's 529), AC-3 256 (FFmpeg's encoders; LAME is behind nearly every MP3). MP4/MOV
+edit lists, the LAME/Xing header of an .mp3, Matroska's CodecDelay and Ogg pre-skip say how many
+to drop, and FFmpeg drops them (the first packet carries ``skip_samples`` side data; MPEG-TS puts
+the priming before the video's first timestamp). Raw ADTS ``.aac``, raw ``.ac3``, an .mp3 without
+a LAME header and AVI cannot say it, so FFmpeg decodes the priming as audio, ~23 ms late (measured
+1024 / 1105 / 256 samples, exactly these values). :func:`decode_audio` drops the codec's priming
+for those containers (:data:`PRIMING`, :func:`_unsignalled_priming`).
+
+**Joined files.** MPEG-TS/PS files cut or joined end to end (``cat a.ts b.ts``) restart their
+clock at the join. FFmpeg's demuxer flags such formats (``AVFMT_TS_DISCONT``) and leaves the
+timestamps as they are; ``ffmpeg`` itself shifts everything after a backward jump (or a forward one
+over 10 s). :class:`_Joins` does the same for probe, frames and audio: the part after a join starts
+where the part before it ended (its first frame right after the last one; no frame dropped), its
+audio moved with it.
+
+**Partly corrupt audio.** Packets that do not decode, and decoded frames far above full scale
+(MP3 decodes some corrupt frames to values of 10-20 000), are left out: their time holds zeros,
+and :func:`decode_audio` (``with_gaps=True``) says where (the *gaps*), so that a step can leave
+them out and tell whether enough is left. A file that stops demuxing half-way keeps what was read.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -34,9 +56,16 @@ import av
 import numpy as np
 
 from preprocessing.common import StepError, atomic_path, one_line
+from preprocessing.timebase import FPS, SR
 
-FPS = 30  # the project's video timeline (CONTRIBUTING.md)
 _EPS_FRAMES = 1e-6  # tolerance (in output frames) for float error in N = ceil(D * fps)
+# encoder delay (priming samples) of each codec as FFmpeg's/LAME's encoders write it; dropped only
+# where the container cannot signal it (module docstring)
+PRIMING = {"aac": 1024, "mp3": 1105, "ac3": 256, "eac3": 256}
+_NO_PRIMING_INFO = {"aac", "mp3", "ac3", "eac3", "avi"}  # demuxers: raw ADTS/MP3/AC-3, AVI
+GARBAGE_LEVEL = 4.0      # a decoded float frame peaking above this (+12 dBFS) is corrupt, not audio
+JOIN_BACK_S = 0.1        # a timestamp this far behind its stream's last one is a join (as ffmpeg)
+JOIN_FORWARD_S = 10.0    # ... or this far ahead (ffmpeg's -dts_delta_threshold)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -105,6 +134,93 @@ def n_frames_cfr(duration_s: float, fps: float = FPS) -> int:
     return int(math.ceil(duration_s * fps - _EPS_FRAMES))
 
 
+class _Joins:
+    """Timestamps of a file joined from parts that each restart their clock (module docstring).
+
+    For formats with FFmpeg's ``ts_discont`` flag (MPEG-TS/PS) the file's video and first audio
+    packets are read once ahead (timestamps only): a packet whose dts is more than
+    :data:`JOIN_BACK_S` behind its stream's previous one, or :data:`JOIN_FORWARD_S` ahead of it,
+    starts a new part at its byte position (everything after it in the file belongs to that part).
+    Each part is shifted so that its first video frame follows the previous part's last one (its
+    end: pts + duration); its audio moves with it, keeping the part's own audio/video timing (as
+    recorded). Without video, the audio continues the previous part's audio. Then, called on
+    every demuxed packet before it is used or decoded, it shifts the packet's pts/dts. Other
+    formats pass through unchanged. ``joins``: the (shifted) container time where each part
+    starts. Written by hand: FFmpeg does this in the ``ffmpeg`` program
+    (``ts_discontinuity_detect``), not in the libraries PyAV wraps.
+    """
+
+    def __init__(self, container):
+        self.active = bool(container.format.flags & av.format.Flags.ts_discont.value)
+        v = _video_stream(container)
+        a = container.streams.audio[0] if container.streams.audio else None
+        # the streams that show joins: the video and the first audio stream (probe's two)
+        self.streams = [x for x in (v, a) if x is not None]
+        self.starts: list[int] = []      # byte position where each part after the first starts
+        self.offsets: list[float] = [0.0]
+        self.joins: list[float] = []
+        if self.active and self.streams:
+            self._scan(container.name, v)
+
+    def _scan(self, name: str, video) -> None:
+        def new_part() -> dict:  # first / last (pts + duration) time of video and audio
+            return {"v0": math.inf, "v1": -math.inf, "a0": math.inf, "a1": -math.inf}
+
+        parts = [new_part()]
+        last: dict[int, float] = {}
+        try:
+            with av.open(name) as c:
+                for pk in c.demux(*[c.streams[x.index] for x in self.streams]):
+                    if not pk.size or pk.dts is None:
+                        continue
+                    tb = pk.time_base
+                    dts = float(pk.dts * tb)
+                    prev = last.get(pk.stream.index)
+                    if prev is not None and pk.pos is not None and pk.pos >= 0 and \
+                            (dts < prev - JOIN_BACK_S or dts > prev + JOIN_FORWARD_S):
+                        self.starts.append(int(pk.pos))
+                        parts.append(new_part())
+                        last = {}
+                    last[pk.stream.index] = dts
+                    t = float((pk.pts if pk.pts is not None else pk.dts) * tb)
+                    k = "v" if video is not None and pk.stream.index == video.index else "a"
+                    part = parts[-1]
+                    part[k + "0"] = min(part[k + "0"], t)
+                    part[k + "1"] = max(part[k + "1"], t + float((pk.duration or 0) * tb))
+        except av.error.FFmpegError:  # a truncated file: the parts read so far
+            pass
+        for prev, part in zip(parts, parts[1:]):
+            k = "v" if prev["v1"] > -math.inf and part["v0"] < math.inf else "a"
+            off = self.offsets[-1] + prev[k + "1"] - part[k + "0"]
+            self.offsets.append(off)
+            self.joins.append(part[k + "0"] + off)
+        self.starts = self.starts[:len(self.offsets) - 1]
+
+    def __call__(self, packet) -> None:
+        if not self.starts or packet.pos is None or packet.pos < 0:
+            return
+        offset = self.offsets[bisect.bisect_right(self.starts, packet.pos)]
+        if offset:
+            shift = int(round(offset / packet.time_base))
+            if packet.dts is not None:
+                packet.dts += shift
+            if packet.pts is not None:
+                packet.pts += shift
+
+
+def _unsignalled_priming(container, astream, packet) -> int:
+    """Priming samples FFmpeg will decode as audio: the codec's (:data:`PRIMING`) when the
+    container cannot signal them and the first packet carries no ``skip_samples`` (module
+    docstring); else 0. AAC only in its LC profile (HE-AAC's delay differs)."""
+    if container.format.name not in _NO_PRIMING_INFO or packet.has_sidedata("skip_samples"):
+        return 0
+    cc = astream.codec_context
+    name = cc.codec.canonical_name if cc is not None else None
+    if name == "aac" and cc.profile != "LC":
+        return 0
+    return PRIMING.get(name, 0)
+
+
 # ----------------------------------------------------------------------------------------- probe
 def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
     """Describe a media file by reading its header and demuxing (not decoding) every packet.
@@ -117,6 +233,7 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
     are not constant), ``min_interval_s``, ``max_interval_s``, ``corrupt_packets``. ``audio`` (None
     when absent) holds ``index, codec, sample_rate, channels, start_s`` (relative to the video
     timeline origin) and ``duration_s``. ``n_frames`` is ``N`` at ``fps`` (0 without video).
+    ``joins_s``: the video times where a joined file's parts meet (:class:`_Joins`; usually []).
     Raises StepError on unreadable files.
     """
     path = Path(path)
@@ -130,11 +247,13 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
         ends = {s.index: [] for s in streams}
         corrupt = {s.index: 0 for s in streams}
         truncated = False
+        joins = _Joins(container)
         if streams:
             try:
                 for packet in container.demux(*streams):
                     if packet.size == 0 or packet.pts is None:  # flush packets / no timestamps
                         continue
+                    joins(packet)
                     i = packet.stream.index
                     pts[i].append(packet.pts)
                     ends[i].append(packet.pts + (packet.duration or 0))
@@ -147,6 +266,7 @@ def probe(path: str | os.PathLike, fps: float = FPS) -> dict:
             "size_bytes": path.stat().st_size,
             "origin_s": t0,
             "truncated": truncated,
+            "joins_s": [t - t0 for t in joins.joins],
             "video": None,
             "audio": None,
             "n_frames": 0,
@@ -218,10 +338,6 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
     else:
         rate = v.average_rate or v.base_rate or FPS
         typical = float(1 / (Fraction(rate) * tb))
-    # end of the last frame: its own duration when the container stores one, else a typical interval
-    last_end = max(int(ends.max()), int(order[-1] + typical))
-    info["duration_s"] = float(last_end * tb) - t0
-    info["average_fps"] = len(pts) / info["duration_s"] if info["duration_s"] > 0 else None
     if len(intervals):
         # CFR means every interval equals the typical one up to timestamp rounding: 2 time-base ticks
         # (a 29.97 fps stream in a 1 ms time base alternates 33/34 ms) or 1 % of the interval
@@ -229,6 +345,17 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
         info["vfr"] = bool(np.any(np.abs(intervals - typical) > tol))
         info["min_interval_s"] = float(intervals.min() * tb)
         info["max_interval_s"] = float(intervals.max() * tb)
+    # end of the last frame. CFR: every frame lasts the interval (or longer, when the container
+    # stores a longer last one: a still held at the end). VFR: no interval is the last frame's, so
+    # the duration the container gives it (as ffprobe), the median interval only where it gives none
+    last = int(np.argmax(pts))
+    stored = int(ends[last] - pts[last])
+    if info["vfr"]:
+        last_end = int(pts[last] + (stored if stored > 0 else typical))
+    else:
+        last_end = max(int(ends.max()), int(order[-1] + typical))
+    info["duration_s"] = float(last_end * tb) - t0
+    info["average_fps"] = len(pts) / info["duration_s"] if info["duration_s"] > 0 else None
     return info
 
 
@@ -252,16 +379,20 @@ def _stream_rotation(v) -> int:
 
 
 # ----------------------------------------------------------------------------------------- audio
-def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
-                 stream: int | None = None) -> tuple[np.ndarray, float]:
+def decode_audio(path: str | os.PathLike, sr: int = SR, mono: bool = True,
+                 stream: int | None = None, with_gaps: bool = False):
     """Decode one audio stream, resampled to ``sr`` Hz (PyAV's resampler, i.e. FFmpeg's swresample).
 
     Returns ``(audio, start_s)``: float32 ``(n,)`` when ``mono`` (the mean of the channels) else
     ``(n, channels)`` (more than 2 are downmixed to stereo), with sample 0 at time 0 of the video
     timeline (see the module docstring), and ``start_s``, the time on that timeline of the first
     decoded sample (> 0: zeros were padded in front; < 0: audio before the first video frame was
-    dropped; priming samples that the container does not mark are decoded as audio). ``stream`` is a stream index of the file (e.g.
-    4 = the vocal stem of a MUSDB18 stem file) or None for the first audio stream.
+    dropped). Encoder priming is dropped, also where the container cannot signal it (module
+    docstring). ``stream`` is a stream index of the file (e.g. 4 = the vocal stem of a MUSDB18 stem
+    file) or None for the first audio stream. With ``with_gaps`` returns ``(audio, start_s, gaps)``:
+    ``gaps`` lists ``(from_s, to_s)`` on the video timeline where the stream holds no decodable
+    audio (undecodable or garbage frames, holes in its timestamps; zeros in ``audio``), merged and
+    cut to ``audio``; a stream that stops early is just shorter.
     Raises StepError("no audio track"), StepError on unreadable files or when nothing decodes.
     """
     container = _open(path)
@@ -278,38 +409,85 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
         resampler = av.AudioResampler(format="flt", layout=layout, rate=sr)
         out: list[np.ndarray] = []
         first_t: float | None = None  # container time of the first decoded sample
-        fed = 0  # input samples given to the resampler so far (incl. filled gaps), at in_rate
+        fed = 0  # input samples placed so far (incl. filled gaps and dropped priming), at in_rate
         in_rate = None
-        gaps = corrupt = 0
+        prime = None  # unsignalled priming of the stream (known at its first packet)
+        pkt0_t = None  # container time of the stream's first packet
+        skip = 0      # priming samples still to drop
+        primed = 0    # priming samples dropped
+        holes: list[tuple[int, int]] = []  # [from, to) input samples (from first_t) without audio
+        kind = None  # (sample format, layout) of the first decoded frame: every frame is made so
+        converters: dict = {}
+        joins = _Joins(container)
+        # garbage is looked for in lossy codecs' float output only: PCM and lossless decoders
+        # return the file's samples as they are (a float WAV's NaN/inf is the song step's to name)
+        codec_name = astream.codec_context.codec.canonical_name
+        lossy = not codec_name.startswith(("pcm_", "flac", "alac", "wavpack", "tta", "ape", "mlp",
+                                           "truehd"))
 
         def resample(frame):
             for f in resampler.resample(frame):
                 out.append(f.to_ndarray().reshape(-1, f.layout.nb_channels))
 
-        for packet in container.demux(astream):
+        packets = container.demux(astream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:  # the file stops demuxing (truncated): keep what was read
+                break
+            joins(packet)
+            if prime is None and packet.size:
+                prime = _unsignalled_priming(container, astream, packet)
+                pkt0_t = float(packet.pts * packet.time_base) if packet.pts is not None else None
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:  # a corrupt packet: skip it, its time becomes a gap
-                corrupt += 1
                 continue
             for frame in frames:
                 if frame.samples == 0:
                     continue
                 if first_t is None:
-                    first_t = frame.time if frame.time is not None else t0
                     in_rate = frame.sample_rate
-                elif frame.time is not None and frame.sample_rate == in_rate:
+                    kind = (frame.format.name, frame.layout.name)
+                    first_t = frame.time if frame.time is not None else t0
+                    if prime:
+                        # unsignalled priming: every decoded sample is `prime` samples late; those
+                        # whose true time is before the first packet's are the priming itself
+                        # (none when the first packet did not decode: the priming went with it)
+                        t_pkt = pkt0_t if pkt0_t is not None else first_t
+                        skip = max(0, prime + int(round((t_pkt - first_t) * in_rate)))
+                    t = None
+                else:
+                    if frame.sample_rate != in_rate:  # a corrupt frame header: left out (a hole)
+                        continue
+                    t = frame.time
+                    if (frame.format.name, frame.layout.name) != kind:  # a corrupt header or a
+                        frame = _conform(frame, kind, converters)      # layout change: convert
+                if t is not None:
                     # place the frame by its pts: fill holes with zeros, cut overlaps
-                    expected = int(round((frame.time - first_t) * in_rate))
+                    expected = int(round((t - first_t) * in_rate))
                     hole = expected - fed
                     if hole > max(2, in_rate // 1000):  # > 1 ms: a real hole, not pts rounding
                         resample(_silence_like(frame, hole))
+                        holes.append((fed, fed + hole))
                         fed += hole
-                        gaps += 1
                     elif hole < -max(2, in_rate // 1000):
                         frame = _trim_front(frame, min(-hole, frame.samples))
                         if frame is None:
                             continue
+                if skip:  # priming the container could not mark: not audio, and not a hole
+                    n = min(skip, frame.samples)
+                    skip -= n
+                    fed += n
+                    primed += n
+                    frame = _trim_front(frame, n)
+                    if frame is None:
+                        continue
+                if lossy and np.abs(frame.to_ndarray()).max(initial=0.0) > GARBAGE_LEVEL:
+                    holes.append((fed, fed + frame.samples))  # a corrupt frame decoded to garbage
+                    frame = _silence_like(frame, frame.samples)
                 frame.pts = None  # the resampler must not re-time frames itself: we did it above
                 resample(frame)
                 fed += frame.samples
@@ -321,7 +499,8 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
     if first_t is None or not out:
         raise StepError("audio track has no decodable samples")
     audio = np.concatenate(out, axis=0).astype(np.float32, copy=False)
-    start_s = first_t - t0
+    lag = (prime or 0) / in_rate  # the decoded audio's lateness (unsignalled priming)
+    start_s = first_t - lag + primed / in_rate - t0  # true time of the first sample kept
     shift = int(round(start_s * sr))
     if shift > 0:
         audio = np.concatenate([np.zeros((shift, audio.shape[1]), np.float32), audio])
@@ -329,7 +508,37 @@ def decode_audio(path: str | os.PathLike, sr: int = 16000, mono: bool = True,
         audio = audio[-shift:]
     if mono:
         audio = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0].copy()
-    return audio, float(start_s)
+    if not with_gaps:
+        return audio, float(start_s)
+    # holes are counted in input samples from the first decoded one, the dropped priming included
+    gaps = _merge_gaps([(start_s + (h0 - primed) / in_rate, start_s + (h1 - primed) / in_rate)
+                        for h0, h1 in holes], len(audio) / sr)
+    return audio, float(start_s), gaps
+
+
+def _conform(frame: av.AudioFrame, kind: tuple[str, str], converters: dict) -> av.AudioFrame:
+    """``frame`` in the sample format and channel layout ``kind`` (same rate, same samples)."""
+    key = (frame.format.name, frame.layout.name)
+    if key not in converters:
+        converters[key] = av.AudioResampler(format=kind[0], layout=kind[1], rate=frame.sample_rate)
+    parts = [f.to_ndarray() for f in converters[key].resample(frame)]
+    x = np.concatenate(parts, axis=1) if parts else np.zeros((1, 0), np.float32)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(x), format=kind[0], layout=kind[1])
+    out.sample_rate = frame.sample_rate
+    return out
+
+
+def _merge_gaps(gaps: list[tuple[float, float]], end_s: float) -> list[tuple[float, float]]:
+    """Sorted, merged ``(from_s, to_s)`` intervals cut to ``[0, end_s]`` (empty ones dropped)."""
+    merged: list[list[float]] = []
+    for a, b in sorted((max(0.0, a), min(end_s, b)) for a, b in gaps):
+        if b <= a:
+            continue
+        if merged and a <= merged[-1][1] + 1e-9:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
 
 
 def _silence_like(frame: av.AudioFrame, samples: int) -> av.AudioFrame:
@@ -451,6 +660,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             container.close()
 
     def _decode(self, container, vs) -> Iterator[av.VideoFrame]:
+        joins = _Joins(container)
         packets = container.demux(vs)
         while True:
             try:
@@ -460,6 +670,7 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             except av.error.FFmpegError:  # truncated file: stop reading, keep what we have
                 self.stats["corrupt_packets"] += 1
                 break
+            joins(packet)
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
@@ -656,7 +867,7 @@ class _BestEffortTimestamp:
 
 # --------------------------------------------------------------------------------------- writing
 def write_video(path: str | os.PathLike, frames: Iterable, fps: float = FPS,
-                audio: np.ndarray | None = None, sr: int = 16000, crf: int = 18,
+                audio: np.ndarray | None = None, sr: int = SR, crf: int = 18,
                 preset: str = "veryfast", rotation: int = 0) -> int:
     """Write H.264 (yuv420p) + AAC (when ``audio`` is given) to an .mp4, atomically.
 

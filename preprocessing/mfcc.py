@@ -18,9 +18,10 @@ setting fixed here, none left to a library default):
   starts or ends. Columns: 13 MFCC, then their 13 deltas. float32.
 * Row ``r`` is the frame *centred* at time ``r / 100`` s: it covers ``[r/100 - 12.5 ms, r/100 + 12.5 ms)``.
 
-Take alignment (CONTRIBUTING.md "Time and units"): ``song_time = video_time + offset_s`` (sync.json),
+Take alignment (docs/data.md, "Time and units"): ``song_time = video_time + offset_s`` (sync.json),
 so row ``r`` reads the song around sample ``r * 160 + round(offset_s * 16000)``: the offset is applied
-here, once, at 16 kHz sample precision. ``M = ceil(N * 100 / 30)`` rows for ``N`` video frames.
+here, once, at 16 kHz sample precision. ``M = ceil(N * 100 / 30)`` rows for ``N`` video frames
+(``timebase.n_mfcc_rows``).
 Where the take runs past either end of the song (recording started before the song or went on after
 it), the song is zero (digital silence, the log(eps) rows above). A take that does not overlap the song
 at all, a song that is silent during the whole take, empty or mismatched wav files are errors.
@@ -34,27 +35,20 @@ import sys
 import numpy as np
 
 from preprocessing.common import StepError, check_upstream, load_json, run_step, save_npz
+from preprocessing.timebase import FPS, MFCC_DIM, MFCC_WIDTH, SR, centre_rows, n_mfcc_rows
+from preprocessing.timebase import MFCC_HOP as HOP  # samples: 10 ms step
+from preprocessing.timebase import MFCC_RATE as RATE  # rows per second
 
-SR = 16000
 WIN = 400            # samples: 25 ms analysis window
-HOP = 160            # samples: 10 ms step -> 100 rows per second
-RATE = 100           # rows per second
 N_FFT = 512
 N_MELS = 26
-N_CEP = 13
+N_CEP = MFCC_DIM // 2  # 13 MFCC, then their 13 deltas
 LIFTER = 22
 PREEMPH = 0.97
 DELTA_N = 2
-DIM = 2 * N_CEP      # 26 = 13 MFCC + 13 deltas
+DIM = MFCC_DIM       # 26 = 13 MFCC + 13 deltas
 SILENCE = 1e-8       # peak amplitude under which audio counts as digital silence
 STEMS = ("vocals", "music", "mix")
-
-
-def n_rows(n_frames: int, fps: int = 30) -> int:
-    """``M = ceil(n_frames * 100 / fps)``, in exact integer arithmetic for integer ``fps``."""
-    if isinstance(fps, (int, np.integer)):
-        return -(-int(n_frames) * RATE // int(fps))
-    return int(math.ceil(n_frames * RATE / fps - 1e-9))
 
 
 BLOCK = 512         # frames per block in _cepstra (~1-2 MB of float64 spectra: stays in the L2 cache)
@@ -153,29 +147,27 @@ def mfcc(wav: np.ndarray, sr: int = SR) -> np.ndarray:
     return features_at(wav, 0, -(-len(wav) // (sr // RATE)), sr)
 
 
-def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = 30, width: int = 39) -> np.ndarray:
-    """Per-video-frame windows of 100 Hz features: ``(n_frames, width, D)`` (DESIGN.md section 4).
+def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = FPS,
+                 width: int = MFCC_WIDTH) -> np.ndarray:
+    """Per-video-frame windows of 100 Hz features: ``(n_frames, width, D)`` (docs/data.md).
 
-    Window ``i`` is centred on video-frame time ``i / fps``: its centre row is ``c_i = round(i * 100 /
-    fps)`` (halves round up) and it holds rows ``c_i - width // 2 .. c_i + (width - 1) // 2``; rows
-    outside ``[0, M)`` replicate the first / last row. One gather, no Python loop over frames.
+    Window ``i`` is centred on video-frame time ``i / fps``: its centre row is ``c_i = round(i * 100
+    / fps)`` (halves round up, ``timebase.centre_rows``) and it holds rows ``c_i - width // 2 .. c_i
+    + (width - 1) // 2``; rows outside ``[0, M)`` replicate the first / last row. One gather, no
+    Python loop over frames.
     """
     feats = np.asarray(features_100hz)
     if feats.ndim != 2 or len(feats) == 0:
         raise ValueError(f"mfcc_windows: features must be (M >= 1, D), got shape {feats.shape}")
     if width < 1 or n_frames < 0:
         raise ValueError(f"mfcc_windows: need width >= 1 and n_frames >= 0, got {width}, {n_frames}")
-    i = np.arange(n_frames, dtype=np.int64)
-    if isinstance(fps, (int, np.integer)):
-        centre = (2 * i * RATE + fps) // (2 * fps)          # floor(i * 100 / fps + 1/2), exact
-    else:
-        centre = np.floor(i * RATE / fps + 0.5).astype(np.int64)
+    centre = centre_rows(np.arange(n_frames, dtype=np.int64), fps)
     rows = np.clip(centre[:, None] + np.arange(width)[None, :] - width // 2, 0, len(feats) - 1)
     return feats[rows]
 
 
 # ------------------------------------------------------------------------------------- the take
-def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, fps: int = 30,
+def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, fps: int = FPS,
                   sr: int = SR, drift_ppm: float = 0.0) -> dict[str, np.ndarray]:
     """The take's features: ``{"mfcc_vocals", "mfcc_music", "mfcc_mix"}`` float32 ``(M, 26)``.
 
@@ -198,7 +190,7 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
         raise StepError(f"sync offset is not a number: {offset_s}")
     if not math.isfinite(drift_ppm):
         raise StepError(f"sync drift is not a number: {drift_ppm}")
-    rows = n_rows(n_frames, fps)
+    rows = n_mfcc_rows(n_frames, fps)
     hop = sr // RATE
     ratio = 1.0 + drift_ppm * 1e-6         # song seconds per video second
     first = int(round(offset_s * sr))       # song sample at video time 0 (16 kHz precision)
@@ -232,7 +224,7 @@ def work(args) -> None:
     sync = load_json(args.sync)
     check_upstream(args.vocals, args.music, args.mix)
     stems = {"vocals": read_wav(args.vocals, SR), "music": read_wav(args.music, SR), "mix": read_wav(args.mix, SR)}
-    fps = info.get("fps", 30)
+    fps = info.get("fps", FPS)
     fps = int(fps) if float(fps).is_integer() else float(fps)
     offset = float(sync["offset_s"])
     drift = float(sync.get("drift_ppm", 0.0))

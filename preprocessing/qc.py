@@ -2,7 +2,10 @@
 
     python -m preprocessing.qc --take T --subject S --song G --ingest ingest.json --sync sync.json \
         --mfcc mfcc.npz --track track.npz --coeffs coeffs.npz --au45 au45.npz --eyes eyes.npz \
-        --min-sync-confidence 4.0 --min-valid-fraction 0.8 --min-frames 128 --out qc.json
+        --min-sync-confidence 7.0 --min-valid-fraction 0.8 --min-frames 128 --out qc.json
+
+The thresholds have no defaults here: they come from the config (``sync.min_confidence``,
+``qc.min_valid_fraction``, ``qc.min_frames``; defaults in workflow/schemas/config.schema.yaml).
 
 Checks (each failing one adds a reason; the take fails when there is any):
 
@@ -12,9 +15,10 @@ Checks (each failing one adds a reason; the take fails when there is any):
 * ingest: fps is 30; N (``n_frames``) >= ``min_frames`` (one training window), else "too short".
 * track: some face (``"no face found in any frame"``); the valid fraction, i.e. frames valid in
   track AND coeffs AND eyes over N, >= ``min_valid_fraction``.
-* sync: confidence >= ``min_sync_confidence``.
-* lengths: MFCC arrays ``(ceil(N * 100 / 30), 26)``; every per-frame array of track / coeffs / au45 /
-  eyes has N rows; the MFCC was computed with sync's offset.
+* sync: confidence >= ``min_sync_confidence`` (the reason says why when sync.json does: the
+  offsets a repeated section fits about as well, or why the camera audio could not be used).
+* lengths: MFCC arrays ``(ceil(N * 100 / 30), 26)`` (``timebase.n_mfcc_rows``); every per-frame
+  array of track / coeffs / au45 / eyes has N rows; the MFCC was computed with sync's offset.
 * values: finite in valid frames (MFCC everywhere).
 
 qc.json: ``take, subject, song, status ("pass"/"fail"), reasons [str], n_frames, valid_fraction,
@@ -30,11 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import UpstreamFailed, load_json, load_npz, one_line, run_step, save_json
+from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, n_mfcc_rows
 
-FPS = 30
-MFCC_RATE = 100
-MFCC_DIM = 26
-MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
 # per-frame arrays (first axis N) that each step's file must hold
 FRAME_ARRAYS = {
     "track": ("landmarks", "valid"),
@@ -64,8 +65,22 @@ def _add(reasons: list[str], reason: str) -> None:
         reasons.append(reason)
 
 
-def check_take(take: str, subject: str, song: str, paths: dict, min_sync_confidence: float = 4.0,
-               min_valid_fraction: float = 0.8, min_frames: int = 128) -> dict:
+def _sync_why(sync: dict, min_conf: float) -> str:
+    """Why the sync confidence is low, when sync.json says (preprocessing.sync): an offset that a
+    repeated section of the song fits as well as another, or no usable camera audio."""
+    d = sync.get("details", {})
+    if sync.get("method") == "mouth-envelope" and d.get("why_not_camera"):
+        return f" (aligned by mouth movement: {d['why_not_camera']})"
+    close = [c for c in d.get("competitors", []) if c["lead"] < min_conf]
+    if close and d.get("trimmed_psr", 0.0) >= min_conf:  # a clear match, but not the only one
+        offsets = " and ".join(f"{x:+.3f} s" for x in [float(sync["offset_s"])]
+                               + [c["offset_s"] for c in close])
+        return f" (the take fits the song about as well at {offsets}: a repeated section)"
+    return ""
+
+
+def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_confidence: float,
+               min_valid_fraction: float, min_frames: int) -> dict:
     """The qc.json dict of one take. ``paths``: step name -> file (ingest, sync, mfcc, track, coeffs,
     au45, eyes); a missing key skips that input."""
     reasons: list[str] = []
@@ -100,13 +115,14 @@ def check_take(take: str, subject: str, song: str, paths: dict, min_sync_confide
         conf = float(sync["confidence"])
         result.update(sync_confidence=conf, sync_method=str(sync["method"]), offset_s=float(sync["offset_s"]))
         if not conf >= min_sync_confidence:
-            _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}")
+            _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}"
+                          + _sync_why(sync, min_sync_confidence))
 
     if sync is not None:
         check("sync", sync_checks)
 
     if n is not None:
-        m = -(-n * MFCC_RATE // FPS)
+        m = n_mfcc_rows(n)
 
         def mfcc_checks():
             z = d["mfcc"]
@@ -172,16 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--song", required=True)
     for name in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes"):
         ap.add_argument(f"--{name}", default=None, help=f"the take's {name} output")
-    ap.add_argument("--min-sync-confidence", type=float, default=4.0)
-    ap.add_argument("--min-valid-fraction", type=float, default=0.8)
-    ap.add_argument("--min-frames", type=int, default=128)
+    ap.add_argument("--min-sync-confidence", type=float, required=True, help="sync.min_confidence")
+    ap.add_argument("--min-valid-fraction", type=float, required=True, help="qc.min_valid_fraction")
+    ap.add_argument("--min-frames", type=int, required=True, help="qc.min_frames")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     paths = {k: getattr(a, k) for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
 
     def work():
-        res = check_take(a.take, a.subject, a.song, paths, a.min_sync_confidence, a.min_valid_fraction,
-                         a.min_frames)
+        res = check_take(a.take, a.subject, a.song, paths,
+                         min_sync_confidence=a.min_sync_confidence,
+                         min_valid_fraction=a.min_valid_fraction, min_frames=a.min_frames)
         save_json(a.out, res)
         line = "pass" if res["status"] == "pass" else "fail: " + "; ".join(res["reasons"])
         print(f"qc {a.take}: {line}", file=sys.stderr)

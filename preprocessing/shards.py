@@ -3,8 +3,9 @@
     python -m preprocessing.shards --split dataset/split.tsv --basis dataset/exp_basis.npz \
         --work work/takes --takes-per-shard 32 --config-json '{...}' --out dataset/shards
 
-Output (DESIGN.md section 5): ``{train,test}-NNNNN.h5`` (``takes_per_shard`` takes each, takes sorted
-by name within a split) and ``manifest.json`` (files, their takes and sha256, subjects, exp_dim).
+Output (the schema: :mod:`preprocessing.shard_schema`, docs/data.md): ``{train,test}-NNNNN.h5``
+(``takes_per_shard`` takes each, takes sorted by name within a split) and ``manifest.json`` (files,
+their takes and sha256, subjects, exp_dim, every take's attributes).
 
 Contracts fixed here (the reader, ``musicface.data``, relies on them):
 
@@ -38,12 +39,9 @@ from tqdm import tqdm
 
 from preprocessing.coeffs import expression_from_coeffs
 from preprocessing.common import StepError, config_sha, load_json, load_npz, sha256_file
-
-SCHEMA_VERSION = 1
-FPS = 30
-MFCC_RATE = 100
-MFCC_DIM = 26
-MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
+from preprocessing.shard_schema import (ARRAYS, DATASET_CONFIG_KEYS, SCHEMA_VERSION, from_attrs,
+                                        root_attrs, root_meta, to_attrs)
+from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, n_mfcc_rows
 
 # Chunk lengths along time (bench/reader.py measured the choices): ~17 s of video per frame-array
 # chunk, ~20 s per MFCC chunk. Readers load a whole take (a few contiguous chunks) or a window
@@ -51,10 +49,6 @@ MFCC_KEYS = ("mfcc_vocals", "mfcc_music", "mfcc_mix")
 CHUNK_FRAMES = 512
 CHUNK_MFCC = 2048
 COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
-
-# config sections that change the data; model/train/evaluate edits must not change config_sha
-DATASET_CONFIG_KEYS = ("samples", "demo", "sync", "separate", "track", "coeffs", "au45", "eyes", "qc",
-                       "split", "shards")
 
 # libraries whose versions go into each take's tool_versions attribute
 TOOL_PACKAGES = ("musicface", "numpy", "scipy", "librosa", "python_speech_features", "mediapipe", "av",
@@ -80,13 +74,15 @@ class TakeData:
     def n_frames(self) -> int:
         return int(self.arrays["valid"].shape[0])
 
+    def attrs(self, subject_index: int) -> dict:
+        """The take's attributes (``shard_schema.TAKE_ATTRS``) as Python values."""
+        return {"subject": self.subject, "subject_index": subject_index, "song": self.song,
+                "split": self.split, "offset_s": self.offset_s, "sync_method": self.sync_method,
+                "sync_confidence": self.sync_confidence, "n_frames": self.n_frames,
+                "backends": self.backends, "tool_versions": self.tool_versions}
+
 
 # ------------------------------------------------------------------------------------ assembling
-def n_mfcc_rows(n_frames: int, fps: int = FPS, rate: int = MFCC_RATE) -> int:
-    """``M = ceil(N * rate / fps)`` in integer arithmetic."""
-    return -(-n_frames * rate // fps)
-
-
 def tool_versions(*extra: dict) -> dict:
     """Installed versions of the libraries that produce the data (plus any a step recorded)."""
     out = {}
@@ -104,7 +100,7 @@ def _str(x) -> str:
 
 def assemble_take(take_dir: str | os.PathLike, basis: dict, take: str, subject: str, song: str,
                   split: str, separate_backend: str = "builtin") -> TakeData:
-    """Read one passing take's intermediate files (CONTRIBUTING.md formats) -> :class:`TakeData`.
+    """Read one passing take's intermediate files (docs/data.md formats) -> :class:`TakeData`.
 
     Raises :class:`StepError` (naming the file) when a file is a failure record or has the wrong
     shape: split.tsv only lists takes that passed QC, so this means the inputs changed under us.
@@ -169,37 +165,21 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray, dtype: str) -> None
     group.create_dataset(name, data=data, chunks=chunks, track_times=False, **COMPRESSION)
 
 
-DTYPES = {"mfcc_vocals": "f4", "mfcc_music": "f4", "mfcc_mix": "f4", "exp": "f4", "pose": "f4",
-          "au45": "f4", "eye_long": "f4", "eye_blink": "u1", "valid": "u1", "landmarks": "f2"}
-
-
 def write_shard(path: str | os.PathLike, takes: list[TakeData], subjects: list[str], exp_dim: int,
                 cfg_sha: str) -> None:
     """Write one shard file (schema version 1) holding ``takes`` in the given order."""
     index = {s: i for i, s in enumerate(subjects)}
     with h5py.File(path, "w", libver=("earliest", "v110")) as f:
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["fps"] = FPS
-        f.attrs["mfcc_rate"] = MFCC_RATE
-        f.attrs["exp_dim"] = int(exp_dim)
-        f.attrs["subjects"] = np.array(subjects, dtype=h5py.string_dtype())
-        f.attrs["config_sha"] = cfg_sha
+        for k, v in root_attrs(exp_dim, subjects, cfg_sha).items():
+            f.attrs[k] = v
         root = f.create_group("takes")
         for t in takes:
             if t.arrays["exp"].shape[1] != exp_dim:
                 raise StepError(f"take '{t.take}': exp has {t.arrays['exp'].shape[1]} dims, expected {exp_dim}")
             g = root.create_group(t.take)
-            g.attrs["subject"] = t.subject
-            g.attrs["subject_index"] = index[t.subject]
-            g.attrs["song"] = t.song
-            g.attrs["split"] = t.split
-            g.attrs["offset_s"] = float(t.offset_s)
-            g.attrs["sync_method"] = t.sync_method
-            g.attrs["sync_confidence"] = float(t.sync_confidence)
-            g.attrs["n_frames"] = t.n_frames
-            g.attrs["backends"] = json.dumps(t.backends, sort_keys=True)
-            g.attrs["tool_versions"] = json.dumps(t.tool_versions, sort_keys=True)
-            for name, dtype in DTYPES.items():
+            for k, v in to_attrs(t.attrs(index[t.subject])).items():
+                g.attrs[k] = v
+            for name, (dtype, _shape) in ARRAYS.items():
                 _dataset(g, name, t.arrays[name], dtype)
 
 
@@ -221,6 +201,7 @@ def write_shard_set(out: str | os.PathLike, takes: list[TakeData], takes_per_sha
     if not takes:
         raise StepError("no take to write (none passed QC)")
     subjects = sorted({t.subject for t in takes})
+    index = {s: i for i, s in enumerate(subjects)}
     if exp_dim is None:
         exp_dim = int(takes[0].arrays["exp"].shape[1])
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -235,10 +216,9 @@ def write_shard_set(out: str | os.PathLike, takes: list[TakeData], takes_per_sha
                 files.append({"name": name, "split": split, "takes": [t.take for t in chunk],
                               "sha256": sha256_file(tmp / name)})
         manifest = {
-            "schema_version": SCHEMA_VERSION, "fps": FPS, "mfcc_rate": MFCC_RATE, "exp_dim": exp_dim,
-            "subjects": subjects, "config_sha": cfg_sha, "files": files,
-            "takes": {t.take: {"file": f["name"], "split": t.split, "subject": t.subject, "song": t.song,
-                               "n_frames": t.n_frames}
+            "schema_version": SCHEMA_VERSION, **root_meta(root_attrs(exp_dim, subjects, cfg_sha)),
+            "files": files,
+            "takes": {t.take: {"file": f["name"], **from_attrs(to_attrs(t.attrs(index[t.subject])))}
                       for f in files for t in takes if t.take in f["takes"]},
             "n_takes": len(takes),
             "hours": round(sum(t.n_frames for t in takes) / FPS / 3600, 6),

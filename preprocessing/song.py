@@ -6,12 +6,15 @@ swresample (:func:`preprocessing.media.decode_audio`); sample 0 is the first sam
 (MP3/AAC encoder delay removed), so song time ``k / 16000`` s is sample ``k``.
 
 ``song.json``: ``song, path, duration_s, source_sr, channels, codec``, plus ``container``,
-``peak`` (max |x| of the mix), ``rms_dbfs`` and ``sr`` (16000).
+``peak`` (max |x| of the mix), ``rms_dbfs``, ``sr`` (16000), ``gaps_s`` (the ``[from, to]``
+stretches that do not decode, zeros in the mix) and ``decoded_fraction``.
 
-A song that cannot be used fails with a one-line reason naming it: unreadable/corrupt file, no audio
-track, no decodable samples, NaN or infinite samples (a float export whose effect chain blew up;
-every later step would turn them into NaN features), shorter than :data:`MIN_SECONDS`, or silent
-(peak below :data:`SILENCE_DBFS`).
+A partly corrupt song keeps what decodes, in place (its timestamps; :func:`preprocessing.media.
+decode_audio`): sync aligns on the rest. A song that cannot be used fails with a one-line reason
+naming it: unreadable file, no audio track, no decodable samples, less than
+:data:`MIN_DECODED_FRACTION` of it decodable, NaN or infinite samples (a float export whose effect
+chain blew up; every later step would turn them into NaN features), shorter than
+:data:`MIN_SECONDS`, or silent (peak below :data:`SILENCE_DBFS`).
 
 CLI: ``python -m preprocessing.song --song S --audio PATH --out-wav mix.wav --out-json song.json``
 """
@@ -25,10 +28,11 @@ import numpy as np
 
 from preprocessing.common import StepError, run_step, save_json, save_wav
 from preprocessing.media import decode_audio, probe
+from preprocessing.timebase import SR
 
-SR = 16000
 MIN_SECONDS = 1.0      # shorter than this cannot be aligned (sync) nor give one training window
 SILENCE_DBFS = -60.0   # a mix whose peak is below this is treated as silent (e.g. a muted export)
+MIN_DECODED_FRACTION = 0.5  # a song with less than this decodable is too broken to use
 
 
 def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
@@ -42,7 +46,13 @@ def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
         raise StepError("no audio track")
     if a["codec"] is None:
         raise StepError("unsupported audio codec (FFmpeg has no decoder for it)")
-    mix, _ = decode_audio(path, sr=sr, mono=True)
+    mix, _, gaps = decode_audio(path, sr=sr, mono=True, with_gaps=True)
+    broken = sum(b - a for a, b in gaps)
+    decoded = 1.0 - broken / (len(mix) / sr) if len(mix) else 0.0
+    if decoded < MIN_DECODED_FRACTION:
+        raise StepError(f"only {100 * decoded:.0f}% of the song decodes ({broken:.1f} s of "
+                        f"{len(mix) / sr:.1f} s corrupt in {len(gaps)} stretches, the first at "
+                        f"{gaps[0][0]:.1f} s): too little is left")
     finite = np.isfinite(mix)
     if not finite.all():  # before the peak: max |x| of NaN samples is NaN, which would read as silence
         raise StepError(f"audio contains NaN or infinite samples (the first at {np.argmin(finite) / sr:.1f} s)")
@@ -64,6 +74,8 @@ def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
         "sr": sr,
         "peak": peak,
         "rms_dbfs": float(20 * np.log10(rms)),
+        "gaps_s": [[round(a, 4), round(b, 4)] for a, b in gaps],
+        "decoded_fraction": decoded,
     }
 
 

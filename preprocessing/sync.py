@@ -1,167 +1,16 @@
 """sync: where in the song does the take start? -> ``sync.json``.
 
 ``offset_s`` is the song time of video frame 0: ``song_time = video_time + offset_s`` (negative when
-the camera started before the song). Three methods, tried in this order:
-
-1. **gcc-phat** (built-in, when the video has usable camera audio). The camera hears the song being
-   played. Cross-correlate the camera audio ``c`` with the whole song ``s`` (both 16 kHz mono):
-   ``r[k] = sum_n c[n] s[n + k]``, so a camera sample at video time ``t`` holds the song at
-   ``t + k/sr`` and ``offset_s = k* / sr`` for the best lag ``k*``. The cross-spectrum ``G`` is
-   computed once by FFT, for every lag at which the take overlaps the song (the take may start
-   anywhere, before the song included). Search: ``G / |G|^0.5`` over all lags (half-way to PHAT:
-   whitened enough that room colouration, gain and the song's own spectrum matter little, while
-   frequencies drowned in room noise do not vote as loudly as clean ones). Refinement: full PHAT
-   ``G / |G|`` (every frequency votes with its phase alone, the peak is one sample wide even under
-   reverb, where the half-whitened peak is broad and biased by ~10 ms) within +-30 ms of the
-   search peak, then a parabola through the three samples around it (sub-sample). Camera and song
-   may have any sample rates: both are decoded to 16 kHz. Then the clock drift between camera and
-   player is measured on 2 s pieces and, where it smears the peak, corrected by a second pass on
-   the resampled camera track (**Clock drift** below; ``details.pass``, ``details.drift_ppm``).
-2. **mouth-envelope** (built-in, no camera audio, or a silent one). The inner-lip gap (FaceMesh 13-14)
-   divided by the inter-ocular distance (33-263), per video frame, against the RMS envelope of the
-   vocal stem at 30 Hz; z-scored, cross-correlated over every lag, parabolic refinement. Precision is
-   about a frame (33 ms): mouths open a little before the sound they make.
-3. **syncnet** (backend ``syncnet``): method 1 or 2 first, then SyncNet on our own 224x224
-   mouth-centred face crops (from ``track.npz``, no S3FD) at 25 fps against the vocal stem at the
-   shifts ``-search..+search`` frames (40 ms steps) around that offset. ``mdist[s]`` = mean over
-   5-frame windows of the embedding distance; ``shift = argmin``; LSE-D = ``min(mdist)``, LSE-C =
-   ``median(mdist) - min(mdist)``. Our ``shift_frames`` is minus SyncNet's "AV offset".
-
-``confidence`` says whether the offset is known, on the scale of a **peak-to-sidelobe ratio**
-(PSR): ``PSR = (r[k*] - mean(side)) / std(side)``, ``side`` = the correlation at every searched lag
-farther than :data:`EXCLUDE_S` from the peak (the peak zone), "the peak stands out by this many
-standard deviations of the correlation noise"; for gcc-phat ``r`` is the fully PHAT-weighted
-correlation, for mouth-envelope the plain one. Unrelated audio still has a largest value near
-``sqrt(2 ln n_lags)`` (``details.noise_psr``, 4.5-6 for 10 s-10 min). A high PSR alone is not
-enough: songs share drum samples, loops and sung notes, and one shared drum hit aligns a wrong song
-with a PHAT peak of PSR 8-16; a song that repeats a section fits a take inside it at two offsets
-equally well. So the confidence is ``min(trimmed_psr, max(lead, tail))`` (0 at worst), two tests
-that must both pass:
-
-* **the peak is a match, not one shared event**: ``trimmed_psr`` is the PSR of the highest point
-  of the peak zone once the :data:`TRIM_S` (1 s) of the take that adds most to the peak is left
-  out (``details.trim_fraction``: its share of the peak, ``trim_at_s``: where it starts). The
-  correlation is a sum over the take's samples, so that second is subtracted exactly; the rest of
-  a take whose clock drifts still counts a few samples off. A true match is spread over the take
-  (a 10 s take: 0.18), a shared one-shot is not (0.9-1).
-* **no other offset fits about as well**, shown either way: ``lead = PSR - runner_up_psr`` (the
-  best other alignment, the largest local maximum outside the peak zone: a broad peak's shoulders
-  are not local maxima) is how many sidelobe standard deviations the peak beats it by; ``tail =
-  (r[k*] - p_1) / scale`` measures the same lead in units of the spacing of the largest sidelobe
-  peaks ``p_1 >= ... >= p_20`` (one per :data:`EXCLUDE_S` block, not a neighbour's shoulder),
-  ``scale = mean(p_1..p_19) - p_20``. For a peak that is only the largest of the sidelobe process
-  ``tail`` is about Exp(1) (extreme-value theory: top spacings are about exponential; on 300
-  unrelated smooth pairs the confidence has mean 0.8, max 4.3); it is the lenient one when the
-  sidelobes are clean
-  (a mouth-envelope peak of PSR 8 over noise up to 3), ``lead`` when the right song repeats itself
-  (a 5 s demo excerpt: PSR 109, runner-up 79 - the same drums and chords one bar later). A
-  reversed or looped song, or a chorus sung twice, fails both.
-
-SyncNet keeps the confidence of the method it refines (its LSE-C/LSE-D go to ``details``).
-Measured (``confidence`` / the plain PSR; tests/test_sync.py, bench/audio.py):
-
-=================================================================  =============  ==========
-material                                                            confidence     PSR
-=================================================================  =============  ==========
-demo takes (10-12 s, camera audio), right song                     210-360        260-550
-5-8 s excerpts of them / 6 s (the no-face take)                     26-136 / 50    105-210
-real MUSDB18 clip through a simulated camera (4-5 s, reverb,        34-60          52-96
-noise 0-10 dB, clipping, 8-48 kHz)
-4 s of it under -5 dB noise + reverb (RT60 0.8 s) + 30 % clipping  8.4-11         14-18
-the same under -10 dB noise (right offset, rejected)                3.9-6.5        7.4-9.9
-synthetic 4-minute song, camera audio                              > 3000         > 3000
-45 s take of noise-like music, camera clock 200 / -300 ppm off      890 / 611      913 / 633
-the player's (drift-compensated, **Clock drift**; the plain pass
-alone: 8.6 / 5.3; a 180 s take at 200 ppm: 3.3)
-demo song, camera 20-500 ppm off, 30 s / 120 s / 300 s takes        16-53 / 300-   -
-(**Clock drift**; the plain pass alone: 0-29)                       480 / 980-1030
-the same drifting cameras against another demo song / reversed      0-4.1 / 0-0.5  -
-the demo cameras against 30 other demo songs (shared samples)      0-4.4          3.9-16
-the same cameras reversed / MUSDB cameras reversed / noise          0-6.6          3.5-19
-a take inside a section the song repeats sample for sample         0-3.1          7-72
-mouth-envelope, synthetic singing, 25-200 s takes (15 s: 4.2)      7.6-18         8.2-22
-mouth-envelope, demo truth mouth, 10-12 s takes                    1.6-3.8        4.4-4.6
-mouth-envelope, wrong vocal line / reversed / chorus sung twice    0-3.5          2.3-8.3
-=================================================================  =============  ==========
-
-so ``sync.min_confidence`` defaults to 7: right-song camera alignments pass, wrong songs, reversed
-audio and ambiguous offsets fail; the mouth-envelope fallback is a lower scale (a frame of
-precision, fewer lags) and passes only on longer, clearly sung takes. Low confidence is not an
-error here: ``qc`` decides. ``details.peak_to_second`` (peak over the largest |sidelobe|) stays
-as a quick flag of an ambiguous offset (close to 1).
-
-**Clock drift.** A camera and the player never run at exactly the same rate (10-100 ppm is
-common, 200+ happens). With a drift ``d`` (``drift_ppm x 1e-6``), camera sample ``n`` (video
-time ``t = n / sr``; the video frames run on the same clock) holds song time
-``offset_s + t (1 + d)``: the local offset moves by ``d x take length`` over the take (50 ppm x 4
-min = 12 ms = 190 samples) and the one-sample PHAT peak is smeared over as many lags, each lag
-holding only the stretch of the take that sits there. The plain peak then looks like one shared
-second (``trimmed_psr`` low), the same music one loop away beats it (``lead`` < 0), and its lag is
-a compromise near the offset of the middle of the take, not of frame 0. So, after the plain pass:
-
-* :func:`clock_drift`: each 2 s piece of the take is aligned on its own by PHAT within +-(20 ms +
-  :data:`MAX_DRIFT_PPM` (1000) ppm x take length) of the plain offset (the line fits in that window
-  wherever the smeared peak fell); a Theil-Sen line goes through (piece centre, local offset),
-  then least squares through the pieces within 1 ms of it (+ half a piece's own smear), then
-  through those within 4 robust standard deviations. No piece has to be confident: the line is
-  *supported* when at least a third of the pieces (and 3) lie on it. Pieces of another song land
-  anywhere in the window (20 wrong-song takes of 10 / 30 s: 1 / 0 supported; the same with a
-  third of a right take replaced by other sound: still supported).
-* if supported and ``|d| x take samples >= 1`` (:data:`DRIFT_MIN_SMEAR`): the camera track is
-  moved onto the player's clock, ``y[m] = c(m / (1 + d))`` (exact Fourier resampling,
-  :func:`resample_clock`), searched and scored again over the whole song exactly as the plain
-  pass. ``y[0] = c[0]``, so its peak is the song time of frame 0. It is kept when its peak is the
-  sharper (PSR); the confidence reported is always the kept pass's own, so a drift fitted to a
-  wrong song, a reversed one or a loop cannot manufacture confidence (tested: they stay < 7).
-
-``details``: ``pass`` (``plain`` / ``drift-compensated``), ``confidence_plain`` (and
-``confidence_compensated``, ``offset_plain_s``, ``drift_applied_ppm`` when the second pass ran),
-``drift_pieces``, ``drift_supported``; and, when the confidence reaches
-:data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing),
-``drift_ppm``, ``drift_segments`` (the pieces on the line), ``offset_start_s`` / ``offset_end_s``
-(the line at the first / past the last camera sample). The song time of video time ``t`` is
-``offset_s + t (1 + drift_ppm 1e-6)``: a step that applies ``offset_s`` alone (mfcc) is ``d x t``
-late at ``t`` (a 33 ms video frame at the end of a 165 s take at 200 ppm, of a 330 s one at 100).
-
-Measured (bench/sync_drift.py: demo song seed 3, its accompaniment a strict 4-bar loop; camera
-at 16 kHz through a room, RT60 0.3 s, 20 dB SNR; offset error = ``offset_s`` - the song time of
-frame 0; CPU of :func:`gcc_phat_offset` on one core against the 332 s song, shared machine;
-the last column: the same camera against another demo song / reversed):
-
-=====  =====  ================  =================  ==========  =====  ==========
- take  drift  confidence        offset error, ms   drift       CPU s  wrong song /
-  s     ppm   plain -> kept     plain -> kept      measured           reversed
-=====  =====  ================  =================  ==========  =====  ==========
-   30      0  15.7 -> 15.7      0.005 -> 0.005     -0.01       1.1    0 / 0
-   30     20  0 -> 27.2         0.048 -> 0.001     20.04       1.8    3.9 / 0
-   30     50  0 -> 25.6         0.076 -> -0.012    50.37       1.4    4.1 / 0.5
-   30    100  0 -> 30.7         -10.9 s -> -0.003  100.24      1.8    3.6 / 0
-   30    200  0 -> 16.2         4.56 -> -0.022     200.79      1.8    0 / 0
-   30    500  0 -> 53.2         -1.3 -> -0.036     502.18      1.8    3 / 0
-  120      0  358.8 -> 358.8    0.006 -> 0.006     -0.00       1.1    0 / 0
-  120     20  0 -> 322.9        6.52 -> 0.003      20.00       2.2    0 / 0
-  120     50  0 -> 303.8        5.43 -> -0.000     50.02       2.1    0 / 0
-  120    100  4.2 -> 317.8      7.39 -> 0.001      100.05      2.1    0 / 0
-  120    200  2.8 -> 473.5      6.69 -> 0.019      199.77      2.2    0 / 0
-  120    500  0 -> 479.3        17 -> 0.020        499.74      2.7    0 / 0
-  300      0  1006.5 -> 1006.5  0.006 -> 0.006     -0.00       1.5    0 / 0
-  300     20  14.7 -> 1027.4    7.53 -> 0.007      20.00       3.2    0 / 0
-  300     50  25.3 -> 976.7     8.78 -> 0.003      50.01       3.4    0 / 0
-  300    100  28.9 -> 980.2     24.5 -> 0.002      100.01      3.3    0 / 0
-  300    200  5.2 -> 1025       44.6 -> -0.040     200.27      3.3    0 / 0
-  300    500  0 -> 1028.3       132 -> 0.008       499.99      5.2    0 / 0
-=====  =====  ================  =================  ==========  =====  ==========
-
-"plain" is the confidence and offset of the plain pass alone, i.e. of this step before the
-drift correction (30 s at 100 ppm: it had picked the loop 10.9 s away). Also measured (120 s,
-demo song): the camera started 3 s before the song at -150 ppm, a take running past the song's
-end (100 ppm), a 40 s silent gap in the take (80 ppm), -5 / -10 dB room noise with RT60 0.8 s
-(200 ppm): confidence 40-610 (plain 0-20), errors <= 0.005 ms; 300 s at -1000 ppm: 832. A
-4-minute take against a 4-minute song: 1.2 s CPU plain, 2.5-2.8 s with the second pass.
-
-Bad input -> one-line StepError (the take is skipped): unreadable/truncated video, a song that covers
-less than :data:`MIN_OVERLAP` of the take (e.g. a song shorter than the take), no usable camera
-audio and no face track, SyncNet selected but its weights missing.
+the camera started before the song); with a clock drift the song time of video time ``t`` is
+``offset_s + t (1 + drift_ppm 1e-6)``. Methods, in this order: **gcc-phat** (the camera audio
+against the whole song: half-whitened search, full PHAT refinement on the frequency band both
+signals hold, sub-sample peak, clock drift measured on 2 s pieces and compensated), **mouth-
+envelope** (no usable camera audio: mouth opening against the vocal stem's envelope), **syncnet**
+(optional refinement on our face crops). ``confidence`` is a peak-to-sidelobe scale (QC passes
+``sync.min_confidence``, 7): the peak must not rest on one shared second, and no other offset may
+fit about as well - competing offsets of a repeated section are weighed on the part of the take
+where the song under them differs. The method, the confidence and every measurement are in
+``docs/sync.md``.
 
 CLI: ``python -m preprocessing.sync --take T --video V --ingest ingest.json --track track.npz
 --mix mix.wav --vocals vocals.wav [--backend builtin|syncnet --syncnet-weights W --device cpu
@@ -179,24 +28,37 @@ from scipy.signal import fftconvolve
 
 from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
                                   read_failure, run_step, save_json)
-from preprocessing.media import FPS, decode_audio, iter_frames, read_wav
+from preprocessing import geometry
+from preprocessing.media import decode_audio, iter_frames, read_wav
+from preprocessing.timebase import FPS, SR
 
-SR = 16000
 EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reverb tails stay out)
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
 TAIL_PEAKS = 20          # confidence: the spacing of the 20 largest sidelobe peaks (tail)
-DRIFT_MIN_CONFIDENCE = 7.0  # clock drift is reported only on alignments this confident (sync.min_confidence)
+DRIFT_MIN_CONFIDENCE = 7.0  # drift trusted at this confidence (a constant, not sync.min_confidence)
 MAX_DRIFT_PPM = 1000.0   # clock drift: the largest drift looked for (cameras: 10-100 ppm, some 200+)
 DRIFT_PIECE_S = 2.0      # clock drift: pieces of the take aligned on their own
 DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DRIFT_PPM x take length
 DRIFT_INLIER_S = 0.001   # clock drift: pieces this close to the robust line (+ half their smear) agree
 DRIFT_MIN_SUPPORT = 1 / 3  # clock drift: the share of pieces that must agree before it is corrected
 DRIFT_MIN_SMEAR = 1.0    # samples: a drift x take length below this is not corrected (nothing to gain)
+BAND_NPERSEG = 512       # usable band: Welch spectrum in 31 Hz bins (at 16 kHz) ...
+BAND_SEGMENTS = 400      # ... of at most this many segments (13 s) spread over the signal
+BAND_FLOOR_DB = 60.0     # bins this far below the spectrum's 90th percentile hold nothing
+BAND_TAPER_HZ = 100.0    # raised-cosine edges of the shared band
+MIN_BAND_HZ = 500.0      # a shared band narrower than this cannot align anything
+AMBIG_RATIO = 0.5        # another peak with this share of the best's strength competes
+AMBIG_MAX = 3            # at most this many competitors are examined (the strongest)
+AMBIG_BLOCK_S = 0.25     # competing offsets: the song under each is compared in blocks this long
+AMBIG_DIFF = 0.1         # ... whose magnitude spectra differ by this share of their energy, or more
+AMBIG_PEAK = 2           # peak strength: energy within +-2 lags (a sub-sample peak spreads there)
+AMBIG_EXPECT = 0.5       # the telling part must show half the match the rest of the take shows
 SEARCH_BETA = 0.5        # whole-song search weighting |G|^-0.5 (PHAT is 1): robust to room noise
 REFINE_S = 0.03          # then full PHAT within +-30 ms of that peak: exact under reverb
 MIN_OVERLAP = 0.5        # the song must cover at least this fraction of the take
 MIN_SEARCH_OVERLAP_S = 1.0  # lags where take and song overlap less than this are not searched
 SILENCE_DBFS = -60.0     # camera audio whose peak is below this counts as "no camera audio"
+MIN_CAMERA_AUDIO_S = 2.0  # corrupt camera audio with less than this decodable counts as none
 SYNCNET_FPS = 25         # SyncNet was trained on 25 fps video: we feed it 25 fps crops
 SYNCNET_CROP = 224
 SYNCNET_CROP_SCALE = 0.4  # crop side = 2 (1 + 0.4) x half face size, as syncnet_python's pipeline
@@ -280,8 +142,8 @@ def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PE
 
 
 def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: int) -> dict:
-    """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence (module
-    docstring): ``confidence``, ``psr``, ``trimmed_psr`` (of the value ``trimmed``), ``lead``,
+    """The peak ``corr[i]`` (peak zone ``lo:hi``) against its sidelobes, and the confidence
+    (docs/sync.md): ``confidence``, ``psr``, ``trimmed_psr`` (of the value ``trimmed``), ``lead``,
     ``tail``, ``runner_up_psr``, ``noise_psr``, ``peak_to_second``; ``block``: the sidelobe block
     length for ``tail`` (:func:`_tail_scale`)."""
     mean, std = _sidelobes(corr, lo, hi)
@@ -308,8 +170,50 @@ def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: in
             "peak_to_second": peak / second if second > 0 else float("inf")}
 
 
+def usable_band(x: np.ndarray, rate: float) -> tuple[float, float]:
+    """``(lo_hz, hi_hz)``: the band in which ``x`` holds signal. A low sample rate or a low-bitrate
+    codec empties the top of the spectrum (a song at 11 kHz, a 32 kbps MP3, a camera at 8 kHz: after
+    the resampler 60-100 dB down); a small speaker, the bottom. The long-term spectrum (Welch,
+    :data:`BAND_NPERSEG` bins, at most :data:`BAND_SEGMENTS` segments spread over ``x``) is
+    compared with its 90th percentile: a run of bins :data:`BAND_FLOOR_DB` below it that reaches
+    Nyquist (DC) is outside the band. Music itself falls 20-40 dB from bass to 8 kHz, far above
+    the floor. ``(0, rate / 2)`` when nothing is cut (or ``x`` is silent)."""
+    from scipy.signal import welch
+
+    x = np.asarray(x, np.float32)
+    n = BAND_NPERSEG
+    if len(x) < 4 * n:
+        return 0.0, rate / 2
+    starts = np.linspace(0, len(x) - n, min(BAND_SEGMENTS, len(x) // n)).astype(int)
+    f, p = welch(np.concatenate([x[s0:s0 + n] for s0 in starts]), rate, nperseg=n, noverlap=0)
+    if not np.any(p > 0):
+        return 0.0, rate / 2
+    db = 10 * np.log10(np.maximum(p, 1e-30))
+    empty = db < np.percentile(db, 90) - BAND_FLOOR_DB
+    full = np.flatnonzero(~empty)
+    lo = f[full[0]] if full[0] > 1 else 0.0                  # an empty run from DC
+    hi = f[full[-1] + 1] if full[-1] < len(f) - 2 else rate / 2  # an empty run up to Nyquist
+    return float(lo), float(hi)
+
+
+def _band_mask(nfft: int, rate: float, band: tuple[float, float] | None) -> np.ndarray | None:
+    """Weights of the ``nfft // 2 + 1`` rfft bins: 1 inside ``band`` (Hz), 0 outside, raised-cosine
+    edges :data:`BAND_TAPER_HZ` wide inside it (a hard edge rings along the lags); None: no band."""
+    if band is None:
+        return None
+    f = np.arange(nfft // 2 + 1) * (rate / nfft)
+    lo, hi = band
+    w = np.ones(len(f))
+    if lo > 0:
+        w *= np.clip((f - lo) / BAND_TAPER_HZ, 0, 1)
+    if hi < rate / 2:
+        w *= np.clip((hi - f) / BAND_TAPER_HZ, 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * w)).astype(np.float32)
+
+
 def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
-               min_overlap: int = 1) -> dict:
+               min_overlap: int = 1, band: tuple[float, float] | None = None,
+               disambiguate: bool = False, valid: np.ndarray | None = None) -> dict:
     """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >= ``min_overlap``.
 
     Both spectra are weighted by ``|X|^-beta`` for the search (0: plain correlation, 1: PHAT; the
@@ -320,7 +224,11 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
     below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
     ``search_lag``, ``confidence``, ``psr``, ``trimmed_psr``, ``trim_fraction``, ``trim_at_s``
     (where the left-out second starts in ``a``, s), ``lead``, ``tail``, ``runner_up_psr``,
-    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (module docstring).
+    ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (docs/sync.md). ``band``
+    (Hz): only the frequencies both signals hold vote (:func:`_band_mask`; None: all of them).
+    ``disambiguate``: other peaks nearly as strong are weighed on the part of ``a`` where the
+    song under them differs (:func:`_competitors`); adds ``competitors``.
+    ``valid``: which samples of ``a`` hold recorded audio (None: all; see :func:`_competitors`).
     """
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
@@ -334,9 +242,15 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         mag = np.abs(spec)
         return np.maximum(mag, 1e-6 * float(mag.max()) + 1e-30, out=mag)
 
+    mask = _band_mask(nfft, rate, band)
+
     def lagged(wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
         """Correlation at lags first..last (circular index k >= 0 is lag k, nfft + k is k < 0)."""
-        r = sfft.irfft(np.conj(wa) * wb, nfft, workers=1)
+        g = np.conj(wa) * wb
+        if mask is not None:
+            g *= mask
+        r = sfft.irfft(g, nfft, workers=1)
+        del g
         out = np.empty(last - first + 1)
         neg = max(0, -first)
         out[:neg] = r[nfft + first:] if neg else r[:0]
@@ -364,14 +278,27 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         wa /= ma**beta
         wb /= mb**beta
     del ma, mb
-    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
     aw = sfft.irfft(wa, nfft, workers=1)
     del wa
+    if mask is not None:
+        wb *= mask
     bw = sfft.irfft(wb, nfft, workers=1)
+    extra = {}
+    if disambiguate:
+        def lagged_in(region: np.ndarray, aw: np.ndarray = aw, wb: np.ndarray = wb) -> np.ndarray:
+            """The correlation of ``a`` restricted to ``region`` (a mask of its samples)."""
+            return lagged(sfft.rfft(aw[:na] * region, nfft, workers=1), wb)
+
+        i, extra = _competitors(corr, i, exclude, a, b, first, rate, lagged_in, bw, valid)
     del wb
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
     trimmed, frac, at = _trimmed_peak(aw, bw, corr, i, first, lo, hi, max(1, int(round(TRIM_S * rate))))
     del aw, bw
     stats = _score(corr, i, lo, hi, trimmed, exclude)
+    if extra.get("competitors"):
+        # another offset fits about as well: only what tells them apart counts (docs/sync.md)
+        lead = min(c["lead"] for c in extra["competitors"])
+        stats["confidence"] = float(max(0.0, min(stats["trimmed_psr"], lead)))
     delta = 0.0
     if 0 < i < len(corr) - 1:  # parabola through the peak and its neighbours
         y0, y1, y2 = corr[i - 1], corr[i], corr[i + 1]
@@ -379,15 +306,158 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
     lag = first + i
     return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag), **stats,
-            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr, "n_lags": len(corr)}
+            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr,
+            "n_lags": len(corr), **extra}
+
+
+def _strength(corr: np.ndarray, i: int, mean: float, std: float) -> float:
+    """How many sidelobe standard deviations the peak at ``i`` rises, from the energy of ``corr``
+    within +-:data:`AMBIG_PEAK` lags (less the noise's): unlike the largest sample, it does not
+    depend on where between two samples the true peak falls (a loop of 6.0839 s puts its copies
+    at different fractions of a sample at 16 kHz: their largest samples differ by up to a third)."""
+    z = (corr[max(0, i - AMBIG_PEAK):i + AMBIG_PEAK + 1] - mean) / std
+    return float(np.sqrt(max(float(np.dot(z, z)) - len(z), 0.0)))
+
+
+def _competitors(corr: np.ndarray, i: int, exclude: int, a: np.ndarray, b: np.ndarray, first: int,
+                 rate: float, lagged_in, bw: np.ndarray,
+                 valid: np.ndarray | None) -> tuple[int, dict]:
+    """Other offsets that fit about as well as the peak ``i``, weighed on what tells them apart.
+
+    Competitors: the local maxima outside the peak zone at least :data:`AMBIG_RATIO` as strong
+    (:func:`_strength`) and above the noise (``sqrt(2 ln n_lags)`` + 1), the :data:`AMBIG_MAX`
+    strongest. For each, the *telling part* of the take: the :data:`AMBIG_BLOCK_S` blocks where the
+    song under the two offsets differs (:func:`_differing`; where the song repeats itself sample
+    for sample the take cannot say which copy it heard) and the camera audio is valid (``valid``).
+    Two kinds of evidence are read there, by the correlation of the telling part alone
+    (``lagged_in``): an offset under which the song holds music there should show a match in
+    proportion to that music (``e``: :data:`AMBIG_EXPECT` x the match per unit of whitened song
+    energy the whole take shows, at the better of the two offsets, x the whitened song energy under
+    it in the telling part), and the one the camera heard shows it (``o``: its strength there, in
+    standard deviations of that correlation). A Gaussian log-likelihood ratio of the two hypotheses
+    (each: ``o`` about ``e`` at its own offset, about 0 at the other), divided by ``e_p + e_c``, is
+    ``lead``, in the same units as ``o``: a song that differs under both offsets and a match at one
+    gives its strength; a take that runs past the song's end (start) under one offset and hears
+    nothing there counts against the offset that puts music there. When a competitor wins
+    (``lead < 0``; the most clearly, if several) it becomes the peak and the others are weighed
+    against it (once). Returns ``(i, {"competitors": [{"lag", "offset_s", "telling_s", "lead",
+    "o", "e"}]})`` (``o``, ``e``: ``[peak, competitor]``).
+    """
+    lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)
+    mean, std = _sidelobes(corr, lo, hi)
+    if np.isnan(mean):
+        return i, {}
+    noise = float(np.sqrt(2 * np.log(max(len(corr), 2)))) + 1.0
+    local = np.zeros(len(corr), bool)
+    local[1:-1] = (corr[1:-1] > corr[:-2]) & (corr[1:-1] >= corr[2:])
+    local[lo:hi] = False
+    floor = min(noise, AMBIG_RATIO * (corr[i] - mean) / std)
+    cand = np.flatnonzero(local & ((corr - mean) / std > floor))
+    del local
+    if not len(cand):
+        return i, {"competitors": []}
+    top = _strength(corr, i, mean, std)
+    cand = cand[np.argsort(corr[cand])[::-1]]
+    picked: list[int] = []  # one per peak zone: the highest sample of each cluster
+    for j in cand:
+        if all(abs(j - k) > exclude for k in picked):
+            picked.append(int(j))
+        if len(picked) >= 4 * AMBIG_MAX:
+            break
+    strength = {j: _strength(corr, j, mean, std) for j in picked}
+    picked = sorted((j for j in picked if strength[j] >= AMBIG_RATIO * top and strength[j] > noise),
+                    key=lambda j: -strength[j])[:AMBIG_MAX]
+    if not picked:
+        return i, {"competitors": []}
+    na = len(a)
+    valid = np.ones(na, np.float32) if valid is None else np.asarray(valid[:na], np.float32)
+    totals: dict[int, float] = {}
+
+    def song_energy(k: int) -> np.ndarray:
+        """The whitened song's energy under each (valid) take sample at lag index k; none outside
+        the song (PHAT's whitening spills into the zero padding)."""
+        lag = first + k
+        e = np.zeros(na, np.float32)
+        lo_n, hi_n = max(0, -lag), min(na, len(b) - lag)
+        if hi_n > lo_n:
+            e[lo_n:hi_n] = bw[lo_n + lag:hi_n + lag] ** 2
+        return e * valid
+
+    def rate_of(k: int) -> float:
+        """Match per unit of whitened song energy under the take at lag index k."""
+        if k not in totals:
+            totals[k] = float(song_energy(k).sum(dtype=np.float64))
+        return _strength(corr, k, mean, std) * std / totals[k] if totals[k] > 0 else 0.0
+
+    def signed(r: np.ndarray, k: int, m: float, sd: float) -> float:
+        z = r[max(0, k - AMBIG_PEAK):k + AMBIG_PEAK + 1]
+        return _strength(r, k, m, sd) * (1.0 if z.max() - m >= m - z.min() else -1.0)
+
+    def weigh(i: int, js: list[int]) -> list[dict]:
+        out = []
+        for j in js:
+            region = _differing(b, first + i, first + j, na, rate) * valid
+            o, e, lead = [0.0, 0.0], [0.0, 0.0], 0.0
+            if region.any():
+                r = lagged_in(region)
+                m, sd = _sidelobes(r, max(0, min(i, j) - exclude), max(i, j) + exclude + 1)
+                if not np.isnan(m):
+                    kappa = AMBIG_EXPECT * max(rate_of(i), rate_of(j))
+                    o = [signed(r, k, m, sd) for k in (i, j)]
+                    e = [kappa * float(np.dot(song_energy(k), region).astype(np.float64)) / sd
+                         for k in (i, j)]
+                    if e[0] + e[1] > 1.0:
+                        llr = 2 * o[0] * e[0] - e[0] ** 2 - 2 * o[1] * e[1] + e[1] ** 2
+                        lead = llr / (e[0] + e[1])
+            out.append({"lag": int(first + j), "offset_s": float((first + j) / rate),
+                        "telling_s": float(region.sum() / rate), "lead": float(lead),
+                        "o": [float(x) for x in o], "e": [float(x) for x in e], "index": j})
+        return out
+
+    comps = weigh(i, picked)
+    worst = min(comps, key=lambda c: c["lead"])
+    if worst["lead"] < 0:  # the telling part says the competitor is the right one
+        j = worst["index"]
+        i, comps = j, weigh(j, [k for k in picked if k != j] + [i])
+    for c in comps:
+        c.pop("index")
+    return i, {"competitors": comps}
+
+
+def _differing(song: np.ndarray, lag_p: int, lag_c: int, n: int, rate: float) -> np.ndarray:
+    """Mask of the ``n`` take samples whose :data:`AMBIG_BLOCK_S` block hears different song at
+    lag ``lag_p`` than at ``lag_c`` (song sample ``t + lag`` under take sample ``t``; outside the
+    song is silence): Hann-windowed magnitude spectra differing by :data:`AMBIG_DIFF` of their
+    energy or more (magnitudes, so that a copy a fraction of a sample off counts as the same),
+    one of them not silent (below 1e-6 of the song's mean block energy)."""
+    blk = max(16, int(round(AMBIG_BLOCK_S * rate)))
+    nb = -(-n // blk)
+    song = np.asarray(song, np.float32)
+    win = np.hanning(blk).astype(np.float32)
+    floor = 1e-6 * float(np.mean(song.astype(np.float64) ** 2)) * blk + 1e-30
+    differ = np.zeros(nb, bool)
+    for c0 in range(0, nb, 256):  # chunks of blocks (a 10-minute take: 2400 blocks)
+        k = np.arange(c0, min(nb, c0 + 256))
+        specs = []
+        for lag in (lag_p, lag_c):
+            idx = (k[:, None] * blk + lag) + np.arange(blk)[None, :]
+            ok = (idx >= 0) & (idx < len(song))
+            seg = np.where(ok, song[np.clip(idx, 0, len(song) - 1)], 0.0).astype(np.float32)
+            specs.append(np.abs(sfft.rfft(seg * win, axis=1, workers=1)))
+        e = (specs[0] ** 2).sum(1) + (specs[1] ** 2).sum(1)
+        d = ((specs[0] - specs[1]) ** 2).sum(1)
+        differ[k] = (d > AMBIG_DIFF * e) & (e > floor)
+    return np.repeat(differ, blk)[:n].astype(np.float32)
 
 
 DETAILS = ("lag", "search_lag", "psr", "trimmed_psr", "trim_fraction", "trim_at_s", "lead", "tail",
            "runner_up_psr", "noise_psr", "peak_to_second", "search_psr", "n_lags")
 
 
-def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
-    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT (module doc).
+def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
+                    valid: np.ndarray | None = None) -> dict:
+    """``offset_s`` of a camera track inside a song (both mono at ``sr``) by GCC-PHAT
+    (docs/sync.md).
 
     Two passes: the **plain** one (:func:`xcorr_peak` of the camera track as recorded) and, when the
     clock drift measured around its offset (:func:`clock_drift`) is supported by the pieces of the
@@ -401,25 +471,44 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
     (``offset_start_s``, ``offset_end_s``) are reported only when the confidence reaches
     :data:`DRIFT_MIN_CONFIDENCE` (a drift measured around an unknown offset means nothing).
 
+    ``valid`` (bool per camera sample, None: all) marks decoded audio: the rest (corrupt stretches,
+    zeros) tells nothing about the competing offsets of a repeated section and no drift piece
+    mostly made of it is used.
+
     Returns ``{"offset_s", "confidence", "method", "details": {...}}``.
     """
+    if valid is not None:
+        camera = np.where(valid, camera, 0.0).astype(np.float32)
     if len(camera) < sr // 10 or len(song) < sr // 10:
         raise StepError("audio too short to align (less than 0.1 s)")
-    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr))
-    res = xcorr_peak(camera, song, sr, **kw)
-    drift = clock_drift(camera, song, res["offset_s"], sr)
+    cam_band, song_band = usable_band(camera, sr), usable_band(song, sr)
+    lo, hi = max(cam_band[0], song_band[0]), min(cam_band[1], song_band[1])
+    if hi - lo < MIN_BAND_HZ:
+        raise StepError(f"camera audio ({cam_band[0]:.0f}-{cam_band[1]:.0f} Hz) and song "
+                        f"({song_band[0]:.0f}-{song_band[1]:.0f} Hz) share no frequency band to "
+                        "align on")
+    band = None if (lo, hi) == (0.0, sr / 2) else (lo, hi)
+    kw = dict(beta=SEARCH_BETA, refine_s=REFINE_S, min_overlap=int(MIN_SEARCH_OVERLAP_S * sr),
+              band=band, disambiguate=True)
+    res = xcorr_peak(camera, song, sr, valid=valid, **kw)
+    drift = clock_drift(camera, song, res["offset_s"], sr, band=band, valid=valid)
     used = "plain"
     extra = {"confidence_plain": res["confidence"]}
     if drift.get("drift_supported") and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR:
         cam2, realised = resample_clock(camera, drift["drift_ppm"])
-        res2 = xcorr_peak(cam2, song, sr, **kw)
+        valid2 = None if valid is None else valid[np.minimum(np.round(
+            np.arange(len(cam2)) / (1 + realised * 1e-6)).astype(np.int64), len(valid) - 1)]
+        res2 = xcorr_peak(cam2, song, sr, valid=valid2, **kw)
         del cam2
         extra.update(confidence_compensated=res2["confidence"], offset_plain_s=res["offset_s"],
                      drift_applied_ppm=realised)
         if res2["psr"] >= res["psr"]:  # the sharper peak: a real drift sharpens it, a wrong one smears it
             res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
-    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra)
+    details["competitors"] = res.get("competitors", [])
+    details["valid_fraction"] = 1.0 if valid is None else float(np.mean(valid))
+    details.update(camera_s=len(camera) / sr, song_s=len(song) / sr, sr=sr, **extra,
+                   band_hz=[lo, hi], camera_band_hz=list(cam_band), song_band_hz=list(song_band))
     details["pass"] = used
     if drift:
         details.update(drift_pieces=drift["drift_pieces"], drift_supported=drift["drift_supported"])
@@ -430,7 +519,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR) -> dict:
 
 
 def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, window: int,
-                  batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                  batch: int = 16, band: tuple[float, float] | None = None, sr: int = SR,
+                  valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Local offsets of consecutive ``piece``-sample pieces of ``camera`` (in samples).
 
     Piece ``p`` (camera samples ``a = p * piece`` .. ``a + piece``) is aligned by PHAT against the
@@ -444,8 +534,11 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
     starts = np.arange(len(camera) // piece) * piece
     first = starts + lag - window  # song sample matching lag - window
     ok = (first >= 0) & (first + piece + 2 * window <= len(song))
+    if valid is not None:  # pieces mostly without decoded audio (corrupt stretches) are left out
+        ok &= np.array([valid[a:a + piece].mean() >= 0.5 for a in starts], bool)
     starts, first = starts[ok], first[ok]
     nfft = sfft.next_fast_len(piece + 2 * window, real=True)  # lags 0..2 window do not wrap around
+    mask = _band_mask(nfft, sr, band)
     lags = np.empty(len(starts))
     for b in range(0, len(starts), batch):
         c = np.stack([camera[a:a + piece] for a in starts[b:b + batch]]).astype(np.float32)
@@ -453,6 +546,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
         g = np.conj(sfft.rfft(c, nfft, axis=1, workers=1)) * sfft.rfft(s, nfft, axis=1, workers=1)
         mag = np.abs(g)
         g /= np.maximum(mag, 1e-6 * mag.max(axis=1, keepdims=True) + 1e-30)  # PHAT
+        if mask is not None:
+            g *= mask
         r = sfft.irfft(g, nfft, axis=1, workers=1)[:, :2 * window + 1]
         i = np.argmax(r, axis=1)
         rows = np.arange(len(r))
@@ -465,7 +560,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
 
 
 def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int = SR,
-                segment_s: float = DRIFT_PIECE_S, window_s: float | None = None) -> dict:
+                segment_s: float = DRIFT_PIECE_S, window_s: float | None = None,
+                band: tuple[float, float] | None = None, valid: np.ndarray | None = None) -> dict:
     """Clock drift between camera and player, from the take's ``segment_s`` pieces.
 
     A camera and a playback device never run at exactly the same rate: with a drift of ``d`` (ppm
@@ -483,7 +579,7 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
 
     ``drift_supported``: at least 3 inliers, at least :data:`DRIFT_MIN_SUPPORT` of the pieces, and
     ``|drift| <= 2 MAX_DRIFT_PPM``. Pieces of a wrong song land anywhere in the window, so few fall
-    on any line (measured: module docstring). Returns ``drift_ppm``, ``offset_start_s`` /
+    on any line (measured: docs/sync.md). Returns ``drift_ppm``, ``offset_start_s`` /
     ``offset_end_s`` (the line at the first / past the last camera sample), ``drift_segments``
     (inliers), ``drift_pieces``, ``drift_supported``; ``{}`` with fewer than 3 pieces.
     """
@@ -493,7 +589,8 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     if window_s is None:
         window_s = DRIFT_WINDOW_S + MAX_DRIFT_PPM * 1e-6 * n / sr
     window = int(round(window_s * sr))
-    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window)
+    centres, lags = piece_offsets(camera, song, int(round(offset_s * sr)), piece, window, band=band,
+                                  sr=sr, valid=valid)
     if len(centres) < 3:
         return {}
     t, off = centres / sr, lags / sr
@@ -570,16 +667,13 @@ def resample_clock(x: np.ndarray, drift_ppm: float, pad: int = 1600) -> tuple[np
 
 # --------------------------------------------------------------------------------- mouth envelope
 def mouth_opening(landmarks: np.ndarray, frame_size: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Inner-lip gap (13-14) / inter-ocular distance (33-263) per frame, in pixels; NaN where invalid.
+    """:func:`preprocessing.geometry.mouth_opening` of a take's track, in pixels; NaN where invalid.
 
     ``landmarks`` (N, 478, >=2) normalised x/width, y/height; ``frame_size`` (N, 2) = width, height.
     """
-    lm = np.asarray(landmarks, np.float64)[..., :2] * np.asarray(frame_size, np.float64)[:, None, :]
-    gap = np.linalg.norm(lm[:, UPPER_INNER_LIP] - lm[:, LOWER_INNER_LIP], axis=-1)
-    eyes = np.linalg.norm(lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER], axis=-1)
-    ok = np.asarray(valid, bool) & (eyes > 0) & np.isfinite(gap)
-    out = np.full(len(lm), np.nan)
-    out[ok] = gap[ok] / eyes[ok]
+    px = np.asarray(landmarks, np.float64)[..., :2] * np.asarray(frame_size, np.float64)[:, None, :]
+    out = geometry.mouth_opening(px)
+    out[~np.asarray(valid, bool)] = np.nan
     return out
 
 
@@ -596,7 +690,8 @@ def vocal_envelope(vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> np.nda
 
 
 def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> dict:
-    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem (module doc)."""
+    """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem
+    (docs/sync.md)."""
     ok = np.isfinite(mouth)
     if ok.sum() < 2 * fps:
         raise StepError(f"too few frames with a face to align the mouth ({int(ok.sum())} frames)")
@@ -617,7 +712,7 @@ def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, f
 # ---------------------------------------------------------------------------------------- SyncNet
 def load_syncnet(weights: str | Path | None, device: str = "cpu"):
     """SyncNet (syncnet-python's model class) with the state dict at ``weights``; fails at once."""
-    if weights in (None, "", "None", "null"):
+    if not weights:
         raise StepError("sync backend 'syncnet' needs sync.syncnet.weights: the path of syncnet_v2.model "
                         f"(get it with the download script of {SYNCNET_URL})")
     weights = Path(weights)
@@ -732,7 +827,7 @@ def lip_features(net, clip: np.ndarray, device: str = "cpu") -> np.ndarray:
 def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offset_s: float,
                    search: int = 15, n_frames: int | None = None, device: str = "cpu",
                    batch: int = 20) -> dict:
-    """SyncNet refinement of ``offset_s`` within +-``search`` frames at 25 fps (module doc).
+    """SyncNet refinement of ``offset_s`` within +-``search`` frames at 25 fps (docs/sync.md).
 
     ``audio``: the vocal stem (16 kHz) of the song; ``track``: the take's track.npz arrays.
     Returns ``{"offset_s", "shift_frames", "lse_c", "lse_d", "mdist", "windows"}``.
@@ -779,35 +874,52 @@ def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offse
 
 
 # ------------------------------------------------------------------------------------------- step
-def camera_audio(video: str | Path, ingest: dict) -> tuple[np.ndarray | None, str]:
-    """The camera track at 16 kHz, or ``(None, why not)``."""
+def camera_audio(video: str | Path, ingest: dict, with_valid: bool = False):
+    """The camera track at 16 kHz, or ``(None, why not)``; with ``with_valid``, ``(audio, why,
+    valid)``, ``valid`` marking the samples that hold decoded audio (not the corrupt stretches nor
+    the zeros before a late audio track; :func:`preprocessing.media.decode_audio`).
+
+    A track of which less than :data:`MIN_CAMERA_AUDIO_S` decodes, because of corrupt stretches,
+    counts as no usable camera audio (why: how much decodes); so does a silent one."""
     if not ingest.get("has_audio"):
-        return None, "no audio track"
+        return (None, "no audio track", None) if with_valid else (None, "no audio track")
     try:
-        cam, _ = decode_audio(video, sr=SR, mono=True)
+        cam, start, gaps = decode_audio(video, sr=SR, mono=True, with_gaps=True)
     except StepError as e:
-        return None, str(e)
-    cam = cam[: int(np.ceil(ingest["n_frames"] / FPS * SR))]  # audio past the last frame is not the take
+        return (None, str(e), None) if with_valid else (None, str(e))
+    n = int(np.ceil(ingest["n_frames"] / FPS * SR))
+    cam = cam[:n]  # audio past the last frame is not the take
+    valid = np.ones(len(cam), bool)
+    valid[:max(0, int(round(start * SR)))] = False
+    for a, b in gaps:
+        valid[int(a * SR):int(np.ceil(b * SR))] = False
+    why = ""
     peak = float(np.max(np.abs(cam))) if len(cam) else 0.0
-    if peak <= 10 ** (SILENCE_DBFS / 20):
-        return None, "camera audio is silent"
-    return cam, ""
+    decoded = valid.sum() / SR
+    if gaps and decoded < MIN_CAMERA_AUDIO_S:
+        cam, why = None, (f"only {decoded:.1f} s of the {n / SR:.1f} s take's camera audio decodes "
+                          f"({len(gaps)} corrupt stretches, the first at {gaps[0][0]:.1f} s)")
+    elif peak <= 10 ** (SILENCE_DBFS / 20):
+        cam, why = None, "camera audio is silent"
+    if not with_valid:
+        return cam, why
+    return cam, why, (valid if cam is not None else None)
 
 
 def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: str | Path,
               mix_wav: str | Path, vocals_wav: str | Path, backend: str = "builtin",
               weights: str | None = None, device: str = "cpu", search_frames: int = 15) -> dict:
-    """The sync step for one take (module docstring); returns the ``sync.json`` dict."""
+    """The sync step for one take (docs/sync.md); returns the ``sync.json`` dict."""
     ingest = load_json(ingest_json)
     net = load_syncnet(weights, device) if backend == "syncnet" else None  # fail before any work
     check_upstream(mix_wav)
     song = read_wav(mix_wav, SR)
     n = int(ingest["n_frames"])
     take_s = n / FPS
-    cam, why = camera_audio(video, ingest)
+    cam, why, valid = camera_audio(video, ingest, with_valid=True)
     track = None
     if cam is not None:
-        res = gcc_phat_offset(cam, song, SR)
+        res = gcc_phat_offset(cam, song, SR, valid=None if valid.all() else valid)
     else:
         track = _load_track(track_npz, why)
         vocals, source = _vocals_or_mix(vocals_wav, song)

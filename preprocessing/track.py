@@ -1,6 +1,6 @@
 """Face tracking: MediaPipe FaceMesh (478 landmarks) on a detector-first crop, one face followed.
 
-Definitions (see CONTRIBUTING.md, ``track.npz``):
+Definitions (docs/data.md, ``track.npz``):
 
 * frame ``i`` of the take is the video at ``t = i / 30`` s; ``N`` = ``n_frames`` of ``ingest.json``;
 * ``landmarks`` float32 ``(N, 478, 3)``: x / frame width, y / frame height (full frame, not the crop),
@@ -43,8 +43,8 @@ from tqdm import tqdm
 from preprocessing.common import StepError, load_json, run_step, save_npz
 from preprocessing.landmarks import N_LANDMARKS
 from preprocessing.media import Frame, iter_frames
+from preprocessing.timebase import FPS
 
-FPS = 30
 CROP_PX = 256          # side of the square crop handed to FaceMesh (px)
 MESH_SCALE = 1.7       # crop side / longer side of the previous frame's landmark box
 DET_SCALE = 2.2        # crop side / longer side of a face-detector box (tighter than the landmark box)

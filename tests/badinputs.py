@@ -2,7 +2,7 @@
 
 Used by ``tests/test_bad_inputs_e2e.py``. Every builder writes one file and returns what the test
 needs to check the pipeline against the truth (e.g. which source frame each 30 fps output frame
-shows). Time conventions are the project's (CONTRIBUTING.md): frame ``i`` at ``i / 30`` s.
+shows). Time conventions are the project's (docs/data.md): frame ``i`` at ``i / 30`` s.
 
 Definitions used below:
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 from fractions import Fraction
+from math import gcd
 from pathlib import Path
 
 import av
@@ -209,3 +210,209 @@ def no_face(src_audio_video: str | os.PathLike, dst: str | os.PathLike, seconds:
             yield t, np.stack([r, g, b], axis=-1).astype(np.uint8)
 
     write_mp4(dst, frames(), camera_audio(src_audio_video)[: int(seconds * AUDIO_SR)])
+
+
+# ------------------------------------------------------------ songs, cameras, audio faults (sync)
+# how people have their songs: name -> (extension, muxer or None, sample rate, channels, codec,
+# bit rate or None: the encoder's default)
+SONG_FORMATS = {
+    "44.1 kHz WAV": ("wav", None, 44100, 2, "pcm_s16le", None),
+    "128 kbps MP3": ("mp3", None, 44100, 2, "libmp3lame", 128000),
+    "96 kbps AAC (m4a)": ("m4a", None, 44100, 2, "aac", 96000),
+    "11.025 kHz mono WAV": ("wav", None, 11025, 1, "pcm_s16le", None),
+    "22.05 kHz 32 kbps MP3": ("mp3", None, 22050, 2, "libmp3lame", 32000),
+    "8 kHz mono MP3": ("mp3", None, 8000, 1, "libmp3lame", None),
+    "raw ADTS .aac": ("aac", None, 44100, 2, "aac", 96000),
+}
+
+
+def write_audio_file(path, x: np.ndarray, sr: int, codec: str, fmt: str | None = None,
+                     options: dict | None = None, bit_rate: int | None = None) -> None:
+    """Audio-only file with PyAV's encoders (x: (n, channels) float); ``fmt``: the muxer (default:
+    from the extension), ``options``: the muxer's options (e.g. ``{"write_xing": "0"}``)."""
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    with av.open(str(path), "w", format=fmt, options=options or {}) as out:
+        st = out.add_stream(codec, rate=sr)
+        st.layout = layout
+        if bit_rate:
+            st.bit_rate = bit_rate
+        fs = st.codec_context.frame_size or 1024
+        kind = st.codec_context.format.name
+        for s in range(0, len(x), fs):
+            c = x[s:s + fs]
+            arr = np.ascontiguousarray(c.T if kind.endswith("p") else c.reshape(1, -1))
+            if kind.startswith("s16"):
+                arr = (np.clip(arr, -1, 1) * 32767).astype(np.int16)
+            elif kind.startswith("s32"):
+                arr = (np.clip(arr, -1, 1) * 2**31 * 0.999).astype(np.int32)
+            fr = av.AudioFrame.from_ndarray(arr, format=kind, layout=layout)
+            fr.sample_rate, fr.pts, fr.time_base = sr, s, Fraction(1, sr)
+            out.mux(st.encode(fr))
+        out.mux(st.encode(None))
+
+
+def write_song(path, x: np.ndarray, sr: int, kind: str) -> Path:
+    """``x`` ((n, channels) float at ``sr``) written as the song format ``kind`` (SONG_FORMATS):
+    resampled (polyphase) to its rate, averaged to mono where it is mono. Returns the path (the
+    format's extension added)."""
+    from scipy.signal import resample_poly
+
+    ext, fmt, rate, channels, codec, bit_rate = SONG_FORMATS[kind]
+    y = np.asarray(x, np.float64)
+    if channels == 1:
+        y = y.mean(axis=1, keepdims=True)
+    if rate != sr:
+        g = gcd(rate, sr)
+        y = resample_poly(y, rate // g, sr // g, axis=0)
+    path = Path(f"{path}.{ext}")
+    write_audio_file(path, y.astype(np.float32), rate, codec, fmt=fmt, bit_rate=bit_rate)
+    return path
+
+
+def simulate_camera(mix, vocals, rng, *, seg=(1.0, 5.0), lead_s=0.5, rt60=0.4, snr_db=10.0,
+                    clip=0.5, gain=0.3, singer=0.0, cam_sr=48000, src_sr=44100, tail_s=0.5):
+    """A camera microphone recording the song played from ``seg[0]`` to ``seg[1]`` (song time),
+    heard ``lead_s`` after the camera started: room reverb (direct path + exponential tail), a
+    gain, brown room noise at ``snr_db``, clipping at ``clip`` x peak, an optional singer (the
+    vocal stem, 120 ms late), resampled to ``cam_sr``. Returns (audio, true offset_s)."""
+    from scipy import signal
+
+    a = mix[int(seg[0] * src_sr):int(seg[1] * src_sr)].copy()
+    if singer:
+        a += singer * np.roll(vocals[int(seg[0] * src_sr):int(seg[1] * src_sr)], int(0.12 * src_sr))
+    g = gcd(cam_sr, src_sr)
+    x = signal.resample_poly(a, cam_sr // g, src_sr // g)
+    lead = int(round(lead_s * cam_sr))
+    y = np.zeros(lead + len(x) + int(tail_s * cam_sr))
+    y[lead:lead + len(x)] = x
+    t = np.arange(int(rt60 * cam_sr)) / cam_sr
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.05
+    ir[: int(0.003 * cam_sr)] = 0
+    ir[0] = 1.0
+    y = signal.fftconvolve(y, ir)[: len(y)]
+    y = gain * y / np.abs(y).max()
+    noise = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(len(y)))
+    y += noise * np.std(y[lead:lead + len(x)]) / np.std(noise) * 10 ** (-snr_db / 20)
+    y = np.clip(y, -clip * gain, clip * gain)
+    return y.astype(np.float32), seg[0] - lead_s
+
+
+# the "singer video with a reverberant, noisy camera track" of the sync table
+# (bench/sync_formats.py, tests/test_sync.py): the song from 1 to 5 s heard 0.5 s after the camera
+# started, a singer along (the vocal stem 120 ms late, as loud as the song), RT60 0.6 s, room noise
+# at 5 dB SNR, clipping
+SINGER_CAMERA = dict(seg=(1.0, 5.0), lead_s=0.5, rt60=0.6, snr_db=5.0, singer=1.0, clip=0.5)
+
+
+def write_take(path, frames, audio: np.ndarray | None = None, sr: int = AUDIO_SR, fmt: str = "mp4",
+               vcodec: str = "libx264", acodec: str = "aac") -> int:
+    """A take in any container: ``frames`` RGB uint8 at 30 fps, ``audio`` (float, mono) its camera
+    track from video time 0, e.g. AVI with MPEG-4 Part 2 + MP3 (``fmt="avi", vcodec="mpeg4",
+    acodec="libmp3lame"``, as old cameras wrote; 4 Mbit/s). Returns the number of frames."""
+    n = 0
+    # the encoder's priming (MP3: 1105 samples) comes out at negative times; FFmpeg would shift
+    # every stream later to avoid them (AVI: the video by a frame), a camera writes the audio from 0
+    with av.open(str(path), mode="w", format=fmt, options={"avoid_negative_ts": "disabled"}) as box:
+        vs = box.add_stream(vcodec, rate=FPS)
+        vs.pix_fmt = "yuv420p"
+        if vcodec == "libx264":
+            vs.options = {"crf": "18", "preset": "veryfast"}
+        else:
+            vs.bit_rate = 4_000_000
+        aus = box.add_stream(acodec, rate=sr, layout="mono") if audio is not None else None
+        if aus is not None:
+            audio = np.asarray(audio, np.float32)
+            kind = aus.codec_context.format.name
+            step = aus.codec_context.frame_size or 1152
+            apos = 0
+
+        def mux_audio(upto: int, final: bool = False) -> int:
+            nonlocal apos
+            while apos + step <= upto or (final and apos < upto):
+                chunk = audio[apos:min(apos + step, upto)][None]
+                if kind.startswith("s32"):
+                    chunk = (np.clip(chunk, -1, 1) * 2**31 * 0.999).astype(np.int32)
+                elif kind.startswith("s16"):
+                    chunk = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)
+                fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=kind,
+                                                layout="mono")
+                fr.sample_rate, fr.pts, fr.time_base = sr, apos, Fraction(1, sr)
+                box.mux(aus.encode(fr))
+                apos += chunk.shape[1]
+            return apos
+
+        for rgb in frames:
+            if n == 0:
+                vs.width, vs.height = rgb.shape[1], rgb.shape[0]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = n, Fraction(1, FPS)
+            box.mux(vs.encode(frame))
+            n += 1
+            if aus is not None:
+                mux_audio(min(len(audio), n * sr // FPS))
+        if aus is not None:
+            mux_audio(len(audio), final=True)
+            box.mux(aus.encode(None))
+        box.mux(vs.encode(None))
+    return n
+
+
+def damage_audio(src, dst, from_s: float, to_s: float, seed: int = 0) -> None:
+    """``src`` with the payload of its audio packets from ``from_s`` to ``to_s`` (pts) overwritten
+    by random bytes (the container intact): a recording with a broken stretch of audio."""
+    with av.open(str(src)) as c:
+        a = c.streams.audio[0]
+        where = [(p.pos, p.size) for p in c.demux(a)
+                 if p.size and from_s <= float(p.pts * p.time_base) < to_s]
+    data = bytearray(Path(src).read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos, size in where:
+        data[pos + 4:pos + size] = rng.integers(0, 256, size - 4, dtype=np.uint8).tobytes()
+    Path(dst).write_bytes(bytes(data))
+
+
+def joined_mpegts(src, dst, split: int) -> np.ndarray:
+    """``src`` re-encoded as two MPEG-TS files, frames ``0..split-1`` and ``split..``, each with its
+    camera audio and its own clock (both start at 1.4 s), joined end to end (``cat a.ts b.ts``).
+    Returns ``shown`` (N,): the source frame of each 30 fps output frame (all of them, in order)."""
+    frames = [rgb for _, rgb in iter_frames(src, FPS)]
+    audio = camera_audio(src)
+    cut = split * AUDIO_SR // FPS
+    parts = [Path(f"{dst}.part{k}.ts") for k in (0, 1)]
+    write_take(parts[0], frames[:split], audio[:cut], fmt="mpegts")
+    write_take(parts[1], frames[split:], audio[cut:len(frames) * AUDIO_SR // FPS], fmt="mpegts")
+    Path(dst).write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    for part in parts:
+        part.unlink()
+    return np.arange(len(frames))
+
+
+def looped(src_wav, dst_wav, copies: int = 2) -> None:
+    """The song of ``src_wav`` ``copies`` times in a row, sample for sample (a loop: copy-pasted
+    sections are common in produced music)."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(src_wav), dtype="float32", always_2d=True)
+    sf.write(str(dst_wav), np.concatenate([x] * copies), sr, subtype="FLOAT")
+
+
+def avi_mp3(src, dst, damaged_s: tuple[float, float] | None = None) -> None:
+    """``src`` as an old camera wrote it: AVI, MPEG-4 Part 2 video and MP3 audio (whose encoder
+    delay AVI cannot signal), optionally with its audio packets from ``damaged_s[0]`` to
+    ``damaged_s[1]`` s damaged (:func:`damage_audio`)."""
+    frames = (rgb for _, rgb in iter_frames(src, FPS))
+    tmp = Path(f"{dst}.whole.avi")
+    write_take(tmp if damaged_s else dst, frames, camera_audio(src), fmt="avi", vcodec="mpeg4",
+               acodec="libmp3lame")
+    if damaged_s:
+        damage_audio(tmp, dst, *damaged_s)
+        tmp.unlink()
+
+
+def adts_song(src_wav, dst) -> None:
+    """The song of ``src_wav`` as a raw ADTS ``.aac`` file (FFmpeg's AAC, 96 kbit/s): no container
+    to say that its first 1024 samples are the encoder's priming."""
+    import soundfile as sf
+
+    x, sr = sf.read(str(src_wav), dtype="float32", always_2d=True)
+    write_audio_file(dst, x, sr, "aac", fmt="adts", bit_rate=96000)

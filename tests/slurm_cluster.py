@@ -8,8 +8,8 @@
 Also a script: ``python tests/slurm_cluster.py DIR`` starts a cluster and keeps it up until Ctrl-C.
 
 Needs root and the Debian packages ``slurm-wlm munge`` (``.ci/run`` installs them). No systemd: the
-daemons are started by hand, as FACTS.md describes. Every wait is bounded; a daemon that does not come
-up raises ``RuntimeError`` with the tail of its log.
+daemons are started by hand (docs/testing.md, "A local SLURM cluster"). Every wait is bounded; a
+daemon that does not come up raises ``RuntimeError`` with the tail of its log.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DAG's bad-input contract, end to end (DESIGN.md section 8).
+"""The DAG's bad-input contract, end to end (docs/bad-input.md).
 
 One ``snakemake dataset`` run over a user-style sample sheet that mixes two good demo takes with bad
 and awkward recordings made from the same demo material (``tests/badinputs.py``). Then:
@@ -41,6 +41,8 @@ SONG = "demo/songs/song1.wav"
 BROKEN_SONG = "bad/broken song.wav"
 NAN_SONG = "bad/nan song.wav"
 OTHER_SONG = "bad/other song.wav"  # a real song, but not the one played during the take
+LOOP_SONG = "bad/loop song.wav"    # the demo song twice in a row, sample for sample
+ADTS_SONG = "bad/adts song.aac"    # the demo song as raw ADTS AAC (its encoder delay unsignalled)
 QUOTED = "bad/it's \"take\" 7.mp4"
 
 # take -> (subject, video, song): paths relative to the sheet, as a user writes them
@@ -62,8 +64,11 @@ SHEET = {
     "bad_song2": ("singer2", "demo/singer2/singer2_song1.mp4", BROKEN_SONG),
     "wrong_song": ("singer1", "demo/singer1/singer1_song1.mp4", OTHER_SONG),
     "nan_song": ("singer2", "demo/singer2/singer2_song1.mp4", NAN_SONG),
+    "loop_song": ("singer1", "bad/excerpt 2-7 s.mp4", LOOP_SONG),
+    "joined_ts": ("singer2", "bad/joined.ts", SONG),
+    "avi_mp3": ("singer1", "bad/old camera.avi", ADTS_SONG),
 }
-PASS = ["singer1_song1", "singer2_song1", "vfr", "fps25", "quoted_path"]
+PASS = ["singer1_song1", "singer2_song1", "vfr", "fps25", "quoted_path", "joined_ts", "avi_mp3"]
 # take -> (step that fails it, unit named in the log, stable part of the reason). Step "qc" means no
 # step failed: QC judged the finished outputs.
 FAIL = {
@@ -78,6 +83,7 @@ FAIL = {
     "too_short": ("qc", None, f"too short: 90 frames < {MIN_FRAMES} (one training window)"),
     "silent_audio": ("qc", None, "low sync confidence: "),
     "wrong_song": ("qc", None, "low sync confidence: "),
+    "loop_song": ("qc", None, "low sync confidence: "),
 }
 # which later steps read each step's output (directly or not): they log "skipped, upstream ..."
 DOWNSTREAM = {
@@ -85,7 +91,7 @@ DOWNSTREAM = {
     "track": ["coeffs", "au45", "eyes"],
     "song": ["sync", "mfcc"],
 }
-SHARD_SHAPES = {  # DESIGN.md section 5: name -> (dtype, shape with N, M symbolic)
+SHARD_SHAPES = {  # docs/data.md, shards: name -> (dtype, shape with N, M symbolic)
     "mfcc_vocals": ("float32", ("M", 26)), "mfcc_music": ("float32", ("M", 26)),
     "mfcc_mix": ("float32", ("M", 26)), "exp": ("float32", ("N", 64)), "pose": ("float32", ("N", 6)),
     "au45": ("float32", ("N",)), "eye_long": ("float32", ("N",)), "eye_blink": ("uint8", ("N",)),
@@ -121,7 +127,12 @@ def raw(tmp_path_factory) -> dict:
     badinputs.remux(s2, bad / "no audio.mp4", audio=False)
     badinputs.remux(s1, bad / "silent.mp4", silent_audio=True)
     shown = {"vfr": badinputs.variable_frame_rate(s1, bad / "vfr.mp4", seed=0),
-             "fps25": badinputs.constant_rate(s2, bad / "fps25.mp4", fps=25)}
+             "fps25": badinputs.constant_rate(s2, bad / "fps25.mp4", fps=25),
+             "joined_ts": badinputs.joined_mpegts(s2, bad / "joined.ts", split=150)}
+    badinputs.avi_mp3(s1, bad / "old camera.avi", damaged_s=(3.0, 4.0))
+    badinputs.adts_song(root / SONG, root / ADTS_SONG)
+    badinputs.looped(root / SONG, root / LOOP_SONG)
+    badinputs.excerpt(s1, bad / "excerpt 2-7 s.mp4", 60, 210)  # inside both copies of the loop
     # 3 s from 5 s in: 90 frames. (Not from 4 s in: there the demo song's drums and chords repeat
     # 1.5 bars later and 3 s of camera audio fit both places about equally: sync confidence 2.5.)
     badinputs.excerpt(s1, bad / "short.mp4", 150, 240)
@@ -268,9 +279,10 @@ def test_no_audio_track_falls_back_to_mouth_envelope(full, raw):
     row = full["qc"].loc["no_audio"]
     if row["status"] == "pass":  # accepted: then the offset must be right
         assert abs(sync["offset_s"] - float(raw["truth"]["singer2"]["offset_s"])) < 1 / FPS
-    else:  # rejected honestly: the only reason is the confidence, below the threshold
+    else:  # rejected honestly: the only reason is the confidence, below the threshold, and why
         assert sync["confidence"] < MIN_CONFIDENCE
-        assert row["reason"] == f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g}"
+        assert row["reason"] == (f"low sync confidence: {sync['confidence']:.2f} < "
+                                 f"{MIN_CONFIDENCE:g} (aligned by mouth movement: no audio track)")
 
 
 def test_silent_camera_audio_fails_on_confidence(full):
@@ -278,8 +290,9 @@ def test_silent_camera_audio_fails_on_confidence(full):
     assert sync["method"] == "mouth-envelope"
     assert sync["details"]["why_not_camera"] == "camera audio is silent"
     assert sync["confidence"] < MIN_CONFIDENCE
-    assert full["qc"].loc["silent_audio", "reason"] == \
-        f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g}"
+    assert full["qc"].loc["silent_audio", "reason"] == (
+        f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g} "
+        "(aligned by mouth movement: camera audio is silent)")
 
 
 # ------------------------------------------------------------------------------ awkward but good
@@ -300,7 +313,7 @@ def test_reencoded_take_lines_up_with_truth(full, raw, take, good, singer):
         assert n == len(shown)  # ceil(frames * 30 / 25)
     else:
         assert ingest["vfr"] is True
-        assert n_src <= n <= n_src + 1  # the last frame's length is a guess (median interval)
+        assert n == n_src  # the last frame lasts the duration the mp4 stores (it was a guess)
     assert len(s["valid"]) == n and s["mfcc_mix"].shape == (-(-n * 100 // FPS), 26)
     # sync: the take starts where the original did
     offset = float(shards[take]["attrs"]["offset_s"])
@@ -334,6 +347,50 @@ def test_path_with_spaces_and_quotes_is_just_another_take(full):
         assert q[k].dtype == g[k].dtype and np.array_equal(q[k], g[k]), k
     ingest = json.loads((full["dir"] / "work/takes/quoted_path/ingest.json").read_text())
     assert ingest["video"].endswith("/" + QUOTED)
+
+
+# ---------------------------------------------------- repeated sections, joined files, old cameras
+def test_take_inside_a_loop_fails_naming_both_offsets(full, raw):
+    """The demo song twice in a row and a 5 s take inside it: both copies fit sample for sample.
+    It fails QC (never a guessed offset) and the reason names the two offsets, one song apart."""
+    import re
+
+    sync = _sync(full, "loop_song")
+    reason = full["qc"].loc["loop_song", "reason"]
+    m = re.fullmatch(r"low sync confidence: (\S+) < 7 \(the take fits the song about as well at "
+                     r"([-+]\d+\.\d+) s and ([-+]\d+\.\d+) s: a repeated section\)", reason)
+    assert m, reason
+    assert float(m[1]) == pytest.approx(sync["confidence"], abs=0.01)
+    assert sync["confidence"] < MIN_CONFIDENCE
+    song_s = json.loads((full["dir"] / "work/songs/song1/song.json").read_text())["duration_s"]
+    a, b = sorted(float(x) for x in m.groups()[1:])
+    truth = float(raw["truth"]["singer1"]["offset_s"]) + 2.0  # the excerpt starts 2 s into the take
+    assert a == pytest.approx(truth, abs=1e-3) and b - a == pytest.approx(song_s, abs=1e-3)
+
+
+def test_joined_mpegts_and_old_camera_line_up(full, raw):
+    """Two MPEG-TS files joined end to end (the clock restarts at the join): every frame kept, in
+    order, and the offset of the original take. An AVI from an old camera (MPEG-4 Part 2 + MP3,
+    a second of its audio damaged) against the song as raw ADTS AAC: neither file can signal its
+    encoder delay (23 ms each, in opposite directions), the damaged second is left out: the offset
+    of the original take, to 0.1 ms."""
+    shards = shard_takes(full["dir"])
+    for take, good, singer in (("joined_ts", "singer2_song1", "singer2"),
+                               ("avi_mp3", "singer1_song1", "singer1")):
+        ingest = json.loads((full["dir"] / f"work/takes/{take}/ingest.json").read_text())
+        s, g = shards[take], shards[good]
+        assert int(s["attrs"]["n_frames"]) == int(g["attrs"]["n_frames"]) == ingest["n_frames"]
+        assert abs(float(s["attrs"]["offset_s"]) - float(g["attrs"]["offset_s"])) < 1e-4, take
+        assert abs(float(s["attrs"]["offset_s"]) - float(raw["truth"][singer]["offset_s"])) < 1e-3
+        # frames line up: the eye closure against the truth peaks at lag 0
+        truth = raw["truth"][singer]["eye_closure"]
+        n = len(truth)
+        lags = {lag: corr(s["arrays"]["au45"][:n], truth[np.clip(np.arange(n) + lag, 0, n - 1)])
+                for lag in (-1, 0, 1)}
+        assert max(lags, key=lags.get) == 0 and lags[0] > 0.95, (take, lags)
+    joined = json.loads((full["dir"] / "work/takes/joined_ts/ingest.json").read_text())
+    assert joined["joins_s"] == [pytest.approx(5.0, abs=1e-6)]
+    assert _sync(full, "avi_mp3")["details"]["valid_fraction"] < 0.95
 
 
 # ----------------------------------------------------------------------------------------- shards

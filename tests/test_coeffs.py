@@ -16,6 +16,7 @@ import pytest
 from preprocessing import coeffs as C
 from preprocessing import landmarks as fm
 from preprocessing.common import FAILED_MAGIC, read_failure, save_json, save_npz, write_failure
+from preprocessing.geometry import mouth_opening
 
 FACEMESH_MIDLINE = [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 94, 151, 152, 164,
                     168, 175, 195, 197, 199, 200]
@@ -234,7 +235,7 @@ def test_builtin_recovers_known_pose_and_mouth():
     # invalid frames: exact zeros, no NaN
     assert not out["pose"][~ok].any() and not out["residual"][~ok].any() and not out["landmarks2d"][~ok].any()
     shapes = out["residual"][ok].reshape(-1, 478, 3) + out["identity"]
-    assert corr(C.mouth_opening(shapes), take["mouth"][ok]) > 0.99
+    assert corr(mouth_opening(shapes), take["mouth"][ok]) > 0.99
     # the stable points do not move with the expression: their residual is noise-sized (~0.004 here)
     res = out["residual"][ok].reshape(-1, 478, 3)
     assert np.sqrt((res[:, C.STABLE] ** 2).mean()) < 0.006
@@ -264,7 +265,7 @@ def test_builtin_on_real_face_roll_scale_and_mouth(astronaut_take):
     # mouth opening recovered from the expression: reconstructed inner-lip gap of the PCA coefficients
     basis = C.fit_pca([out["residual"][ok]], dim=8)
     exp = C.project_expression(out["residual"][ok], basis)
-    gap = C.mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
+    gap = mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
     assert corr(gap, t["mouth"][ok]) > 0.9, corr(gap, t["mouth"][ok])
     assert max(abs(corr(exp[:, 0], t["mouth"][ok])), abs(corr(exp[:, 1], t["mouth"][ok]))) > 0.8
 
@@ -294,7 +295,7 @@ def test_landmarks_from_coeffs_reproduces_tracked_landmarks():
     assert lm2d.shape == (80, 478, 2) and lm2d.dtype == np.float32
     np.testing.assert_allclose(lm2d, take["landmarks"][:, :, :2], atol=2e-5)
     # the reconstructed inner-lip gap follows the truth
-    gap = C.mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
+    gap = mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
     assert corr(gap, take["mouth"]) > 0.999
 
 
@@ -376,10 +377,9 @@ def test_cli_extract_and_fit_basis(tmp_path, run_cli):
         valid = np.ones(50, np.uint8)
         valid[-5:] = 0
         track, ingest = write_track(d, take["landmarks"], valid, take["size"])
-        if name == "a":  # the CLI as the rule calls it (config nulls arrive as 'None')
+        if name == "a":  # the CLI as the rule calls it (a null config option is left out)
             run_cli(["preprocessing.coeffs", "extract", "--take", name, "--track", track, "--ingest", ingest,
-                     "--backend", "builtin", "--checkpoint", "None", "--batch-size",
-                     "25", "--device", "cpu", "--out", d / "coeffs.npz"])
+                     "--backend", "builtin", "--out", d / "coeffs.npz"])
         else:
             C.extract(name, track, ingest, d / "coeffs.npz")
         paths.append(d / "coeffs.npz")
@@ -453,9 +453,10 @@ def test_demo_truth_pose_and_mouth(demo_dir):
     est, t = out["pose"][ok].astype(np.float64), truth["pose"][:n][ok].astype(np.float64)
     r = {name: corr(est[:, i], t[:, i]) for i, name in enumerate(names)}
     print(json.dumps({"demo_pose_correlation": r}))
-    # measured (seed 0, singer1_song1): pitch 0.77 yaw 0.99 roll 0.995 tx 0.71 ty 0.90 tz 0.81
-    assert r["roll"] >= 0.95 and r["yaw"] >= 0.95, r
-    assert min(r.values()) >= 0.5, r
+    # README: roll r = 0.996, yaw 0.99, pitch 0.75; measured (seed 0, singer1_song1): pitch 0.749,
+    # yaw 0.989, roll 0.9956, tx 0.714, ty 0.901, tz 0.794
+    least = {"pitch": 0.70, "yaw": 0.985, "roll": 0.993, "tx": 0.66, "ty": 0.86, "tz": 0.75}
+    assert all(r[k] >= v for k, v in least.items()), (r, least)
     # translation: the demo docstring's mapping to image heights (f / H = 700 / 480) and ln(scale)
     # predicts our tx, ty, tz up to a constant; slopes measured 1.27, 0.94, 1.12 (our tx also follows
     # roll and yaw: our face origin is the upper-face centroid, not the demo's rotation centre; our tz
@@ -467,7 +468,7 @@ def test_demo_truth_pose_and_mouth(demo_dir):
     assert all(0.7 < k < 1.4 for k in slopes), slopes
     basis = C.fit_pca([out["residual"][ok]], dim=16)
     exp = C.project_expression(out["residual"][ok], basis)
-    gap = C.mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
+    gap = mouth_opening(C.reconstruct_residual(exp, basis) + out["identity"])
     r_mouth = corr(gap, truth["mouth_open"][:n][ok])
     print(json.dumps({"demo_mouth_correlation": r_mouth}))
-    assert r_mouth >= 0.9
+    assert r_mouth >= 0.99                 # README: mouth opening r = 0.994; measured 0.9937

@@ -64,11 +64,64 @@ def test_upstream_failure_passes_root_cause(tmp_path, capsys):
         load_json(down)
 
 
-def test_unexpected_exception_is_contained(tmp_path, capsys):
+def test_a_bug_is_not_bad_input(tmp_path, capsys):
+    """Only StepError is bad input. Any other exception is a bug: it propagates (traceback, non-zero
+    exit), no failure record is written and no musicface: line is printed, strict or not."""
     out = tmp_path / "o.json"
-    assert run_step("mfcc", "t", [out], lambda: 1 / 0) == 0
-    assert "ZeroDivisionError" in read_failure(out)["reason"]
-    assert run_step("mfcc", "t", [out], lambda: 1 / 0, strict=True) == 1
+    for strict in (False, True):
+        with pytest.raises(ZeroDivisionError):
+            run_step("mfcc", "t", [out], lambda: 1 / 0, strict=strict)
+    assert not out.exists() and capsys.readouterr().err == ""
+    bad = (_ for _ in ()).throw
+    assert run_step("mfcc", "t", [out], lambda: bad(StepError("bad")), strict=True) == 1
+
+
+@pytest.mark.slow
+def test_planted_bug_fails_the_run_and_keep_going_carries_on(tmp_path, repo):
+    """A copy of the workflow whose song step has a bug (a misspelt key): ``snakemake --keep-going``
+    exits non-zero, the song job fails with its traceback in its log and no output (no failure
+    record that would turn the bug into a QC reason), and the takes' ingest jobs, which do not
+    depend on it, still finish."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from preprocessing.media import write_video
+    from test_media import code_frame, write_audio_file
+
+    code = tmp_path / "code"
+    shutil.copytree(repo, code, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "tests", "docs", "bench", "work", "dataset", "runs", "logs", ".snakemake",
+        "*.pyc"))
+    song_py = code / "preprocessing/song.py"
+    src = song_py.read_text()
+    assert src.count('"source_sr": a["sample_rate"]') == 1
+    song_py.write_text(src.replace('"source_sr": a["sample_rate"]',
+                                   '"source_sr": a["sample_rate_hz"]'))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for t in ("t1", "t2"):
+        write_video(raw / f"{t}.mp4", (code_frame(k) for k in range(10)))
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)
+    write_audio_file(raw / "s.wav", tone[:, None].astype(np.float32), 16000, "pcm_s16le")
+    (raw / "samples.tsv").write_text("take\tsubject\tvideo\tsong\nt1\ta\tt1.mp4\ts.wav\n"
+                                     "t2\ta\tt2.mp4\ts.wav\n")
+    work = tmp_path / "work dir"
+    targets = ["work/songs/s/mix.wav", "work/takes/t1/ingest.json", "work/takes/t2/ingest.json"]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), *targets, "--cores", "1", "--keep-going",
+         "-s", str(code / "Snakefile"), "-d", str(work), "--config",
+         f"samples={raw / 'samples.tsv'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "Error in rule song" in proc.stdout
+    log = (work / "logs/song/s.log").read_text()
+    assert "Traceback" in log and "KeyError: 'sample_rate_hz'" in log
+    assert "musicface:" not in log
+    assert not any((work / f"work/songs/s/{f}").exists() for f in ("mix.wav", "song.json"))
+    for t in ("t1", "t2"):  # --keep-going: the jobs that do not need the song ran
+        assert load_json(work / f"work/takes/{t}/ingest.json")["n_frames"] == 10
 
 
 def test_save_json(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from musicface import data
-from musicface.data import (SCHEMA_VERSION, ShardError, WindowDataset, mfcc_centres, mfcc_row_index,
-                            open_shards, take_arrays, window_view)
+from musicface.data import (ShardError, WindowDataset, mfcc_centres, mfcc_row_index, open_shards,
+                            take_arrays, window_view)
+from preprocessing.shard_schema import SCHEMA_VERSION
 from preprocessing.mfcc import mfcc_windows
 from preprocessing.shards import TakeData, n_mfcc_rows, write_shard_set
 
@@ -261,10 +262,10 @@ def test_inspect(shard_dir, capsys):
     assert s["frames"] == 400 + 300 + 500 + 260 + 100
     assert s["hours"] == pytest.approx(1560 / 30 / 3600)
     assert s["valid_fraction"] == pytest.approx((1560 - 110) / 1560)
-    assert s["blinks"] == 4 and s["long_closures"] == 1
+    assert s["n_blinks"] == 4 and s["n_long"] == 1
     assert s["blinks_per_s"] == pytest.approx(4 / ((1560 - 110) / 30))
-    assert s["mean_blink_s"] == pytest.approx((4 + 3 + 6 + 5) / 4 / 30)
-    assert s["mean_long_closure_s"] == pytest.approx(1.0)
+    assert s["blink_duration_s"] == pytest.approx((4 + 3 + 6 + 5) / 4 / 30)
+    assert s["long_duration_s"] == pytest.approx(1.0)
     assert s["per_subject"]["zoe"] == {"takes": 2, "hours": pytest.approx(700 / 30 / 3600)}
     assert s["qc_failures"] == [{"take": "x9", "subject": "bob", "song": "song9", "status": "fail",
                                  "reason": "ingest: no video stream"}]

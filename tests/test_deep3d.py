@@ -103,8 +103,8 @@ def test_checkpoint_problems_are_clear(tmp_path, checkpoint, run_cli):
     # the CLI stops at once (exit 2, no failure record) when the checkpoint is not there
     out = tmp_path / "coeffs.npz"
     proc = run_cli(["preprocessing.coeffs", "extract", "--take", "t", "--track", tmp_path / "x.npz",
-                    "--ingest", tmp_path / "x.json", "--backend", "deep3d", "--checkpoint", "None",
-                    "--out", out], check=False)
+                    "--ingest", tmp_path / "x.json", "--backend", "deep3d", "--out", out],
+                   check=False)
     assert proc.returncode == 2 and not out.exists()
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "musicface: take 't' step 'coeffs': backend deep3d needs a checkpoint: Deep3DFaceRecon_pytorch's")
@@ -186,12 +186,58 @@ def test_batching_slicing_and_units(net, clip):
     np.testing.assert_allclose(got["exp"], raw[:, 80:144], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["tex"], raw[:, 144:224], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["gamma"], raw[:, 227:254], rtol=1e-4, atol=1e-5)
-    # units: angles are the network's radians as they come (no degrees), trans its BFM units
+    # units: angles are the network's radians as they come (no degrees); its BFM-unit translation is
+    # turned into the dataset's units (test_pose_convention_is_the_builtin_backends)
     np.testing.assert_allclose(got["pose"][:, :3], raw[:, 224:227], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got["pose"][:, 3:], raw[:, 254:257], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["coeffs"][:, 254:257], raw[:, 254:257], rtol=1e-4, atol=1e-5)
+    want = D.dataset_pose(raw[:, 224:227], raw[:, 254:257], got["trans_params"])
+    np.testing.assert_allclose(got["pose"], want, rtol=1e-4, atol=1e-5)
     assert one["exp"].shape == (4, 64) and one["pose"].shape == (4, 6) and one["exp"].dtype == np.float32
     assert not one["coeffs"][2].any() and np.isfinite(one["coeffs"]).all()
     assert np.abs(got["exp"]).max() > 0  # random heads: not a zero stub
+
+
+def _builtin_face(scale, tx, ty, size=(640, 480), yaw=0.0):
+    """The builtin reference face placed in a frame: s R F + t (image heights) -> normalised."""
+    ref = C.load_reference()["shape"]
+    R = C.matrix_from_euler(np.array([0.0, yaw, 0.0]))
+    return C.from_camera(scale * ref @ R.T + [tx, ty, 0.0], size)
+
+
+def test_pose_convention_is_the_builtin_backends():
+    """One face, both backends: the builtin fit of the placed reference face gives its placement
+    exactly; Deep3DFaceRecon's translation (here 0: the face at the crop's centre and nominal
+    distance, which the 5-point alignment puts it at) turned into the dataset's units gives the same
+    tz (face scale) within 0.1 %, and tx, ty that follow the face exactly, 0.53 reference units
+    (0.04 image heights here) below the builtin's (the BFM face's origin lies under the nose bridge,
+    the builtin's origin)."""
+    size = (640, 480)
+    cases = [(0.08, 0.0, 0.0), (0.08, 0.3, -0.1), (0.12, -0.2, 0.15), (0.05, 0.1, 0.05)]
+    b, d = [], []
+    for scale, tx, ty in cases:
+        lm = _builtin_face(scale, tx, ty, size)
+        out = C.builtin_coeffs(lm[None], np.ones(1, np.uint8), np.array([size]))
+        b.append(out["pose"][0].astype(np.float64))
+        params = np.array([[*size, *D.crop_params(lm[:, :2] * size, size[1])]])
+        d.append(D.dataset_pose(np.zeros((1, 3)), np.zeros((1, 3)), params)[0])
+    b, d = np.array(b), np.array(d)
+    np.testing.assert_allclose(b[:, 3:], np.array(cases)[:, [1, 2, 0]] * [1, 1, 0] + [0, 0, 1] *
+                               np.log(np.array(cases)[:, :1]), atol=1e-4)         # builtin: exact
+    np.testing.assert_allclose(d[:, 5], b[:, 5], atol=0.002)   # same face scale (measured 0.0009)
+    offset = d[:, 3:5] - b[:, 3:5]       # a fixed point of the face: the same at the same scale,
+    np.testing.assert_allclose(offset[1], offset[0], atol=1e-6)  # proportional to it (to a pixel)
+    scales = np.array(cases)[:, :1]
+    np.testing.assert_allclose(offset, scales * offset[0] / cases[0][0], atol=2 / 480)
+    assert np.abs(offset).max() < 0.07 and abs(offset[0, 0]) < 1e-3   # measured (0.0005, -0.043)
+    # the tool's own translation moves the face: +X to the image right, +Y up, +Z closer (bigger)
+    params = np.array([[*size, *D.crop_params(_builtin_face(0.08, 0, 0, size)[:, :2] * size, 480)]])
+    base = D.dataset_pose(np.zeros((1, 3)), np.zeros((1, 3)), params)[0]
+    for k, col in ((0, 3), (1, 4)):
+        moved = D.dataset_pose(np.zeros((1, 3)), np.eye(3)[k][None] * 0.5, params)[0]
+        per_unit = np.exp(base[5]) / D.face_unit()              # image heights per BFM unit
+        assert moved[col] - base[col] == pytest.approx(0.5 * per_unit, rel=1e-6)
+    closer = D.dataset_pose(np.zeros((1, 3)), np.array([[0, 0, 1.0]]), params)[0]
+    assert closer[5] - base[5] == pytest.approx(np.log(10 / 9))
 
 
 def test_short_video_and_no_face(net, clip):
@@ -270,25 +316,33 @@ def test_bfm_landmarks_projection(bfm_front):
     n = 4
     exp = rng.normal(0, 1, (n, 64))
     idc = rng.normal(0, 1, 80)
-    pose = np.c_[rng.uniform(-0.3, 0.3, (n, 3)), rng.normal(0, 0.1, (n, 3))]
-    got = D.landmarks_from_coeffs(exp, pose, id_coeffs=idc, bfm_dir=d)
+    pose = np.c_[rng.uniform(-0.3, 0.3, (n, 3)), rng.normal(0, 0.1, (n, 2)),
+                 rng.normal(-2.5, 0.1, n)]
+    got = D.landmarks_from_coeffs(exp, pose, id_coeffs=idc, bfm_dir=d, frame_size=(640, 480))
     assert got.shape == (n, 68, 2) and got.dtype == np.float32
-    # independent computation of the tool's formula
+    # independent computation: s R shape + t in image heights (y up, from the centre), orthographic
     centre = mean.astype(np.float64).mean(0)
     shape = (mean.reshape(-1).astype(np.float64) + id_base @ idc + exp @ exp_base.T.astype(np.float64))
     shape = shape.reshape(n, -1, 3)[:, kp] - centre
-    v = np.einsum("nij,nkj->nki", C.matrix_from_euler(pose[:, :3]), shape) + pose[:, None, 3:]
-    u = 1015 * v[..., 0] / (10 - v[..., 2]) + 112
-    row = 223 - (1015 * v[..., 1] / (10 - v[..., 2]) + 112)
-    np.testing.assert_allclose(got, np.stack([u, row], -1) / 224, atol=1e-5)
-    # the frontal mean face lands on the alignment template (camera 1015 / 10 ~ rescale 102), within 4 px
-    front = D.landmarks_from_coeffs(np.zeros((1, 64)), np.zeros((1, 6)), bfm_dir=d)[0] * 224
-    std = D.standard_points()
+    s = np.exp(pose[:, 5]) / D.face_unit()
+    v = np.einsum("nij,nkj->nki", C.matrix_from_euler(pose[:, :3]), shape) * s[:, None, None]
+    x = (v[..., 0] + pose[:, None, 3]) * 480 + 320
+    y = 240 - (v[..., 1] + pose[:, None, 4]) * 480
+    np.testing.assert_allclose(got * [640, 480], np.stack([x, y], -1), atol=1e-3)
+    # the round trip through the alignment: a face whose five points sit at the template, pose from
+    # the tool's translation 0 -> the mean face's five landmarks land back on those points (px)
+    size = (640, 480)
+    p5 = template_points(60, 250, 300)
+    lm = face_landmarks(p5, size)
+    params = np.array([[*size, *D.crop_params(lm[:, :2] * size, 480)]])
+    pose0 = D.dataset_pose(np.zeros((1, 3)), np.zeros((1, 3)), params)
+    front = D.landmarks_from_coeffs(np.zeros((1, 64)), pose0, bfm_dir=d, frame_size=size)[0] * size
     five = np.stack([front[[36, 39]].mean(0), front[[42, 45]].mean(0), front[30], front[48], front[54]])
-    np.testing.assert_allclose(five, np.stack([112 + 102 * std[:, 0], 111 - 102 * std[:, 1]], 1), atol=4)
+    np.testing.assert_allclose(five, p5, atol=1.0)
     # +yaw turns the face to the image right: the nose tip moves right
-    yawed = D.landmarks_from_coeffs(np.zeros((1, 64)), np.array([[0, 0.3, 0, 0, 0, 0]]), bfm_dir=d)[0] * 224
-    assert yawed[30, 0] > front[30, 0] + 10
+    yawed = D.landmarks_from_coeffs(np.zeros((1, 64)), pose0 + [0, 0.3, 0, 0, 0, 0], bfm_dir=d,
+                                    frame_size=size)[0] * size
+    assert yawed[30, 0] > front[30, 0] + 5
 
 
 def test_bfm09_transfer_matches_the_recipe(tmp_path):

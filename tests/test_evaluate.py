@@ -7,6 +7,7 @@ epochs (seconds), and an "oracle" model that returns the ground truth checks the
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -147,7 +148,8 @@ def trained(dataset, tmp_path_factory):
     for variant in ("full", "single_stream"):
         cfg = json.loads(json.dumps(TINY))
         cfg["model"]["variant"] = variant
-        out[variant] = Path(train(dataset / "shards", cfg, runs / f"tiny-{variant}", progress=False))
+        out[variant] = Path(train(dataset / "shards", cfg, runs / f"tiny-{variant}", progress=False,
+                                  basis=dataset / "exp_basis.npz"))
     return out
 
 
@@ -155,14 +157,17 @@ def trained(dataset, tmp_path_factory):
 class Oracle:
     """A stand-in model whose generate() returns each test take's ground truth (recognised by its MFCC)."""
 
-    def __init__(self, shards, variant="with_atm"):
+    def __init__(self, shards, variant="with_atm", basis=None):
         from types import SimpleNamespace
 
         from musicface.data import open_shards, take_arrays
+        from preprocessing.common import load_npz, sha256_file
 
         s = open_shards(shards)
         self.cfg = SimpleNamespace(variant=variant, two_streams=True)
         self.subjects, self.exp_dim = s.subjects, s.exp_dim
+        basis = basis or Path(shards).parent / "exp_basis.npz"  # as a trained model.pt carries it
+        self.exp_basis, self.exp_basis_sha256 = load_npz(basis), sha256_file(basis)
         self.truth = {}
         for info in s.takes("test"):
             a = {k: v.numpy() for k, v in take_arrays(s, info.take).items()}
@@ -189,7 +194,7 @@ def test_oracle_scores_perfectly(dataset, tmp_path, monkeypatch):
     ckpt.write_bytes(b"oracle")
     r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval", seed=5, progress=False)
     s, gt = r["summary"], r["ground_truth"]
-    assert r["basis"] == str(dataset / "exp_basis.npz")  # found beside the shard folder
+    assert r["basis_sha256"] == hashlib.sha256((dataset / "exp_basis.npz").read_bytes()).hexdigest()
     assert sorted(r["takes"]) == ["alice_4", "bob_4"] and r["skipped"] == {}
     assert s["lmd_mouth"] == 0.0 and s["lmd_face"] == 0.0
     assert s["cca_pose_speed"] == pytest.approx(1.0, abs=1e-9)
@@ -230,15 +235,20 @@ def test_missing_landmark_model_keeps_other_metrics(dataset, tmp_path, monkeypat
     import musicface.model
     from preprocessing.common import save_npz
 
-    oracle = Oracle(dataset / "shards")
-    monkeypatch.setattr(musicface.model, "load_checkpoint", lambda path, device="cpu": (oracle, {}))
     save_npz(tmp_path / "identity.npz", identity=np.array(True))
+    oracle = Oracle(dataset / "shards", basis=tmp_path / "identity.npz")
+    monkeypatch.setattr(musicface.model, "load_checkpoint", lambda path, device="cpu": (oracle, {}))
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"oracle")
-    r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval", basis=tmp_path / "identity.npz", progress=False)
+    r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval", progress=False)
     assert sorted(r["takes"]) == ["alice_4", "bob_4"]
     assert r["summary"]["lmd_mouth"] is None and r["summary"]["cca_pose_speed"] == pytest.approx(1.0)
     assert r["notes"]["lmd_mouth"].startswith("landmark model failed:")
+    # a model file without an embedded basis (written before it was embedded): the reason says so
+    oracle.exp_basis = oracle.exp_basis_sha256 = None
+    r = EV.evaluate(ckpt, dataset / "shards", tmp_path / "eval2", progress=False)
+    assert r["summary"]["lmd_mouth"] is None and r["basis_sha256"] is None
+    assert r["notes"]["lmd_mouth"].startswith("model.pt carries no expression basis")
 
 
 @pytest.mark.slow  # trains two tiny models / runs SyncNet on CPU: ~1 min

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from preprocessing.common import read_failure, save_npz, write_failure
-from preprocessing.eyes import blink_stats, closed_runs, eye_states, normalise_au45, split_eye_states
+from preprocessing.eyes import blink_stats, eye_states, normalise_au45, split_eye_states
+from preprocessing.geometry import runs
 
 
 def test_normalise_uses_valid_frames_only():
@@ -22,9 +24,9 @@ def test_normalise_uses_valid_frames_only():
 
 
 def test_closed_runs():
-    np.testing.assert_array_equal(closed_runs([0, 1, 1, 0, 1, 0, 0, 1]), [[1, 3], [4, 5], [7, 8]])
-    assert closed_runs(np.zeros(5, bool)).shape == (0, 2)
-    np.testing.assert_array_equal(closed_runs(np.ones(4, bool)), [[0, 4]])
+    np.testing.assert_array_equal(runs([0, 1, 1, 0, 1, 0, 0, 1]), [[1, 3], [4, 5], [7, 8]])
+    assert runs(np.zeros(5, bool)).shape == (0, 2)
+    np.testing.assert_array_equal(runs(np.ones(4, bool)), [[0, 4]])
 
 
 def _signal(n, runs, level=0.9):
@@ -73,13 +75,21 @@ def test_invalid_frames_never_closed():
 
 def test_stats():
     ev = np.array([[0, 6, 0.2, 0], [40, 43, 0.1, 0], [100, 130, 1.0, 1]], np.float32)
-    s = blink_stats(ev, n_valid=300, fps=30)
-    assert s["n_blinks"] == 2 and s["n_long"] == 1
+    s = blink_stats(ev, n_frames=300, fps=30)
+    assert s["seconds"] == 10 and s["n_blinks"] == 2 and s["n_long"] == 1
     assert s["blinks_per_s"] == pytest.approx(0.2)
-    assert s["mean_blink_s"] == pytest.approx(0.15)
-    assert s["long_per_min"] == pytest.approx(6.0)
-    assert s["mean_long_s"] == pytest.approx(1.0)
+    assert s["blink_duration_s"] == pytest.approx(0.15)
+    assert s["long_per_s"] == pytest.approx(0.1)
+    assert s["long_duration_s"] == pytest.approx(1.0)
     assert s["closed_fraction"] == pytest.approx(1.3 / 10)
+    assert s["durations_s"] == pytest.approx([0.2, 0.1, 1.0])
+    # no blink: the rate is 0, the mean duration is undefined (NaN), never a made-up 0 s
+    none = blink_stats(ev[2:], n_frames=300)
+    assert none["blinks_per_s"] == 0 and math.isnan(none["blink_duration_s"])
+    assert none["n_long"] == 1
+    # no valid time: every rate is undefined
+    empty = blink_stats(np.zeros((0, 4)), n_frames=0)
+    assert math.isnan(empty["blinks_per_s"]) and math.isnan(empty["closed_fraction"])
 
 
 def test_cli(tmp_path, run_cli):
@@ -101,6 +111,7 @@ def test_cli(tmp_path, run_cli):
         stats = json.loads(str(z["stats_json"]))
     assert stats["n_blinks"] == 1 and stats["n_long"] == 1
     assert stats["blinks_per_s"] == pytest.approx(1 / (100 / 30))
+    assert stats["blink_duration_s"] == pytest.approx(4 / 30) and "durations_s" not in stats
     # an upstream failure record passes through: one line naming take and step, record written, exit 0
     write_failure(tmp_path / "bad.npz", "t2", "track", "no face found in any frame")
     proc = run_cli(["preprocessing.eyes", "--take", "t2", "--au45", tmp_path / "bad.npz",
@@ -142,22 +153,23 @@ def test_demo_acceptance_blinks_and_long_closures(demo_dir):
         assert ok.mean() >= 0.95
         r = np.corrcoef(au["au45"][ok], truth["eye_closure"][ok])[0, 1]
         print(f"{truth_path.name}: corr(au45, truth eye_closure) = {r:.3f}")
-        assert r >= 0.9                                       # measured 0.993-0.995
+        assert r >= 0.988                 # README: r = 0.99; measured 0.992-0.993 (4 takes, seed 0)
         ev, te = eyes["events"], truth["events"]
         pb, tb = ev[ev[:, 3] == 0], te[te[:, 3] == 0]
         tp += len(_match(pb, tb))
         n_pred += len(pb)
         n_true += len(tb)
-        # every long closure found, as one long event, start and duration within 2 frames
+        # every long closure found, as one long event, "to the frame": start and duration within one
+        # frame (measured: starts 0 or -1 frames off, durations -1..+1 frames, 8 closures)
         pl, tl = ev[ev[:, 3] == 1], te[te[:, 3] == 1]
         assert len(tl) >= 1
         pairs = _match(pl, tl)
         assert len(pairs) == len(tl), (tl, pl)
         for i, k in pairs:
-            assert abs(pl[k, 0] - tl[i, 0]) <= 2
-            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 2
+            assert abs(pl[k, 0] - tl[i, 0]) <= 1, (pl[k], tl[i])
+            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 1, (pl[k], tl[i])
     precision, recall = tp / n_pred, tp / n_true
     f1 = 2 * precision * recall / (precision + recall)
     print(f"blinks: {n_true} true, {n_pred} found, {tp} matched, F1 = {f1:.3f}")
     assert n_true >= 20
-    assert f1 >= 0.9                                          # measured 1.000
+    assert tp == n_true == n_pred, (tp, n_true, n_pred)  # README: blink F1 1.00 (measured 27 of 27)

@@ -39,8 +39,9 @@ def jaw_basis(dim=E, seed=0):
     return fit_pca([rows], dim)
 
 
-def make_checkpoint(path, variant="full", seed=0):
-    """A small MusicFace (random weights, real normalisation of the clip's features) in model.pt format."""
+def make_checkpoint(path, variant="full", seed=0, basis=True):
+    """A small MusicFace (random weights, real normalisation of the clip's features) in model.pt
+    format, with the jaw basis embedded (``basis=False``: none, as model files before it was)."""
     from musicface.config import ModelConfig
     from musicface.model import MusicFace, export
     from preprocessing.mfcc import mfcc
@@ -59,24 +60,23 @@ def make_checkpoint(path, variant="full", seed=0):
         "subject_pose": np.array([[0.05, 0, 0, 0, 0, math.log(0.12)], [-0.05, 0.1, 0, 0, 0, math.log(0.12)]]),
         "vel_std": np.array([0.01, 0.01, 0.005, 0.001, 0.001, 0.001]),
     })
+    if basis:
+        model.set_exp_basis(jaw_basis(), "0" * 64)
     torch.save(export(model, epoch=0), path)
     return path
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from preprocessing.common import save_npz
-
     d = tmp_path_factory.mktemp("gen")
-    save_npz(d / "exp_basis.npz", **jaw_basis())
     return {"full": make_checkpoint(d / "full.pt"), "single": make_checkpoint(d / "single.pt", "single_stream"),
-            "basis": d / "exp_basis.npz", "dir": d}
+            "dir": d}
 
 
 def test_generate_clip_params_and_playable_preview(assets, tmp_path, run_cli):
     out = tmp_path / "out dir"  # a space in the path
     proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject", "bob",
-                    "--out", out, "--basis", assets["basis"], "--seed", "3"])
+                    "--out", out, "--seed", "3"])
     duration = clip_duration_s()
     n = math.ceil(duration * 30)  # frames i with i / 30 < duration: 6.0836 s -> 183 (round(6.08 * 30) = 182)
     assert abs(duration - 6.08) < 0.01 and n == 183
@@ -142,6 +142,66 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
     assert r["n_frames"] == 183
 
 
+def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, monkeypatch):
+    """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's
+    steps, run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of
+    mfcc.npz; `musicface generate` on the same song file must hand the model exactly those rows'
+    per-frame windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
+    vocals and music for a two-stream model, the mix for single_stream. Swapped streams or rows
+    shifted by one (10 ms) fail here."""
+    import inspect
+
+    from musicface.model import MusicFace
+    from preprocessing.common import save_json
+    from preprocessing.mfcc import mfcc_windows
+
+    d = tmp_path / "work"
+    n = math.ceil(clip_duration_s() * 30)
+    run_cli(["preprocessing.song", "--song", "falcon", "--audio", CLIP, "--out-wav", d / "mix.wav",
+             "--out-json", d / "song.json"])
+    run_cli(["preprocessing.separate", "--song", "falcon", "--mix", d / "mix.wav", "--audio", CLIP,
+             "--backend", "builtin", "--out-vocals", d / "vocals.wav",
+             "--out-music", d / "music.wav"])
+    save_json(d / "ingest.json", {"take": "t", "n_frames": n, "fps": 30})
+    save_json(d / "sync.json", {"take": "t", "offset_s": 0.0, "drift_ppm": 0.0, "confidence": 50.0,
+                                "method": "gcc-phat", "details": {}})
+    run_cli(["preprocessing.mfcc", "--take", "t", "--ingest", d / "ingest.json",
+             "--sync", d / "sync.json", "--vocals", d / "vocals.wav", "--music", d / "music.wav",
+             "--mix", d / "mix.wav", "--out", d / "mfcc.npz"])
+    with np.load(d / "mfcc.npz") as z:
+        rows = {k: z[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    assert all(r.shape == (math.ceil(n * 100 / 30), 26) for r in rows.values())
+
+    seen = {}
+    original = MusicFace.generate
+    params = inspect.signature(original)
+
+    def spy(self, *args, **kwargs):
+        bound = params.bind(self, *args, **kwargs)
+        seen.update({k: bound.arguments.get(k) for k in rows})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicFace, "generate", spy)
+    for ckpt, given in (("full", ("mfcc_vocals", "mfcc_music")), ("single", ("mfcc_mix",))):
+        seen.clear()
+        assert G.main([str(CLIP), "--checkpoint", str(assets[ckpt]), "--subject", "alice",
+                       "--out", str(tmp_path / ckpt), "--no-preview"]) == 0
+        for key in rows:
+            if key not in given:
+                assert seen[key] is None, (ckpt, key)
+                continue
+            want = mfcc_windows(rows[key], n, fps=30, width=39)
+            got = np.asarray(seen[key])
+            assert got.shape == want.shape == (n, 39, 26), (ckpt, key, got.shape)
+            np.testing.assert_array_equal(got, want, err_msg=f"{ckpt}: {key}")
+            # the check has teeth: the neighbouring rows, or another stream, differ clearly
+            r = rows[key]
+            for shifted in (r[1:], np.concatenate([r[:1], r[:-1]])):      # one row later / earlier
+                assert np.abs(got - mfcc_windows(shifted, n)).max() > 1.0
+            for k2 in rows:
+                assert k2 == key or np.abs(got - mfcc_windows(rows[k2], n)).max() > 1.0
+
+
 def test_generate_errors(assets, tmp_path, run_cli, capsys):
     def err(*args):
         """One line on stderr and exit status 1 (in-process: the same main() the console script runs)."""
@@ -156,7 +216,7 @@ def test_generate_errors(assets, tmp_path, run_cli, capsys):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
         "musicface generate: unknown subject 'zed'; known subjects: alice, bob"
 
-    base = ["--out", tmp_path / "o", "--basis", assets["basis"]]
+    base = ["--out", tmp_path / "o"]
     assert err(CLIP, "--checkpoint", tmp_path / "none.pt", "--subject", "alice", *base) == \
         f"musicface generate: checkpoint not found: {tmp_path / 'none.pt'}"
     assert err(CLIP, "--checkpoint", assets["full"], "--subject", "carol", *base) == \
@@ -171,16 +231,52 @@ def test_generate_errors(assets, tmp_path, run_cli, capsys):
     junk.write_bytes(b"not a checkpoint")
     assert err(CLIP, "--checkpoint", junk, "--subject", "alice", *base).startswith(
         f"musicface generate: cannot load checkpoint {junk}:")
-    assert err(CLIP, "--checkpoint", assets["full"], "--subject", "alice", "--out", tmp_path / "o",
-               "--basis", tmp_path / "nobasis.npz") == f"musicface generate: expression basis not found: {tmp_path / 'nobasis.npz'}"
-    from preprocessing.common import save_npz
-
-    save_npz(tmp_path / "basis4.npz", **jaw_basis(dim=4))
-    assert err(CLIP, "--checkpoint", assets["full"], "--subject", "alice", "--out", tmp_path / "o",
-               "--basis", tmp_path / "basis4.npz") == (f"musicface generate: expression basis {tmp_path / 'basis4.npz'} "
-                                                       "has 4 components but the model predicts 8: pass the "
-                                                       "exp_basis.npz of its training data")
+    old = make_checkpoint(tmp_path / "old.pt", basis=False)  # a model file without a basis
+    assert err(CLIP, "--checkpoint", old, "--subject", "alice", *base) == (
+        f"musicface generate: {old} carries no expression basis for the preview (written before "
+        "model files embedded it, or trained without --basis): retrain it, or pass --no-preview")
     assert not (tmp_path / "o" / "params.npz").exists()
+    assert G.main([str(CLIP), "--checkpoint", str(old), "--subject", "alice", *map(str, base),
+                   "--no-preview"]) == 0  # its parameters still generate
+    from musicface.config import ModelConfig
+    from musicface.model import MusicFace
+
+    with pytest.raises(ValueError, match="basis has 4 components but the model predicts 8"):
+        MusicFace(ModelConfig(), SUBJECTS, E).set_exp_basis(jaw_basis(dim=4), "0" * 64)
+
+
+def test_generate_from_an_empty_folder_with_only_the_model_file(assets, tmp_path, run_cli):
+    """The model file is self-contained: no dataset/, no exp_basis.npz anywhere, another folder."""
+    import hashlib
+    import shutil
+
+    from musicface.model import export, load_checkpoint
+    from preprocessing.common import save_npz, sha256_file
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    shutil.copy(assets["full"], work / "model.pt")
+    run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", "model.pt", "--subject", "alice",
+             "--out", "out"], cwd=work)
+    assert sorted(p.name for p in work.iterdir()) == ["model.pt", "out"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["generate.json", "params.npz",
+                                                               "preview.mp4"]
+    # the embedded basis round-trips exactly (arrays, dtypes, strings), with the sha256 it was given
+    model, meta = load_checkpoint(work / "model.pt")
+    want = jaw_basis()
+    assert sorted(model.exp_basis) == sorted(want) and meta["exp_basis_sha256"] == "0" * 64
+    for k, v in want.items():
+        assert model.exp_basis[k].dtype == v.dtype
+        np.testing.assert_array_equal(model.exp_basis[k], v)
+    save_npz(tmp_path / "b.npz", **want)
+    strings = {"version": np.array("builtin-pca-1"), "train_takes": np.array(["a", "b"])}
+    model.set_exp_basis({**want, **strings}, sha256_file(tmp_path / "b.npz"))
+    torch.save(export(model), tmp_path / "m2.pt")
+    again, meta2 = load_checkpoint(tmp_path / "m2.pt")
+    assert str(again.exp_basis["version"]) == "builtin-pca-1"
+    assert again.exp_basis["train_takes"].tolist() == ["a", "b"]
+    want_sha = hashlib.sha256((tmp_path / "b.npz").read_bytes()).hexdigest()
+    assert meta2["exp_basis_sha256"] == want_sha
 
 
 # --------------------------------------------------------------------------------------- preview

@@ -15,6 +15,8 @@ from scipy.signal import resample_poly
 from preprocessing.common import StepError
 from preprocessing.media import decode_audio, iter_frames, n_frames_cfr, probe, read_wav, write_video
 
+from badinputs import damage_audio, write_audio_file  # noqa: F401 (other tests import it from here)
+
 
 # ------------------------------------------------------------------------------------ material
 def code_frame(k: int, h: int = 32, w: int = 32) -> np.ndarray:
@@ -60,30 +62,6 @@ def write_with_pts(path, times_s, codec="libx264", tb=Fraction(1, 1000), size=(3
                 fr.sample_rate, fr.pts, fr.time_base = sr, start + s, Fraction(1, sr)
                 out.mux(aus.encode(fr))
             out.mux(aus.encode(None))
-
-
-def write_audio_file(path, x: np.ndarray, sr: int, codec: str):
-    """Audio-only file with PyAV's encoders (x: (n, channels) float)."""
-    layout = "mono" if x.shape[1] == 1 else "stereo"
-    with av.open(str(path), "w") as out:
-        st = out.add_stream(codec, rate=sr)
-        st.layout = layout
-        fs = st.codec_context.frame_size or 1024
-        fmt = st.codec_context.format.name
-        for s in range(0, len(x), fs):
-            c = x[s:s + fs]
-            if fmt.endswith("p"):
-                arr = np.ascontiguousarray(c.T)
-            else:
-                arr = np.ascontiguousarray(c.reshape(1, -1))
-            if fmt.startswith("s16"):
-                arr = (arr * 32767).astype(np.int16)
-            elif fmt.startswith("s32"):
-                arr = (arr * 2**31 * 0.999).astype(np.int32)
-            fr = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
-            fr.sample_rate, fr.pts, fr.time_base = sr, s, Fraction(1, sr)
-            out.mux(st.encode(fr))
-        out.mux(st.encode(None))
 
 
 def stempeg_clip() -> Path:
@@ -374,8 +352,129 @@ def test_real_avi_with_packed_b_frames():
     steps = np.diff(shown)
     assert len(shown) == 340 and steps.min() >= 0 and steps.max() <= 2  # in display order
     assert len(set(shown)) >= len(native) - 2 and it.stats["repeated"] >= 340 - 270
-    # its first AC-3 packet (pts 0) does not decode: the next one, at 32 ms, is placed at 32 ms
-    y, start = decode_audio(MEGAMIND)
-    assert start == pytest.approx(0.032, abs=1e-6)
-    assert np.abs(y[: int(0.032 * 16000)]).max() == 0.0 and np.abs(y).max() > 0.1
-    assert len(y) / 16000 == pytest.approx(p["audio"]["duration_s"], abs=0.005)
+    # its first AC-3 packet (pts 0) does not decode: the next one, at 32 ms, is placed at 32 ms less
+    # AC-3's encoder delay (256 samples at 48 kHz), which AVI cannot signal
+    y, start, gaps = decode_audio(MEGAMIND, with_gaps=True)
+    assert start == pytest.approx(0.032 - 256 / 48000, abs=1e-6) and gaps == []
+    assert np.abs(y[: int(start * 16000)]).max() == 0.0 and np.abs(y).max() > 0.1
+    assert len(y) / 16000 == pytest.approx(p["audio"]["duration_s"] - 256 / 48000, abs=0.001)
+
+
+# -------------------------------------------------------------- encoder delay, joins, corrupt audio
+def click_and_tones(sr: int, seconds: float = 3.0) -> np.ndarray:
+    """Quiet tones with a click at 0.5 s (mono, (n, 1)): the click's sample says where time is.
+    (Tones, not noise: AAC codes noise-like bands as noise, drawn afresh by the decoder.)"""
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(0.03 * np.sin(2 * np.pi * f * t + f) for f in (220, 347, 1210, 2650))
+    x = x[:, None].astype(np.float32)
+    x[int(0.5 * sr)] = 0.9
+    return x
+
+
+@pytest.mark.parametrize("codec,sr,honoured,unsignalled", [
+    ("aac", 44100, ("m4a", None, {}), ("aac", None, {})),              # MP4 edit list / raw ADTS
+    ("libmp3lame", 48000, ("mp3", None, {}), ("avi", None, {})),            # LAME header / AVI
+    ("libmp3lame", 22050, ("mp3", None, {}), ("nolame.mp3", "mp3", {"write_xing": "0"})),
+    ("ac3", 48000, ("mka", None, {}), ("ac3", None, {})),                   # Matroska / raw AC-3
+])
+def test_decode_audio_drops_priming_the_container_cannot_signal(tmp_path, codec, sr, honoured,
+                                                                unsignalled):
+    """The same encoder output in a container that signals its priming (FFmpeg drops it) and in
+    one that cannot (FFmpeg decodes it as audio, 1024 / 1105 / 256 samples late): decoded
+    sample for sample the same, the click on its sample."""
+    x = click_and_tones(sr)
+    out = []
+    for ext, fmt, options in (honoured, unsignalled):
+        path = tmp_path / f"song.{ext}"
+        write_audio_file(path, x, sr, codec, fmt=fmt, options=options)
+        y, start = decode_audio(path, sr=sr)
+        assert start == pytest.approx(0.0, abs=1e-9)
+        assert int(np.argmax(np.abs(y))) == int(0.5 * sr), ext
+        out.append(y)
+    n = min(len(out[0]), len(out[1]))
+    assert abs(len(out[0]) - len(out[1])) <= 1152
+    np.testing.assert_array_equal(out[0][:n], out[1][:n])
+
+
+def write_ts(path, first_code: int, n: int, click_s=(), sr: int = 48000) -> None:
+    """An MPEG-TS take as FFmpeg writes it (H.264 + AAC, clock starting at 1.4 s): frame ``k`` shows
+    code ``first_code + k``, clicks at ``click_s`` (s from the file's start)."""
+    audio = np.zeros(int(n / 30 * sr), np.float32)
+    for c in click_s:
+        audio[int(round(c * sr))] = 0.9
+    with av.open(str(path), "w", format="mpegts") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        aus = out.add_stream("aac", rate=sr, layout="mono")
+        apos = 0
+        for k in range(n):
+            f = av.VideoFrame.from_ndarray(code_frame(first_code + k), format="rgb24")
+            f.pts, f.time_base = k, Fraction(1, 30)
+            out.mux(vs.encode(f))
+            while apos + 1024 <= int((k + 1) / 30 * sr):
+                fr = av.AudioFrame.from_ndarray(audio[None, apos:apos + 1024].copy(), format="flt",
+                                                layout="mono")
+                fr.sample_rate, fr.pts, fr.time_base = sr, apos, Fraction(1, sr)
+                out.mux(aus.encode(fr))
+                apos += 1024
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
+
+
+def test_mpegts_files_joined_end_to_end(tmp_path):
+    """``cat a.ts b.ts``: b's clock restarts at the join. Probe, frames and audio continue b after
+    a: every frame in order (none dropped), b's clicks 5 s later than in b."""
+    write_ts(tmp_path / "a.ts", 0, 150, click_s=[1.0, 4.0])
+    write_ts(tmp_path / "b.ts", 150, 90, click_s=[0.5, 2.0])
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    p = probe(joined)
+    assert p["n_frames"] == 240 and p["video"]["duration_s"] == pytest.approx(8.0, abs=1e-6)
+    assert p["joins_s"] == [pytest.approx(5.0, abs=1e-9)]  # b's first frame right after a's last
+    it = iter_frames(joined)
+    assert [read_code(f) for _, f in it] == list(range(240)) and it.stats["dropped"] == 0
+    y, _ = decode_audio(joined, sr=48000)
+    peaks = np.flatnonzero(np.abs(y) > 0.5) / 48000
+    assert peaks == pytest.approx([1.0, 4.0, 5.5, 7.0], abs=1e-6)  # to the sample
+    assert probe(tmp_path / "a.ts")["joins_s"] == []
+
+
+def test_vfr_last_frame_lasts_its_stored_duration(tmp_path):
+    """A VFR mp4 whose frames come every 40 ms on a nominal 30 fps stream: the container stores
+    33.3 ms for the last frame (1 / nominal rate). The take ends there, not a median interval
+    (40 ms) after the last frame's start."""
+    times = np.arange(100) * 0.04
+    times[50:] += 0.005  # not constant: VFR
+    write_with_pts(tmp_path / "v.mp4", times, tb=Fraction(1, 90000), rate=30)
+    p = probe(tmp_path / "v.mp4")
+    assert p["video"]["vfr"]
+    assert p["video"]["duration_s"] == pytest.approx(times[-1] + 1 / 30, abs=1e-4)
+    assert p["n_frames"] == int(np.ceil((times[-1] + 1 / 30) * 30 - 1e-6))
+
+
+@pytest.mark.parametrize("ext,codec", [("mp4", "aac"), ("avi", "libmp3lame"), ("avi", "ac3")])
+def test_decode_audio_leaves_out_corrupt_stretches(tmp_path, ext, codec):
+    """Audio packets from 1.0 to 1.5 s damaged: what does not decode, and MP3 frames that decode to
+    garbage (values in the thousands), become zeros listed in ``gaps``; the rest is the clean
+    decode, in place."""
+    sr = 48000
+    x = np.tile(click_and_tones(sr), (1, 2))
+    write_audio_file(tmp_path / f"clean.{ext}", x, sr, codec)
+    damage_audio(tmp_path / f"clean.{ext}", tmp_path / f"bad.{ext}", 1.0, 1.5)
+    clean, _ = decode_audio(tmp_path / f"clean.{ext}")
+    y, start, gaps = decode_audio(tmp_path / f"bad.{ext}", with_gaps=True)
+    assert decode_audio(tmp_path / f"clean.{ext}", with_gaps=True)[2] == []
+    assert start == 0.0 and len(y) == pytest.approx(len(clean), abs=2)
+    assert np.abs(y).max() < 1.0  # no garbage left
+    assert len(gaps) >= 1 and gaps[0][0] == pytest.approx(1.0, abs=0.03)
+    assert 0.3 < sum(b - a for a, b in gaps) < 0.55 and gaps[-1][1] < 1.55
+    for a, b in gaps:
+        assert np.abs(y[int(a * 16000) + 24:int(b * 16000) - 24]).max() == 0.0  # (resampler edges)
+    # outside the damaged packets' reach (decoder memory: MP3's bit reservoir and delay, a frame
+    # of overlap; the resampler's edge), the clean decode. (Inside it, MP3 frames that decode to
+    # plausible values cannot be told from audio: they stay.) AC-3's decoder dithers with a random
+    # generator that runs on across frames: it is off after the damage by up to 7e-5 (-83 dB).
+    t = np.arange(min(len(y), len(clean))) / 16000
+    far = (t < 0.95) | (t > 1.6)
+    atol = 1e-4 if codec == "ac3" else 1e-6
+    np.testing.assert_allclose(y[:len(t)][far], clean[:len(t)][far], atol=atol)

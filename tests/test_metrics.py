@@ -107,16 +107,17 @@ def _eye_sequence(fps=30, seconds=60):
 
 def test_blink_stats_hand_computed():
     eye, blinks = _eye_sequence()
-    s = M.blink_stats(eye, fps=30, tau=0.5, closed_threshold=0.5)
+    ev = M.closure_events(eye, fps=30, tau=0.5, closed_threshold=0.5)
+    s = M.blink_stats(ev, len(eye), fps=30)
     assert s["n_blinks"] == len(blinks) == 25
     assert s["blinks_per_s"] == pytest.approx(25 / 60)
     assert s["blink_duration_s"] == pytest.approx(np.mean(blinks) / 30)
     assert s["n_long"] == 1 and s["long_duration_s"] == pytest.approx(1.0)
     assert sorted(s["durations_s"]) == pytest.approx(sorted([b / 30 for b in blinks] + [1.0]))
-    ev = M.closure_events(eye)
     assert ev.shape == (26, 4)
     assert ev[-1].tolist() == pytest.approx([52 * 30, 52 * 30 + 30, 1.0, 1.0])
-    pooled = M.pool_blink_stats([s, M.blink_stats(np.zeros(1800))])
+    # pooled over two takes (the second without any closure): the events over the total time
+    pooled = M.blink_stats(np.concatenate([ev, M.closure_events(np.zeros(1800))]), len(eye) + 1800)
     assert pooled["blinks_per_s"] == pytest.approx(25 / 120)
     assert pooled["blink_duration_s"] == pytest.approx(np.mean(blinks) / 30)
 
@@ -129,36 +130,25 @@ def test_blink_tau_boundary_and_edges():
     ev = M.closure_events(eye, fps=30, tau=0.5)
     assert ev[:, 3].tolist() == [0.0, 1.0, 0.0]
     assert ev[:, :2].tolist() == [[0, 14], [40, 55], [90, 100]]
-    s = M.blink_stats(np.zeros(300))
+    s = M.blink_stats(M.closure_events(np.zeros(300)), 300)
     assert s["n_blinks"] == 0 and math.isnan(s["blink_duration_s"]) and s["blinks_per_s"] == 0
     # untracked frames never count as closed, and rates are per valid second
     valid = np.ones(100, bool)
     valid[45:50] = False  # splits the long closure into 5 + 5 frames: two blinks
-    s = M.blink_stats(eye, fps=30, valid=valid)
+    s = M.blink_stats(M.closure_events(eye, fps=30, valid=valid), int(valid.sum()), fps=30)
     assert s["n_blinks"] == 4 and s["n_long"] == 0 and s["seconds"] == pytest.approx(95 / 30)
-
-
-def test_closure_events_fallback_matches_eyes_module(monkeypatch):
-    """The run-length fallback (no preprocessing.eyes) gives the same events as the dataset's split."""
-    import sys
-
-    eye, _ = _eye_sequence()
-    valid = np.ones(len(eye), bool)
-    valid[100:130] = False
-    with_module = M.closure_events(eye, valid=valid)
-    monkeypatch.setitem(sys.modules, "preprocessing.eyes", None)  # import now raises ImportError
-    fallback = M.closure_events(eye, valid=valid)
-    np.testing.assert_allclose(fallback, with_module, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------- landmarks
 def _face(rng, t=20):
-    """FaceMesh-sized landmarks with eye centres 0.2 apart and inner lips 0.05 apart."""
+    """FaceMesh-sized landmarks with eye centres 0.2 apart and the three middle inner-lip pairs
+    0.04, 0.05, 0.06 apart (mean 0.05)."""
     lm = rng.uniform(0.3, 0.7, size=(t, 478, 2))
     lm[:, 33], lm[:, 133] = [0.37, 0.41], [0.43, 0.39]    # right eye: centre (0.4, 0.4)
     lm[:, 362], lm[:, 263] = [0.57, 0.38], [0.63, 0.42]   # left eye: centre (0.6, 0.4)
-    lm[:, 13] = [0.5, 0.6]
-    lm[:, 14] = [0.5, 0.65]
+    pairs = ((82, 87), (13, 14), (312, 317))
+    for (u, d), x, gap in zip(pairs, (0.48, 0.5, 0.52), (0.04, 0.05, 0.06)):
+        lm[:, u], lm[:, d] = [x, 0.6], [x, 0.6 + gap]
     return lm
 
 
@@ -178,10 +168,17 @@ def test_lmd_hand_computed():
 
 
 def test_mouth_opening():
-    lm = _face(np.random.default_rng(7), t=3)
-    lm[1, 14] = [0.5, 0.6]  # closed
+    lm = _face(np.random.default_rng(7), t=4)
+    lm[1, [87, 14, 317]] = lm[1, [82, 13, 312]]  # closed
     lm[2] *= 2.0            # same face twice as large: same opening
-    np.testing.assert_allclose(M.mouth_opening(lm), [0.25, 0.0, 0.25], atol=1e-12)
+    lm[3, [362, 263]] = lm[3, [33, 133]]  # no eye distance (a degenerate face): undefined
+    np.testing.assert_allclose(M.mouth_opening(lm), [0.25, 0.0, 0.25, np.nan], atol=1e-12)
+    # iBUG 68 (deep3d's landmarks): the same definition on that layout's points
+    ib = np.zeros((1, 68, 2))
+    ib[0, [36, 39, 42, 45]] = [[0.3, 0.4], [0.4, 0.4], [0.6, 0.4], [0.7, 0.4]]  # centres 0.3 apart
+    ib[0, [61, 62, 63]] = [[0.45, 0.6], [0.5, 0.6], [0.55, 0.6]]     # upper inner lip
+    ib[0, [67, 66, 65]] = [[0.45, 0.63], [0.5, 0.63], [0.55, 0.63]]  # lower, 0.03 below
+    np.testing.assert_allclose(M.mouth_opening(ib), [0.1], atol=1e-12)
 
 
 def test_lipsync_proxy_constructed():

@@ -1,4 +1,4 @@
-"""preprocessing.qc on synthetic step outputs in CONTRIBUTING.md's formats (and failure records).
+"""preprocessing.qc on synthetic step outputs in docs/data.md's formats (and failure records).
 
 ``write_take`` (also used by test_split.py / test_shards.py) writes one take's intermediate files."""
 from __future__ import annotations
@@ -69,6 +69,7 @@ def paths(d):
 
 
 def run(d, **kw):
+    kw = {"min_sync_confidence": 4.0, "min_valid_fraction": 0.8, "min_frames": 128, **kw}
     return qc.check_take("t1", "alice", "songA", paths(d), **kw)
 
 
@@ -170,3 +171,24 @@ def test_cli(tmp_path, run_cli):
     assert r["status"] == "fail" and r["reasons"] == ["too short: 90 frames < 128 (one training window)"]
     assert r["thresholds"] == {"min_sync_confidence": 4.0, "min_valid_fraction": 0.8, "min_frames": 128}
     assert "qc t1: fail: too short" in proc.stderr
+
+
+def test_low_sync_confidence_says_why(tmp_path):
+    """A repeated section (a clear match, but another offset fits as well) names both offsets; a
+    take aligned by mouth movement says why its camera audio was not used; a wrong song says
+    nothing more."""
+    write_take(tmp_path, "t1", confidence=0.0)
+    sync = json.loads((tmp_path / "sync.json").read_text())
+    loop = [{"offset_s": 7.334, "lead": 0.0, "telling_s": 0.0},
+            {"offset_s": -2.1, "lead": 40.0, "telling_s": 2.0}]
+    cases = [
+        ({"trimmed_psr": 60.0, "competitors": loop}, "gcc-phat",
+         " (the take fits the song about as well at +1.250 s and +7.334 s: a repeated section)"),
+        ({"trimmed_psr": 3.0, "competitors": loop[:1]}, "gcc-phat", ""),
+        ({"why_not_camera": "no audio track"}, "mouth-envelope",
+         " (aligned by mouth movement: no audio track)"),
+    ]
+    for details, method, why in cases:
+        save_json(tmp_path / "sync.json", {**sync, "method": method, "details": details})
+        reasons = run(tmp_path, min_sync_confidence=7.0)["reasons"]
+        assert reasons == [f"low sync confidence: 0.00 < 7{why}"]

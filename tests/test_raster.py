@@ -19,7 +19,7 @@ def test_tesselation_is_852_triangles_of_the_edge_set():
     assert edges == set(fc.FACEMESH_TESSELATION)
     assert len(edges) == 3 * 852
     # seen from the front (reference face, y up) nearly all triangles wind counter-clockwise
-    from preprocessing.coeffs import load_reference
+    from preprocessing.landmarks import load_reference
 
     p = load_reference()["shape"][tri]
     area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 1, 1] - p[:, 0, 1]) * (
@@ -52,7 +52,7 @@ def test_rasterize_area_interpolation_and_depth():
 
 @pytest.fixture(scope="module")
 def scene():
-    from preprocessing.coeffs import load_reference
+    from preprocessing.landmarks import load_reference
 
     ref = load_reference()["shape"]
     # a one-component "expression" that opens the jaw: lower-lip / chin points move down

@@ -146,8 +146,6 @@ def test_generate_render_on_a_real_song(render_project, tmp_path, run_cli):
             run / "runs/demo/model.pt",
             "--subject",
             subject,
-            "--basis",
-            run / "dataset/exp_basis.npz",
             "--render",
             run / "runs/demo/render" / f"{subject}.pt",
             "--out",

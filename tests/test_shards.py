@@ -1,4 +1,5 @@
-"""preprocessing.shards: synthetic per-take files -> HDF5 shards (DESIGN.md section 5), deterministic, atomic."""
+"""preprocessing.shards: synthetic per-take files -> HDF5 shards (docs/data.md), deterministic,
+atomic; the shard schema round trip (writer, manifest, reader)."""
 from __future__ import annotations
 
 import json
@@ -112,6 +113,55 @@ def test_deterministic_bytes(work):
     m1 = json.loads((work / "dataset/s1/manifest.json").read_text())
     m4 = json.loads((work / "dataset/s4/manifest.json").read_text())
     assert m1["config_sha"] != m4["config_sha"]
+
+
+def test_schema_round_trip(work, monkeypatch):
+    """One schema for writer and reader: a take's attributes survive HDF5 and the manifest
+    unchanged, the arrays have the schema's dtypes, the reader learns the set from the manifest."""
+    import shutil
+
+    import musicface.data
+    from preprocessing import shard_schema as S
+
+    meta = {"subject": "ann", "subject_index": 2, "song": "s", "split": "test", "offset_s": -0.25,
+            "sync_method": "syncnet", "sync_confidence": 6.5, "n_frames": 210,
+            "backends": {"sync": "syncnet", "au45": "builtin"}, "tool_versions": {"numpy": "2"}}
+    stored = S.to_attrs(meta)
+    assert list(stored) == list(S.TAKE_ATTRS)
+    assert stored["backends"] == '{"au45": "builtin", "sync": "syncnet"}'
+    assert S.from_attrs(stored) == meta and S.from_attrs(S.to_attrs(S.from_attrs(stored))) == meta
+
+    assert build(work, out="dataset/rt").returncode == 0
+    out = work / "dataset" / "rt"
+    man = json.loads((out / "manifest.json").read_text())
+    for f in sorted(out.glob("*.h5")):
+        with h5py.File(f) as h:
+            assert S.root_meta(h.attrs) == S.root_meta(man) and int(h.attrs["schema_version"]) == 1
+            for take, g in h["takes"].items():
+                assert S.from_attrs(g.attrs) == S.from_attrs(man["takes"][take])
+                assert man["takes"][take]["file"] == f.name
+                dtypes = {k: d for k, (d, _) in S.ARRAYS.items()}
+                assert {k: g[k].dtype.str[1:] for k in g} == dtypes
+    via_files = [t for f in ("train-00000.h5", "train-00001.h5", "test-00000.h5")
+                 for t in open_shards(out / f).takes()]
+
+    def no_hdf5(*a, **k):
+        raise AssertionError("open_shards opened an HDF5 file")
+
+    monkeypatch.setattr(musicface.data.h5py, "File", no_hdf5)
+    s = open_shards(out)
+    assert sorted(s.takes(), key=lambda t: t.take) == sorted(via_files, key=lambda t: t.take)
+    assert [(t.offset_s, t.backends, t.tool_versions) for t in s.takes()] == \
+        [(t.offset_s, t.backends, t.tool_versions) for t in sorted(via_files, key=lambda t: t.take)]
+    assert (s.subjects, s.exp_dim, s.fps) == (["ann", "bob", "cid"], 6, 30)
+    assert s.config_sha == man["config_sha"]
+    monkeypatch.undo()
+    # a manifest without the takes' attributes (written before they were added): read from the files
+    old = work / "dataset" / "rt-old"
+    shutil.copytree(out, old)
+    man["takes"] = {t: {"file": v["file"], "split": v["split"]} for t, v in man["takes"].items()}
+    (old / "manifest.json").write_text(json.dumps(man))
+    assert [t.take for t in open_shards(old).takes()] == [t.take for t in s.takes()]
 
 
 def test_atomic_replace_and_stale_temp(work, monkeypatch):

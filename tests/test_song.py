@@ -99,3 +99,43 @@ def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
     sf.write(tmp_path / "inf.wav", x, 16000, subtype="FLOAT")
     with pytest.raises(StepError, match=r"^audio contains NaN or infinite samples \(the first at 1\.2 s\)$"):
         decode_song(tmp_path / "inf.wav")
+
+
+@pytest.mark.parametrize("damaged_s,reason", [
+    ((2.0, 2.5), None),
+    ((0.5, 5.5), r"only 1[6-9]% of the song decodes \(4\.[89] s of 6\.0 s corrupt in \d stretches, "
+                 r"the first at 0\.5 s\): too little is left"),
+])
+def test_partly_corrupt_song_keeps_what_decodes(tmp_path, run_cli, damaged_s, reason):
+    """An MP3 song whose frames from 2.0 to 2.5 s are damaged: the rest decodes in place (the broken
+    stretches are zeros, listed in song.json; an MP3 frame that decodes to plausible values cannot
+    be told from music and stays); damaged from 0.5 to 5.5 s, too little is left: it fails,
+    saying so."""
+    import re
+
+    from badinputs import damage_audio
+
+    sr = 44100
+    x = chirp(sr, 6.0)
+    write_audio_file(tmp_path / "clean.mp3", np.repeat(x[:, None], 2, 1), sr, "libmp3lame")
+    damage_audio(tmp_path / "clean.mp3", tmp_path / "song.mp3", *damaged_s)
+    wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
+    proc = run_cli(["preprocessing.song", "--song", "s", "--audio", tmp_path / "song.mp3",
+                    "--out-wav", wav, "--out-json", js])
+    if reason is not None:
+        line = proc.stderr.strip().splitlines()[-1]
+        assert re.fullmatch("musicface: song 's' step 'song': " + reason, line), line
+        assert read_failure(js)["reason"] == line.split("step 'song': ", 1)[1]
+        return
+    info = json.loads(js.read_text())
+    gaps = info["gaps_s"]
+    broken = sum(b - a for a, b in gaps)
+    assert gaps[0][0] == pytest.approx(2.0, abs=0.05) and gaps[-1][1] < 2.56 and 0.3 < broken < 0.56
+    assert info["decoded_fraction"] == pytest.approx(1 - broken / 6.0, abs=1e-3)
+    mix, _ = sf.read(wav, dtype="float32")
+    clean = decode_audio(tmp_path / "clean.mp3")[0]
+    t = np.arange(len(mix)) / 16000
+    for a, b in gaps:
+        assert np.abs(mix[(t > a + 0.002) & (t < b - 0.002)]).max() == 0.0
+    far = (t < 1.9) | (t > 2.6)
+    np.testing.assert_allclose(mix[far], clean[:len(mix)][far], atol=1e-6)

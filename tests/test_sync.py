@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from math import gcd
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,12 @@ from scipy import signal
 
 from preprocessing.common import StepError, read_failure, save_json, save_npz, save_wav, write_failure
 from preprocessing.media import decode_audio, write_video
+from preprocessing.song import decode_song
 from preprocessing.sync import (SYNCNET_FPS, camera_audio, clock_drift, gcc_phat_offset, lip_features,
                                 load_syncnet, mouth_envelope_offset, mouth_opening, resample_clock, sync_take,
                                 syncnet_audio_windows, syncnet_shift)
+from badinputs import (SINGER_CAMERA, SONG_FORMATS, damage_audio, simulate_camera, write_song,
+                       write_take)
 from test_media import code_frame, stempeg_clip
 
 MIN_CONFIDENCE = 7.0  # config.yaml sync.min_confidence
@@ -27,32 +30,6 @@ def clip44():
     mix = decode_audio(path, sr=44100, stream=0)[0].astype(np.float64)
     vocals = decode_audio(path, sr=44100, stream=4)[0].astype(np.float64)
     return mix, vocals
-
-
-def simulate_camera(mix, vocals, rng, *, seg=(1.0, 5.0), lead_s=0.5, rt60=0.4, snr_db=10.0,
-                    clip=0.5, gain=0.3, singer=0.0, cam_sr=48000, src_sr=44100, tail_s=0.5):
-    """A camera microphone recording the song played from ``seg[0]`` to ``seg[1]`` (song time),
-    heard ``lead_s`` after the camera started: room reverb (direct path + exponential tail), a
-    gain, brown room noise at ``snr_db``, clipping at ``clip`` x peak, an optional singer (the
-    vocal stem, 120 ms late), resampled to ``cam_sr``. Returns (audio, true offset_s)."""
-    a = mix[int(seg[0] * src_sr):int(seg[1] * src_sr)].copy()
-    if singer:
-        a += singer * np.roll(vocals[int(seg[0] * src_sr):int(seg[1] * src_sr)], int(0.12 * src_sr))
-    g = gcd(cam_sr, src_sr)
-    x = signal.resample_poly(a, cam_sr // g, src_sr // g)
-    lead = int(round(lead_s * cam_sr))
-    y = np.zeros(lead + len(x) + int(tail_s * cam_sr))
-    y[lead:lead + len(x)] = x
-    t = np.arange(int(rt60 * cam_sr)) / cam_sr
-    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.05
-    ir[: int(0.003 * cam_sr)] = 0
-    ir[0] = 1.0
-    y = signal.fftconvolve(y, ir)[: len(y)]
-    y = gain * y / np.abs(y).max()
-    noise = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(len(y)))
-    y += noise * np.std(y[lead:lead + len(x)]) / np.std(noise) * 10 ** (-snr_db / 20)
-    y = np.clip(y, -clip * gain, clip * gain)
-    return y.astype(np.float32), seg[0] - lead_s
 
 
 def camera_video(path, audio, sr, seconds=None, fps=30):
@@ -122,7 +99,8 @@ CAMERAS = {
 
 @pytest.mark.parametrize("name", list(CAMERAS))
 def test_gcc_phat_real_clip_through_a_camera(tmp_path, clip44, name):
-    """The MUSDB18 clip played in a room and recorded by a camera (AAC in mp4) is found within 2 ms."""
+    """The MUSDB18 clip played in a room and recorded by a camera (AAC in mp4) is found within
+    0.004 ms (the README's figure; measured 0.0004-0.0021 ms)."""
     mix, vocals = clip44
     rng = np.random.default_rng(list(CAMERAS).index(name))
     cam, truth = simulate_camera(mix, vocals, rng, **CAMERAS[name])
@@ -133,7 +111,7 @@ def test_gcc_phat_real_clip_through_a_camera(tmp_path, clip44, name):
     assert why == ""
     res = gcc_phat_offset(audio, song16)
     assert res["method"] == "gcc-phat"
-    assert abs(res["offset_s"] - truth) < 0.002, (res["offset_s"], truth)
+    assert abs(res["offset_s"] - truth) < 4e-6, (res["offset_s"], truth)
     assert res["confidence"] >= MIN_CONFIDENCE
     # the same camera against audio it did not record: low confidence
     assert gcc_phat_offset(audio[::-1].copy(), song16)["confidence"] < MIN_CONFIDENCE
@@ -141,18 +119,154 @@ def test_gcc_phat_real_clip_through_a_camera(tmp_path, clip44, name):
 
 def test_gcc_phat_repeated_section_is_ambiguous(clip44):
     """A song that repeats a section sample for sample (a loop): a take inside it fits both places
-    equally well. The peak stands out from the noise (PSR far above 7), but the runner-up is as
-    high: the confidence says the offset is not known."""
+    equally well. The peak stands out from the noise (PSR far above 7) and the copy one loop away
+    is as strong; nothing of the take falls where the song differs under the two offsets (the
+    telling part is empty): the confidence says the offset is not known, and names the other."""
     mix, vocals = clip44
     cam, truth = simulate_camera(mix, vocals, np.random.default_rng(5), seg=(1.0, 5.0), lead_s=0.5)
     song16 = decode_audio(stempeg_clip(), stream=0)[0]
     looped = np.concatenate([song16, song16])
     res = gcc_phat_offset(signal.resample_poly(cam, 1, 3).astype(np.float32), looped)
-    assert min(abs(res["offset_s"] - truth), abs(res["offset_s"] - truth - len(song16) / 16000)) < 0.002
+    loop_s = len(song16) / 16000
+    assert min(abs(res["offset_s"] - truth), abs(res["offset_s"] - truth - loop_s)) < 0.002
     d = res["details"]
     assert d["psr"] > 30 and d["peak_to_second"] == pytest.approx(1.0, abs=0.1)
     assert res["confidence"] < MIN_CONFIDENCE
+    (other,) = d["competitors"]
+    assert abs(abs(other["offset_s"] - res["offset_s"]) - loop_s) < 0.002
+    assert other["telling_s"] == 0.0 and other["lead"] == 0.0
     assert "drift_ppm" not in d
+
+
+@pytest.fixture(scope="module")
+def loop3(clip44):
+    """The MUSDB clip three times in a row at 44.1 kHz (18.25 s), at 16 kHz, and its loop length."""
+    mix, vocals = clip44
+    song44 = np.concatenate([mix] * 3)
+    song16 = signal.resample_poly(song44, 160, 441).astype(np.float32)
+    return song44, np.concatenate([vocals] * 3), song16, len(mix) / 44100
+
+
+@pytest.mark.parametrize("seg,lead_s,resolved", [
+    ((4.0, 11.0), 0.0, False),   # inside the song under two offsets, sample for sample: unknowable
+    ((0.0, 7.0), 1.0, True),     # the camera started 1 s before the song: one loop later, music
+    ((14.0, 18.25), 0.0, True),  # the song ends with the take: one loop earlier, music after it
+])
+def test_gcc_phat_loop_take_extent_against_the_song_ends(loop3, seg, lead_s, resolved):
+    """The issue's loop row: a song made of sample-identical copies, a take covering part of it.
+    Where the take runs past the song's start (end) under one offset but not under the other, its
+    telling part holds music under the other offset that the camera did not hear: that offset is
+    out, and the confidence is the evidence against it. Where nothing tells them apart, the
+    confidence stays below 7 and the competitors are named (qc puts them in the reason)."""
+    song44, vocals44, song16, loop_s = loop3
+    cam, truth = simulate_camera(song44, vocals44, np.random.default_rng(7), seg=seg, lead_s=lead_s)
+    res = gcc_phat_offset(signal.resample_poly(cam, 1, 3).astype(np.float32), song16)
+    d = res["details"]
+    leads = {round((c["offset_s"] - truth) / loop_s): c["lead"] for c in d["competitors"]}
+    if resolved:
+        assert abs(res["offset_s"] - truth) < 1e-4 and res["confidence"] >= MIN_CONFIDENCE
+        assert leads and min(leads.values()) >= MIN_CONFIDENCE  # every other copy ruled out
+    else:
+        assert min(abs(res["offset_s"] - truth - k * loop_s) for k in (0, 1)) < 1e-4
+        assert res["confidence"] < MIN_CONFIDENCE and d["trimmed_psr"] > 30
+        close = [c for c in d["competitors"] if c["lead"] < MIN_CONFIDENCE]
+        assert len(close) == 1 and close[0]["telling_s"] == 0.0
+        copies = {round((x - truth) / loop_s) for x in (res["offset_s"], close[0]["offset_s"])}
+        assert copies == {0, 1}
+
+
+# The sync table of docs/sync.md (bench/sync_formats.py measures it all): a singer take of the real
+# MUSDB18 clip (reverberant, noisy camera, a singer along) against the song as people have it, and
+# faulty files. One test per row.
+@pytest.fixture(scope="module")
+def singer_take(clip44, tmp_path_factory):
+    """The table's camera: bench/sync_formats.py's singer take (same seed), its 16 kHz camera track,
+    the truth, the stereo clip, and the 44.1 kHz WAV row's confidence (the reference)."""
+    mix, vocals = clip44
+    d = tmp_path_factory.mktemp("singer take")
+    cam, truth = simulate_camera(mix, vocals, np.random.default_rng(21), **SINGER_CAMERA)
+    n = int(len(cam) / 48000 * 30)
+    write_take(d / "take.mp4", (code_frame(k % 200) for k in range(n)), cam, 48000)
+    audio, _ = camera_audio(d / "take.mp4", {"has_audio": True, "n_frames": n})
+    stereo = decode_audio(stempeg_clip(), sr=44100, stream=0, mono=False)[0]
+    wav = write_song(d / "ref", stereo, 44100, "44.1 kHz WAV")
+    ref = gcc_phat_offset(audio, decode_song(wav)[0])
+    return {"dir": d, "camera": audio, "cam48": cam, "n": n, "truth": truth, "stereo": stereo,
+            "ref": ref["confidence"]}
+
+
+@pytest.mark.parametrize("kind", list(SONG_FORMATS))
+def test_song_format_row(singer_take, kind):
+    """Every format passes within 0.02 ms of the truth (measured 0.0008-0.013 ms) and within a
+    factor of 2 of the 44.1 kHz original's confidence (measured 0.54-1.0; the 8 kHz MP3 keeps
+    0-3.1 kHz: aligned on that band alone, it was 0.25 with the empty band voting). Raw ADTS
+    AAC: its encoder delay dropped (it was 23.2 ms late)."""
+    t = singer_take
+    song, _ = decode_song(write_song(t["dir"] / kind.replace(" ", "_"), t["stereo"], 44100, kind))
+    res = gcc_phat_offset(t["camera"], song)
+    assert abs(res["offset_s"] - t["truth"]) < 2e-5, res["offset_s"] - t["truth"]
+    assert res["confidence"] >= max(MIN_CONFIDENCE, 0.5 * t["ref"]), (res["confidence"], t["ref"])
+    band = res["details"]["band_hz"]
+    cuts = {"11.025 kHz mono WAV": 5512, "22.05 kHz 32 kbps MP3": 5700, "8 kHz mono MP3": 3100}
+    cut = cuts.get(kind)
+    if cut is None:
+        assert band == [0.0, 8000.0]
+    else:  # the song's cliff (the resampler's stopband / the encoder's lowpass), within 800 Hz
+        assert band[0] == 0.0 and cut - 200 < band[1] < cut + 800, band
+
+
+@pytest.mark.parametrize("damaged", [None, (1.5, 2.5), (0.4, 5.5)])
+def test_mp3_in_avi_camera_row(singer_take, damaged, tmp_path):
+    """The singer take from an AVI camera with MP3 audio (MPEG-4 Part 2, as old cameras wrote):
+    its encoder delay dropped (it arrived 23.0 ms late); a damaged stretch of its audio (MP3 frames
+    that do not decode, or decode to values in the thousands) is left out and the rest aligns
+    (before: 1.5 s off, confidence 0); when less than 2 s decodes it is no usable camera audio,
+    and the reason says how much decodes."""
+    t = singer_take
+    avi = tmp_path / "take.avi"
+    write_take(avi, (code_frame(k % 200) for k in range(t["n"])), t["cam48"], 48000, fmt="avi",
+               vcodec="mpeg4", acodec="libmp3lame")
+    if damaged:
+        damage_audio(avi, tmp_path / "bad.avi", *damaged)
+        avi = tmp_path / "bad.avi"
+    song = decode_audio(stempeg_clip(), stream=0)[0]
+    audio, why, valid = camera_audio(avi, {"has_audio": True, "n_frames": t["n"]}, with_valid=True)
+    if damaged == (0.4, 5.5):
+        expected = (r"only 0\.\d s of the 5\.0 s take's camera audio decodes \(\d+ corrupt "
+                    r"stretches, the first at 0\.4 s\)")
+        assert audio is None and re.fullmatch(expected, why), why
+        save_wav(tmp_path / "mix.wav", song, 16000)
+        with pytest.raises(StepError, match=f"^{expected} and no face track"):
+            sync_take("t", avi, ingest_json(tmp_path / "i.json", t["n"], True),
+                      tmp_path / "none.npz", tmp_path / "mix.wav", None)
+        return
+    res = gcc_phat_offset(audio, song, valid=None if valid.all() else valid)
+    assert abs(res["offset_s"] - t["truth"]) < 1e-5 and res["confidence"] >= MIN_CONFIDENCE
+    if damaged:
+        assert 0.8 < (~valid).sum() / 16000 < 1.1
+
+
+MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
+
+
+@pytest.mark.skipif(not MEGAMIND.exists(), reason="Debian opencv-doc not installed")
+def test_megamind_rows(tmp_path):
+    """The issue's corrupt row. Megamind_bugy.avi holds no audio stream at all (its header lists
+    the XVID video only): there is nothing to decode, it is aligned by mouth movement like any take
+    without audio and QC's reason says so (bench: confidence 0.65, "aligned by mouth movement: no
+    audio track"). The real file with a broken AC-3 frame is Megamind.avi (its first frame does not
+    decode): the rest is placed by its timestamps and aligns on its own soundtrack exactly."""
+    from preprocessing.ingest import ingest
+
+    bugy = ingest("b", MEGAMIND.with_name("Megamind_bugy.avi"))
+    assert bugy["has_audio"] is False and bugy["audio_codec"] is None
+    assert camera_audio(MEGAMIND.with_name("Megamind_bugy.avi"), bugy) == (None, "no audio track")
+    info = ingest("m", MEGAMIND)
+    cam, why = camera_audio(MEGAMIND, info)
+    song, _ = decode_song(MEGAMIND)
+    res = gcc_phat_offset(cam, song)
+    assert why == "" and res["offset_s"] == pytest.approx(0.0, abs=1e-6)
+    assert res["confidence"] > 1000
 
 
 # Demo songs are built from the same synthesized kick drum, and the same note sung on the same vowel
@@ -262,23 +376,26 @@ def drifting_camera(song, offset_s, seconds, ppm, rng, sr=16000, rt60=0.0, snr_d
     return y.astype(np.float32)
 
 
-@pytest.mark.parametrize("ppm", [0, 20, 200, -300])
+@pytest.mark.parametrize("ppm", [0, 20, 200, -300, 1000, -1000])
 def test_gcc_phat_measures_and_corrects_clock_drift(ppm):
     """A camera clock running ``ppm`` slow against the player: the offset at video time t is
     10 s + t ppm 1e-6. details.drift_ppm measures it from the take's 2 s pieces; the
     drift-compensated pass finds the song time of video frame 0 (not the mean offset, 4.5 ms later
-    at 200 ppm) to 0.1 ms, with a confidence the smeared plain peak does not reach."""
+    at 200 ppm) to 0.1 ms (the README's figure, up to 1000 ppm; measured 0.00-0.08 ms), with a
+    confidence the smeared plain peak does not reach."""
     rng = np.random.default_rng(4)
     song = ar_song(90, rng)
     res = gcc_phat_offset(drifting_camera(song, 10.0, 45, ppm, rng), song)
     d = res["details"]
     assert d["drift_segments"] == d["drift_pieces"] == 22  # 2 s pieces
-    assert d["drift_ppm"] == pytest.approx(ppm, abs=0.5 + 0.01 * abs(ppm))
-    assert d["offset_start_s"] == pytest.approx(10.0, abs=1e-4)
-    assert d["offset_end_s"] == pytest.approx(10 + 45 * ppm * 1e-6, abs=1e-4)
-    assert res["offset_s"] == pytest.approx(10.0, abs=1e-4)
+    assert d["drift_ppm"] == pytest.approx(ppm, abs=0.5 + 0.015 * abs(ppm))  # 1.2 % off at -1000
+    # the fitted line's ends: 0.42 ms off at 1000 ppm (a 2 s piece is smeared over 2 ms there)
+    line = 1e-4 if abs(ppm) <= 300 else 6e-4
+    assert d["offset_start_s"] == pytest.approx(10.0, abs=line)
+    assert d["offset_end_s"] == pytest.approx(10 + 45 * ppm * 1e-6, abs=line)
+    assert res["offset_s"] == pytest.approx(10.0, abs=1e-4)  # the compensated pass: exact
     assert d["pass"] == ("plain" if ppm == 0 else "drift-compensated")
-    assert res["confidence"] > 300
+    assert res["confidence"] > (300 if abs(ppm) <= 300 else 90)  # measured 103-1070
     if abs(ppm) >= 200:
         assert d["confidence_plain"] < 50 and abs(d["offset_plain_s"] - 10.0) > 5e-4
 
@@ -366,8 +483,9 @@ def test_gcc_phat_drift_correction_keeps_a_loop_ambiguous(long_demo_songs):
 
 
 @pytest.mark.slow
-def test_demo_takes_recovered_within_1ms(demo_dir, run_cli, tmp_path):
-    """End to end on the demo recordings: ingest + song + sync CLIs, offset vs truth.npz."""
+def test_demo_takes_recovered_within_0_01ms(demo_dir, run_cli, tmp_path):
+    """End to end on the demo recordings: ingest + song + sync CLIs, offset vs truth.npz within
+    0.01 ms (the README's figure)."""
     import csv
 
     rows = list(csv.DictReader(open(demo_dir / "samples.tsv"), delimiter="\t"))
@@ -387,7 +505,7 @@ def test_demo_takes_recovered_within_1ms(demo_dir, run_cli, tmp_path):
         out = json.loads((d / "sync.json").read_text())
         truth = float(np.load(demo_dir / Path(row["video"]).with_suffix(".truth.npz"))["offset_s"])
         assert out["method"] == "gcc-phat" and out["take"] == take
-        assert abs(out["offset_s"] - truth) < 0.001, (take, out["offset_s"], truth)
+        assert abs(out["offset_s"] - truth) < 1e-5, (take, out["offset_s"], truth)
         assert out["confidence"] >= MIN_CONFIDENCE
         # the same take against a song it did not sing: below the QC threshold
         other = next(p for s, p in songs.items() if s != song)
@@ -548,7 +666,7 @@ def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
                                         r"with the download script of https://github\.com/joonson/syncnet_python"):
         sync_take(*args, weights="/nowhere/syncnet_v2.model")
     with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
-        sync_take(*args, weights="None")
+        sync_take(*args, weights=None)
     import torch
 
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.model")  # another network's weights

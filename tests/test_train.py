@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from musicface.config import from_dict
 from musicface.data import open_shards, take_arrays
+from musicface.model import MusicFace
 from musicface.train import compute_normalisation, load_checkpoint, lr_factor, train
 from preprocessing.shards import TakeData, write_shard_set
 
@@ -40,7 +43,8 @@ def one_thread():
 
 
 # -------------------------------------------------------------------------- synthetic shard set
-def synth_take(rng, subject_i: int, song_i: int, seconds: int) -> dict[str, np.ndarray]:
+def synth_take(rng, subject_i: int, song_i: int, seconds: int,
+               drop: float = 0.0) -> dict[str, np.ndarray]:
     n = seconds * FPS
     m = -(-n * RATE // FPS)
     t100 = np.arange(m) / RATE
@@ -62,6 +66,8 @@ def synth_take(rng, subject_i: int, song_i: int, seconds: int) -> dict[str, np.n
     eye_long = climax[at] * 0.8
     valid = np.ones(n, np.uint8)
     valid[rng.integers(0, n - 40):][:30] = 0  # a 1 s tracking gap
+    if drop:
+        valid[rng.random(n) < drop] = 0  # frames lost here and there
     arrays = dict(mfcc_vocals=vocals, mfcc_music=music, mfcc_mix=vocals + music, exp=exp, pose=pose,
                   au45=eye_long, eye_long=eye_long, eye_blink=np.zeros(n), valid=valid,
                   landmarks=np.zeros((n, 4, 2)))
@@ -71,11 +77,11 @@ def synth_take(rng, subject_i: int, song_i: int, seconds: int) -> dict[str, np.n
     return out
 
 
-def make_shards(out, subjects=2, songs=3, seconds=20, test_songs=(2,), seed=0) -> dict:
+def make_shards(out, subjects=2, songs=3, seconds=20, test_songs=(2,), seed=0, drop=0.0) -> dict:
     rng = np.random.default_rng(seed)
     takes = [TakeData(take=f"singer{i + 1}_song{j + 1}", subject=f"singer{i + 1}", song=f"song{j + 1}",
                       split="test" if j in test_songs else "train", offset_s=0.0, sync_method="synthetic",
-                      sync_confidence=10.0, arrays=synth_take(rng, i, j, seconds))
+                      sync_confidence=10.0, arrays=synth_take(rng, i, j, seconds, drop))
              for i in range(subjects) for j in range(songs)]
     write_shard_set(out, takes, takes_per_shard=4, cfg_sha="synthetic", exp_dim=E)
     return {t.take: t for t in takes}
@@ -239,14 +245,33 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(shards, tmp_path):
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
 
 
-def test_ddp_two_gloo_processes_one_epoch(shards, tmp_path):
-    path, _ = shards
-    cfg = json.dumps(tiny_config(epochs=1, samples_per_epoch=32, batch_size=8))
+@pytest.fixture(scope="module")
+def gappy_shards(tmp_path_factory):
+    """Takes that lose 5 % of their frames at random: training windows hold 29-32 valid frames, so
+    the processes of a DDP step see different numbers of valid frames."""
+    path = tmp_path_factory.mktemp("gappy") / "shards"
+    make_shards(path, songs=2, test_songs=(1,), drop=0.05)
+    return path
+
+
+def test_ddp_two_gloo_processes_equal_one_process_on_the_same_batches(gappy_shards, tmp_path):
+    """2 gloo processes (torchrun), one epoch of 4 steps on global batches of 8 windows, 4 each.
+    Afterwards the two replicas hold identical weights (generator and discriminator), and they equal
+    (to float rounding) one process trained on the same global batches:
+    DistributedSampler(shuffle=False) gives process r the windows r, r + 2, ..., so step s of both
+    runs sees windows 8s .. 8s + 7. The takes lose frames here and there, so the processes'
+    valid-frame counts differ: each loss term must be divided by the global batch's count, not the
+    process's own. Measured largest weight
+    difference to one process: 1.2e-6 (generator), 1.3e-7 (discriminator); with each process's own
+    counts 8.7e-3 (Adam's first steps move a weight by ~lr whatever its gradient's size; the weights
+    moved 7e-3 in all). Without the DDP wrappers the replicas differ."""
+    path = gappy_shards
+    config = tiny_config(epochs=1, samples_per_epoch=32, batch_size=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "musicface.cli", "train", "--shards", str(path), "--config-json", cfg,
-         "--out", str(tmp_path / "ddp"), "--no-progress"],
+         str(Path(__file__).with_name("ddp_replica.py")), "--shards", str(path), "--config-json",
+         json.dumps(config), "--out", str(tmp_path / "ddp"), "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DDP: 2 processes, backend gloo" in proc.stderr
@@ -255,6 +280,31 @@ def test_ddp_two_gloo_processes_one_epoch(shards, tmp_path):
     assert len(rows) == 1 and rows[0]["step"] == "4" and rows[0]["samples"] == "32"
     model, meta = load_checkpoint(tmp_path / "ddp" / "model.pt")
     assert meta["epoch"] == 1 and meta["world_size"] == 2
+
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"replica-{r}.pt", weights_only=True) for r in (0, 1))
+    cfg = from_dict(config)
+    torch.manual_seed(cfg.train.seed)                                 # train()'s initial weights
+    initial = dict(MusicFace(cfg.model, open_shards(path).subjects, E).named_parameters())
+    for part in ("generator", "disc"):
+        assert r0[part].keys() == r1[part].keys()
+        for k in r0[part]:
+            assert torch.equal(r0[part][k], r1[part][k]), f"replicas differ: {part} {k}"
+    moved = max(float((r0["generator"][k] - initial[k].detach()).abs().max()) for k in initial)
+    assert moved > 5e-3                                               # they did train
+
+    torch.manual_seed(0)
+    train(path, config, tmp_path / "one", progress=False)                    # one process
+    one = torch.load(tmp_path / "one" / "model.pt", weights_only=True)["state_dict"]
+    one_disc = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["disc"]
+    ddp = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)["state_dict"]
+    assert one.keys() == ddp.keys()
+    for k in one:
+        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=2e-5,
+                                   msg=lambda m: f"generator {k}: {m}")
+        torch.testing.assert_close(r0["generator"][k], one[k], rtol=0, atol=2e-5)
+    for k in one_disc:
+        torch.testing.assert_close(r0["disc"][k], one_disc[k], rtol=0, atol=2e-5,
+                                   msg=lambda m: f"discriminator {k}: {m}")
 
 
 # ----------------------------------------------------------------------------------- the CLI

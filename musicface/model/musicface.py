@@ -21,6 +21,10 @@ the PGN (:meth:`PGN.rollout`); training uses the plain ``forward`` paths. The tw
 rounding (tests/test_model.py: < 1e-5 in data units over 7,200 frames). bench/generate.py, one CPU
 core, 4-minute song (7,200 frames): ~0.5 s (encoders 0.28 s, ATMs 0.07 s, PGN roll-out 0.10 s).
 
+The model file is self-contained (:func:`export`): besides the weights it carries the expression
+basis the exp coefficients are defined on (``exp_basis.npz`` of the training data, with its sha256),
+so the landmark model, the preview and LMD need nothing else.
+
 Normalisation lives in the model as buffers (saved with the weights): MFCC per stream and coefficient,
 exp and pose per dimension (mean/std of the training split's valid frames), the per-subject mean pose
 (the default p_0) and sigma_v, the PGN's speed scale. The network works on z-scores; :meth:`generate`
@@ -39,16 +43,16 @@ from musicface.config import ModelConfig
 from musicface.model.atm import ATM
 from musicface.model.encoder import TSAE
 from musicface.model.generators import EGN, ESGN, PGN, MLPPose, PoseState, combine_eye_states, sample_blinks
+from preprocessing.timebase import CENTRE_ROW, FPS, MFCC_DIM, MFCC_WIDTH
 
 TASKS = ("exp", "pose", "eye")
 MFCC_KEY = {"vocals": "mfcc_vocals", "music": "mfcc_music", "mix": "mfcc_mix"}
-CENTRE_ROW = 19  # row of a 39-row MFCC window that sits at the frame's own time
 FORMAT = "musicface-model"
 FORMAT_VERSION = 1
 
 
 class MusicFace(nn.Module):
-    def __init__(self, cfg: ModelConfig, subjects: list[str], exp_dim: int, fps: int = 30):
+    def __init__(self, cfg: ModelConfig, subjects: list[str], exp_dim: int, fps: int = FPS):
         super().__init__()
         self.cfg = cfg
         self.subjects = [str(s) for s in subjects]
@@ -66,13 +70,26 @@ class MusicFace(nn.Module):
         self.mlp_pose = None if cfg.use_pgn else MLPPose(d, cfg.hidden)
         # normalisation (identity until set_normalisation is called with training-split statistics)
         ns = len(self.streams)
-        self.register_buffer("mfcc_mean", torch.zeros(ns, 26))
-        self.register_buffer("mfcc_std", torch.ones(ns, 26))
+        self.register_buffer("mfcc_mean", torch.zeros(ns, MFCC_DIM))
+        self.register_buffer("mfcc_std", torch.ones(ns, MFCC_DIM))
         self.register_buffer("exp_mean", torch.zeros(self.exp_dim))
         self.register_buffer("exp_std", torch.ones(self.exp_dim))
         self.register_buffer("pose_mean", torch.zeros(6))
         self.register_buffer("pose_std", torch.ones(6))
         self.register_buffer("subject_pose", torch.zeros(n_subj, 6))  # normalised mean pose per subject
+        # the expression basis exp is defined on (set_exp_basis; saved in model.pt, not a buffer)
+        self.exp_basis: dict | None = None
+        self.exp_basis_sha256: str | None = None
+
+    def set_exp_basis(self, basis: dict, sha256: str) -> None:
+        """Attach the expression basis (``exp_basis.npz`` as loaded, and its file's sha256): the
+        landmark model of the generated exp. A PCA basis must have ``exp_dim`` components."""
+        basis = {k: np.asarray(v) for k, v in basis.items()}
+        if "components" in basis and len(basis["components"]) != self.exp_dim:
+            n = len(basis["components"])
+            raise ValueError(f"expression basis has {n} components but the model predicts "
+                             f"{self.exp_dim}: use the exp_basis.npz of its training data")
+        self.exp_basis, self.exp_basis_sha256 = basis, str(sha256)
 
     # ------------------------------------------------------------------------------- normalisation
     def set_normalisation(self, stats: dict) -> None:
@@ -219,8 +236,9 @@ class MusicFace(nn.Module):
                 raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
             mfcc[MFCC_KEY[s]] = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)[None]
         n = next(iter(mfcc.values())).shape[1]
-        if any(v.shape[1:] != (n, 39, 26) for v in mfcc.values()):
-            raise ValueError("MFCC windows must all have shape (T, 39, 26) with the same T")
+        if any(v.shape[1:] != (n, MFCC_WIDTH, MFCC_DIM) for v in mfcc.values()):
+            raise ValueError(f"MFCC windows must all have shape (T, {MFCC_WIDTH}, {MFCC_DIM}) "
+                             "with the same T")
         si = self.subject_index(subject)
         oh = self.onehot(torch.tensor([si], device=dev))
         if pose0 is None:
@@ -268,7 +286,14 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def export(model: MusicFace, **meta) -> dict:
-    """The model.pt payload: only tensors, dicts, lists, str and numbers (``torch.load(weights_only=True)``)."""
+    """The model.pt payload: only tensors, dicts, lists, str and numbers (loads with
+    ``torch.load(weights_only=True)``). ``exp_basis``: the model's expression basis (arrays as
+    tensors, strings as str) and its sha256, or None for a model without one."""
+    basis = None
+    if model.exp_basis is not None:
+        basis = {"sha256": model.exp_basis_sha256,
+                 "arrays": {k: v.tolist() if v.dtype.kind in "US" else torch.from_numpy(v.copy())
+                            for k, v in model.exp_basis.items()}}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -278,6 +303,7 @@ def export(model: MusicFace, **meta) -> dict:
         "fps": model.fps,
         "n_params": count_parameters(model),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "exp_basis": basis,
         "meta": meta,
     }
 
@@ -289,26 +315,32 @@ def from_payload(payload: dict, device: str | torch.device = "cpu") -> MusicFace
         raise ValueError(f"model file format version {payload.get('format_version')} is not supported "
                          f"(this MusicFace reads version {FORMAT_VERSION})")
     cfg = ModelConfig(**payload["model_config"])
-    model = MusicFace(cfg, payload["subjects"], payload["exp_dim"], payload.get("fps", 30))
+    model = MusicFace(cfg, payload["subjects"], payload["exp_dim"], payload.get("fps", FPS))
     missing, unexpected = model.state_dict().keys() - payload["state_dict"].keys(), \
         payload["state_dict"].keys() - model.state_dict().keys()
     if missing or unexpected:
         raise ValueError("model file does not match this MusicFace's architecture (written by another version?): "
                          f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     model.load_state_dict(payload["state_dict"])
+    basis = payload.get("exp_basis")  # absent in model files written before it was embedded
+    if basis is not None:
+        model.set_exp_basis({k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                             for k, v in basis["arrays"].items()}, basis["sha256"])
     return model.to(device).eval()
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MusicFace, dict]:
     """``runs/<name>/model.pt`` (or ``checkpoint.pt``) -> (model in eval mode on ``device``, meta).
 
-    ``meta``: subjects, exp_dim, fps, model_config, n_params and what training recorded (epoch,
-    train_config, ...). Loaded with ``weights_only=True``.
+    ``meta``: subjects, exp_dim, fps, model_config, n_params, ``exp_basis_sha256`` (None without a
+    basis) and what training recorded (epoch, train_config, ...). The basis itself is
+    ``model.exp_basis``. Loaded with ``weights_only=True``.
     """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "generator" in payload:  # a training checkpoint: the same payload under "generator"
         payload = payload["generator"]
     model = from_payload(payload, device)
-    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "exp_basis")}
     meta.update(meta.pop("meta", {}))
+    meta["exp_basis_sha256"] = model.exp_basis_sha256
     return model, meta

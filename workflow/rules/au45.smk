@@ -14,7 +14,7 @@ rule au45:
         video=take_video_path,
         backend=config["au45"]["backend"],
         binary=q(config["au45"]["openface"]["binary"]),
-        container=q(config["au45"]["openface"]["container"] or ""),
+        container=q(config["au45"]["openface"]["container"]),
     log:
         "logs/au45/{take}.log",
     benchmark:

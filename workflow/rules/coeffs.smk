@@ -1,17 +1,10 @@
 # coeffs: per-frame head pose (6-D) + expression [builtin: landmarks | deep3d: Deep3DFaceRecon]
 # exp_basis: the builtin expression PCA basis, fitted on the training takes only (gathering rule)
-# With backend deep3d a missing checkpoint stops the run here, before any job starts (it is a
-# configuration error, not bad input of one take).
+# With backend deep3d a missing checkpoint stops the run before any job starts (common.smk,
+# backend_problems: a configuration error, not bad input of one take).
 
 COEFFS_DEEP3D = config["coeffs"]["backend"] == "deep3d"
-
-if COEFFS_DEEP3D:
-    _ckpt = config["coeffs"]["deep3d"]["checkpoint"]
-    if not _ckpt or not Path(_ckpt).is_file():
-        raise WorkflowError(
-            f"config key 'coeffs.deep3d.checkpoint': Deep3DFaceRecon checkpoint not found: {_ckpt} "
-            "(epoch_20.pth of Deep3DFaceRecon_pytorch; see README, section Coefficients)"
-        )
+DEEP3D = config["coeffs"]["deep3d"]
 
 
 rule coeffs:
@@ -24,7 +17,12 @@ rule coeffs:
     params:
         video=take_video_path,
         backend=config["coeffs"]["backend"],
-        deep3d=coeffs_deep3d_args,
+        deep3d=lambda wc, threads: (  # the deep3d backend's options (none for builtin)
+            f"--checkpoint {q(DEEP3D['checkpoint'])} --batch-size {DEEP3D['batch_size']}"
+            f" --device {q(DEEP3D['device'])} --threads {threads}"
+            if COEFFS_DEEP3D
+            else ""
+        ),
         smooth="--smooth" if config["coeffs"]["smooth"] else "",
     log:
         "logs/coeffs/{take}.log",

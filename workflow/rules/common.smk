@@ -1,4 +1,6 @@
-# Shared definitions: config validation, the sample sheet, paths, and the interpreter rules call.
+# Shared definitions (laid out as snakemake-workflows/rna-seq-star-deseq2's common.smk): config
+# validation, the sample sheet, wildcard constraints, input functions and command-line helpers, and
+# the one parse-time check of the real tools' files. A helper used by one rule lives in its file.
 import json
 import os
 import re
@@ -9,29 +11,35 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from musicface.config import VARIANTS
+from preprocessing.shard_schema import DATASET_CONFIG_KEYS
 
 
+# ---------------------------------------------------------------------------------- validation
 def _coerce(cfg, schema):
-    """`--config key='{a: 1}'` gives nested values as strings (Snakemake parses them with YAML's
-    BaseLoader): turn such strings into the number/boolean/null the schema asks for."""
+    """`--config key='{a: 1, b: [2, 3]}'` gives nested values as strings (Snakemake parses them
+    with YAML's BaseLoader): turn such strings, in dicts and lists, into the number/boolean/null
+    the schema asks for."""
     for key, sub in schema.get("properties", {}).items():
-        if key not in cfg:
-            continue
-        value = cfg[key]
-        if isinstance(value, dict):
-            _coerce(value, sub)
-        elif isinstance(value, str):
-            types = sub.get("type", [])
-            types = [types] if isinstance(types, str) else types
-            if "string" in types or not types:
-                if "null" in types and value in ("null", "~"):
-                    cfg[key] = None
-                continue
-            import yaml
+        if key in cfg:
+            cfg[key] = _coerce_value(cfg[key], sub)
 
-            parsed = yaml.safe_load(value)
-            if not isinstance(parsed, str):
-                cfg[key] = parsed
+
+def _coerce_value(value, sub):
+    if isinstance(value, dict):
+        _coerce(value, sub)
+    elif isinstance(value, list):
+        return [_coerce_value(v, sub.get("items", {})) for v in value]
+    elif isinstance(value, str):
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if "string" in types or not types:
+            return None if "null" in types and value in ("null", "~") else value
+        import yaml
+
+        parsed = yaml.safe_load(value)
+        return value if isinstance(parsed, str) else parsed
+    return value
 
 
 def validate_config(cfg, schema_file):
@@ -43,7 +51,8 @@ def validate_config(cfg, schema_file):
         schema = yaml.safe_load(fh)
     _coerce(cfg, schema)
     problems = []
-    for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path)):
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(cfg)
+    for err in sorted(errors, key=lambda e: list(e.path)):
         key = ".".join(str(p) for p in err.path)
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
@@ -59,26 +68,45 @@ def validate_config(cfg, schema_file):
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
-NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
+
+def backend_problems(cfg) -> list[str]:
+    """The files a selected real tool needs, checked once when the workflow starts: a missing one
+    is a setup error for every take, so the run stops before any job instead of each step failing
+    every take with the same message. Interpreters and binaries (Spleeter's Python, OpenFace) are
+    checked by their steps, which stop the run at once: on a cluster they may exist only on the
+    compute nodes."""
+    problems = []
+    if cfg["sync"]["backend"] == "syncnet":
+        weights = cfg["sync"]["syncnet"]["weights"]
+        if not weights or not Path(weights).is_file():
+            from preprocessing.sync import SYNCNET_URL
+
+            problems.append(f"config key 'sync.syncnet.weights': SyncNet weights not found: "
+                            f"{weights} (get syncnet_v2.model with the download script of "
+                            f"{SYNCNET_URL})")
+    if cfg["coeffs"]["backend"] == "deep3d":
+        from preprocessing.deep3d import checkpoint_problem
+
+        problem = checkpoint_problem(cfg["coeffs"]["deep3d"]["checkpoint"])
+        if problem:
+            problems.append(f"config key 'coeffs.deep3d.checkpoint': {problem}")
+    if cfg["separate"]["backend"] == "spleeter":
+        from preprocessing.common import StepError
+        from preprocessing.separate import check_spleeter_model
+
+        try:
+            check_spleeter_model(cfg["separate"]["spleeter"]["model_dir"])
+        except StepError as e:
+            problems.append(f"config key 'separate.spleeter.model_dir': {e}")
+    return problems
 
 
-wildcard_constraints:
-    take=NAME_RE,
-    song=NAME_RE,
-    variant="single_stream|two_stream|with_atm|full",
+_problems = backend_problems(config)
+if _problems:
+    raise WorkflowError("the selected backends miss files:\n  " + "\n  ".join(_problems))
 
 
-# Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`. The interpreter
-# that runs Snakemake (the project venv) goes first on PATH, so jobs use it without activating
-# anything (local jobs and SLURM jobs inherit the environment); with --software-deployment-method
-# conda the rule's env is activated on top and provides its own `python`. PYTHONPATH makes the
-# repository's packages importable in any env and from any working directory.
-os.environ.update(
-    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    PYTHONPATH=os.pathsep.join(p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p),
-)
-
-
+# ---------------------------------------------------------------------------------- sample sheet
 def load_samples():
     """The sample sheet as a DataFrame with absolute video/song paths and a song id per row."""
     if config["samples"] == "demo":
@@ -100,7 +128,8 @@ def load_samples():
     df["video"] = [v if Path(v).is_absolute() else str(root / v) for v in df["video"]]
     df["song_path"] = [s if Path(s).is_absolute() else str(root / s) for s in df["song"]]
     # song id = file name without extension, made file-name safe ("My Song (live).mp3" -> My_Song_live)
-    df["song"] = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(s).stem).strip("_.") or "song" for s in df["song_path"]]
+    df["song"] = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(s).stem).strip("_.") or "song"
+                  for s in df["song_path"]]
     clash = df.groupby("song")["song_path"].nunique()
     if (clash > 1).any():
         raise WorkflowError(
@@ -113,11 +142,35 @@ SAMPLES = load_samples()
 TAKES = list(SAMPLES["take"])
 SONGS = sorted(set(SAMPLES["song"]))
 SONG_PATH = dict(zip(SAMPLES["song"], SAMPLES["song_path"]))
-RUN = config["train"]["name"]
 SHARDS = "dataset/shards"
 DEMO_SHEET = "work/demo/samples.tsv"
+RUN = config["train"]["name"]
+# training runs: the configured one, and one per paper variant (ablation: runs/<name>-<variant>)
+RUN_VARIANT = {RUN: config["model"]["variant"], **{f"{RUN}-{v}": v for v in VARIANTS}}
+
+NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
 
+wildcard_constraints:
+    take=NAME_RE,
+    song=NAME_RE,
+    run="|".join(re.escape(r) for r in RUN_VARIANT),
+
+
+# Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`. The interpreter
+# that runs Snakemake (the project venv) goes first on PATH, so jobs use it without activating
+# anything (local jobs and SLURM jobs inherit the environment); with --software-deployment-method
+# conda the rule's env is activated on top and provides its own `python`. PYTHONPATH makes the
+# repository's packages importable in any env and from any working directory.
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    PYTHONPATH=os.pathsep.join(
+        p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p
+    ),
+)
+
+
+# ------------------------------------------------------------------------------ input functions
 def _existing(path):
     """Input list for a raw file: [] when the file is missing, so that the step itself reports
     "not found" for that take (a failure record -> QC) instead of Snakemake refusing the whole DAG."""
@@ -158,82 +211,24 @@ def all_takes(name):
     return expand("work/takes/{take}/{name}", take=TAKES, name=name)
 
 
-def raw_inputs(wildcards):
-    """Demo recordings are generated by rule demo; a user's files are just there."""
-    return [DEMO_SHEET] if config["samples"] == "demo" else []
-
-
+# --------------------------------------------------------------------------- command-line helpers
 def q(value):
     """Shell-quote a config value for a shell: command."""
     return shlex.quote(str(value))
 
 
-# ---------------------------------------------------------------- helpers of individual rules
-# train.smk
+def opt(flag, value):
+    """``flag 'value'``, or nothing when the config value is null: a CLI's absent option is None."""
+    return "" if value is None else f"{flag} {q(value)}"
 
 
-def run_config(variant=None):
-    cfg = json.loads(json.dumps(config))
-    cfg.pop("render", None)  # the renderer's settings never change the model (no retraining)
-    if variant is not None:
-        cfg["model"]["variant"] = variant
+def config_json(sections, **replace):
+    """The config sections a step uses, as one quoted JSON argument (``replace``: section -> keys
+    to set in it). A rule passes only those, so that editing another section does not change its
+    params (Snakemake reruns a job whose params changed)."""
+    cfg = {k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
+           for k in sections if k in config}
     return q(json.dumps(cfg, sort_keys=True))
-
-
-def threads_per_process(wildcards, threads):
-    return max(1, threads // NPROC)
-
-
-# evaluate.smk
-
-
-def eval_args():
-    """config.yaml evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir) -> musicface evaluate options."""
-    ev, eyes = config.get("evaluate", {}), config.get("eyes", {})
-    args = [
-        f"--seed {q(ev.get('seed', 0))}",
-        f"--device {q(ev.get('device', 'cpu'))}",
-        f"--tau {q(eyes.get('tau', 0.5))}",
-        f"--closed-threshold {q(eyes.get('closed_threshold', 0.5))}",
-    ]
-    for key, opt in (("syncnet_weights", "--syncnet-weights"), ("rendered", "--rendered"),
-                     ("figure_take", "--figure-take")):
-        if ev.get(key):
-            args.append(f"{opt} {q(ev[key])}")
-    bfm_dir = config.get("coeffs", {}).get("deep3d", {}).get("bfm_dir")
-    if bfm_dir:  # deep3d coefficients: the BFM gives LMD its landmarks
-        args.append(f"--bfm-dir {q(bfm_dir)}")
-    return " ".join(args)
-
-
-def eval_outputs(run):
-    """The evaluation files of runs/<run>/eval, figures with their report captions."""
-    d = f"runs/{run}/eval"
-    cat = "Evaluation" if run == RUN else "Ablation"
-    sub = run
-    return dict(
-        metrics=report(f"{d}/metrics.json", caption="../report/metrics.rst", category=cat, subcategory=sub),
-        table=report(f"{d}/table.md", caption="../report/table.rst", category=cat, subcategory=sub),
-        pose=report(f"{d}/pose.png", caption="../report/pose.rst", category=cat, subcategory=sub),
-        attention=report(f"{d}/attention.png", caption="../report/attention.rst", category=cat, subcategory=sub),
-        eye_durations=report(f"{d}/eye_durations.png", caption="../report/eye_durations.rst", category=cat,
-                             subcategory=sub),
-        training=report(f"{d}/training.png", caption="../report/training.rst", category=cat, subcategory=sub),
-    )
-
-
-# coeffs.smk
-
-
-def coeffs_deep3d_args(wildcards, threads):
-    """CLI options of the deep3d backend (none for builtin)."""
-    if not COEFFS_DEEP3D:
-        return ""
-    d = config["coeffs"]["deep3d"]
-    return (
-        f"--checkpoint {q(d['checkpoint'])} --batch-size {d['batch_size']}"
-        f" --device {q(d['device'])} --threads {threads}"
-    )
 
 
 # render_data.smk, render_train.smk, render.smk (the renderer)
@@ -273,4 +268,3 @@ def render_metrics(wildcards):
 def render_targets():
     """What `snakemake render` makes: every test take's videos and frame grid."""
     return render_outputs("video") + render_outputs("recon") + render_outputs("figure")
-

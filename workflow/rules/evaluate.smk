@@ -1,74 +1,67 @@
-# evaluate: trained model on the test split -> metrics.json, table.md (paper Table 1 layout), figures
-#           (pose.png Fig. 5b, attention.png Fig. 6, eye_durations.png Fig. 9, training.png).
-# ablation: train + evaluate the four variants -> runs/<name>-ablation/table.md
-
-
-EVAL_CMD = (
-    "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
-    " --basis {input.basis:q} --out {params.out:q} {params.args} > {log:q} 2>&1"
-)
-# the main run also gathers the rendered-video metrics (render.smk) when render.enabled
-EVAL_RENDER_CMD = (
-    "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
-    " --basis {input.basis:q} --out {params.out:q} {params.args} --render-metrics {input.render:q}"
-    " > {log:q} 2>&1"
-)
+# evaluate: a trained run on the test split -> metrics.json, table.md (paper Table 1 layout),
+#           figures (pose.png Fig. 5b, attention.png Fig. 6, eye_durations.png Fig. 9,
+#           training.png); one rule for every run (train.smk). Target `evaluate`: the configured
+#           run.
+# ablation: the four variants' evaluations -> runs/<name>-ablation/table.md
 
 
 rule evaluate:
     input:
-        model=rules.train.output.model,
-        shards=SHARDS,
-        basis="dataset/exp_basis.npz",
-        render=lambda wc: render_metrics(wc),
-    output:
-        **eval_outputs(RUN),
-    params:
-        out=lambda wc, output: os.path.dirname(output.metrics),
-        args=eval_args(),
-    log:
-        f"logs/evaluate/{RUN}.log",
-    benchmark:
-        f"benchmarks/evaluate/{RUN}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/musicface.yaml"
-    shell:
-        EVAL_RENDER_CMD
+        f"runs/{RUN}/eval/metrics.json",
 
 
-rule ablation_evaluate:
+rule evaluate_run:
     input:
-        model=f"runs/{RUN}-{{variant}}/model.pt",
+        model="runs/{run}/model.pt",
         shards=SHARDS,
-        basis="dataset/exp_basis.npz",
+        # the configured run also gathers the rendered-video metrics (render.smk, render.enabled)
+        render=lambda wc: render_metrics(wc) if wc.run == RUN else [],
     output:
-        **eval_outputs(f"{RUN}-{{variant}}"),
+        metrics=report("runs/{run}/eval/metrics.json", caption="../report/metrics.rst",
+                       category="Evaluation", subcategory="{run}"),
+        table=report("runs/{run}/eval/table.md", caption="../report/table.rst",
+                     category="Evaluation", subcategory="{run}"),
+        pose=report("runs/{run}/eval/pose.png", caption="../report/pose.rst",
+                    category="Evaluation", subcategory="{run}"),
+        attention=report("runs/{run}/eval/attention.png", caption="../report/attention.rst",
+                         category="Evaluation", subcategory="{run}"),
+        eye_durations=report("runs/{run}/eval/eye_durations.png",
+                             caption="../report/eye_durations.rst",
+                             category="Evaluation", subcategory="{run}"),
+        training=report("runs/{run}/eval/training.png", caption="../report/training.rst",
+                        category="Evaluation", subcategory="{run}"),
     params:
         out=lambda wc, output: os.path.dirname(output.metrics),
-        args=eval_args(),
+        # evaluate: (+ eyes: tau, closed_threshold; coeffs: deep3d.bfm_dir, the BFM for LMD)
+        seed=config["evaluate"]["seed"],
+        device=q(config["evaluate"]["device"]),
+        tau=config["eyes"]["tau"],
+        closed=config["eyes"]["closed_threshold"],
+        optional=" ".join([
+            opt("--syncnet-weights", config["evaluate"]["syncnet_weights"]),
+            opt("--rendered", config["evaluate"]["rendered"]),
+            opt("--figure-take", config["evaluate"]["figure_take"]),
+            opt("--bfm-dir", config["coeffs"]["deep3d"]["bfm_dir"]),
+        ]),
     log:
-        f"logs/evaluate/{RUN}-{{variant}}.log",
+        "logs/evaluate/{run}.log",
     benchmark:
-        f"benchmarks/evaluate/{RUN}-{{variant}}.tsv"
+        "benchmarks/evaluate/{run}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         "../../envs/musicface.yaml"
     shell:
-        EVAL_CMD
+        "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
+        " --out {params.out:q} --seed {params.seed} --device {params.device} --tau {params.tau}"
+        " --closed-threshold {params.closed} {params.optional}"
+        " --render-metrics {input.render:q} > {log:q} 2>&1"
 
 
 rule ablation:
     input:
-        metrics=expand(
-            "runs/{run}-{variant}/eval/metrics.json",
-            run=RUN,
-            variant=["single_stream", "two_stream", "with_atm", "full"],
-        ),
+        metrics=expand("runs/{run}-{variant}/eval/metrics.json", run=RUN, variant=VARIANTS),
     output:
         table=report(f"runs/{RUN}-ablation/table.md", caption="../report/ablation.rst", category="Ablation"),
     log:

@@ -20,6 +20,8 @@ rule render_take:
         out=lambda wc, output: os.path.dirname(output.video),
         seed=config["evaluate"]["seed"],
         device=config["evaluate"]["device"],
+    wildcard_constraints:
+        take=r"(?!.*\.recon$)[A-Za-z0-9][A-Za-z0-9._-]*",  # <take>.recon.mp4 is the recon output
     log:
         f"logs/render/{RUN}/{{take}}.log",
     benchmark:

@@ -12,7 +12,9 @@ rule render_train:
     output:
         model=f"runs/{RUN}/render/{{subject}}.pt",
     params:
-        cfg=lambda wc: q(json.dumps(config["render"], sort_keys=True)),
+        # the render section but `enabled`: switching the renderer off and on never retrains it
+        cfg=lambda wc: q(json.dumps({k: v for k, v in config["render"].items() if k != "enabled"},
+                                    sort_keys=True)),
         threads=lambda wc, threads: threads,
     log:
         f"logs/render_train/{RUN}/{{subject}}.log",

@@ -19,9 +19,9 @@ rule shards:
         directory(SHARDS),
     params:
         per_shard=config["shards"]["takes_per_shard"],
-        # only the sections that shape the data: editing model/train keys must not rebuild the shards
-        config_json=lambda wc: q(json.dumps({k: v for k, v in config.items()
-                                             if k not in ("model", "train", "evaluate", "render")}, sort_keys=True)),
+        # only the sections that shape the data (their hash is the shards' config_sha): editing
+        # model / train / loss / evaluate keys never rebuilds the shards
+        config_json=config_json(DATASET_CONFIG_KEYS),
     log:
         "logs/shards.log",
     benchmark:

@@ -1,5 +1,6 @@
-# train: shards -> runs/<name>/model.pt (+ checkpoints, metrics.csv, config snapshot).
-# ablation_train: the same for runs/<name>-<variant> (paper 4.3 variants).
+# train: shards -> runs/<run>/model.pt (+ checkpoints, metrics.csv, config snapshot), one rule for
+# every run: runs/<name> (config model.variant) and runs/<name>-<variant> (paper 4.3 ablation).
+# Target `train`: the configured run.
 
 
 # train.processes > 1: one DDP process per GPU through torchrun (musicface.train reads WORLD_SIZE/RANK)
@@ -11,57 +12,36 @@ LAUNCHER = (
 )
 
 
-TRAIN_CMD = (
-    f"{LAUNCHER} train --shards {{input.shards:q}} --config-json {{params.cfg}}"
-    " --out {params.out:q} --threads {params.threads} {params.resume} > {log:q} 2>&1"
-)
-
-
 rule train:
     input:
-        shards=SHARDS,
-    output:
-        model=f"runs/{RUN}/model.pt",
-        metrics=f"runs/{RUN}/metrics.csv",
-    params:
-        cfg=lambda wc: run_config(),
-        out=lambda wc, output: os.path.dirname(output.model),
-        resume="--resume",
-        threads=threads_per_process,
-    log:
-        f"logs/train/{RUN}.log",
-    benchmark:
-        f"benchmarks/train/{RUN}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
-    resources:
-        mem_mb=8000,
-        gpu=NPROC,
-    conda:
-        "../../envs/musicface.yaml"
-    shell:
-        TRAIN_CMD
+        f"runs/{RUN}/model.pt",
 
 
-rule ablation_train:
+rule train_run:
     input:
         shards=SHARDS,
+        basis="dataset/exp_basis.npz",
     output:
-        model=f"runs/{RUN}-{{variant}}/model.pt",
-        metrics=f"runs/{RUN}-{{variant}}/metrics.csv",
+        model="runs/{run}/model.pt",
+        metrics="runs/{run}/metrics.csv",
     params:
-        cfg=lambda wc: run_config(wc.variant),
+        # the sections training uses, with the run's variant: other edits never retrain
+        cfg=lambda wc: config_json(
+            ("model", "train", "loss"), model={"variant": RUN_VARIANT[wc.run]}
+        ),
         out=lambda wc, output: os.path.dirname(output.model),
-        resume="--resume",
-        threads=threads_per_process,
+        threads=lambda wc, threads: max(1, threads // NPROC),
     log:
-        f"logs/train/{RUN}-{{variant}}.log",
+        "logs/train/{run}.log",
     benchmark:
-        f"benchmarks/train/{RUN}-{{variant}}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
+        "benchmarks/train/{run}.tsv"
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=8000,
         gpu=NPROC,
     conda:
         "../../envs/musicface.yaml"
     shell:
-        TRAIN_CMD
+        f"{LAUNCHER} train --shards {{input.shards:q}} --basis {{input.basis:q}}"
+        " --config-json {params.cfg} --out {params.out:q} --threads {params.threads} --resume"
+        " > {log:q} 2>&1"
