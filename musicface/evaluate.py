@@ -294,6 +294,9 @@ COLUMNS = [  # (group, header, key in summary, digits)
     ("Eye realism", "CCA ↑", "cca_eye", 2),
     ("Eye realism", "blinks/s", "blinks_per_s", 2),
     ("Eye realism", "blink dur. (s)", "blink_duration_s", 2),
+]
+# shown when the results hold rendered-video metrics (musicface render); paper Table 2 has CPBD
+RENDER_COLUMNS = [
     ("Rendered", "LMD mouth ↓", "lmd_mouth_rendered", 2),
     ("Rendered", "mouth~voice corr ↑", "lip_energy_corr_rendered", 2),
     ("Rendered", "SSIM recon ↑", "ssim_recon", 3),
@@ -310,17 +313,20 @@ def _cell(summary: dict, key: str, digits: int) -> str:
 
 
 def table_markdown(results: list[dict], title: str = "") -> str:
-    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth."""
-    head = [f"{g}: {h}" for g, h, _, _ in COLUMNS]
+    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth;
+    the Rendered columns when a result has rendered-video metrics."""
+    rendered = any(r["summary"].get("ssim_recon") is not None for r in results)
+    columns = COLUMNS + (RENDER_COLUMNS if rendered else [])
+    head = [f"{g}: {h}" for g, h, _, _ in columns]
     lines = [f"## {title}" if title else "## MusicFace evaluation (test split)", "",
-             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS)]
+             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
     for r in results:
         name = VARIANT_NAMES.get(r.get("variant"), r.get("variant", "?"))
-        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in columns) + " |")
     gt = results[0].get("ground_truth", {}) if results else {}
-    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in COLUMNS) + " |")
+    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in columns) + " |")
     lines.append("| Paper ground truth | " + " | ".join(
-        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in COLUMNS) + " |")
+        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in columns) + " |")
     lines += ["", f"Test takes: {', '.join(str(len(r.get('takes', {}))) for r in results)} "
               f"({', '.join(r.get('variant', '?') for r in results)}); — = not applicable or not measurable.", ""]
     notes = []  # why a cell is empty, each reason once
