@@ -143,7 +143,7 @@ def test_training_resumes_to_the_same_weights(render_project, tmp_path):
         data,
         progress=False,
     )
-    # 32 px: one PatchGAN of 2 stride-2 layers (deeper ones would reach 1 x 1, where instance norm fails)
+    # 32 px: one PatchGAN of 2 stride-2 layers (deeper ones reach 1 x 1: instance norm fails)
     cfg = RendererConfig(
         size=32,
         context=1,
