@@ -25,8 +25,9 @@ Pipeline (the same features as the dataset, so a model sees at generation what i
    ``DIR/video.mp4``, the parameters rendered as that singer's face (:mod:`musicface.render`), one
    frame per 1/30 s of the song, H.264 + AAC with the song. The renderer must be the subject's.
 
-Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis) are one
-line: ``musicface generate: <reason>``, exit status 1.
+Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis, a
+renderer file that is missing, corrupt or another subject's) are one line:
+``musicface generate: <reason>``, exit status 1; the renderer is checked before any work.
 """
 from __future__ import annotations
 
