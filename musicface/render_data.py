@@ -16,7 +16,7 @@
   frame.
   Chosen by measurement (``bench/render.py`` ``storage``; demo-singer frames, 30 fps, one core on a
   loaded machine): at 128 / 256 px JPEG q95 takes 14 / 38 MB per video minute, reads back in random
-  order at ~1,500 / ~650 frames/s, 40 / 42 dB PSNR; raw uint8 (HDF5 gzip 1) 76 / 284 MB/min; PNG
+  order at ~2,300 / ~960 frames/s, 40 / 42 dB PSNR; raw uint8 (HDF5 gzip 1) 76 / 284 MB/min; PNG
   57 / 197 MB/min and slower to decode; H.264 (CRF 18) only 0.7 / 1.1 MB/min but without random
   access (every sampled training frame would decode its GOP). Conditions: uint8 ``(N, 4, S, S)``,
   one gzip chunk per frame, ~15 MB/min at 128 px (the PNCC gradient compresses poorly; drawing them
