@@ -25,9 +25,9 @@ the expression residual is set to 0 on the eye contours and the vertices next to
 (:func:`eye_region`): the lids stay where the take's identity shape has them, open.
 
 Mesh (Deep3DFaceRecon coefficients, with the user's Basel Face Model): the 35,709 BFM vertices of
-``mean + id_base id + exp_base exp`` posed by the tool's camera in its 224 x 224 aligned crop, the
-70,789 triangles of ``facemodel_info.mat`` (``tri``; shipped as ``bfm_tri.npz``), PNCC from the mean
-shape; the crop is mapped into the take's frame by the take's median alignment (``trans_params``).
+``mean + id_base id + exp_base exp`` placed by the dataset's pose as Deep3DFaceRecon's landmark
+model places them, the 70,789 triangles of ``facemodel_info.mat`` (``tri``; shipped as
+``bfm_tri.npz``), PNCC from the mean shape.
 BFM eyes are closed surfaces: the eye channel is drawn over them at the eye keypoints.
 
 The rasteriser is a small numba z-buffer (:func:`rasterize`): written here because nothing that
@@ -200,24 +200,19 @@ class Geometry:
 
     ``identity`` (478, 3) face-frame shape (builtin, coeffs.npz ``identity``) or the BFM identity
     coefficients (80,) (deep3d); ``frame_size`` = (width, height) of the video; ``box`` = (x0, y0,
-    side) of the crop in frame pixels; ``align`` (deep3d only) = the take's median ``trans_params``
-    (W, H, scale, tx, ty) mapping the tool's 224 x 224 crop into the frame.
+    side) of the crop in frame pixels.
     """
 
     identity: np.ndarray
     frame_size: tuple[int, int]
     box: tuple[float, float, float]
-    align: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        d = {
+        return {
             "identity": np.asarray(self.identity, np.float32),
             "frame_size": np.asarray(self.frame_size, np.int64),
             "box": np.asarray(self.box, np.float64),
         }
-        if self.align is not None:
-            d["align"] = np.asarray(self.align, np.float64)
-        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Geometry":
@@ -228,7 +223,6 @@ class Geometry:
             identity=arr(d["identity"]).astype(np.float64),
             frame_size=tuple(int(v) for v in arr(d["frame_size"])),
             box=tuple(float(v) for v in arr(d["box"])),
-            align=None if d.get("align") is None else arr(d["align"]).astype(np.float64),
         )
 
     def to_crop(self, x_norm: np.ndarray, y_norm: np.ndarray, size: int):
@@ -365,28 +359,24 @@ def bfm_eye_rings(bfm: dict):
 
 
 def bfm_points(exp, pose, geometry: Geometry, bfm: dict, size: int):
-    """BFM vertices in crop pixels ``(N, V, 2)`` and depth ``(N, V)`` (larger = nearer).
-
-    The tool's camera (focal 1015, centre 112, at z = 10) projects into its aligned 224 crop, the
-    take's median ``align`` = (W, H, scale, tx, ty) maps that crop into the frame
-    (:func:`preprocessing.deep3d.crop_box`), and :meth:`Geometry.to_crop` into ours.
-    """
+    """BFM vertices in crop pixels ``(N, V, 2)`` and depth ``(N, V)`` (larger = nearer), placed as
+    :func:`preprocessing.deep3d.landmarks_from_coeffs` places its landmarks (the dataset's pose:
+    ``exp(tz) R shape / face_unit + (tx, ty)`` in image heights, orthographic), then
+    :meth:`Geometry.to_crop`."""
     from preprocessing import deep3d
-    from preprocessing.geometry import matrix_from_euler
+    from preprocessing.geometry import from_camera, matrix_from_euler
 
     exp, pose = np.asarray(exp, np.float64), np.asarray(pose, np.float64)
     idc = np.asarray(geometry.identity, np.float64).reshape(-1)
     shape = bfm["mean_shape"][None] + (idc @ bfm["id_base"].T + exp @ bfm["exp_base"].T).reshape(
         len(exp), -1, 3
     )
-    v = np.einsum("nij,nkj->nki", matrix_from_euler(pose[:, :3]), shape) + pose[:, None, 3:6]
-    depth = deep3d.CAMERA_D - v[..., 2]
-    u = deep3d.FOCAL * v[..., 0] / depth + deep3d.CENTER
-    y = deep3d.CROP - 1 - (deep3d.FOCAL * v[..., 1] / depth + deep3d.CENTER)  # rows, y down
-    W, H, scale, tx, ty = (float(a) for a in geometry.align)
-    x0, y0, _, _ = deep3d.crop_box(scale, tx, ty, int(H))
-    fx, fy = x0 + u / scale, y0 + y / scale  # frame pixels
-    xs, ys = geometry.to_crop(fx / geometry.frame_size[0], fy / geometry.frame_size[1], size)
+    t = np.c_[pose[:, 3:5], np.zeros(len(pose))]
+    v = (np.exp(pose[:, 5]) / deep3d.face_unit())[:, None, None] * np.einsum(
+        "nij,nkj->nki", matrix_from_euler(pose[:, :3]), shape
+    ) + t[:, None]
+    nrm = from_camera(v, geometry.frame_size)
+    xs, ys = geometry.to_crop(nrm[..., 0], nrm[..., 1], size)
     return np.stack([xs, ys], -1), v[..., 2]
 
 

@@ -23,8 +23,7 @@
   again at each training step would cost ~13 ms of a ~60 ms sample instead).
 
 render.h5: ``frames`` (N,) vlen uint8 (JPEG), ``cond`` u1 (N, 4, S, S), ``valid`` u1 (N,), ``eye``,
-``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``
-[, ``align``]),
+``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``),
 group ``basis`` (the expression basis' ``mean`` and ``components``, or deep3d's ``identity`` flag);
 attributes ``take, subject, split, size, n_frames, version, backend``.
 A take that failed QC gets a failure record (``skipped, upstream step 'qc' failed: ...``).
@@ -100,8 +99,8 @@ def decode_jpeg(buf: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ geometry
 def take_geometry(coeffs: dict, frame_size, box):
-    """The take's fixed geometry: identity shape (builtin) or median identity coefficients and
-    alignment (deep3d)."""
+    """The take's fixed geometry: identity shape (builtin) or median identity coefficients
+    (deep3d)."""
     from musicface.raster import Geometry
 
     backend = str(np.asarray(coeffs["backend"]).item())
@@ -111,7 +110,6 @@ def take_geometry(coeffs: dict, frame_size, box):
             identity=np.median(coeffs["id"][ok], axis=0),
             frame_size=tuple(frame_size),
             box=box,
-            align=np.median(coeffs["trans_params"][ok], axis=0),
         )
     return Geometry(
         identity=np.asarray(coeffs["identity"], np.float64), frame_size=tuple(frame_size), box=box

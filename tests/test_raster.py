@@ -145,27 +145,16 @@ def test_bfm_mesh_topology_and_projection():
         "keypoints": np.arange(0, 68 * 500, 500),
         "tri": tri,
     }
-    geo = R.Geometry(
-        identity=np.zeros(80),
-        frame_size=(640, 480),
-        box=(160.0, 80.0, 320.0),
-        align=np.array([640, 480, 0.6, 320.0, 240.0]),
-    )
+    from preprocessing.deep3d import face_unit
+
+    geo = R.Geometry(identity=np.zeros(80), frame_size=(640, 480), box=(160.0, 80.0, 320.0))
     basis = {"identity": np.array(True)}
-    c = R.conditions(
-        np.zeros((1, 64)),
-        np.array([[0, 0, 0, 0, 0, 0.0]]),
-        np.array([1.0]),
-        geo,
-        basis,
-        64,
-        bfm=bfm,
-    )
+    # placed as the deep3d landmark model: exp(tz) / face_unit BFM units per image height, centred
+    s = 0.5 * face_unit() / 1.6  # the 1.6-unit square is half an image height (240 px) wide
+    pose = np.array([[0, 0, 0, 0, 0, np.log(s)]])
+    c = R.conditions(np.zeros((1, 64)), pose, np.array([1.0]), geo, basis, 64, bfm=bfm)
     face = (c[0, :3] > 0).any(axis=0)
-    # the 1.6-unit square at depth 10 through focal 1015 is 162 crop px = 271 frame px = 54 of 64 px
+    # 240 frame px = 48 of the crop's 64 px, centred on the frame centre = the crop centre
     ys, xs = np.nonzero(face)
-    assert (
-        45 <= xs.max() - xs.min() + 1 <= 60
-        and abs(xs.mean() - 31.5) < 3
-        and abs(ys.mean() - 31.5) < 3
-    )
+    assert 46 <= xs.max() - xs.min() + 1 <= 50 and 46 <= ys.max() - ys.min() + 1 <= 50
+    assert abs(xs.mean() - 31.5) < 1 and abs(ys.mean() - 31.5) < 1
