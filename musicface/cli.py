@@ -6,6 +6,7 @@
     musicface generate  SONG --checkpoint runs/demo/model.pt --subject singer1 --out out/
     musicface inspect   dataset/shards
     musicface ablation-table --out table.md runs/*/eval/metrics.json
+    musicface render-data / render-train / render   (the renderer's DAG steps)
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ COMMANDS = {
     "generate": ("musicface.generate", "song audio -> expression, head pose and eye parameters + preview"),
     "inspect": ("musicface.data", "summarise a shard set"),
     "ablation-table": ("musicface.evaluate", "gather the variants' metrics into the ablation table"),
+    "render-data": ("musicface.render_data", "one take -> the renderer's training data (crop frames + conditions)"),
+    "render-train": ("musicface.render_train", "train one subject's renderer"),
+    "render": ("musicface.render", "render a test take (reconstruction + generated) and score it"),
 }
 
 

@@ -13,7 +13,11 @@ rank, initial pose = the take's first valid ground-truth pose) and is scored aga
   renderer-free proxy (corr of mouth opening with vocal energy; mouth-open ratio in vocal silence);
 * pose realism: CCA of head-pose speed (pooled over test takes), roughness (Eq. 14, deg/frame^2);
 * eye realism: CCA of the long-closure state (e_long vs ground-truth eye_long; the short blinks are
-  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration.
+  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration;
+* rendered video (``--render-metrics``: the ``<take>.json`` files of ``musicface render``): SSIM and
+  PSNR of the held-out reconstruction (and of the mean-frame baseline), CPBD of the generated video
+  (ground truth: the real frames'), LMD and mouth-voice correlation of FaceMesh re-tracked on it;
+  their folder's ``<take>.mp4`` also give AVC when SyncNet weights are set.
 
 Outputs in ``--out``: ``metrics.json`` (summary, ground-truth reference values, per take, definitions),
 ``table.md`` (paper Table 1 layout), and figures ``pose.png`` (Fig. 5b), ``attention.png`` (Fig. 6),
@@ -65,6 +69,9 @@ DEFINITIONS = {
                     "the combined eye state; ground truth: normalised AU45)",
     "blink_duration_s": "mean duration of those blinks (s)",
 }
+# metrics of rendered video (musicface render -> <take>.json), averaged over the test takes
+RENDER_KEYS = ("ssim_recon", "psnr_recon", "ssim_mean_frame", "psnr_mean_frame", "cpbd", "cpbd_real",
+               "lmd_mouth_rendered", "lip_energy_corr_rendered", "mouth_corr_rendered")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -203,13 +210,13 @@ def summarise(rows: list[dict], fps: float = FPS) -> tuple[dict, dict, list, lis
 def avc_value(syncnet_weights, rendered_dir, takes: list[str], vocals_for=None) -> dict:
     """AVC over the test takes, or ``{"value": None, "reason": ...}`` when it cannot be measured.
 
-    Needs the user's SyncNet weights and a folder of rendered videos ``<take>.mp4`` (a renderer turning
-    the generated parameters into face video, with the song as audio; MusicFace has none).
+    Needs the user's SyncNet weights and a folder of rendered videos ``<take>.mp4`` (the generated
+    parameters rendered with the song as audio: ``musicface render`` writes them).
     """
     if not rendered_dir:
-        return M.unavailable("no rendered face videos: MusicFace outputs parameters and has no renderer "
-                             "(paper 4.1 trains a separate rendering-to-video network); pass "
-                             "--rendered DIR with <take>.mp4 videos and --syncnet-weights to score AVC")
+        return M.unavailable("no rendered face videos: enable the renderer (render.enabled, snakemake "
+                             "render) or pass --rendered DIR with <take>.mp4 videos, and --syncnet-weights, "
+                             "to score AVC")
     if not syncnet_weights:
         return M.unavailable("SyncNet weights not configured (evaluate.syncnet_weights / --syncnet-weights: "
                              "syncnet_v2.model from the syncnet_python download script)")
@@ -289,6 +296,14 @@ COLUMNS = [  # (group, header, key in summary, digits)
     ("Eye realism", "blinks/s", "blinks_per_s", 2),
     ("Eye realism", "blink dur. (s)", "blink_duration_s", 2),
 ]
+# shown when the results hold rendered-video metrics (musicface render); paper Table 2 has CPBD
+RENDER_COLUMNS = [
+    ("Rendered", "LMD mouth ↓", "lmd_mouth_rendered", 2),
+    ("Rendered", "mouth~voice corr ↑", "lip_energy_corr_rendered", 2),
+    ("Rendered", "SSIM recon ↑", "ssim_recon", 3),
+    ("Rendered", "PSNR recon ↑", "psnr_recon", 1),
+    ("Rendered", "CPBD ↑", "cpbd", 2),
+]
 
 
 def _cell(summary: dict, key: str, digits: int) -> str:
@@ -299,17 +314,20 @@ def _cell(summary: dict, key: str, digits: int) -> str:
 
 
 def table_markdown(results: list[dict], title: str = "") -> str:
-    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth."""
-    head = [f"{g}: {h}" for g, h, _, _ in COLUMNS]
+    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth;
+    the Rendered columns when a result has rendered-video metrics."""
+    rendered = any(r["summary"].get("ssim_recon") is not None for r in results)
+    columns = COLUMNS + (RENDER_COLUMNS if rendered else [])
+    head = [f"{g}: {h}" for g, h, _, _ in columns]
     lines = [f"## {title}" if title else "## MusicFace evaluation (test split)", "",
-             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS)]
+             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
     for r in results:
         name = VARIANT_NAMES.get(r.get("variant"), r.get("variant", "?"))
-        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in columns) + " |")
     gt = results[0].get("ground_truth", {}) if results else {}
-    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in COLUMNS) + " |")
+    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in columns) + " |")
     lines.append("| Paper ground truth | " + " | ".join(
-        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in COLUMNS) + " |")
+        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in columns) + " |")
     lines += ["", f"Test takes: {', '.join(str(len(r.get('takes', {}))) for r in results)} "
               f"({', '.join(r.get('variant', '?') for r in results)}); — = not applicable or not measurable.", ""]
     notes = []  # why a cell is empty, each reason once
@@ -325,7 +343,15 @@ def table_markdown(results: list[dict], title: str = "") -> str:
         if reason not in seen:
             seen.add(reason)
             lines.append(f"* {n}")
-    lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
+    for r in results:
+        sm = r["summary"]
+        if sm.get("ssim_mean_frame") is not None:
+            lines.append(f"* Rendered ({r.get('variant')}): the mean-frame baseline (the training frames' "
+                         f"median shown all the time) scores SSIM {_fmt(sm.get('ssim_mean_frame'), 3)}, "
+                         f"PSNR {_fmt(sm.get('psnr_mean_frame'), 1)} dB; re-tracked mouth vs driving mouth "
+                         f"r = {_fmt(sm.get('mouth_corr_rendered'))}; Ground truth CPBD = real frames")
+    defs = results[0].get("definitions", DEFINITIONS) if results else DEFINITIONS
+    lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in defs.items()] + [""]
     return "\n".join(lines)
 
 
@@ -335,9 +361,29 @@ def write_text(path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- evaluate
+def render_summary(paths) -> tuple[dict, dict, dict, dict, dict]:
+    """``musicface render``'s per-take JSON files -> (summary values frame-weighted over takes,
+    reference values (real frames' CPBD), notes, per take, definitions)."""
+    from musicface.render import DEFINITIONS as RENDER_DEFINITIONS
+
+    per_take = {}
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        per_take[r["take"]] = {k: v for k, v in r.items() if k != "definitions"}
+    rows = [{**r, "valid_frames": r.get("valid_frames", 0)} for r in per_take.values()]
+    rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
+    summary = {k: _weighted(rows, k) for k in RENDER_KEYS}
+    ground = {"cpbd": summary.pop("cpbd_real")}
+    notes = {}
+    for r in per_take.values():
+        for k, why in (r.get("notes") or {}).items():
+            notes[k] = why
+    return summary, ground, notes, per_take, RENDER_DEFINITIONS
+
+
 def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
              syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
-             figure_take: str | None = None, bfm_dir=None, progress: bool = True) -> dict:
+             figure_take: str | None = None, bfm_dir=None, render_metrics=None, progress: bool = True) -> dict:
     """Generate and score every test take; write metrics.json, table.md and the figures into ``out``."""
     from tqdm import tqdm
 
@@ -383,8 +429,17 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         raise StepError(f"no test take could be evaluated ({len(skipped)} skipped)")
 
     summary, ground, dur_gen, dur_gt = summarise(list(rows.values()), fps)
-    summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     notes = {}
+    definitions = dict(DEFINITIONS)
+    rendered_takes = None
+    if render_metrics:  # rendered-video metrics of musicface render; its videos also give AVC
+        r_sum, r_ground, r_notes, rendered_takes, r_defs = render_summary(render_metrics)
+        summary.update(r_sum)
+        ground.update(r_ground, lip_energy_corr_rendered=ground.get("lip_energy_corr"))
+        notes.update(r_notes)
+        definitions.update(r_defs)
+        rendered = rendered or str(Path(render_metrics[0]).parent)
+    summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     errors = sorted({r["landmark_error"] for r in rows.values() if "landmark_error" in r})
     if basis_dict is None or errors:
         reason = (f"{checkpoint.name} carries no expression basis (written before model files "
@@ -422,7 +477,8 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         "basis_sha256": model.exp_basis_sha256,
         "summary": summary, "ground_truth": ground, "paper_ground_truth": PAPER_GROUND_TRUTH,
         "notes": notes, "takes": per_take, "skipped": skipped, "figure_take": fig_take,
-        "figures": {k: p.name for k, p in paths.items()}, "definitions": DEFINITIONS,
+        "figures": {k: p.name for k, p in paths.items()}, "definitions": definitions,
+        "rendered_takes": rendered_takes,
         "model": {"subjects": model.subjects, "exp_dim": model.exp_dim, "epoch": meta.get("epoch")},
     }
     result = _clean(result)
@@ -461,11 +517,14 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients: LMD landmarks)")
     ap.add_argument("--figure-take", default=None, help="test take drawn in pose.png / attention.png "
                     "(default: the longest)")
+    ap.add_argument("--render-metrics", nargs="*", default=None, help="<take>.json files of musicface render "
+                    "(rendered-video metrics; their folder's <take>.mp4 also serve AVC)")
     a = ap.parse_args(argv)
     try:
         r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device,
                      syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
-                     closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir)
+                     closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir,
+                     render_metrics=a.render_metrics)
     except StepError as e:
         print(f"musicface evaluate: {one_line(e)}", file=sys.stderr)
         return 1

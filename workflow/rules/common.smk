@@ -229,3 +229,42 @@ def config_json(sections, **replace):
     cfg = {k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
            for k in sections if k in config}
     return q(json.dumps(cfg, sort_keys=True))
+
+
+# render_data.smk, render_train.smk, render.smk (the renderer)
+
+
+def render_bfm_arg(wildcards):
+    """deep3d coefficients: the Basel Face Model folder gives the renderer's mesh."""
+    bfm_dir = config["coeffs"]["deep3d"]["bfm_dir"]
+    return f"--bfm-dir {q(bfm_dir)}" if config["coeffs"]["backend"] == "deep3d" and bfm_dir else ""
+
+
+def subject_render_data(wildcards):
+    """The render data of every take of the subject (the step keeps the training takes)."""
+    takes = SAMPLES.loc[SAMPLES["subject"] == wildcards.subject, "take"]
+    if not len(takes):
+        raise WorkflowError(f"render_train: no take of subject '{wildcards.subject}' in the sample sheet")
+    return expand("work/takes/{take}/render.h5", take=takes)
+
+
+def test_takes():
+    """Test takes of dataset/split.tsv (a checkpoint: the DAG is re-evaluated once it exists)."""
+    split = pd.read_csv(checkpoints.split.get().output.split, sep="\t", dtype=str, keep_default_na=False)
+    return sorted(split.loc[split["split"] == "test", "take"])
+
+
+def render_outputs(kind="video"):
+    """render_take's outputs for every test take (``kind``: video, recon, metrics, figure)."""
+    ext = {"video": ".mp4", "recon": ".recon.mp4", "metrics": ".json", "figure": ".png"}[kind]
+    return [f"runs/{RUN}/render/{take}{ext}" for take in test_takes()]
+
+
+def render_metrics(wildcards):
+    """evaluate's input: the rendered-video metrics of the test takes, when render.enabled."""
+    return render_outputs("metrics") if config["render"]["enabled"] else []
+
+
+def render_targets():
+    """What `snakemake render` makes: every test take's videos and frame grid."""
+    return render_outputs("video") + render_outputs("recon") + render_outputs("figure")

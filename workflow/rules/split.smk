@@ -3,7 +3,7 @@
 # the terminal (and the log): failed takes never stop the DAG, but the user should see them.
 
 
-rule split:
+checkpoint split:
     input:
         qc=all_takes("qc.json"),
     output:
