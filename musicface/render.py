@@ -294,7 +294,8 @@ def render_take(
     seed = seed + (tests.index(take) if take in tests else 0)
     pose0 = gt["pose"][int(np.argmax(valid))]
     gen = model.generate(
-        gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], rt.subject, pose0=pose0, seed=seed
+        gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], rt.subject, pose0=pose0, seed=seed,
+        mfcc_index=gt["mfcc_index"],
     )
     if (
         renderer.basis.get("components") is not None
@@ -347,7 +348,7 @@ def render_take(
     }
 
     # 3. lip sync on pixels: FaceMesh re-tracked on the generated video (builtin landmark model)
-    energy = vocal_energy_db(gt["mfcc_vocals"])
+    energy = vocal_energy_db(gt["mfcc_vocals"], gt["mfcc_index"])
     if _is_identity_basis(renderer.basis):
         result["notes"] = {
             "lmd_mouth_rendered": "deep3d coefficients: the driving landmarks are BFM "

@@ -26,7 +26,7 @@ rule render_take:
         f"logs/render/{RUN}/{{take}}.log",
     benchmark:
         f"benchmarks/render/{RUN}/{{take}}.tsv"
-    threads: workflow.cores or 1
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=4000,
     conda:

@@ -20,7 +20,7 @@ rule render_train:
         f"logs/render_train/{RUN}/{{subject}}.log",
     benchmark:
         f"benchmarks/render_train/{RUN}/{{subject}}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=6000,
         gpu=1,
