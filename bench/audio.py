@@ -22,25 +22,24 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from fractions import Fraction  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
+import av
+import numpy as np
+from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from preprocessing.media import decode_audio, iter_frames, write_video  # noqa: E402
-from preprocessing.sync import gcc_phat_offset, mouth_envelope_offset  # noqa: E402
+from preprocessing.media import decode_audio, iter_frames, write_video
+from preprocessing.sync import gcc_phat_offset, mouth_envelope_offset
 
 
 def synth_song(seconds: float, sr: int, rng) -> np.ndarray:

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing import coeffs as C
+from preprocessing.common import save_json, save_npz
 
-from preprocessing import coeffs as C  # noqa: E402
-from preprocessing.common import save_json, save_npz  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SIZE = (1280, 720)
 

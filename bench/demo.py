@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing.demo import FPS, demo_rows, generate
 
-from preprocessing.demo import FPS, demo_rows, generate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def frames(path):
@@ -69,7 +69,10 @@ def facemesh_agreement(video: Path, truth: dict) -> dict:
     for a, b in runs(t["long_mask"]):
         m = [(c, d) for c, d in found if c < b and a < d]
         long_err.append(int(max(abs(m[0][0] - a), abs(m[0][1] - b))) if len(m) == 1 else 99)
-    cc = lambda x, y: float(np.corrcoef(x, y)[0, 1])
+
+    def cc(x, y):
+        return float(np.corrcoef(x, y)[0, 1])
+
     return {"tracked_fraction": float(ok.mean()), "roll_corr": cc(roll, t["pose"][:, 2]),
             "roll_corr_iris_line": cc(roll_iris, t["pose"][:, 2]),
             "roll_rmse_rad": float(np.sqrt(np.mean((roll - roll.mean() - t["pose"][:, 2] + t["pose"][:, 2].mean()) ** 2))),

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing.common import save_json
+from preprocessing.media import iter_frames, write_video
 
-from preprocessing.common import save_json  # noqa: E402
-from preprocessing.media import iter_frames, write_video  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 

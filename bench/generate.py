@@ -46,7 +46,10 @@ def parts(model: MusicFace, song: dict, repeats: int) -> dict:
         out["normalise"] = timed(lambda: model._mfcc(mf), repeats)
         rows = model._mfcc(mf)
         idx = mf["mfcc_index"]
-        cut = lambda: {s: model.windows(rows[s], idx) for s in model.streams}  # noqa: E731
+
+        def cut():
+            return {s: model.windows(rows[s], idx) for s in model.streams}
+
         out["windows"] = timed(cut, repeats)
         norm = cut()
         oh_t = oh[:, None].expand(1, song["mfcc_index"].shape[0], -1)
@@ -91,8 +94,9 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "variants": {}}
     for name, model in models.items():
         r = {"params": count_parameters(model),
-             "one_pass": timed(lambda: model.generate(**song, subject=0), a.repeats),
-             "chunks_1000": timed(lambda: model.generate(**song, subject=0, chunk=1000), a.repeats),
+             "one_pass": timed(lambda m=model: m.generate(**song, subject=0), a.repeats),
+             "chunks_1000": timed(lambda m=model: m.generate(**song, subject=0, chunk=1000),
+                                  a.repeats),
              "parts": parts(model, song, a.repeats)}
         r["realtime_factor"] = round(a.frames / 30 / r["one_pass"]["min_s"], 1)
         r["under_2s"] = r["one_pass"]["min_s"] < 2.0

@@ -22,24 +22,23 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface import generate as G  # noqa: E402
-from musicface.config import VARIANTS  # noqa: E402
+from musicface import generate as G
+from musicface.config import VARIANTS
 
 CLIP = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
 BAR_S = 2.0  # s for the parameters of a 4-minute song on one core, no separation (docs/testing.md)
@@ -109,7 +108,10 @@ def main(argv=None) -> int:
             clock.run("preview", write_preview, tmp / "preview.mp4", lm, gen["eye"], mix, 16000, progress=False)
 
     t = clock.t
-    stage = lambda k, kind: t.get(k, {}).get(kind, 0.0)  # noqa: E731
+
+    def stage(k, kind):
+        return t.get(k, {}).get(kind, 0.0)
+
     params = {kind: round(stage("load", kind) + stage("features", kind) + stage("generate", kind), 3)
               for kind in ("wall_s", "cpu_s")}
     with_sep = {kind: round(params[kind] + stage("separate", kind), 3) for kind in ("wall_s", "cpu_s")}

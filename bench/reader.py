@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface.data import WindowDataset, collate, open_shards  # noqa: E402
-from preprocessing import shards as sh  # noqa: E402
+from musicface.data import WindowDataset, collate, open_shards
+from preprocessing import shards as sh
 
 
 def synthetic_take(i: int, n: int, rng) -> sh.TakeData:

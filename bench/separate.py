@@ -20,8 +20,7 @@ Prints one JSON object:
 """
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"), "1"))
 
 import argparse
 import glob
@@ -37,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preprocessing.common import save_wav  # noqa: E402
-from preprocessing.media import decode_audio  # noqa: E402
-from preprocessing.mfcc import mfcc, take_features  # noqa: E402
-from preprocessing.separate import SR, sdr, separate_builtin, si_sdr, vocal_band  # noqa: E402
+from preprocessing.common import save_wav
+from preprocessing.media import decode_audio
+from preprocessing.mfcc import mfcc, take_features
+from preprocessing.separate import SR, sdr, separate_builtin, si_sdr, vocal_band
 
 
 def timed(fn, *args, **kw):
@@ -105,7 +104,10 @@ def main() -> None:
 
     # a long demo song with true stems
     song = render_song(0, 1, args.seconds)
-    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
+    def to16k(x):
+        return resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
     vocals, music = to16k(song.vocals), to16k(song.music)
     mix = vocals + music
     tracemalloc.start()

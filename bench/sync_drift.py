@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
+import numpy as np
+from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from preprocessing.sync import SR, gcc_phat_offset  # noqa: E402
+from preprocessing.sync import SR, gcc_phat_offset
 
 
 def demo_song(seed: int, seconds: float, cache: Path) -> np.ndarray:

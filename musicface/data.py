@@ -47,8 +47,14 @@ import torch
 
 from preprocessing.eyes import blink_stats
 from preprocessing.geometry import runs
-from preprocessing.shard_schema import (FRAME_KEYS, TAKE_ATTRS, ShardError, check_version,
-                                        from_attrs, root_meta)
+from preprocessing.shard_schema import (
+    FRAME_KEYS,
+    TAKE_ATTRS,
+    ShardError,
+    check_version,
+    from_attrs,
+    root_meta,
+)
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, MFCC_RATE, MFCC_WIDTH, centre_rows
 
 ITEM_KEYS = MFCC_KEYS + ("mfcc_index", "exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink",

@@ -49,21 +49,19 @@ from pathlib import Path
 # spinning pool made a training step 8x slower (bench/train.py); set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from musicface import losses  # noqa: E402
-from musicface.config import Config, from_dict, to_dict  # noqa: E402
-from musicface.data import (MFCC_KEYS, ShardError, WindowDataset, collate, open_shards,  # noqa: E402
-                            take_arrays)
-from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
-from musicface.model.musicface import MFCC_KEY  # noqa: E402
-from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
-                                  sha256_file)
-from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
+from musicface import losses
+from musicface.config import Config, from_dict, to_dict
+from musicface.data import MFCC_KEYS, ShardError, WindowDataset, collate, open_shards, take_arrays
+from musicface.model import Discriminator, MusicFace, export, load_checkpoint
+from musicface.model.musicface import MFCC_KEY
+from preprocessing.common import StepError, atomic_path, config_sha, load_npz, sha256_file
+from preprocessing.timebase import CENTRE_ROW, MFCC_DIM
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 

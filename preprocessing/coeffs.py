@@ -66,10 +66,23 @@ import numpy as np
 
 from preprocessing import deep3d
 from preprocessing import landmarks as fm
-from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
-                                  run_step, save_npz)
-from preprocessing.geometry import (euler_from_matrix, from_camera, matrix_from_euler, smooth_pose,
-                                   smooth_runs, to_camera)
+from preprocessing.common import (
+    StepError,
+    check_upstream,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_npz,
+)
+from preprocessing.geometry import (
+    euler_from_matrix,
+    from_camera,
+    matrix_from_euler,
+    smooth_pose,
+    smooth_runs,
+    to_camera,
+)
 from preprocessing.landmarks import REFERENCE_PATH, load_reference
 
 N_POINTS = fm.N_LANDMARKS  # 478

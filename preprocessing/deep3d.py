@@ -37,7 +37,6 @@ Deep3DFaceRecon_pytorch's README).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +108,7 @@ def load_net(path, device: str = "cpu"):
         raise MissingModelFiles(problem)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means "not a checkpoint we can use"
+    except Exception as e:  # any unpickling problem means "not a checkpoint we can use"
         raise StepError(f"cannot read Deep3DFaceRecon checkpoint {path}: {type(e).__name__}: {e}") from e
     state = ckpt.get("net_recon", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):

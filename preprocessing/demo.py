@@ -363,7 +363,10 @@ def render_song(seed: int, j: int, seconds: float) -> Song:
     song = compose_song(seed, j, seconds)
     rng = _rng(seed, 2, j)
     music, vocals = synth_music(song, rng), synth_vocals(song, rng)
-    rms = lambda x: np.sqrt(np.mean(x[np.abs(x) > 1e-4] ** 2)) if np.any(np.abs(x) > 1e-4) else 1.0
+
+    def rms(x):
+        return np.sqrt(np.mean(x[np.abs(x) > 1e-4] ** 2)) if np.any(np.abs(x) > 1e-4) else 1.0
+
     vocals *= rms(music) / rms(vocals)
     peak = np.max(np.abs(vocals + music))
     song.vocals = (vocals * 0.9 / peak).astype(np.float32)
@@ -608,7 +611,10 @@ class FaceRenderer:
         photo = astronaut().astype(np.float32) * np.array(style.tint, np.float32)
         self.canvas = cv2.warpAffine(np.clip(photo, 0, 255).astype(np.uint8), self.M, (CANVAS_W, CANVAS_H),
                                      flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
-        tf = lambda pts: np.asarray(pts, np.float64) @ self.M[:, :2].T + self.M[:, 2]
+
+        def tf(pts):
+            return np.asarray(pts, np.float64) @ self.M[:, :2].T + self.M[:, 2]
+
         # eyes: upper/lower lid curves as functions of canvas x, and the lid skin colour
         self.eyes = []
         for up, lo in ((_EYE_L_UP, _EYE_L_LO), (_EYE_R_UP, _EYE_R_LO)):
@@ -772,8 +778,11 @@ class FaceRenderer:
         Gi = np.linalg.inv(G)
         qx, qy = np.meshgrid(step * (np.arange(FRAME_W // step) + 0.5) - 0.5,
                              step * (np.arange(FRAME_H // step) + 0.5) - 0.5)
-        apply = lambda M, x, y: ((M[0, 0] * x + M[0, 1] * y + M[0, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]),
-                                 (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]))
+
+        def apply(M, x, y):
+            return ((M[0, 0] * x + M[0, 1] * y + M[0, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]),
+                    (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]))
+
         px0, py0 = apply(Gi, qx, qy)
         px, py = px0, py0
         t0x, t0y = (FACE_OUT[0] - FRAME_W / 2) / f, (FACE_OUT[1] - FRAME_H / 2) / f   # rest offset
@@ -825,8 +834,9 @@ def camera_audio(mix: np.ndarray, delay_samples: int, n_samples: int, rng) -> np
 
 def write_take_video(path: Path, renderer: FaceRenderer, truth: dict, audio: np.ndarray, desc: str) -> None:
     """H.264 (yuv420p, CRF 18, one encoder thread for byte-identical output) + AAC mono 48 kHz mp4."""
-    import av
     from fractions import Fraction
+
+    import av
     from tqdm import tqdm
 
     n = len(truth["pose"])

@@ -577,7 +577,7 @@ def read_wav(path: str | os.PathLike, sr: int | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- frames
-class iter_frames:  # noqa: N801 - used like a generator function; a class so it can carry .stats
+class iter_frames:  # lower case: used like a generator function; a class so it can carry .stats
     """Iterate ``(i, rgb)`` at a constant ``fps``: ``rgb`` is uint8 ``(H, W, 3)``, frame ``i`` the
     source frame shown at video time ``i / fps`` (by pts), for ``i < N`` (module docstring).
 

@@ -36,7 +36,6 @@ import numpy as np
 
 from preprocessing.common import StepError, check_upstream, load_json, run_step, save_npz
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_WIDTH, SR, centre_rows, n_mfcc_rows
-from preprocessing.timebase import MFCC_HOP as HOP  # samples: 10 ms step
 from preprocessing.timebase import MFCC_RATE as RATE  # rows per second
 
 WIN = 400            # samples: 25 ms analysis window

@@ -38,8 +38,15 @@ from tqdm import tqdm
 
 from preprocessing.coeffs import expression_from_coeffs
 from preprocessing.common import StepError, config_sha, load_json, load_npz, sha256_file
-from preprocessing.shard_schema import (ARRAYS, DATASET_CONFIG_KEYS, SCHEMA_VERSION, from_attrs,
-                                        root_attrs, root_meta, to_attrs)
+from preprocessing.shard_schema import (
+    ARRAYS,
+    DATASET_CONFIG_KEYS,
+    SCHEMA_VERSION,
+    from_attrs,
+    root_attrs,
+    root_meta,
+    to_attrs,
+)
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, n_mfcc_rows
 
 # Chunk lengths along time (bench/reader.py measured the choices): ~17 s of video per frame-array

@@ -140,9 +140,9 @@ def main(argv=None) -> int:
         checkpoint = find_checkpoint(model_dir)
         try:
             tf.compat.v1.train.Saver().restore(session, checkpoint)  # raises if any variable is missing
-        except Exception as e:  # noqa: BLE001 - TF raises several kinds; all mean "not a 2stems model"
+        except Exception as e:  # TF raises several kinds; all mean "not a 2stems model"
             raise SystemExit(f"spleeter_runner: error: cannot restore a 2stems model from {checkpoint}: "
-                             f"{type(e).__name__}: {_tf_reason(e)}")
+                             f"{type(e).__name__}: {_tf_reason(e)}") from e
     log(f"restored {checkpoint} in {time.time() - t0:.1f} s; separating {len(wave) / SAMPLE_RATE:.1f} s")
 
     def separate(piece: np.ndarray) -> dict:

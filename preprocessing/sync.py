@@ -26,9 +26,17 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.signal import fftconvolve
 
-from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
-                                  read_failure, run_step, save_json)
 from preprocessing import geometry
+from preprocessing.common import (
+    StepError,
+    UpstreamFailed,
+    check_upstream,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_json,
+)
 from preprocessing.media import decode_audio, iter_frames, read_wav
 from preprocessing.timebase import FPS, SR
 
@@ -724,7 +732,7 @@ def load_syncnet(weights: str | Path | None, device: str = "cpu"):
 
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means "not a SyncNet state dict"
+    except Exception as e:  # any unpickling problem means "not a SyncNet state dict"
         raise StepError(f"cannot load SyncNet weights {weights}: {type(e).__name__}: {e}") from e
     net = S(num_layers_in_fc_layers=1024)
     try:

@@ -1,8 +1,6 @@
 """AU45: built-in eyelid aspect ratio, OpenFace CSV parsing/timeline mapping, the OpenFace subprocess path."""
 from __future__ import annotations
 
-import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -11,8 +9,12 @@ import numpy as np
 import pytest
 
 from preprocessing import landmarks as L
-from preprocessing.au45 import (au45_from_landmarks, openface_command, openface_to_timeline,
-                                read_openface_csv)
+from preprocessing.au45 import (
+    au45_from_landmarks,
+    openface_command,
+    openface_to_timeline,
+    read_openface_csv,
+)
 from preprocessing.common import StepError, read_failure, save_json, save_npz, write_failure
 
 FIX = Path(__file__).parent / "fixtures" / "openface"

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import badinputs  # noqa: E402
+import badinputs
 
 pytestmark = pytest.mark.slow
 

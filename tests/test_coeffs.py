@@ -277,7 +277,10 @@ def test_builtin_smoothing_is_optional_and_local():
     raw = C.builtin_coeffs(take["landmarks"], valid, take["size"])
     smooth = C.builtin_coeffs(take["landmarks"], valid, take["size"], smooth_sigma=2.0)
     ok = raw["valid"].astype(bool)
-    jitter = lambda p: np.abs(np.diff(p[ok][:30, :3], axis=0)).mean()  # noqa: E731
+
+    def jitter(p):
+        return np.abs(np.diff(p[ok][:30, :3], axis=0)).mean()
+
     assert jitter(smooth["pose"]) < 0.5 * jitter(raw["pose"])
     assert not smooth["pose"][40:45].any() and not smooth["residual"][40:45].any()
     assert not np.allclose(raw["pose"], smooth["pose"])  # off by default means raw values stored

@@ -3,8 +3,18 @@ import json
 import numpy as np
 import pytest
 
-from preprocessing.common import (FAILED_MAGIC, StepError, UpstreamFailed, atomic_path, load_json,
-                                  load_npz, read_failure, run_step, save_json, save_npz)
+from preprocessing.common import (
+    FAILED_MAGIC,
+    StepError,
+    UpstreamFailed,
+    atomic_path,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_json,
+    save_npz,
+)
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
@@ -130,8 +140,6 @@ def test_save_json(tmp_path):
 
 
 def test_atomic_outputs_get_umask_mode(tmp_path):
-    import os
-
     from preprocessing.common import _UMASK
     save_json(tmp_path / "m.json", {})
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~_UMASK

@@ -11,10 +11,17 @@ import pytest
 import torch
 
 from musicface import data
-from musicface.data import (ShardError, WindowDataset, mfcc_centres, mfcc_span, open_shards,
-                            padded_rows, take_arrays)
-from preprocessing.shard_schema import SCHEMA_VERSION
+from musicface.data import (
+    ShardError,
+    WindowDataset,
+    mfcc_centres,
+    mfcc_span,
+    open_shards,
+    padded_rows,
+    take_arrays,
+)
 from preprocessing.mfcc import mfcc_windows
+from preprocessing.shard_schema import SCHEMA_VERSION
 from preprocessing.shards import TakeData, n_mfcc_rows, write_shard_set
 
 E = 8  # exp_dim of the synthetic takes

@@ -25,7 +25,7 @@ import pytest
 from musicface.data import open_shards, take_arrays
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shardbytes import shard_array_bytes  # noqa: E402
+from shardbytes import shard_array_bytes
 
 pytestmark = pytest.mark.slow
 

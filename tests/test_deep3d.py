@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+# after the importorskip lines (E402): without torch/torchvision the module is skipped, not an error
 from preprocessing import coeffs as C  # noqa: E402
 from preprocessing import deep3d as D  # noqa: E402
 from preprocessing import landmarks as fm  # noqa: E402

@@ -171,7 +171,7 @@ def test_blinks_and_long_closures(demo_dir, take):
         assert long_[int(a):int(b)].all()
     # long closures happen on sung sustained notes
     s = song_truth(demo_dir, take.split("_")[1])
-    for a, b in t["long_events_s"] + float(t["offset_s"]):
+    for a, _b in t["long_events_s"] + float(t["offset_s"]):
         k = np.searchsorted(s["syllables"][:, 0], a) - 1
         assert s["sustained"][k] and s["syllables"][k, 0] <= a < s["syllables"][k, 1]
     lo, hi = BLINK_DURATION
@@ -222,9 +222,14 @@ def test_head_pose_bounded_and_driven_by_the_music(demo_dir, take):
 
 def test_subjects_differ_in_style(demo_dir):
     a, b = truth(demo_dir, "singer1_song1"), truth(demo_dir, "singer2_song1")
-    speed = lambda t: np.mean(np.linalg.norm(np.diff(t["pose"][:, :3], axis=0), axis=1)) * FPS
+
+    def speed(t):
+        return np.mean(np.linalg.norm(np.diff(t["pose"][:, :3], axis=0), axis=1)) * FPS
+
+    def dur(t):
+        return np.mean(np.diff(t["blink_events_s"], axis=1))
+
     assert max(speed(a), speed(b)) > 1.3 * min(speed(a), speed(b))
-    dur = lambda t: np.mean(np.diff(t["blink_events_s"], axis=1))
     assert abs(dur(a) - dur(b)) > 0.04
     assert not np.allclose(a["style_tint"], b["style_tint"])
     assert float(a["style_mirror"]) != float(b["style_mirror"])

@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
+from badinputs import damage_audio, write_audio_file  # other tests import them from here
 from preprocessing.common import StepError
-from preprocessing.media import decode_audio, iter_frames, n_frames_cfr, probe, read_wav, write_video
-
-from badinputs import damage_audio, write_audio_file  # noqa: F401 (other tests import it from here)
+from preprocessing.media import (
+    decode_audio,
+    iter_frames,
+    n_frames_cfr,
+    probe,
+    read_wav,
+    write_video,
+)
 
 
 # ------------------------------------------------------------------------------------ material
@@ -266,7 +272,6 @@ def test_decode_audio_aligns_to_video_timeline(tmp_path, audio_start):
 ])
 def test_decode_audio_codecs_rates_channels(tmp_path, ext, codec, sr, channels):
     """Any codec/rate/layout decodes to 16 kHz mono, in time (lag 0) and faithful (SNR)."""
-    rng = np.random.default_rng(3)
     t = np.arange(int(1.5 * sr)) / sr
     # a chirp 200..3000 Hz (its autocorrelation has one sharp peak), right channel at half gain
     mono = 0.4 * np.sin(2 * np.pi * (200 * t + 1400 * t**2 / 1.5))

@@ -6,7 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from preprocessing.common import StepError, load_npz, read_failure, save_json, save_wav, write_failure
+from preprocessing.common import (
+    StepError,
+    load_npz,
+    read_failure,
+    save_json,
+    save_wav,
+    write_failure,
+)
 from preprocessing.mfcc import SR, features_at, mfcc, mfcc_windows, take_features
 from preprocessing.timebase import n_mfcc_rows as n_rows
 
@@ -60,10 +67,17 @@ def test_mfcc_windows_other_rates_and_errors():
 # ------------------------------------------------------------------------------- feature values
 def hand_mfcc_rows(x: np.ndarray, centres: list[int]) -> np.ndarray:
     """13 MFCCs of the frames centred at the given samples, computed here from the definitions."""
-    xe = lambda p: float(x[p]) if 0 <= p < len(x) else 0.0          # the signal is zero outside
+
+    def xe(p):  # the signal is zero outside
+        return float(x[p]) if 0 <= p < len(x) else 0.0
+
     # HTK mel filterbank, 26 triangles, 0..8000 Hz, FFT bins floor(513 * f / 16000)
-    mel = lambda f: 2595 * np.log10(1 + f / 700)
-    imel = lambda m: 700 * (10 ** (m / 2595) - 1)
+    def mel(f):
+        return 2595 * np.log10(1 + f / 700)
+
+    def imel(m):
+        return 700 * (10 ** (m / 2595) - 1)
+
     edges = np.floor(513 * imel(np.linspace(mel(0), mel(8000), 28)) / SR).astype(int)
     fb = np.zeros((26, 257))
     for j in range(26):

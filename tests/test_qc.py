@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from preprocessing import qc
 from preprocessing.common import read_failure, save_json, save_npz, write_failure

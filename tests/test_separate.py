@@ -15,8 +15,17 @@ import soundfile as sf
 
 from preprocessing.common import StepError, read_failure, save_wav, write_failure
 from preprocessing.media import decode_audio
-from preprocessing.separate import (SR, check_spleeter_model, check_spleeter_python, sdr, separate_builtin,
-                                    si_sdr, to_16k_mono, to_stereo, vocal_band)
+from preprocessing.separate import (
+    SR,
+    check_spleeter_model,
+    check_spleeter_python,
+    sdr,
+    separate_builtin,
+    si_sdr,
+    to_16k_mono,
+    to_stereo,
+    vocal_band,
+)
 from preprocessing.spleeter_runner import chunk_spans, separate_in_chunks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +149,10 @@ def test_builtin_beats_mixture_and_band_pass_on_demo_songs(seed, j, margins):
     from preprocessing.demo import render_song
 
     song = render_song(seed, j, 30.0)
-    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
+    def to16k(x):
+        return resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
     vocals, music = to16k(song.vocals), to16k(song.music)
     keys = ("vocals_si_over_mix", "vocals_si_over_band", "vocals_sdr_over_band_best_gain",
             "acc_si_over_mix", "acc_si_over_band")

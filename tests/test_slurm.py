@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shardbytes import shard_array_bytes  # noqa: E402
-from slurm_cluster import LocalSlurm, missing_binaries  # noqa: E402
+from shardbytes import shard_array_bytes
+from slurm_cluster import LocalSlurm, missing_binaries
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -82,7 +82,6 @@ def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
     """A 32-bit float WAV with a NaN burst at 3 s and +inf 2 s later (44.1 kHz: resampled) and one
     -inf at 16 kHz (not resampled): named as such, not as silence (max |x| of NaN is NaN)."""
     from badinputs import nan_samples
-
     from preprocessing.common import StepError
 
     sf.write(tmp_path / "clean.wav", chirp(44100, 6.0), 44100, subtype="FLOAT")

@@ -1,10 +1,7 @@
 """preprocessing.split: qc.tsv lists every take, split.tsv the passing ones, 90/10 by take or song."""
 from __future__ import annotations
 
-import io
-
 import pandas as pd
-import pytest
 
 from preprocessing import split as sp
 from preprocessing.common import save_json, write_failure

@@ -9,14 +9,38 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from preprocessing.common import StepError, read_failure, save_json, save_npz, save_wav, write_failure
+from badinputs import (
+    SINGER_CAMERA,
+    SONG_FORMATS,
+    damage_audio,
+    simulate_camera,
+    write_song,
+    write_take,
+)
+from preprocessing.common import (
+    StepError,
+    read_failure,
+    save_json,
+    save_npz,
+    save_wav,
+    write_failure,
+)
 from preprocessing.media import decode_audio, write_video
 from preprocessing.song import decode_song
-from preprocessing.sync import (SYNCNET_FPS, camera_audio, clock_drift, gcc_phat_offset, lip_features,
-                                load_syncnet, mouth_envelope_offset, mouth_opening, resample_clock, sync_take,
-                                syncnet_audio_windows, syncnet_shift)
-from badinputs import (SINGER_CAMERA, SONG_FORMATS, damage_audio, simulate_camera, write_song,
-                       write_take)
+from preprocessing.sync import (
+    SYNCNET_FPS,
+    camera_audio,
+    clock_drift,
+    gcc_phat_offset,
+    lip_features,
+    load_syncnet,
+    mouth_envelope_offset,
+    mouth_opening,
+    resample_clock,
+    sync_take,
+    syncnet_audio_windows,
+    syncnet_shift,
+)
 from test_media import code_frame, stempeg_clip
 
 MIN_CONFIDENCE = 7.0  # config.yaml sync.min_confidence
@@ -408,7 +432,10 @@ def test_resample_clock_is_exact(ppm):
     rng = np.random.default_rng(3)
     sr, n = 16000, 16000 * 20 + 123
     f, ph = rng.uniform(20, 7000, 40), rng.uniform(0, 2 * np.pi, 40)
-    x_at = lambda t: np.sin(2 * np.pi * f[None] * t[:, None] + ph[None]).sum(axis=1) / 40  # noqa: E731
+
+    def x_at(t):
+        return np.sin(2 * np.pi * f[None] * t[:, None] + ph[None]).sum(axis=1) / 40
+
     x = x_at(np.arange(n) / sr)
     y, realised = resample_clock(x.astype(np.float32), ppm)
     assert y.dtype == np.float32 and len(y) == int(round(n * (1 + ppm * 1e-6)))

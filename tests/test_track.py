@@ -3,8 +3,6 @@ small face in a large frame, two faces, no face, face in part of the take, gaps,
 frame-size change, a face too small to track; plus the gap filler and the demo acceptance."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import av

@@ -308,11 +308,11 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_batches(gappy_shar
     assert one.keys() == ddp.keys()
     for k in one:
         torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=2e-5,
-                                   msg=lambda m: f"generator {k}: {m}")
+                                   msg=lambda m, k=k: f"generator {k}: {m}")
         torch.testing.assert_close(r0["generator"][k], one[k], rtol=0, atol=2e-5)
     for k in one_disc:
         torch.testing.assert_close(r0["disc"][k], one_disc[k], rtol=0, atol=2e-5,
-                                   msg=lambda m: f"discriminator {k}: {m}")
+                                   msg=lambda m, k=k: f"discriminator {k}: {m}")
 
 
 # The packages a bare GPU machine has (bench/gpu.sh): torch, numpy, h5py, scipy, PyYAML, tqdm,
