@@ -1,6 +1,7 @@
 """Generation speed: parameters for a 4-minute song (T = 7,200 frames) on one CPU core.
 
-    .venv/bin/python bench/generate.py [--checkpoint runs/demo/model.pt] [--frames 7200] [--repeats 3]
+    .venv/bin/python bench/generate.py [--checkpoint runs/demo/model.pt] [--frames 7200]
+                                       [--repeats 3]
 
 Separation and MFCC extraction are excluded (inputs are MFCC rows and each frame's window index).
 Without --checkpoint the
@@ -56,7 +57,8 @@ def parts(model: MusicFace, song: dict, repeats: int) -> dict:
         out["tsae"] = timed(lambda: model.tsae(norm, oh_t, inference=True), repeats)
         f = model.tsae(norm, oh_t, inference=True)
         if model.atm is not None:
-            out["atm_x3"] = timed(lambda: [model.atm[k](f, inference=True) for k in ("exp", "pose", "eye")], repeats)
+            out["atm_x3"] = timed(lambda: [model.atm[k](f, inference=True)
+                                           for k in ("exp", "pose", "eye")], repeats)
         h, _ = model.encode_windows(norm, oh, inference=True)
         p0 = model.subject_pose[:1]
         out["heads_and_pose"] = timed(lambda: model.decode(h, p0=p0, inference=True), repeats)
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
     else:
         torch.manual_seed(0)
         names = [ModelConfig().variant] if a.no_variants else list(VARIANTS)
-        models = {v: MusicFace(ModelConfig(variant=v), ["singer1", "singer2"], 64).eval() for v in names}
+        models = {v: MusicFace(ModelConfig(variant=v), ["singer1", "singer2"], 64).eval()
+                  for v in names}
 
     result = {"frames": a.frames, "song_s": a.frames / 30, "threads": a.threads,
               "torch": torch.__version__, "variants": {}}
