@@ -39,6 +39,7 @@ import numpy as np
 
 from preprocessing.common import StepError, check_upstream, load_json, run_step, save_npz
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_WIDTH, SR, centre_rows, n_mfcc_rows
+from preprocessing.timebase import MFCC_HOP as HOP  # noqa: F401 - public: tests use mfcc.HOP
 from preprocessing.timebase import MFCC_RATE as RATE  # rows per second
 
 WIN = 400            # samples: 25 ms analysis window
