@@ -412,8 +412,8 @@ def test_cli_extract_and_fit_basis(tmp_path, run_cli):
     bad = tmp_path / "work" / "d" / "coeffs.npz"
     write_failure(bad, "d", "track", "no face found in any frame")
     split = tmp_path / "split.tsv"
-    split.write_text("take\tsubject\tsong\tsplit\na\ts1\tx\ttrain\nb\ts1\ty\ttrain\nc\ts2\tx\ttest\n"
-                     "d\ts2\ty\ttrain\n")
+    split.write_text("take\tsubject\tsong\tsplit\na\ts1\tx\ttrain\nb\ts1\ty\ttrain\n"
+                     "c\ts2\tx\ttest\nd\ts2\ty\ttrain\n")
     basis_path = tmp_path / "exp_basis.npz"
     proc = run_cli(["preprocessing.coeffs", "fit-basis", "--split", split, "--backend", "builtin",
                     "--dim", "6", "--out", basis_path, *paths, bad])

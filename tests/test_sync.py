@@ -719,8 +719,8 @@ def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
     args = ("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav",
             d / "vocals.wav", "syncnet")
     with pytest.raises(StepError, match=r"^SyncNet weights not found: /nowhere/syncnet_v2\.model "
-                                        r"\(get syncnet_v2\.model "
-                                        r"with the download script of https://github\.com/joonson/syncnet_python"):
+                                        r"\(get syncnet_v2\.model with the download script of "
+                                        r"https://github\.com/joonson/syncnet_python"):
         sync_take(*args, weights="/nowhere/syncnet_v2.model")
     with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
         sync_take(*args, weights=None)
