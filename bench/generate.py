@@ -1,6 +1,7 @@
 """Generation speed: parameters for a 4-minute song (T = 7,200 frames) on one CPU core.
 
-    .venv/bin/python bench/generate.py [--checkpoint runs/demo/model.pt] [--frames 7200] [--repeats 3]
+    .venv/bin/python bench/generate.py [--checkpoint runs/demo/model.pt] [--frames 7200]
+                                       [--repeats 3]
 
 Separation and MFCC extraction are excluded (inputs are MFCC rows and each frame's window index).
 Without --checkpoint the
@@ -46,14 +47,18 @@ def parts(model: MusicFace, song: dict, repeats: int) -> dict:
         out["normalise"] = timed(lambda: model._mfcc(mf), repeats)
         rows = model._mfcc(mf)
         idx = mf["mfcc_index"]
-        cut = lambda: {s: model.windows(rows[s], idx) for s in model.streams}  # noqa: E731
+
+        def cut():
+            return {s: model.windows(rows[s], idx) for s in model.streams}
+
         out["windows"] = timed(cut, repeats)
         norm = cut()
         oh_t = oh[:, None].expand(1, song["mfcc_index"].shape[0], -1)
         out["tsae"] = timed(lambda: model.tsae(norm, oh_t, inference=True), repeats)
         f = model.tsae(norm, oh_t, inference=True)
         if model.atm is not None:
-            out["atm_x3"] = timed(lambda: [model.atm[k](f, inference=True) for k in ("exp", "pose", "eye")], repeats)
+            out["atm_x3"] = timed(lambda: [model.atm[k](f, inference=True)
+                                           for k in ("exp", "pose", "eye")], repeats)
         h, _ = model.encode_windows(norm, oh, inference=True)
         p0 = model.subject_pose[:1]
         out["heads_and_pose"] = timed(lambda: model.decode(h, p0=p0, inference=True), repeats)
@@ -85,14 +90,16 @@ def main(argv=None) -> int:
     else:
         torch.manual_seed(0)
         names = [ModelConfig().variant] if a.no_variants else list(VARIANTS)
-        models = {v: MusicFace(ModelConfig(variant=v), ["singer1", "singer2"], 64).eval() for v in names}
+        models = {v: MusicFace(ModelConfig(variant=v), ["singer1", "singer2"], 64).eval()
+                  for v in names}
 
     result = {"frames": a.frames, "song_s": a.frames / 30, "threads": a.threads,
               "torch": torch.__version__, "variants": {}}
     for name, model in models.items():
         r = {"params": count_parameters(model),
-             "one_pass": timed(lambda: model.generate(**song, subject=0), a.repeats),
-             "chunks_1000": timed(lambda: model.generate(**song, subject=0, chunk=1000), a.repeats),
+             "one_pass": timed(lambda m=model: m.generate(**song, subject=0), a.repeats),
+             "chunks_1000": timed(lambda m=model: m.generate(**song, subject=0, chunk=1000),
+                                  a.repeats),
              "parts": parts(model, song, a.repeats)}
         r["realtime_factor"] = round(a.frames / 30 / r["one_pass"]["min_s"], 1)
         r["under_2s"] = r["one_pass"]["min_s"] < 2.0

@@ -28,12 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train import Setup, _raw, random_shards  # noqa: E402  (bench/train.py)
-
-from musicface.config import from_dict  # noqa: E402
-from musicface.data import open_shards  # noqa: E402
-from musicface.model.generators import PGN, PoseRecurrence, PoseState  # noqa: E402
-from musicface.train import GraphedStep, batch_to, compute_normalisation, train  # noqa: E402
+from musicface.config import from_dict
+from musicface.data import open_shards
+from musicface.model.generators import PGN, PoseRecurrence, PoseState
+from musicface.train import GraphedStep, batch_to, compute_normalisation, train
+from train import Setup, _raw, random_shards
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

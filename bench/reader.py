@@ -3,8 +3,8 @@
     .venv/bin/python bench/reader.py [--takes 12] [--minutes 3] [--windows 3000]
 
 1. Storage options (chunk length x compression) on synthetic takes of realistic shapes (E = 64,
-   478 landmarks): file MB per video minute, whole-take read (ms per video minute, the reader's cache
-   fill) and random 128-frame window reads straight from HDF5 (no cache).
+   478 landmarks): file MB per video minute, whole-take read (ms per video minute, the reader's
+   cache fill) and random 128-frame window reads straight from HDF5 (no cache).
 2. WindowDataset (the shipped format): ``item_bytes`` (all three MFCC streams, the item contract;
    ``item_bytes_two_streams``: what training of the two-stream variants reads), windows/s of single
    items, cold (first touch of every take) and warm (takes cached), single process, single thread.
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface.data import WindowDataset, collate, open_shards  # noqa: E402
-from preprocessing import shards as sh  # noqa: E402
+from musicface.data import WindowDataset, collate, open_shards
+from preprocessing import shards as sh
 
 
 def synthetic_take(i: int, n: int, rng) -> sh.TakeData:
@@ -42,10 +42,12 @@ def synthetic_take(i: int, n: int, rng) -> sh.TakeData:
 
     arrays = {k: walk(m, 26) for k in sh.MFCC_KEYS}
     arrays.update(exp=walk(n, 64), pose=walk(n, 6) * 0.1, au45=rng.random(n).astype(np.float32),
-                  eye_long=np.zeros(n, np.float32), eye_blink=(np.sin(t * 2) > 0.95).astype(np.uint8),
+                  eye_long=np.zeros(n, np.float32),
+                  eye_blink=(np.sin(t * 2) > 0.95).astype(np.uint8),
                   valid=(rng.random(n) > 0.01).astype(np.uint8),
                   landmarks=(0.5 + walk(n, 478, 2) * 0.01).astype(np.float16))
-    return sh.TakeData(f"take{i:04d}", f"s{i % 4}", f"song{i}", "train", 0.0, "gcc-phat", 10.0, arrays)
+    return sh.TakeData(f"take{i:04d}", f"s{i % 4}", f"song{i}", "train", 0.0, "gcc-phat",
+                       10.0, arrays)
 
 
 def write_variant(out: Path, takes, chunk: int, compression: dict) -> None:
@@ -72,7 +74,8 @@ def storage_options(root: Path, takes, minutes_total: float, windows: int) -> li
             for info in infos:
                 with h5py.File(info.shard) as f:
                     g = f["takes"][info.take]
-                    for k in sh.MFCC_KEYS + ("exp", "pose", "au45", "eye_long", "eye_blink", "valid"):
+                    for k in sh.MFCC_KEYS + ("exp", "pose", "au45", "eye_long",
+                                             "eye_blink", "valid"):
                         g[k][()]
             whole = time.process_time() - c0
             files = {p: h5py.File(p) for p in s.files}
@@ -168,7 +171,8 @@ def main(argv=None) -> int:
         sh.write_shard_set(tmp / "shipped", takes, 32, "bench")
         out["shipped"] = {"chunk_frames": sh.CHUNK_FRAMES, "chunk_mfcc_rows": sh.CHUNK_MFCC,
                           "compression": "gzip4+shuffle",
-                          "mb_per_video_min": round(sum(p.stat().st_size for p in (tmp / "shipped").glob("*.h5"))
+                          "mb_per_video_min": round(sum(p.stat().st_size
+                                                        for p in (tmp / "shipped").glob("*.h5"))
                                                     / 2**20 / total_min, 3)}
         out["reader"] = reader(tmp / "shipped", a.windows)
     print(json.dumps(out, indent=2))

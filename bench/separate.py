@@ -4,8 +4,8 @@
 
 Prints one JSON object:
 
-* ``speed``: for a ``--seconds`` demo song (the demo's synthetic singer, 16 kHz), CPU seconds and the
-  real-time factor (song seconds / CPU seconds; BLAS/OpenMP pinned to 1 thread, so CPU time is
+* ``speed``: for a ``--seconds`` demo song (the demo's synthetic singer, 16 kHz), CPU seconds and
+  the real-time factor (song seconds / CPU seconds; BLAS/OpenMP pinned to 1 thread, so CPU time is
   one-core time even on a shared machine) of ``separate_builtin``, of ``mfcc`` on one stem, and of
   ``take_features`` (the three stems of a take as long as the song); wall seconds too, and the peak
   Python-heap memory of the separation (tracemalloc: numpy arrays included).
@@ -16,12 +16,13 @@ Prints one JSON object:
   ``*_over_band*`` = over the band-pass.
 * ``sdr_demo``: the same on the long demo song's true stems.
 * ``spleeter`` (only with ``--spleeter-model``, e.g. a random-weight model built by
-  ``tests/spleeter_model.py``): wall seconds and real-time factor of the Spleeter backend on the song.
+  ``tests/spleeter_model.py``): wall seconds and real-time factor of the Spleeter backend on the
+  song.
 """
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                 "NUMEXPR_NUM_THREADS"), "1"))
 
 import argparse
 import glob
@@ -37,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preprocessing.common import save_wav  # noqa: E402
-from preprocessing.media import decode_audio  # noqa: E402
-from preprocessing.mfcc import mfcc, take_features  # noqa: E402
-from preprocessing.separate import SR, sdr, separate_builtin, si_sdr, vocal_band  # noqa: E402
+from preprocessing.common import save_wav
+from preprocessing.media import decode_audio
+from preprocessing.mfcc import mfcc, take_features
+from preprocessing.separate import SR, sdr, separate_builtin, si_sdr, vocal_band
 
 
 def timed(fn, *args, **kw):
@@ -101,11 +102,15 @@ def main() -> None:
     mix, voc = mix[:n], voc[:n]
     separate_builtin(mix)                                   # warm-up: imports, FFT plans
     (ev, em), _, _ = timed(separate_builtin, mix)
-    result["sdr_stempeg_clip"] = {"seconds": round(n / SR, 2), **scores(mix, voc, mix - voc, ev, em)}
+    result["sdr_stempeg_clip"] = {"seconds": round(n / SR, 2),
+                                  **scores(mix, voc, mix - voc, ev, em)}
 
     # a long demo song with true stems
     song = render_song(0, 1, args.seconds)
-    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
+    def to16k(x):
+        return resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
     vocals, music = to16k(song.vocals), to16k(song.music)
     mix = vocals + music
     tracemalloc.start()
@@ -131,9 +136,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "song.wav"
             save_wav(path, song.vocals + song.music, song.sr)
-            (sv, sm), _, wall = timed(separate_spleeter, path, len(mix), args.spleeter_python, args.spleeter_model)
+            (sv, sm), _, wall = timed(separate_spleeter, path, len(mix), args.spleeter_python,
+                                      args.spleeter_model)
         result["spleeter"] = {"wall_s": round(wall, 1), "rtf_wall": round(args.seconds / wall, 2),
-                              "note": "all cores TensorFlow uses; weights as given (random ones give no SDR)"}
+                              "note": "all cores TensorFlow uses; weights as given (random ones "
+                                      "give no SDR)"}
     print(json.dumps(result, indent=2))
 
 

@@ -28,28 +28,34 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as musicface.train does
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import collections
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import psutil
+import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface.config import from_dict  # noqa: E402
-from musicface.data import WindowDataset, collate, open_shards  # noqa: E402
-from musicface.model import Discriminator, MusicFace, count_parameters  # noqa: E402
-from musicface.model.musicface import MFCC_KEY  # noqa: E402
-from musicface.train import (GraphedStep, _device, batch_to, compute_normalisation,  # noqa: E402
-                             make_optimizer, train_step)
+from musicface.config import from_dict
+from musicface.data import WindowDataset, collate, open_shards
+from musicface.model import Discriminator, MusicFace, count_parameters
+from musicface.model.musicface import MFCC_KEY
+from musicface.train import (
+    GraphedStep,
+    _device,
+    batch_to,
+    compute_normalisation,
+    make_optimizer,
+    train_step,
+)
 
 PAPER_HOURS, PAPER_EPOCHS = 40, 50
 VIEW_OPS = {"as_strided", "slice", "select", "view", "t", "transpose", "permute", "expand",

@@ -16,11 +16,15 @@ import sys
 # sub-command -> module whose main(argv) implements it
 COMMANDS = {
     "train": ("musicface.train", "train a model on HDF5 shards"),
-    "evaluate": ("musicface.evaluate", "evaluate a checkpoint on the test split (metrics, table, figures)"),
-    "generate": ("musicface.generate", "song audio -> expression, head pose and eye parameters + preview"),
+    "evaluate": ("musicface.evaluate",
+                 "evaluate a checkpoint on the test split (metrics, table, figures)"),
+    "generate": ("musicface.generate",
+                 "song audio -> expression, head pose and eye parameters + preview"),
     "inspect": ("musicface.data", "summarise a shard set"),
-    "ablation-table": ("musicface.evaluate", "gather the variants' metrics into the ablation table"),
-    "render-data": ("musicface.render_data", "one take -> the renderer's training data (crop frames + conditions)"),
+    "ablation-table": ("musicface.evaluate",
+                       "gather the variants' metrics into the ablation table"),
+    "render-data": ("musicface.render_data",
+                    "one take -> the renderer's training data (crop frames + conditions)"),
     "render-train": ("musicface.render_train", "train one subject's renderer"),
     "render": ("musicface.render", "render a test take (reconstruction + generated) and score it"),
 }

@@ -1,11 +1,11 @@
 """Shard reader: HDF5 shards (preprocessing.shard_schema, docs/data.md) -> takes, training windows.
 
-    shards = open_shards("dataset/shards")         # ShardSet: .subjects, .exp_dim, .fps, .takes(split)
+    shards = open_shards("dataset/shards")       # ShardSet: .subjects, .exp_dim, .fps, .takes()
     ds = WindowDataset(shards, split="train", window=128, samples_per_epoch=10_000, seed=0)
-    ds.set_epoch(epoch)                             # items are a pure function of (seed, epoch, index)
-    item = ds[i]                                    # dict of torch tensors, see WindowDataset
-    whole = take_arrays(shards, "singer1_song1")    # the same keys for a whole take (+ landmarks)
-    musicface inspect dataset/shards                # summary (calls main() below)
+    ds.set_epoch(epoch)                           # items: a pure function of (seed, epoch, index)
+    item = ds[i]                                  # dict of torch tensors, see WindowDataset
+    whole = take_arrays(shards, "singer1_song1")  # the same keys for a whole take (+ landmarks)
+    musicface inspect dataset/shards              # summary (calls main() below)
 
 Definitions (units):
 
@@ -23,8 +23,8 @@ Definitions (units):
 * ``pose_vel[t] = pose[t] - pose[t-1]`` (per frame); at a window's first frame ``pose[t-1]`` is the
   frame before the window, at the take's first frame the velocity is 0; it is 0 wherever frame ``t``
   or ``t-1`` is invalid.
-* ``valid`` is 1 where the face was tracked and every coefficient is trustworthy; invalid frames hold
-  0 in every per-frame array. Training windows are drawn among those whose valid fraction is at
+* ``valid`` is 1 where the face was tracked and every coefficient is trustworthy; invalid frames
+  hold 0 in every per-frame array. Training windows are drawn among those whose valid fraction is at
   least ``min_valid_fraction`` (default 0.9): losses should still be masked with ``valid``.
 * ``subject`` is the index into ``ShardSet.subjects`` (sorted subject names of the passing takes):
   the model's one-hot order.
@@ -47,8 +47,14 @@ import torch
 
 from preprocessing.eyes import blink_stats
 from preprocessing.geometry import runs
-from preprocessing.shard_schema import (FRAME_KEYS, TAKE_ATTRS, ShardError, check_version,
-                                        from_attrs, root_meta)
+from preprocessing.shard_schema import (
+    FRAME_KEYS,
+    TAKE_ATTRS,
+    ShardError,
+    check_version,
+    from_attrs,
+    root_meta,
+)
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, MFCC_RATE, MFCC_WIDTH, centre_rows
 
 ITEM_KEYS = MFCC_KEYS + ("mfcc_index", "exp", "pose", "pose_vel", "au45", "eye_long", "eye_blink",
@@ -83,7 +89,8 @@ class ShardSet:
     def __init__(self, root: Path, files: list[str], subjects: list[str], exp_dim: int, fps: int,
                  mfcc_rate: int, config_sha: str, takes: list[TakeInfo]):
         self.root, self.files, self.subjects = root, files, subjects
-        self.exp_dim, self.fps, self.mfcc_rate, self.config_sha = exp_dim, fps, mfcc_rate, config_sha
+        self.exp_dim, self.fps, self.mfcc_rate, self.config_sha = (exp_dim, fps, mfcc_rate,
+                                                                   config_sha)
         self._takes = sorted(takes, key=lambda t: t.take)
         self._by_name = {t.take: t for t in self._takes}
 
@@ -122,7 +129,8 @@ def open_shards(path: str | os.PathLike) -> ShardSet:
             names = [f["name"] for f in man["files"]]
             missing = [n for n in names if not (root / n).exists()]
             if missing:
-                raise ShardError(f"{root}: files listed in manifest.json are missing: {', '.join(missing)}")
+                raise ShardError(f"{root}: files listed in manifest.json are missing: "
+                                 f"{', '.join(missing)}")
             files = [root / n for n in names]
             if all(set(TAKE_ATTRS) <= set(t) for t in man["takes"].values()):
                 takes = [TakeInfo(take=name, shard=str(root / t["file"]), **from_attrs(t))
@@ -161,7 +169,8 @@ def _as_shardset(shards) -> ShardSet:
 
 
 # ----------------------------------------------------------------------------------- MFCC windows
-def mfcc_centres(first_frame, n_frames: int, n_rows, fps: int = FPS, rate: int = MFCC_RATE) -> np.ndarray:
+def mfcc_centres(first_frame, n_frames: int, n_rows, fps: int = FPS,
+                 rate: int = MFCC_RATE) -> np.ndarray:
     """Centre row ``round(t * rate / fps)`` (``timebase.centre_rows``) of each frame's MFCC window,
     clipped to the rows, for frames ``first_frame ..``: ``(n_frames,)``, or ``(K, n_frames)`` for
     K first frames (and a scalar or K row counts)."""
@@ -187,7 +196,8 @@ def padded_rows(features: np.ndarray, after: int = MFCC_WIDTH // 2,
 
 
 # ---------------------------------------------------------------------------------- take arrays
-def _read_take(path: str, take: str, keys, handle: h5py.File | None = None) -> dict[str, np.ndarray]:
+def _read_take(path: str, take: str, keys,
+               handle: h5py.File | None = None) -> dict[str, np.ndarray]:
     f = handle if handle is not None else h5py.File(path, "r")
     try:
         g = f["takes"][take]
@@ -273,7 +283,8 @@ def _mix64_array(seed: int, epoch: int, index: np.ndarray) -> np.ndarray:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Random ``window``-frame training windows of one split, drawn uniformly among eligible windows.
+    """Random ``window``-frame training windows of one split, drawn uniformly among eligible
+    windows.
 
     A window start ``s`` of a take is eligible when ``s + window <= N`` and at least
     ``min_valid_fraction`` of its frames are valid. Item ``i`` of epoch ``e`` is a pure function of
@@ -287,9 +298,9 @@ class WindowDataset(torch.utils.data.Dataset):
       subject, start                                     int64 ()
 
     The model cuts the (W, 39, 26) windows on its device (module docstring, ``MusicFace.windows``).
-    Multi-worker DataLoaders: files are opened lazily per process (never shared across fork) and each
-    process keeps an LRU cache of whole takes (``cache_mb``, without landmarks) so a window is a
-    few block copies from memory, not an HDF5 read. Batches: ``DataLoader(ds, batch_size=B,
+    Multi-worker DataLoaders: files are opened lazily per process (never shared across fork) and
+    each process keeps an LRU cache of whole takes (``cache_mb``, without landmarks) so a window is
+    a few block copies from memory, not an HDF5 read. Batches: ``DataLoader(ds, batch_size=B,
     collate_fn=musicface.data.collate)`` fills each batch in place (``__getitems__``: the hash,
     the MFCC index and the pose velocity for the whole batch at once, then one block copy per
     array and window); the default collate_fn works too. ``pin_memory``: batches filled in the main
@@ -300,9 +311,10 @@ class WindowDataset(torch.utils.data.Dataset):
     mix: ``musicface.train`` asks for those).
     """
 
-    def __init__(self, shards, split: str = "train", window: int = 128, samples_per_epoch: int | None = None,
-                 seed: int = 0, min_valid_fraction: float = 0.9, cache_mb: float = 2048,
-                 pin_memory: bool = False, mfcc_keys: tuple[str, ...] = MFCC_KEYS):
+    def __init__(self, shards, split: str = "train", window: int = 128,
+                 samples_per_epoch: int | None = None, seed: int = 0,
+                 min_valid_fraction: float = 0.9, cache_mb: float = 2048, pin_memory: bool = False,
+                 mfcc_keys: tuple[str, ...] = MFCC_KEYS):
         self.shards = _as_shardset(shards)
         self.split, self.window, self.seed = split, int(window), int(seed)
         self.min_valid_fraction, self.cache_bytes = float(min_valid_fraction), int(cache_mb * 2**20)
@@ -333,8 +345,8 @@ class WindowDataset(torch.utils.data.Dataset):
                 starts.append(eligible)
                 n_rows.append(m)
         if not self.infos:
-            raise ShardError(f"{self.shards.root}: no '{split}' take has a {self.window}-frame window with "
-                             f">= {self.min_valid_fraction:.0%} valid frames")
+            raise ShardError(f"{self.shards.root}: no '{split}' take has a {self.window}-frame "
+                             f"window with >= {self.min_valid_fraction:.0%} valid frames")
         self.cum = np.concatenate([[0], np.cumsum([len(s) for s in starts])])
         self.n_windows = int(self.cum[-1])
         self._flat_starts = np.concatenate(starts)  # window g of the epoch's draw starts here
@@ -371,7 +383,8 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def _take(self, k: int) -> dict[str, np.ndarray]:
         if self._pid != os.getpid():  # first use in this process (or after a fork): start fresh
-            self._pid, self._files, self._cache, self._cached = os.getpid(), {}, collections.OrderedDict(), 0
+            self._pid, self._files, self._cache, self._cached = (os.getpid(), {},
+                                                                 collections.OrderedDict(), 0)
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
@@ -382,7 +395,8 @@ class WindowDataset(torch.utils.data.Dataset):
         for key in self.mfcc_keys:  # padded so that rows [c, c + R) exist for every centre row c
             a[key] = padded_rows(a[key], after=self.mfcc_rows - MFCC_WIDTH // 2 - 1)
         a["au45"], a["eye_long"] = a["au45"].astype(np.float32), a["eye_long"].astype(np.float32)
-        a["eye_blink"], a["valid_f"] = a["eye_blink"].astype(np.float32), a["valid"].astype(np.float32)
+        a["eye_blink"], a["valid_f"] = (a["eye_blink"].astype(np.float32),
+                                        a["valid"].astype(np.float32))
         size = sum(v.nbytes for v in a.values() if isinstance(v, np.ndarray))
         a["size"] = size
         while self._cache and self._cached + size > self.cache_bytes:
@@ -393,9 +407,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return a
 
     def _empty(self, n: int) -> dict[str, np.ndarray]:
-        """Output arrays for ``n`` windows. Inside a DataLoader worker a batch lives in shared memory
-        (as default_collate's does), so it reaches the main process without another copy; in the
-        main process with ``pin_memory`` (and CUDA) in page-locked memory."""
+        """Output arrays for ``n`` windows. Inside a DataLoader worker a batch lives in shared
+        memory (as default_collate's does), so it reaches the main process without another copy; in
+        the main process with ``pin_memory`` (and CUDA) in page-locked memory."""
         w, e, f32 = self.window, self.shards.exp_dim, np.float32
         shapes = {**{k: ((n, self.mfcc_rows, MFCC_DIM), f32) for k in self.mfcc_keys},
                   "mfcc_index": ((n, w), np.int64),
@@ -444,9 +458,9 @@ class WindowDataset(torch.utils.data.Dataset):
         return {k: torch.from_numpy(v[0, ...]) for k, v in out.items()}
 
     def __getitems__(self, indices) -> "_Batch":
-        """DataLoader's batched fetch: fills one stacked batch. With ``collate_fn=musicface.data.collate``
-        that batch is used as is; the default collate_fn stacks the per-item views again (same numbers,
-        one more copy)."""
+        """DataLoader's batched fetch: fills one stacked batch. With
+        ``collate_fn=musicface.data.collate`` that batch is used as is; the default collate_fn
+        stacks the per-item views again (same numbers, one more copy)."""
         out = self._empty(len(indices))
         self._fill(indices, out)
         return _Batch({k: torch.from_numpy(v) for k, v in out.items()}, len(indices))
@@ -460,7 +474,8 @@ _TORCH_DTYPE = {np.float32: torch.float32, np.int64: torch.int64}
 
 
 def _shared_tensor(shape, dtype) -> torch.Tensor:
-    """An uninitialised tensor in shared memory, allocated as torch.utils.data.default_collate does."""
+    """An uninitialised tensor in shared memory, allocated as torch.utils.data.default_collate
+    does."""
     proto = torch.from_numpy(np.empty(0, dtype))
     storage = proto._typed_storage()._new_shared(math.prod(shape))
     return proto.new(storage).resize_(*shape)
@@ -518,7 +533,8 @@ def summarize(shards) -> dict:
         "path": str(shards.root), "files": len(shards.files), "takes": len(shards),
         "train_takes": len(shards.takes("train")), "test_takes": len(shards.takes("test")),
         "hours": frames / fps / 3600, "subjects": shards.subjects, "exp_dim": shards.exp_dim,
-        "per_subject": {s: {"takes": v["takes"], "hours": v["hours"]} for s, v in sorted(per_subject.items())},
+        "per_subject": {s: {"takes": v["takes"], "hours": v["hours"]}
+                        for s, v in sorted(per_subject.items())},
         "frames": frames, "valid_fraction": valid_frames / frames if frames else 0.0, **eyes,
         "config_sha": shards.config_sha,
     }

@@ -366,7 +366,7 @@ def load_renderer(path, subject: str | None = None, device: str = "cpu") -> Rend
         raise RendererError(f"renderer not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+    except Exception as e:  # any unreadable file gets the same one-line answer
         msg = " ".join(str(e).split())[:200]
         raise RendererError(f"cannot load renderer {path}: {type(e).__name__}: {msg}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -2,11 +2,11 @@
 
     musicface train --shards dataset/shards --basis dataset/exp_basis.npz \\
         --config-json '{"model": {...}, "train": {...}, "loss": {...}}' --out runs/demo [--resume]
-    torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...      # DDP, one process per GPU
+    torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...   # DDP, one process per GPU
 
 What one epoch is: ``train.samples_per_epoch`` random ``train.window``-frame windows of the train
-split (default: the number of eligible window starts // window, i.e. about one pass over the training
-frames), drawn by
+split (default: the number of eligible window starts // window, i.e. about one pass over the
+training frames), drawn by
 :class:`musicface.data.WindowDataset` as a pure function of (seed, epoch, index); batches of
 ``train.batch_size`` windows (the global batch; each of P DDP processes takes batch_size / P).
 
@@ -19,9 +19,9 @@ the steps.
 
 Outputs in ``--out``:
   config.json     snapshot of the whole config this run was started with
-  checkpoint.pt   after every epoch: generator (model.pt payload), discriminator, both optimisers and
-                  schedulers, RNG states, epoch, metrics rows (atomic write; ``--resume`` continues
-                  from it)
+  checkpoint.pt   after every epoch: generator (model.pt payload), discriminator, both optimisers
+                  and schedulers, RNG states, epoch, metrics rows (atomic write; ``--resume``
+                  continues from it)
   metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr (of the
                   epoch's last step), time, validation losses on fixed test-split windows
   model.pt        at the end: weights + model config + subjects + normalisation (buffers) + the
@@ -49,21 +49,19 @@ from pathlib import Path
 # spinning pool made a training step 8x slower (bench/train.py); set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from musicface import losses  # noqa: E402
-from musicface.config import Config, from_dict, to_dict  # noqa: E402
-from musicface.data import (MFCC_KEYS, ShardError, WindowDataset, collate, open_shards,  # noqa: E402
-                            take_arrays)
-from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
-from musicface.model.musicface import MFCC_KEY  # noqa: E402
-from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
-                                  sha256_file)
-from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
+from musicface import losses
+from musicface.config import Config, from_dict, to_dict
+from musicface.data import MFCC_KEYS, ShardError, WindowDataset, collate, open_shards, take_arrays
+from musicface.model import Discriminator, MusicFace, export, load_checkpoint
+from musicface.model.musicface import MFCC_KEY
+from preprocessing.common import StepError, atomic_path, config_sha, load_npz, sha256_file
+from preprocessing.timebase import CENTRE_ROW, MFCC_DIM
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 
@@ -132,7 +130,8 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
 
 # -------------------------------------------------------------------------------------- the loop
 def lr_factor(step: int, total: int, decay_fraction: float) -> float:
-    """1 for the first (1 - decay_fraction) of the steps, then linear down to 1/decay_steps at the end."""
+    """1 for the first (1 - decay_fraction) of the steps, then linear down to 1/decay_steps at the
+    end."""
     decay = max(1, int(round(total * decay_fraction)))
     return min(1.0, (total - step) / decay) if decay_fraction > 0 else 1.0
 
@@ -141,7 +140,8 @@ def batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare(raw: MusicFace, b: dict,
+            cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A reader batch -> (mfcc, normalised targets, mask, p0, v0)."""
     mask = b["valid"]
     mfcc = {k: b[k] for k in (*MFCC_KEYS, "mfcc_index") if k in b}
@@ -267,7 +267,8 @@ class GraphedStep:
 
 
 @torch.no_grad()
-def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batch_size: int) -> dict:
+def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device,
+             batch_size: int) -> dict:
     """Regression losses on fixed test-split windows (no adversarial term)."""
     if ds is None:
         return {}
@@ -290,8 +291,10 @@ def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batc
 # ------------------------------------------------------------------------------------ checkpoints
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    out = {"torch": torch.get_rng_state(), "python": [list(random.getstate()[1]), random.getstate()[0]],
-           "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])}
+    out = {"torch": torch.get_rng_state(),
+           "python": [list(random.getstate()[1]), random.getstate()[0]],
+           "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+           "numpy_pos": int(np_state[2])}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -300,7 +303,8 @@ def _rng_state() -> dict:
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     random.setstate((s["python"][1], tuple(s["python"][0]), None))
-    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32),
+                         s["numpy_pos"], 0, 0.0))
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
@@ -329,8 +333,9 @@ def _device(spec: str, local_rank: int) -> torch.device:
     return torch.device(spec)
 
 
-def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, resume: bool = False,
-          progress: bool = True, basis: str | os.PathLike | None = None) -> Path:
+def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike,
+          resume: bool = False, progress: bool = True,
+          basis: str | os.PathLike | None = None) -> Path:
     """Train on a shard set; returns the path of model.pt. Runs as one of P DDP processes when
     launched by torchrun (env WORLD_SIZE > 1); process 0 writes the outputs. ``basis``: the
     ``exp_basis.npz`` the shards' exp was projected on, embedded in model.pt (None: a model
@@ -350,7 +355,8 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                          f"{world} training processes")
     main_proc = rank == 0
     if world > 1 and main_proc:
-        print(f"musicface train: DDP: {world} processes, backend {dist.get_backend()}", file=sys.stderr)
+        print(f"musicface train: DDP: {world} processes, backend {dist.get_backend()}",
+              file=sys.stderr)
     if tc.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
@@ -391,16 +397,18 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
     per_rank = tc.batch_size // world
     steps_per_epoch = math.ceil(math.ceil(len(ds) / world) / per_rank)
     total = tc.epochs * steps_per_epoch
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, total, tc.decay_fraction))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, total, tc.decay_fraction))
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g,
+                                                lambda s: lr_factor(s, total, tc.decay_fraction))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d,
+                                                lambda s: lr_factor(s, total, tc.decay_fraction))
 
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.csv"
     start_epoch, step, rows = 0, 0, []
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ck["generator"]["model_config"] != to_dict(cfg.model):
-            raise ValueError(f"{ckpt_path} was trained with another model config; use another train.name "
-                             f"or delete {out} to start over")
+            raise ValueError(f"{ckpt_path} was trained with another model config; use another "
+                             f"train.name or delete {out} to start over")
         model.load_state_dict(ck["generator"]["state_dict"])
         disc.load_state_dict(ck["disc"])
         opt_g.load_state_dict(ck["opt_g"])
@@ -413,9 +421,11 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                 for g in opt.param_groups:
                     g["lr"] = torch.as_tensor(g["lr"], device=device).clone()
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
-        rows = list(ck["metrics"])  # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
+        # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
+        rows = list(ck["metrics"])
         if main_proc:
-            print(f"musicface train: resuming {out} after epoch {start_epoch}/{tc.epochs}", file=sys.stderr)
+            print(f"musicface train: resuming {out} after epoch {start_epoch}/{tc.epochs}",
+                  file=sys.stderr)
     elif resume and main_proc:
         print(f"musicface train: no checkpoint in {out}, starting a new run", file=sys.stderr)
     if main_proc:
@@ -424,10 +434,13 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     raw = model
-    gen = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    dsc = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else disc
-    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path), world_size=world,
-                shards_config_sha=shards.config_sha, n_train_takes=len(shards.takes("train")),
+    gen = (DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1
+           else model)
+    dsc = (DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1
+           else disc)
+    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path),
+                world_size=world, shards_config_sha=shards.config_sha,
+                n_train_takes=len(shards.takes("train")),
                 config_sha=config_sha({k: config.get(k) for k in ("model", "train", "loss")}))
 
     def one_step(b):
@@ -442,13 +455,15 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         loader = torch.utils.data.DataLoader(
             ds, batch_size=per_rank, sampler=sampler, shuffle=False, num_workers=tc.num_workers,
             collate_fn=collate,
-            generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch), pin_memory=device.type == "cuda")
+            generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch),
+            pin_memory=device.type == "cuda")
         # per-epoch sums of the logged numbers, on the device, in float64 (the same additions as
         # summing Python floats): read once per epoch, not once per step
         sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         n_steps = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and main_proc),
-                   file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   disable=not (progress and main_proc), file=sys.stderr, dynamic_ncols=True,
+                   mininterval=2.0)
         lr = tc.lr * lr_factor(step, total, tc.decay_fraction)
         for b in bar:
             lr = tc.lr * lr_factor(step, total, tc.decay_fraction)  # as LambdaLR sets it
@@ -467,13 +482,15 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
             row["time_s"] = time.perf_counter() - t0
             rows.append(row)
             ck = {"generator": export(raw, epoch=epoch + 1, **meta), "disc": disc.state_dict(),
-                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                  "sched_d": sched_d.state_dict(), "rng": _rng_state(), "epoch": epoch + 1, "step": step,
-                  "metrics": rows}
+                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                  "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                  "rng": _rng_state(), "epoch": epoch + 1, "step": step, "metrics": rows}
             _write_metrics(metrics_path, rows)
-            _save(ck, ckpt_path)  # last: a kill between the two writes resumes from the previous epoch
+            # last: a kill between the two writes resumes from the previous epoch
+            _save(ck, ckpt_path)
             print(f"epoch {epoch + 1}/{tc.epochs}: loss {row['loss']:.4f} reg {row['reg']:.4f} "
-                  f"disc {row['disc']:.4f} lr {row['lr']:.2e} {row['time_s']:.1f}s", file=sys.stderr)
+                  f"disc {row['disc']:.4f} lr {row['lr']:.2e} {row['time_s']:.1f}s",
+                  file=sys.stderr)
         if world > 1:
             dist.barrier()
 
@@ -489,14 +506,16 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="musicface train", description="Train MusicFace on HDF5 shards.")
+    ap = argparse.ArgumentParser(prog="musicface train",
+                                 description="Train MusicFace on HDF5 shards.")
     ap.add_argument("--shards", required=True, help="shard folder (dataset/shards) or one .h5 file")
     ap.add_argument("--basis", default=None, help="dataset/exp_basis.npz: embedded in model.pt "
                     "(the landmark model of generate's preview and of evaluate's LMD)")
     ap.add_argument("--config-json", default="{}",
                     help="the whole config as a JSON string (sections model, train, loss are used)")
     ap.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint.pt if it exists")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op CPU threads per process (default: torch's choice, all cores)")

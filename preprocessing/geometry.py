@@ -51,7 +51,8 @@ def euler_from_matrix(R: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------- runs and smoothing
 # ------------------------------------------------------------------------------------ camera frame
 def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
-    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to camera).
+    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to
+    camera).
 
     ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
     """

@@ -10,8 +10,8 @@ Two backends behind one CLI (README, "The real tools"):
 Built-in method (REPET-SIM, Rafii & Pardo 2012, iterated; our choices measured on real and demo
 stems):
 
-1. STFT of the 16 kHz mix: periodic Hann window of ``N_FFT`` = 1024 samples (64 ms), hop ``HOP`` = 256
-   (16 ms), frames centred on ``t * HOP``.
+1. STFT of the 16 kHz mix: periodic Hann window of ``N_FFT`` = 1024 samples (64 ms), hop ``HOP`` =
+   256 (16 ms), frames centred on ``t * HOP``.
 2. Frame similarity: cosine similarity of log-compressed 64-band mel spectra
    ``log1p(mel / (0.1 * mean(mel)))`` (loudness-invariant; log compression lets quiet accompaniment
    structure count, which measured ~+0.7 dB better than linear magnitudes).
@@ -22,8 +22,8 @@ stems):
    background is the geometric mean of their magnitude spectra, clipped to the mix:
    ``R = min(gmean, |X|)``.
 4. Soft (Wiener-like) vocal mask ``Mv = V^2 / (V^2 + (MARGIN * R)^2)`` with ``V = |X| - R`` and
-   ``MARGIN`` = 3, times a high-pass prior (4th-order Butterworth magnitude at ``VOCAL_LOW_HZ`` = 150 Hz:
-   bass and kick go to the accompaniment).
+   ``MARGIN`` = 3, times a high-pass prior (4th-order Butterworth magnitude at ``VOCAL_LOW_HZ`` =
+   150 Hz: bass and kick go to the accompaniment).
 5. ``REFINE`` = 3 times: the background is re-estimated from the neighbours' *accompaniment
    estimate* ``(1 - Mv) |X|`` instead of ``|X|`` (neighbours that also hold singing no longer count
    it as background), and the mask recomputed.
@@ -190,18 +190,20 @@ def vocal_mask(mag: np.ndarray, background: np.ndarray, prior: np.ndarray) -> np
 
 
 def stft(x: np.ndarray) -> np.ndarray:
-    """STFT (F = N_FFT/2 + 1, T = 1 + len(x) // HOP) complex64: periodic Hann of ``N_FFT``, hop ``HOP``,
-    frame t centred on sample ``t * HOP`` (zeros beyond the ends), as librosa's ``stft(center=True)``.
+    """STFT (F = N_FFT/2 + 1, T = 1 + len(x) // HOP) complex64: periodic Hann of ``N_FFT``, hop
+    ``HOP``, frame t centred on sample ``t * HOP`` (zeros beyond the ends), as librosa's
+    ``stft(center=True)``.
 
     Written by hand (a strided view + one batched FFT): scipy's ShortTimeFFT runs a Python loop over
-    frames (~4 s for a 4-minute song) and librosa's first call costs ~4 s of lazy imports, each a third
-    of our whole time budget for a song.
+    frames (~4 s for a 4-minute song) and librosa's first call costs ~4 s of lazy imports, each a
+    third of our whole time budget for a song.
     """
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy.fft import rfft
 
     pad = N_FFT // 2
-    frames = sliding_window_view(np.pad(np.asarray(x, np.float32), pad), N_FFT)[::HOP][: 1 + len(x) // HOP]
+    frames = sliding_window_view(np.pad(np.asarray(x, np.float32), pad),
+                                 N_FFT)[::HOP][: 1 + len(x) // HOP]
     return rfft(frames * _window(), axis=1).T.astype(np.complex64)
 
 
@@ -216,7 +218,8 @@ def istft(X: np.ndarray, length: int) -> np.ndarray:
     T = frames.shape[0]
     out = np.zeros((T + q - 1, HOP), np.float32)            # output in HOP-sample segments
     norm = np.zeros((T + q - 1, HOP), np.float32)             # summed squared window, same layout
-    for b in range(q):                                      # frame t's block b lands on segment t + b
+    # frame t's block b lands on segment t + b
+    for b in range(q):
         out[b: b + T] += frames[:, b * HOP:(b + 1) * HOP]
         norm[b: b + T] += (w[b * HOP:(b + 1) * HOP] ** 2)[None, :]
     out, norm = out.ravel(), norm.ravel()
@@ -238,17 +241,20 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
     return get_filterbanks(nfilt=n_mels, nfft=n_fft, samplerate=sr, lowfreq=0, highfreq=sr / 2)
 
 
-def separate_builtin(mix: np.ndarray, sr: int = SR, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def separate_builtin(mix: np.ndarray, sr: int = SR,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Built-in REPET-SIM separation (module docstring). ``mix``: float (n,) at ``sr`` Hz.
 
-    Returns ``(vocals, music)``, float32 (n,) each, with ``vocals + music == mix`` (float32 rounding).
-    Raises StepError when the song is shorter than one analysis window (``N_FFT`` samples).
+    Returns ``(vocals, music)``, float32 (n,) each, with ``vocals + music == mix`` (float32
+    rounding). Raises StepError when the song is shorter than one analysis window (``N_FFT``
+    samples).
     """
     mix = np.asarray(mix, np.float32)
     if mix.ndim != 1:
         raise ValueError(f"separate_builtin: mono audio expected, got shape {mix.shape}")
     if len(mix) < N_FFT:
-        raise StepError(f"song too short to separate: {len(mix) / sr:.3f} s (need >= {N_FFT / sr:.3f} s)")
+        raise StepError(f"song too short to separate: {len(mix) / sr:.3f} s (need >= "
+                        f"{N_FFT / sr:.3f} s)")
     if not np.all(np.isfinite(mix)):
         raise StepError("song audio contains NaN or infinite samples")
     from scipy.ndimage import median_filter
@@ -273,15 +279,16 @@ def separate_builtin(mix: np.ndarray, sr: int = SR, progress: bool = False) -> t
 def check_spleeter_model(model_dir: str | os.PathLike | None) -> Path:
     """Return ``<model_dir>/2stems`` if it holds a complete Spleeter 2stems model, else raise.
 
-    Complete = ``checkpoint``, ``model.index``, at least one ``model.data-*`` and ``.probe`` (the layout
-    of the v1.4.0 release's 2stems.tar.gz). Spleeter itself, given a missing folder, creates it and tries
-    to download; given a folder without weights, it runs silently on fresh random weights. We never let
-    it get that far.
+    Complete = ``checkpoint``, ``model.index``, at least one ``model.data-*`` and ``.probe`` (the
+    layout of the v1.4.0 release's 2stems.tar.gz). Spleeter itself, given a missing folder, creates
+    it and tries to download; given a folder without weights, it runs silently on fresh random
+    weights. We never let it get that far.
     """
     how = (f"download {SPLEETER_MODEL_URL} (deezer/spleeter GitHub release v1.4.0), unpack it into "
            f"<MODEL_PATH>/2stems and set config separate.spleeter.model_dir to <MODEL_PATH>")
     if not model_dir:
-        raise StepError(f"spleeter backend: no model folder configured (separate.spleeter.model_dir): {how}")
+        raise StepError(f"spleeter backend: no model folder configured "
+                        f"(separate.spleeter.model_dir): {how}")
     root = Path(model_dir)
     d = root / "2stems" if (root / "2stems").is_dir() or root.name != "2stems" else root
     if not d.is_dir():
@@ -290,23 +297,28 @@ def check_spleeter_model(model_dir: str | os.PathLike | None) -> Path:
     if not list(d.glob("model.data-*")):
         missing.append("model.data-*")
     if missing:
-        raise StepError(f"spleeter backend: incomplete model in {d} (missing {', '.join(missing)}): {how}")
+        raise StepError(f"spleeter backend: incomplete model in {d} (missing "
+                        f"{', '.join(missing)}): {how}")
     return d
 
 
 def check_spleeter_python(python: str | os.PathLike) -> str:
-    """Resolve the Spleeter interpreter (a path or a name on PATH); raise StepError naming the fix."""
+    """Resolve the Spleeter interpreter (a path or a name on PATH); raise StepError naming the
+    fix."""
     p = str(python)
-    found = shutil.which(p) if os.sep not in p else (p if os.access(p, os.X_OK) and Path(p).is_file() else None)
+    found = shutil.which(p) if os.sep not in p else (p if os.access(p, os.X_OK)
+                                                     and Path(p).is_file() else None)
     if not found:
-        raise StepError(f"spleeter backend: Python interpreter not found: {p}: build it with `make spleeter-env` "
+        raise StepError(f"spleeter backend: Python interpreter not found: {p}: build it with `make "
+                        f"spleeter-env` "
                         f"(or `conda env create -p .venv-spleeter -f envs/spleeter.yaml`) or set "
                         f"config separate.spleeter.python")
     return found
 
 
 def to_stereo(audio: np.ndarray) -> np.ndarray:
-    """(n,) or (n, c) -> (n, 2) float32, as Spleeter does: mono is duplicated, > 2 channels keep the first two."""
+    """(n,) or (n, c) -> (n, 2) float32, as Spleeter does: mono is duplicated, > 2 channels keep the
+    first two."""
     a = np.asarray(audio, np.float32)
     if a.ndim == 1:
         a = a[:, None]
@@ -317,11 +329,13 @@ def to_stereo(audio: np.ndarray) -> np.ndarray:
 
 def to_16k_mono(stereo_44k: np.ndarray, n: int) -> np.ndarray:
     """Spleeter output (m, 2) at 44.1 kHz -> float32 (n,) at 16 kHz (channel mean, polyphase
-    resampling 160/441 with scipy's Kaiser-windowed FIR), zero-padded or cut to exactly ``n`` samples."""
+    resampling 160/441 with scipy's Kaiser-windowed FIR), zero-padded or cut to exactly ``n``
+    samples."""
     from scipy.signal import resample_poly
 
     mono = np.asarray(stereo_44k, np.float64).mean(axis=1)
-    y = resample_poly(mono, SR // math.gcd(SR, SPLEETER_SR), SPLEETER_SR // math.gcd(SR, SPLEETER_SR))
+    y = resample_poly(mono, SR // math.gcd(SR, SPLEETER_SR),
+                      SPLEETER_SR // math.gcd(SR, SPLEETER_SR))
     y = y[:n]
     if len(y) < n:
         y = np.concatenate([y, np.zeros(n - len(y))])
@@ -329,7 +343,8 @@ def to_16k_mono(stereo_44k: np.ndarray, n: int) -> np.ndarray:
 
 
 def run_spleeter(stereo_44k: np.ndarray, python: str, model_dir: Path, workdir: str | os.PathLike,
-                 chunk_s: float = 120.0, overlap_s: float = 2.0, threads: int = 0) -> dict[str, np.ndarray]:
+                 chunk_s: float = 120.0, overlap_s: float = 2.0,
+                 threads: int = 0) -> dict[str, np.ndarray]:
     """Separate (n, 2) float32 audio at 44.1 kHz with Spleeter 2stems in its own interpreter.
 
     One subprocess for the whole song; it restores the checkpoint once and runs the network on
@@ -339,25 +354,30 @@ def run_spleeter(stereo_44k: np.ndarray, python: str, model_dir: Path, workdir: 
     workdir = Path(workdir)
     inp = workdir / "input.npy"
     np.save(inp, to_stereo(stereo_44k))
-    cmd = [python, str(RUNNER), "--input", str(inp), "--model-dir", str(model_dir), "--out-dir", str(workdir),
-           "--chunk-s", str(chunk_s), "--overlap-s", str(overlap_s), "--threads", str(threads)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    cmd = [python, str(RUNNER), "--input", str(inp), "--model-dir", str(model_dir), "--out-dir",
+           str(workdir), "--chunk-s", str(chunk_s), "--overlap-s", str(overlap_s), "--threads",
+           str(threads)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     sys.stderr.write(proc.stdout)  # the runner's log goes to the rule's log
     if proc.returncode != 0:
         lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
-        errors = [ln.split("error:", 1)[1] for ln in lines if ln.startswith("spleeter_runner: error:")]
+        errors = [ln.split("error:", 1)[1] for ln in lines
+                  if ln.startswith("spleeter_runner: error:")]
         last = errors[-1] if errors else (lines[-1] if lines else f"exit status {proc.returncode}")
         raise StepError(f"spleeter failed: {one_line(last)}")
     out = {name: np.load(workdir / f"{name}.npy") for name in ("vocals", "accompaniment")}
     for name, a in out.items():
         if a.shape != (len(stereo_44k), 2):
-            raise StepError(f"spleeter returned {name} of shape {a.shape}, expected {(len(stereo_44k), 2)}")
+            raise StepError(f"spleeter returned {name} of shape {a.shape}, expected "
+                            f"{(len(stereo_44k), 2)}")
     return out
 
 
-def separate_spleeter(song_path: str | os.PathLike, n: int, python: str, model_dir: str | os.PathLike | None,
-                      chunk_s: float = 120.0, overlap_s: float = 2.0, threads: int = 0,
+def separate_spleeter(song_path: str | os.PathLike, n: int, python: str,
+                      model_dir: str | os.PathLike | None, chunk_s: float = 120.0,
+                      overlap_s: float = 2.0, threads: int = 0,
                       tmp_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Spleeter 2stems on the original song file -> ``(vocals, music)`` float32 (n,) at 16 kHz.
 
@@ -383,9 +403,9 @@ def work(args) -> None:
     if args.backend == "builtin":
         vocals, music = separate_builtin(mix, SR, progress=True)
     else:
-        vocals, music = separate_spleeter(args.audio, len(mix), args.spleeter_python, args.model_dir,
-                                          args.chunk_s, args.overlap_s, args.threads,
-                                          tmp_dir=Path(args.out_vocals).parent)
+        vocals, music = separate_spleeter(args.audio, len(mix), args.spleeter_python,
+                                          args.model_dir, args.chunk_s, args.overlap_s,
+                                          args.threads, tmp_dir=Path(args.out_vocals).parent)
     save_wav(args.out_vocals, vocals, SR)
     save_wav(args.out_music, music, SR)
 
@@ -394,14 +414,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--song", required=True, help="song id (for messages)")
     ap.add_argument("--mix", required=True, help="mix.wav (16 kHz mono) from step song")
-    ap.add_argument("--audio", help="the original song file (spleeter backend: decoded at 44.1 kHz)")
+    ap.add_argument("--audio",
+                    help="the original song file (spleeter backend: decoded at 44.1 kHz)")
     ap.add_argument("--backend", choices=["builtin", "spleeter"], default="builtin")
     ap.add_argument("--spleeter-python", default=".venv-spleeter/bin/python",
                     help="interpreter of the Spleeter environment")
-    ap.add_argument("--model-dir", default=None, help="Spleeter MODEL_PATH (the folder holding 2stems/)")
-    ap.add_argument("--chunk-s", type=float, default=120.0, help="spleeter: seconds per network call")
-    ap.add_argument("--overlap-s", type=float, default=2.0, help="spleeter: cross-fade between chunks (s)")
-    ap.add_argument("--threads", type=int, default=0, help="spleeter: TensorFlow threads (0 = TF default)")
+    ap.add_argument("--model-dir", default=None,
+                    help="Spleeter MODEL_PATH (the folder holding 2stems/)")
+    ap.add_argument("--chunk-s", type=float, default=120.0,
+                    help="spleeter: seconds per network call")
+    ap.add_argument("--overlap-s", type=float, default=2.0,
+                    help="spleeter: cross-fade between chunks (s)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="spleeter: TensorFlow threads (0 = TF default)")
     ap.add_argument("--out-vocals", required=True)
     ap.add_argument("--out-music", required=True)
     args = ap.parse_args(argv)
@@ -413,9 +438,11 @@ def main(argv=None) -> int:
             check_spleeter_python(args.spleeter_python)
             check_spleeter_model(args.model_dir)
         except StepError as e:
-            print(f"musicface: song '{args.song}' step 'separate': {e}", file=sys.stderr, flush=True)
+            print(f"musicface: song '{args.song}' step 'separate': {e}",
+                  file=sys.stderr, flush=True)
             return 2
-    return run_step("separate", args.song, [args.out_vocals, args.out_music], lambda: work(args), kind="song")
+    return run_step("separate", args.song, [args.out_vocals, args.out_music],
+                    lambda: work(args), kind="song")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""musicface.data: the shard reader (open_shards, WindowDataset, take_arrays, inspect) on synthetic shards
-whose every number is known."""
+"""musicface.data: the shard reader (open_shards, WindowDataset, take_arrays, inspect) on synthetic
+shards whose every number is known."""
 from __future__ import annotations
 
 import json
@@ -11,18 +11,25 @@ import pytest
 import torch
 
 from musicface import data
-from musicface.data import (ShardError, WindowDataset, mfcc_centres, mfcc_span, open_shards,
-                            padded_rows, take_arrays)
-from preprocessing.shard_schema import SCHEMA_VERSION
+from musicface.data import (
+    ShardError,
+    WindowDataset,
+    mfcc_centres,
+    mfcc_span,
+    open_shards,
+    padded_rows,
+    take_arrays,
+)
 from preprocessing.mfcc import mfcc_windows
+from preprocessing.shard_schema import SCHEMA_VERSION
 from preprocessing.shards import TakeData, n_mfcc_rows, write_shard_set
 
 E = 8  # exp_dim of the synthetic takes
 
 
 def make_take(name, subject, split, n, seed, gaps=(), blinks=(), longs=()):
-    """A take whose arrays encode their own indices: mfcc row r of stream j holds r + 1000 j in column 0,
-    exp[t, 0] = t, pose[t] = t * 0.01 * (1..6); invalid frames (gaps) hold zeros."""
+    """A take whose arrays encode their own indices: mfcc row r of stream j holds r + 1000 j in
+    column 0, exp[t, 0] = t, pose[t] = t * 0.01 * (1..6); invalid frames (gaps) hold zeros."""
     rng = np.random.default_rng(seed)
     m = n_mfcc_rows(n)
     arrays = {}
@@ -44,7 +51,8 @@ def make_take(name, subject, split, n, seed, gaps=(), blinks=(), longs=()):
     for s, e in longs:
         eye_long[s:e] = 0.8
     arrays.update(exp=exp, pose=pose, au45=rng.random(n).astype(np.float32), eye_long=eye_long,
-                  eye_blink=eye_blink, valid=valid, landmarks=rng.random((n, 5, 2)).astype(np.float32))
+                  eye_blink=eye_blink, valid=valid,
+                  landmarks=rng.random((n, 5, 2)).astype(np.float32))
     for k in ("exp", "pose", "au45", "eye_long", "eye_blink", "landmarks"):
         arrays[k][valid == 0] = 0
     return TakeData(take=name, subject=subject, song=f"song_{name}", split=split, offset_s=1.5,
@@ -56,7 +64,8 @@ def make_take(name, subject, split, n, seed, gaps=(), blinks=(), longs=()):
 def shard_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "shards"
     takes = [
-        make_take("a1", "zoe", "train", 400, 1, blinks=[(10, 14), (100, 103), (200, 206)], longs=[(300, 330)]),
+        make_take("a1", "zoe", "train", 400, 1, blinks=[(10, 14), (100, 103), (200, 206)],
+                  longs=[(300, 330)]),
         make_take("a2", "zoe", "train", 300, 2, gaps=[(50, 60), (200, 300)]),
         make_take("b1", "adam", "train", 500, 3, blinks=[(40, 45)]),
         make_take("b2", "adam", "test", 260, 4),
@@ -74,7 +83,8 @@ def test_open_shards_metadata(shard_dir):
     assert [t.take for t in s.takes("test")] == ["b2"]
     assert [t.take for t in s.takes("train")] == ["a1", "a2", "b1", "c1"]
     a2 = s.take("a2")
-    assert (a2.subject, a2.subject_index, a2.song, a2.split, a2.n_frames) == ("zoe", 2, "song_a2", "train", 300)
+    assert (a2.subject, a2.subject_index, a2.song, a2.split, a2.n_frames) == ("zoe", 2, "song_a2",
+                                                                              "train", 300)
     assert (a2.offset_s, a2.sync_method, a2.sync_confidence) == (1.5, "gcc-phat", 12.0)
     assert a2.backends == {"coeffs": "builtin"} and a2.tool_versions == {"numpy": np.__version__}
     assert a2.shard.endswith("train-00000.h5") and s.take("c1").shard.endswith("train-00001.h5")
@@ -175,7 +185,8 @@ def test_item_shapes_dtypes_and_values(shard_dir):
         t = np.arange(st, st + 128)
         v = item["valid"].numpy()
         np.testing.assert_array_equal(item["exp"][:, 0].numpy(), np.where(v > 0, t, 0))
-        # the MFCC window of frame t is centred on row round(t*100/30) (column 0 holds the row index)
+        # the MFCC window of frame t is centred on row round(t*100/30) (column 0 holds the row
+        # index)
         vocals, mix = (cut(item[k], item["mfcc_index"]) for k in ("mfcc_vocals", "mfcc_mix"))
         np.testing.assert_array_equal(vocals[:, 19, 0], np.round(t * 100 / 30))
         np.testing.assert_array_equal(mix[:, 19, 0], np.round(t * 100 / 30) + 2000)
@@ -200,7 +211,8 @@ def test_item_equals_take_arrays_slice(shard_dir):
                 b = cut(whole[k], whole["mfcc_index"][st:st + 64])
                 np.testing.assert_array_equal(a, b, err_msg=f"{take} {k} @ {st}")
                 continue
-            torch.testing.assert_close(item[k], whole[k][st:st + 64], rtol=0, atol=0, msg=f"{take} {k} @ {st}")
+            torch.testing.assert_close(item[k], whole[k][st:st + 64], rtol=0, atol=0,
+                                       msg=f"{take} {k} @ {st}")
         assert item["subject"] == whole["subject"]
     whole = take_arrays(s, "b2")
     m = n_mfcc_rows(260)
@@ -230,7 +242,8 @@ def test_windows_respect_valid_fraction(shard_dir):
     s = open_shards(shard_dir)
     for info, starts in zip(ds.infos, ds.starts):
         v = take_arrays(s, info.take)["valid"].numpy()
-        brute = [st for st in range(info.n_frames - 127) if v[st:st + 128].sum() >= np.ceil(0.9 * 128)]
+        brute = [st for st in range(info.n_frames - 127)
+                 if v[st:st + 128].sum() >= np.ceil(0.9 * 128)]
         np.testing.assert_array_equal(starts, brute)
     a2 = next(st for info, st in zip(ds.infos, ds.starts) if info.take == "a2")
     np.testing.assert_array_equal(a2, np.arange(85))  # up to 12 invalid frames: starts 0..84
@@ -248,7 +261,8 @@ def test_sampling_uniform_over_windows(shard_dir):
         counts[ds.infos[k].take] = counts.get(ds.infos[k].take, 0) + 1
     for info, starts in zip(ds.infos, ds.starts):
         expected = 20000 * len(starts) / ds.n_windows
-        assert abs(counts[info.take] - expected) < 4 * np.sqrt(expected), (info.take, counts, expected)
+        assert abs(counts[info.take] - expected) < 4 * np.sqrt(expected), (info.take,
+                                                                           counts, expected)
 
 
 def test_deterministic_and_epochs(shard_dir):
@@ -260,7 +274,8 @@ def test_deterministic_and_epochs(shard_dir):
     starts1 = [(a.take_of(i).take, int(a[i]["start"])) for i in range(50)]
     assert sum(x != y for x, y in zip(starts0, starts1)) >= 45
     c = WindowDataset(shard_dir, samples_per_epoch=50, seed=1)
-    assert sum(x != y for x, y in zip(starts0, [(c.take_of(i).take, int(c[i]["start"])) for i in range(50)])) >= 45
+    assert sum(x != y for x, y in zip(starts0, [(c.take_of(i).take, int(c[i]["start"]))
+                                                for i in range(50)])) >= 45
     with pytest.raises(IndexError):
         a[50]
 
@@ -271,10 +286,13 @@ def test_dataloader_workers_match_single_process(shard_dir):
     assert ds._files and pickle.loads(pickle.dumps(ds))._files == {}
     ds.set_epoch(2)
     single = list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0))
-    by_item = [torch.utils.data.default_collate([ds[i] for i in range(b, b + 8)]) for b in (0, 8, 16)]
+    by_item = [torch.utils.data.default_collate([ds[i] for i in range(b, b + 8)])
+               for b in (0, 8, 16)]
     for loader in (torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2),
-                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0, collate_fn=data.collate),
-                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, collate_fn=data.collate)):
+                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0,
+                                               collate_fn=data.collate),
+                   torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2,
+                                               collate_fn=data.collate)):
         batches = list(loader)
         assert len(single) == len(batches) == 3
         for x, y, z in zip(single, batches, by_item):

@@ -14,7 +14,7 @@ import pytest
 from musicface.render import render_conditions, render_params, song_clip
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_render_train import _tiny_renderer  # noqa: E402
+from test_render_train import _tiny_renderer
 
 
 def test_song_clip_follows_the_sync_offset():

@@ -15,14 +15,24 @@ import soundfile as sf
 
 from preprocessing.common import StepError, read_failure, save_wav, write_failure
 from preprocessing.media import decode_audio
-from preprocessing.separate import (SR, check_spleeter_model, check_spleeter_python, sdr, separate_builtin,
-                                    si_sdr, to_16k_mono, to_stereo, vocal_band)
+from preprocessing.separate import (
+    SR,
+    check_spleeter_model,
+    check_spleeter_python,
+    sdr,
+    separate_builtin,
+    si_sdr,
+    to_16k_mono,
+    to_stereo,
+    vocal_band,
+)
 from preprocessing.spleeter_runner import chunk_spans, separate_in_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 SPLEETER_PY = REPO / ".venv-spleeter" / "bin" / "python"
 needs_spleeter = pytest.mark.skipif(not SPLEETER_PY.exists(),
-                                    reason="Spleeter venv .venv-spleeter not built (run `make spleeter-env`)")
+                                    reason="Spleeter venv .venv-spleeter not built (run `make "
+                                           "spleeter-env`)")
 
 
 def stem_clip_path() -> str:
@@ -34,7 +44,8 @@ def stem_clip_path() -> str:
 
 @pytest.fixture(scope="module")
 def clip():
-    """(mix, vocals, accompaniment) at 16 kHz mono; stream 0 = mixture, 4 = vocals (MUSDB18 stem order)."""
+    """(mix, vocals, accompaniment) at 16 kHz mono; stream 0 = mixture, 4 = vocals (MUSDB18 stem
+    order)."""
     path = stem_clip_path()
     mix, _ = decode_audio(path, SR, mono=True, stream=0)
     vocals, _ = decode_audio(path, SR, mono=True, stream=4)
@@ -140,7 +151,10 @@ def test_builtin_beats_mixture_and_band_pass_on_demo_songs(seed, j, margins):
     from preprocessing.demo import render_song
 
     song = render_song(seed, j, 30.0)
-    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
+    def to16k(x):
+        return resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
     vocals, music = to16k(song.vocals), to16k(song.music)
     keys = ("vocals_si_over_mix", "vocals_si_over_band", "vocals_sdr_over_band_best_gain",
             "acc_si_over_mix", "acc_si_over_band")
@@ -178,7 +192,8 @@ def test_builtin_bad_input():
         separate_builtin(bad)
     v, m = separate_builtin(np.zeros(2 * SR, np.float32))  # silence separates into silence
     assert np.all(v == 0) and np.all(m == 0)
-    v, m = separate_builtin(np.random.default_rng(0).normal(0, 0.1, 2000).astype(np.float32))  # 8 frames < k
+    # 8 frames < k
+    v, m = separate_builtin(np.random.default_rng(0).normal(0, 0.1, 2000).astype(np.float32))
     assert v.shape == (2000,) and np.all(np.isfinite(v))
 
 
@@ -186,8 +201,9 @@ def test_separate_cli_builtin(tmp_path, run_cli, clip):
     mix = clip[0]
     song = tmp_path / "my song's dir"
     save_wav(song / "mix.wav", mix, SR)
-    proc = run_cli(["preprocessing.separate", "--song", "s1", "--mix", song / "mix.wav", "--audio", "unused",
-                    "--backend", "builtin", "--out-vocals", song / "vocals.wav", "--out-music", song / "music.wav"])
+    proc = run_cli(["preprocessing.separate", "--song", "s1", "--mix", song / "mix.wav", "--audio",
+                    "unused", "--backend", "builtin", "--out-vocals", song / "vocals.wav",
+                    "--out-music", song / "music.wav"])
     for name in ("vocals", "music"):
         data, rate = sf.read(song / f"{name}.wav", dtype="float32")
         assert rate == SR and data.ndim == 1 and len(data) == len(mix)
@@ -199,9 +215,11 @@ def test_separate_cli_passes_upstream_failure(tmp_path, run_cli):
     write_failure(tmp_path / "mix.wav", "s1", "song", "no audio track")
     proc = run_cli(["preprocessing.separate", "--song", "s1", "--mix", tmp_path / "mix.wav",
                     "--out-vocals", tmp_path / "vocals.wav", "--out-music", tmp_path / "music.wav"])
-    assert "musicface: song 's1' step 'separate': skipped, upstream step 'song' failed: no audio track" in proc.stderr
+    assert ("musicface: song 's1' step 'separate': skipped, upstream step 'song' failed: "
+            "no audio track") in proc.stderr
     for name in ("vocals.wav", "music.wav"):
-        assert read_failure(tmp_path / name) == {"unit": "s1", "step": "song", "reason": "no audio track"}
+        assert read_failure(tmp_path / name) == {"unit": "s1", "step": "song",
+                                                 "reason": "no audio track"}
 
 
 # ----------------------------------------------------------------------- Spleeter: refusals
@@ -217,43 +235,57 @@ def _fake_model(root: Path, skip: str | None = None) -> Path:
 def test_spleeter_model_checks(tmp_path):
     with pytest.raises(StepError, match=r"no model folder configured.*v1\.4\.0/2stems\.tar\.gz"):
         check_spleeter_model(None)
-    with pytest.raises(StepError, match=r"model folder not found: .*nowhere/2stems.*unpack it into <MODEL_PATH>/2stems"):
+    with pytest.raises(StepError,
+                       match=r"model folder not found: .*nowhere/2stems.*unpack it into "
+                             r"<MODEL_PATH>/2stems"):
         check_spleeter_model(tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()          # unlike Spleeter, we never create it
     for skip, shown in [("model.index", "model.index"), (".probe", ".probe"),
-                        ("model.data-00000-of-00001", "model.data-*"), ("checkpoint", "checkpoint")]:
+                        ("model.data-00000-of-00001", "model.data-*"),
+                        ("checkpoint", "checkpoint")]:
         root = _fake_model(tmp_path / f"m{skip}", skip)
-        with pytest.raises(StepError, match=rf"incomplete model in .*2stems \(missing {shown.replace('.', '[.]').replace('*', '[*]')}\)"):
+        with pytest.raises(StepError,
+                           match=rf"incomplete model in .*2stems \(missing "
+                                 rf"{shown.replace('.', '[.]').replace('*', '[*]')}\)"):
             check_spleeter_model(root)
     ok = _fake_model(tmp_path / "ok")
     assert check_spleeter_model(ok) == ok / "2stems"
-    assert check_spleeter_model(ok / "2stems") == ok / "2stems"   # the 2stems folder itself is accepted
+    # the 2stems folder itself is accepted
+    assert check_spleeter_model(ok / "2stems") == ok / "2stems"
 
 
 def test_spleeter_python_check(tmp_path):
-    with pytest.raises(StepError, match=r"interpreter not found: .*nope/bin/python: build it with `make spleeter-env`"):
+    with pytest.raises(StepError,
+                       match=r"interpreter not found: .*nope/bin/python: build it with `make "
+                             r"spleeter-env`"):
         check_spleeter_python(tmp_path / "nope" / "bin" / "python")
     assert check_spleeter_python("sh").endswith("/sh")
 
 
 def test_spleeter_cli_refuses_without_model(tmp_path, run_cli, clip):
     save_wav(tmp_path / "mix.wav", clip[0], SR)
-    args = ["preprocessing.separate", "--song", "s1", "--mix", tmp_path / "mix.wav", "--audio", stem_clip_path(),
-            "--backend", "spleeter", "--out-vocals", tmp_path / "v.wav", "--out-music", tmp_path / "m.wav"]
-    proc = run_cli(args + ["--spleeter-python", "sh", "--model-dir", tmp_path / "models"], check=False)
+    args = ["preprocessing.separate", "--song", "s1", "--mix", tmp_path / "mix.wav", "--audio",
+            stem_clip_path(), "--backend", "spleeter", "--out-vocals", tmp_path / "v.wav",
+            "--out-music", tmp_path / "m.wav"]
+    proc = run_cli(args + ["--spleeter-python", "sh", "--model-dir",
+                           tmp_path / "models"], check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("musicface: song 's1' step 'separate': spleeter backend: model folder not found")
-    proc = run_cli(args + ["--spleeter-python", tmp_path / "no-venv/bin/python", "--model-dir", _fake_model(tmp_path / "m")],
+    assert proc.stderr.strip().startswith("musicface: song 's1' step 'separate': spleeter backend: "
+                                          "model folder not found")
+    proc = run_cli(args + ["--spleeter-python", tmp_path / "no-venv/bin/python", "--model-dir",
+                           _fake_model(tmp_path / "m")],
                    check=False)
     assert proc.returncode == 2 and "make spleeter-env" in proc.stderr
-    assert not (tmp_path / "v.wav").exists() and not (tmp_path / "m.wav").exists()   # setup error: no records
+    # setup error: no records
+    assert not (tmp_path / "v.wav").exists() and not (tmp_path / "m.wav").exists()
 
 
 # ------------------------------------------------------------------ Spleeter: chunking, resampling
 def test_chunk_spans_cover_and_overlap():
     assert chunk_spans(100, 200, 10) == [(0, 100)]
     assert chunk_spans(200, 200, 10) == [(0, 200)]
-    for n, chunk, overlap in [(1000, 300, 50), (1001, 300, 50), (951, 300, 50), (27_000_000, 5_292_000, 88_200)]:
+    for n, chunk, overlap in [(1000, 300, 50), (1001, 300, 50), (951, 300, 50),
+                              (27_000_000, 5_292_000, 88_200)]:
         spans = chunk_spans(n, chunk, overlap)
         assert spans[0][0] == 0 and spans[-1][1] == n
         assert all(b - a <= chunk for a, b in spans)
@@ -289,13 +321,14 @@ def test_to_stereo_and_resampling():
     assert sdr(ref[100:-100], y[100:31900]) > 40
 
 
-# --------------------------------------------------------------- Spleeter: real runs (random weights)
+# ------------------------------------------------------------- Spleeter: real runs (random weights)
 @pytest.fixture(scope="session")
 def spleeter_model(tmp_path_factory):
-    """A randomly initialised 2stems model in Spleeter's checkpoint format (built in the Spleeter venv)."""
+    """A randomly initialised 2stems model in Spleeter's checkpoint format (built in the Spleeter
+    venv)."""
     root = tmp_path_factory.mktemp("spleeter_models")
-    subprocess.run([str(SPLEETER_PY), str(REPO / "tests" / "spleeter_model.py"), str(root)], check=True,
-                   capture_output=True, text=True, timeout=300)
+    subprocess.run([str(SPLEETER_PY), str(REPO / "tests" / "spleeter_model.py"), str(root)],
+                   check=True, capture_output=True, text=True, timeout=300)
     check_spleeter_model(root)
     return root
 
@@ -303,15 +336,17 @@ def spleeter_model(tmp_path_factory):
 @pytest.mark.spleeter
 @needs_spleeter
 def test_spleeter_cli_on_real_song(tmp_path, run_cli, spleeter_model):
-    """The real network (random weights) on the stempeg song file, in 3 chunks: 16 kHz mono stems of the
-    mix's length, on the mix's timeline (with Spleeter's ratio masks the stems add up to the mix)."""
+    """The real network (random weights) on the stempeg song file, in 3 chunks: 16 kHz mono stems of
+    the mix's length, on the mix's timeline (with Spleeter's ratio masks the stems add up to the
+    mix)."""
     song = stem_clip_path()
     mix, _ = decode_audio(song, SR, mono=True)
     save_wav(tmp_path / "mix.wav", mix, SR)
-    proc = run_cli(["preprocessing.separate", "--song", "falcon", "--mix", tmp_path / "mix.wav", "--audio", song,
-                    "--backend", "spleeter", "--spleeter-python", SPLEETER_PY, "--model-dir", spleeter_model,
-                    "--chunk-s", "2.5", "--overlap-s", "0.5", "--threads", "2",
-                    "--out-vocals", tmp_path / "vocals.wav", "--out-music", tmp_path / "music.wav"])
+    proc = run_cli(["preprocessing.separate", "--song", "falcon", "--mix", tmp_path / "mix.wav",
+                    "--audio", song, "--backend", "spleeter", "--spleeter-python", SPLEETER_PY,
+                    "--model-dir", spleeter_model, "--chunk-s", "2.5", "--overlap-s", "0.5",
+                    "--threads", "2", "--out-vocals", tmp_path / "vocals.wav", "--out-music",
+                    tmp_path / "music.wav"])
     assert "chunk 3/3" in proc.stderr
     v, rate_v = sf.read(tmp_path / "vocals.wav", dtype="float32")
     m, rate_m = sf.read(tmp_path / "music.wav", dtype="float32")
@@ -325,8 +360,8 @@ def test_spleeter_cli_on_real_song(tmp_path, run_cli, spleeter_model):
 @pytest.mark.slow
 @needs_spleeter
 def test_spleeter_processes_songs_longer_than_600s(tmp_path, spleeter_model):
-    """610 s of low-level noise (Spleeter's CLI would stop at 600 s): the last seconds are separated too.
-    Measured ~45 s on 2 cores (6 chunks of 120 s)."""
+    """610 s of low-level noise (Spleeter's CLI would stop at 600 s): the last seconds are separated
+    too. Measured ~45 s on 2 cores (6 chunks of 120 s)."""
     from preprocessing.separate import separate_spleeter
 
     rng = np.random.default_rng(0)
@@ -345,12 +380,13 @@ def test_spleeter_processes_songs_longer_than_600s(tmp_path, spleeter_model):
 @pytest.mark.spleeter
 @needs_spleeter
 def test_spleeter_refuses_a_corrupt_checkpoint(tmp_path):
-    """Files present but not a checkpoint: the Saver's restore fails and the song fails with a reason
-    (Spleeter's own provider would have run on fresh random weights)."""
+    """Files present but not a checkpoint: the Saver's restore fails and the song fails with a
+    reason (Spleeter's own provider would have run on fresh random weights)."""
     from preprocessing.separate import run_spleeter
 
     model = check_spleeter_model(_fake_model(tmp_path / "bad"))
-    with pytest.raises(StepError, match=r"spleeter failed: cannot restore a 2stems model from .*bad/2stems/model: "
+    with pytest.raises(StepError, match=r"spleeter failed: cannot restore a 2stems model from "
+                                        r".*bad/2stems/model: "
                                         r"DataLossError: file is too short to be an sstable"):
         run_spleeter(np.zeros((44100, 2), np.float32), str(SPLEETER_PY), model, tmp_path)
     assert not (tmp_path / "vocals.npy").exists()

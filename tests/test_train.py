@@ -1,4 +1,5 @@
-"""Training: learning on a small shard set, outputs, exact resume after a kill, DDP (2 gloo processes).
+"""Training: learning on a small shard set, outputs, exact resume after a kill, DDP (2 gloo
+processes).
 
 The shard set is written with the dataset's own writer (preprocessing.shards.write_shard_set) from
 synthetic takes whose targets follow the audio: the mouth (exp) opens with the vocal syllables, the
@@ -28,14 +29,14 @@ from musicface.train import compute_normalisation, load_checkpoint, lr_factor, t
 from preprocessing.shards import TakeData, write_shard_set
 
 FPS, RATE, E = 30, 100, 6
-TINY_MODEL = {"enc_channels": [8, 16], "feat_dim": 8, "unet_channels": [8, 16], "hidden": 16, "lstm_hidden": 16,
-              "disc_channels": 8}
+TINY_MODEL = {"enc_channels": [8, 16], "feat_dim": 8, "unet_channels": [8, 16], "hidden": 16,
+              "lstm_hidden": 16, "disc_channels": 8}
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """One intra-op thread (set before the module's training fixtures run): the CPU is shared, and an
-    oversubscribed torch thread pool is many times slower."""
+    """One intra-op thread (set before the module's training fixtures run): the CPU is shared, and
+    an oversubscribed torch thread pool is many times slower."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -55,7 +56,8 @@ def synth_take(rng, subject_i: int, song_i: int, seconds: int,
     climax = ((t100 + 3 * song_i) % 10 > 7).astype(np.float64)  # 3 s of every 10 s
     a_voice, a_beat, a_climax = np.random.default_rng(7).normal(size=(3, 26))
     vocals = voice[:, None] * a_voice * 3 + 0.3 * rng.normal(size=(m, 26))
-    music = beat[:, None] * a_beat * 3 + climax[:, None] * a_climax * 2 + 0.3 * rng.normal(size=(m, 26))
+    music = (beat[:, None] * a_beat * 3 + climax[:, None] * a_climax * 2
+             + 0.3 * rng.normal(size=(m, 26)))
     at = np.minimum(np.round(np.arange(n) * RATE / FPS).astype(int), m - 1)  # frame -> 100 Hz row
     mouth = np.array([1.0, -0.8, 0.6, 1.2, -0.5, 0.9])  # how far each exp dim moves with the voice
     exp = voice[at, None] * mouth + 0.3 * subject_i + 0.02 * rng.normal(size=(n, E))
@@ -71,7 +73,8 @@ def synth_take(rng, subject_i: int, song_i: int, seconds: int,
     arrays = dict(mfcc_vocals=vocals, mfcc_music=music, mfcc_mix=vocals + music, exp=exp, pose=pose,
                   au45=eye_long, eye_long=eye_long, eye_blink=np.zeros(n), valid=valid,
                   landmarks=np.zeros((n, 4, 2)))
-    out = {k: np.asarray(v, np.uint8 if k in ("valid", "eye_blink") else np.float32) for k, v in arrays.items()}
+    out = {k: np.asarray(v, np.uint8 if k in ("valid", "eye_blink") else np.float32)
+           for k, v in arrays.items()}
     for k in ("exp", "pose", "au45", "eye_long"):
         out[k][valid == 0] = 0  # the shard contract: invalid frames hold 0
     return out
@@ -79,9 +82,10 @@ def synth_take(rng, subject_i: int, song_i: int, seconds: int,
 
 def make_shards(out, subjects=2, songs=3, seconds=20, test_songs=(2,), seed=0, drop=0.0) -> dict:
     rng = np.random.default_rng(seed)
-    takes = [TakeData(take=f"singer{i + 1}_song{j + 1}", subject=f"singer{i + 1}", song=f"song{j + 1}",
-                      split="test" if j in test_songs else "train", offset_s=0.0, sync_method="synthetic",
-                      sync_confidence=10.0, arrays=synth_take(rng, i, j, seconds, drop))
+    takes = [TakeData(take=f"singer{i + 1}_song{j + 1}", subject=f"singer{i + 1}",
+                      song=f"song{j + 1}", split="test" if j in test_songs else "train",
+                      offset_s=0.0, sync_method="synthetic", sync_confidence=10.0,
+                      arrays=synth_take(rng, i, j, seconds, drop))
              for i in range(subjects) for j in range(songs)]
     write_shard_set(out, takes, takes_per_shard=4, cfg_sha="synthetic", exp_dim=E)
     return {t.take: t for t in takes}
@@ -97,7 +101,8 @@ def shards(tmp_path_factory):
 def tiny_config(**train_kw) -> dict:
     # a tiny model on short windows learns these data in ~200 steps at lr 2e-3 (the paper's 1e-4 is
     # for 50 epochs of 40 hours)
-    t = {"epochs": 4, "samples_per_epoch": 32, "batch_size": 8, "window": 32, "lr": 2e-3, "val_samples": 16}
+    t = {"epochs": 4, "samples_per_epoch": 32, "batch_size": 8, "window": 32, "lr": 2e-3,
+         "val_samples": 16}
     t.update(train_kw)
     return {"model": {"variant": "full", **TINY_MODEL}, "train": t, "loss": {}}
 
@@ -122,13 +127,15 @@ def test_normalisation_statistics_match_the_data(shards):
     np.testing.assert_allclose(st["exp_std"], exp.std(0), rtol=1e-3)
     s1 = [t for t in train_takes if t.subject == "singer2"]
     v1 = np.concatenate([t.arrays["valid"] for t in s1]) > 0
-    np.testing.assert_allclose(st["subject_pose"][1], np.concatenate([t.arrays["pose"] for t in s1])[v1].mean(0),
+    np.testing.assert_allclose(st["subject_pose"][1],
+                               np.concatenate([t.arrays["pose"] for t in s1])[v1].mean(0),
                                rtol=1e-4, atol=1e-5)
     vel = []
     for t in train_takes:
         ok = (t.arrays["valid"][1:] > 0) & (t.arrays["valid"][:-1] > 0)
         vel.append(np.diff(t.arrays["pose"], axis=0)[ok])
-    np.testing.assert_allclose(st["vel_std"][:5], np.sqrt((np.concatenate(vel) ** 2).mean(0))[:5], rtol=1e-3)
+    np.testing.assert_allclose(st["vel_std"][:5],
+                               np.sqrt((np.concatenate(vel) ** 2).mean(0))[:5], rtol=1e-3)
     assert st["mfcc_mean"].shape == (3, 26) and (st["mfcc_std"] > 0.2).all()
 
 
@@ -187,11 +194,13 @@ def test_run_folder_contents(trained):
     assert payload["exp_dim"] == E and payload["model_config"]["variant"] == "full"
     assert payload["meta"]["epoch"] == 12 and payload["meta"]["train_config"]["lr"] == 2e-3
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert set(ck) >= {"generator", "disc", "opt_g", "opt_d", "sched_g", "sched_d", "rng", "epoch", "step"}
+    assert set(ck) >= {"generator", "disc", "opt_g", "opt_d", "sched_g", "sched_d", "rng",
+                       "epoch", "step"}
     assert ck["epoch"] == 12 and ck["step"] == 12 * 16
     rows = read_metrics(out / "metrics.csv")
-    assert set(rows[0]) >= {"epoch", "step", "samples", "lr", "time_s", "loss", "reg", "adv", "disc",
-                            "exp_mse", "pose_mmd", "pose_vel", "eye_l1", "eye_mmd", "att", "val_reg"}
+    assert set(rows[0]) >= {"epoch", "step", "samples", "lr", "time_s", "loss", "reg", "adv",
+                            "disc", "exp_mse", "pose_mmd", "pose_vel", "eye_l1", "eye_mmd",
+                            "att", "val_reg"}
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[3] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(2e-3 / round(0.6 * 192))
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
@@ -216,15 +225,19 @@ def test_gpu_only_switches_are_refused_on_cpu(shards, tmp_path):
 def _cli(args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "musicface.cli", "train", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, **kw)
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_weights(shards, tmp_path):
     path, _ = shards
-    cfg = json.dumps(tiny_config(epochs=6, samples_per_epoch=96))  # long enough to be killed after epoch 1
-    full = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "full", "--no-progress"])
+    # long enough to be killed after epoch 1
+    cfg = json.dumps(tiny_config(epochs=6, samples_per_epoch=96))
+    full = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "full",
+                 "--no-progress"])
 
-    killed = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "killed", "--no-progress"])
+    killed = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "killed",
+                   "--no-progress"])
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and killed.poll() is None and time.time() < deadline:
@@ -236,7 +249,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(shards, tmp_path):
     epoch_at_kill = torch.load(ckpt, weights_only=True)["epoch"]
     assert 1 <= epoch_at_kill < 6
 
-    resumed = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "killed", "--resume", "--no-progress"])
+    resumed = _cli(["--shards", path, "--config-json", cfg, "--out", tmp_path / "killed",
+                    "--resume", "--no-progress"])
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     assert f"resuming {tmp_path / 'killed'} after epoch {epoch_at_kill}/6" in err
@@ -248,7 +262,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(shards, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ra, rb = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "killed" / "metrics.csv")
+    ra, rb = (read_metrics(tmp_path / "full" / "metrics.csv"),
+              read_metrics(tmp_path / "killed" / "metrics.csv"))
     assert [r["epoch"] for r in rb] == ["1", "2", "3", "4", "5", "6"]
     assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
 
@@ -308,11 +323,11 @@ def test_ddp_two_gloo_processes_equal_one_process_on_the_same_batches(gappy_shar
     assert one.keys() == ddp.keys()
     for k in one:
         torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=2e-5,
-                                   msg=lambda m: f"generator {k}: {m}")
+                                   msg=lambda m, k=k: f"generator {k}: {m}")
         torch.testing.assert_close(r0["generator"][k], one[k], rtol=0, atol=2e-5)
     for k in one_disc:
         torch.testing.assert_close(r0["disc"][k], one_disc[k], rtol=0, atol=2e-5,
-                                   msg=lambda m: f"discriminator {k}: {m}")
+                                   msg=lambda m, k=k: f"discriminator {k}: {m}")
 
 
 # The packages a bare GPU machine has (bench/gpu.sh): torch, numpy, h5py, scipy, PyYAML, tqdm,
@@ -370,14 +385,17 @@ def test_gpu_bench_needs_only_the_gpu_machine_packages(tmp_path, repo):
 # ----------------------------------------------------------------------------------- the CLI
 def test_cli_reports_bad_input_in_one_line(shards, tmp_path):
     path, _ = shards
-    p = _cli(["--shards", path, "--config-json", json.dumps({"train": {"epoch": 3}}), "--out", tmp_path / "x"])
+    p = _cli(["--shards", path, "--config-json", json.dumps({"train": {"epoch": 3}}), "--out",
+              tmp_path / "x"])
     _, err = p.communicate(timeout=300)
     assert p.returncode == 1
-    assert err.strip().splitlines()[-1].startswith("musicface train: config section 'train': unknown key(s) epoch;")
+    assert err.strip().splitlines()[-1].startswith("musicface train: config section 'train': "
+                                                   "unknown key(s) epoch;")
     p = _cli(["--shards", tmp_path / "nowhere", "--out", tmp_path / "y"])
     _, err = p.communicate(timeout=300)
     assert p.returncode == 1
-    assert err.strip().splitlines()[-1] == f"musicface train: {tmp_path / 'nowhere'}: no such shard folder or file"
+    assert (err.strip().splitlines()[-1]
+            == f"musicface train: {tmp_path / 'nowhere'}: no such shard folder or file")
 
 
 # -------------------------------------------------------------------------------- the config
@@ -399,7 +417,8 @@ def test_schema_documents_every_key_with_the_dataclass_default(repo):
         defaults = dataclasses.asdict(cls())
         for key, spec in props.items():
             assert spec.get("description"), f"{section}.{key} has no description"
-            assert spec["default"] == defaults[key], f"{section}.{key}: schema {spec['default']} != {defaults[key]}"
+            assert spec["default"] == defaults[key], (
+                f"{section}.{key}: schema {spec['default']} != {defaults[key]}")
     config = yaml.safe_load((repo / "config.yaml").read_text())
     from musicface.config import from_dict
 

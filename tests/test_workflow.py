@@ -10,8 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-STAGES = ["demo", "ingest", "song", "sync", "separate", "mfcc", "track", "coeffs", "au45", "eyes", "qc",
-          "split", "exp_basis", "shards", "train_run", "evaluate_run"]
+STAGES = ["demo", "ingest", "song", "sync", "separate", "mfcc", "track", "coeffs", "au45", "eyes",
+          "qc", "split", "exp_basis", "shards", "train_run", "evaluate_run"]
 
 
 def snakemake(*args, cwd=None):
@@ -59,7 +59,8 @@ def test_ablation_plans_four_variants(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    (["split={'by': 'subject'}"], "config key 'split.by': 'subject' is not one of ['take', 'song']"),
+    (["split={'by': 'subject'}"],
+     "config key 'split.by': 'subject' is not one of ['take', 'song']"),
     (['eyes={"tau": -1}'], "config key 'eyes.tau': -1 is less than or equal to the minimum of 0"),
     (["colour=blue"], "config key 'colour': unknown key"),
     (["sync={'backend': 'syncnet2'}"], "config key 'sync.backend': 'syncnet2' is not one of"),
@@ -87,7 +88,8 @@ def test_user_sheet_paths_relative_to_sheet_and_song_ids(tmp_path):
     for rel in ["videos/it's take 1.mp4", "songs/Song A.mp3", "t3.mkv", "other.wav"]:
         (tmp_path / "raw dir" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "raw dir" / rel).write_bytes(b"")
-    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config", f"samples={sheet}")
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config",
+                     f"samples={sheet}")
     assert proc.returncode == 0, proc.stdout
     assert "demo" not in job_counts(proc.stdout)
     assert job_counts(proc.stdout)["song"] == 2  # "Song A" and "other"
@@ -97,11 +99,13 @@ def test_user_sheet_paths_relative_to_sheet_and_song_ids(tmp_path):
 @pytest.mark.parametrize("rows, message", [
     ([("t1", "a", "v.mp4", "s.wav"), ("t1", "b", "w.mp4", "s.wav")], "duplicate take names: t1"),
     ([("bad take", "a", "v.mp4", "s.wav")], "does not match"),
-    ([("t1", "a", "v.mp4", "x/s.wav"), ("t2", "a", "w.mp4", "y/s.wav")], "different song files share a name: s"),
+    ([("t1", "a", "v.mp4", "x/s.wav"), ("t2", "a", "w.mp4", "y/s.wav")],
+     "different song files share a name: s"),
 ])
 def test_bad_sample_sheet(tmp_path, rows, message):
     sheet = _sheet(tmp_path, rows)
-    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config", f"samples={sheet}")
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config",
+                     f"samples={sheet}")
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout
 
@@ -121,11 +125,13 @@ def test_conda_env_pins_match_requirements():
     """envs/musicface.yaml repeats requirements.txt (conda cannot include it): keep them in step."""
     import yaml
 
-    req = {line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()}
+    req = {line.split("#")[0].strip()
+           for line in (REPO / "requirements.txt").read_text().splitlines()}
     req.discard("")
     env = yaml.safe_load((REPO / "envs" / "musicface.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert set(pip) == req, {"only in requirements.txt": req - set(pip), "only in the env": set(pip) - req}
+    assert set(pip) == req, {"only in requirements.txt": req - set(pip),
+                             "only in the env": set(pip) - req}
 
 
 def _train_config(proc) -> dict:

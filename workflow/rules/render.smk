@@ -1,7 +1,7 @@
 # render: every test take rendered by its subject's renderer -> runs/<name>/render/<take>.mp4
 # (generated parameters), <take>.recon.mp4 (ground-truth parameters), <take>.png (frame grid),
-# <take>.json (rendered-video metrics, gathered by evaluate). The test takes are known once the split
-# is made (checkpoint split), so only the test subjects' renderers are trained.
+# <take>.json (rendered-video metrics, gathered by evaluate). The test takes are known once the
+# split is made (checkpoint split), so only the test subjects' renderers are trained.
 
 
 rule render_take:
@@ -15,7 +15,9 @@ rule render_take:
         video=f"runs/{RUN}/render/{{take}}.mp4",
         recon=f"runs/{RUN}/render/{{take}}.recon.mp4",
         metrics=f"runs/{RUN}/render/{{take}}.json",
-        figure=report(f"runs/{RUN}/render/{{take}}.png", caption="../report/render.rst", category="Renderer"),
+        figure=report(
+            f"runs/{RUN}/render/{{take}}.png", caption="../report/render.rst", category="Renderer"
+        ),
     params:
         out=lambda wc, output: os.path.dirname(output.video),
         seed=config["evaluate"]["seed"],
@@ -32,10 +34,10 @@ rule render_take:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render --renderer {input.renderer:q} --checkpoint {input.model:q}"
-        " --shards {input.shards:q} --data {input.data:q} --mix {input.mix:q} --take {wildcards.take}"
-        " --out-dir {params.out:q} --seed {params.seed} --device {params.device} --threads {threads}"
-        " > {log:q} 2>&1"
+        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render --renderer {input.renderer:q}"
+        " --checkpoint {input.model:q} --shards {input.shards:q} --data {input.data:q}"
+        " --mix {input.mix:q} --take {wildcards.take} --out-dir {params.out:q}"
+        " --seed {params.seed} --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule render:

@@ -29,6 +29,7 @@ rule render_data:
         "../../envs/musicface.yaml"
     shell:
         "python -m musicface.cli render-data --take {wildcards.take} --video {params.video:q}"
-        " --ingest {input.ingest:q} --track {input.track:q} --coeffs {input.coeffs:q} --qc {input.qc:q}"
+        " --ingest {input.ingest:q} --track {input.track:q} --coeffs {input.coeffs:q}"
+        " --qc {input.qc:q}"
         " --shards {input.shards:q} --basis {input.basis:q} --size {params.size} {params.bfm}"
         " --out {output:q} > {log:q} 2>&1"

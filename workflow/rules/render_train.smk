@@ -13,8 +13,11 @@ rule render_train:
         model=f"runs/{RUN}/render/{{subject}}.pt",
     params:
         # the render section but `enabled`: switching the renderer off and on never retrains it
-        cfg=lambda wc: q(json.dumps({k: v for k, v in config["render"].items() if k != "enabled"},
-                                    sort_keys=True)),
+        cfg=lambda wc: q(
+            json.dumps(
+                {k: v for k, v in config["render"].items() if k != "enabled"}, sort_keys=True
+            )
+        ),
         threads=lambda wc, threads: threads,
     log:
         f"logs/render_train/{RUN}/{{subject}}.log",
@@ -27,5 +30,6 @@ rule render_train:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render-train --subject {wildcards.subject} --config-json {params.cfg}"
+        "OMP_WAIT_POLICY=PASSIVE python -m musicface.cli render-train --subject {wildcards.subject}"
+        " --config-json {params.cfg}"
         " --threads {params.threads} --resume --out {output.model:q} {input.data:q} > {log:q} 2>&1"
