@@ -3,7 +3,8 @@
 #   snakemake --cores 16 train                          # config.yaml (demo by default)
 #   snakemake --workflow-profile profiles/slurm train   # the same DAG on a SLURM cluster
 #
-# Targets: dataset, train, evaluate, all (= evaluate), ablation (the paper's four variants).
+# Targets: dataset, train, evaluate, render (the test takes rendered), all (= evaluate + render),
+# ablation (the paper's four variants).
 # docs/dag.md draws the DAG and says which config sections each rule depends on.
 # Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
 import os
@@ -32,12 +33,16 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/shards.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/render_data.smk"
+include: "workflow/rules/render_train.smk"
+include: "workflow/rules/render.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.evaluate.input,
+        lambda wc: render_targets() if config["render"]["enabled"] else [],
 
 
 rule dataset:

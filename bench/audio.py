@@ -3,8 +3,9 @@
     .venv/bin/python bench/audio.py [--seconds 240] [--video-seconds 10]
 
 Real-time factors (RTF = seconds of audio or video per second of compute; > 1 is faster than real
-time) on ONE core (OMP/MKL/numba/torch threads = 1, FFmpeg decoder threads = 1), for a synthetic song
-of ``--seconds`` (default 4 minutes) and a camera take of the same length starting 1.5 s before it:
+time) on ONE core (OMP/MKL/numba/torch threads = 1, FFmpeg decoder threads = 1), for a synthetic
+song of ``--seconds`` (default 4 minutes) and a camera take of the same length starting 1.5 s before
+it:
 
 * ``decode``: :func:`preprocessing.media.decode_audio` to 16 kHz mono from AAC/M4A 44.1 kHz stereo,
   MP3 44.1 kHz stereo, WAV 44.1 kHz stereo (the song step) and the take's mp4 (AAC 48 kHz mono).
@@ -22,25 +23,25 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                 "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from fractions import Fraction  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
+import av
+import numpy as np
+from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from preprocessing.media import decode_audio, iter_frames, write_video  # noqa: E402
-from preprocessing.sync import gcc_phat_offset, mouth_envelope_offset  # noqa: E402
+from preprocessing.media import decode_audio, iter_frames, write_video
+from preprocessing.sync import gcc_phat_offset, mouth_envelope_offset
 
 
 def synth_song(seconds: float, sr: int, rng) -> np.ndarray:
@@ -69,7 +70,8 @@ def write_audio(path: Path, x: np.ndarray, sr: int, codec: str) -> None:
         fmt = st.codec_context.format.name
         for s in range(0, len(x), fs):
             c = x[s:s + fs]
-            arr = np.ascontiguousarray(c.T) if fmt.endswith("p") else np.ascontiguousarray(c.reshape(1, -1))
+            arr = (np.ascontiguousarray(c.T) if fmt.endswith("p")
+                   else np.ascontiguousarray(c.reshape(1, -1)))
             if fmt.startswith("s16"):
                 arr = (arr * 32767).astype(np.int16)
             elif fmt.startswith("s32"):
@@ -149,8 +151,10 @@ def main() -> None:
                     audio=cam, sr=48000, preset="ultrafast")
 
         dec = {}
-        for name, path in (("m4a_aac_44k_stereo", tmp / "song.m4a"), ("mp3_44k_stereo", tmp / "song.mp3"),
-                           ("wav_44k_stereo", tmp / "song.wav"), ("take_mp4_aac_48k_mono", tmp / "take.mp4")):
+        for name, path in (("m4a_aac_44k_stereo", tmp / "song.m4a"),
+                           ("mp3_44k_stereo", tmp / "song.mp3"),
+                           ("wav_44k_stereo", tmp / "song.wav"),
+                           ("take_mp4_aac_48k_mono", tmp / "take.mp4")):
             (x, _), w, c = timed(lambda p=path: decode_audio(p))
             dec[name] = rtf(S, w, c)
         report["decode"] = dec
@@ -159,20 +163,26 @@ def main() -> None:
 
         with RSSGrowth() as mem:
             res, w, c = timed(lambda: gcc_phat_offset(cam16, mix16))
-        report["sync_gcc_phat"] = {**rtf(S, w, c), "offset_error_ms": round(1000 * (res["offset_s"] + lead), 4),
-                                   "confidence": round(res["confidence"], 1), "rss_growth_mb": mem.mb}
-        # mouth-envelope: a mouth that follows the song's loudness, 1.5 s lead, 10 % of frames untracked
+        report["sync_gcc_phat"] = {**rtf(S, w, c),
+                                   "offset_error_ms": round(1000 * (res["offset_s"] + lead), 4),
+                                   "confidence": round(res["confidence"], 1),
+                                   "rss_growth_mb": mem.mb}
+        # mouth-envelope: a mouth that follows the song's loudness, 1.5 s lead, 10 % of frames
+        # untracked
         env = np.abs(signal.hilbert(mix16[::160]))  # 100 Hz envelope
         n = int(S * 30)
         t = np.arange(n) / 30 - lead
-        mouth = np.interp(t, np.arange(len(env)) / 100, env, left=0, right=0) + 0.02 * rng.standard_normal(n)
+        mouth = (np.interp(t, np.arange(len(env)) / 100, env, left=0, right=0)
+                 + 0.02 * rng.standard_normal(n))
         mouth[rng.uniform(size=n) < 0.1] = np.nan
         res, w, c = timed(lambda: mouth_envelope_offset(mouth, mix16))
-        report["sync_mouth_envelope"] = {**rtf(S, w, c), "offset_error_ms": round(1000 * (res["offset_s"] + lead), 2),
-                                         "confidence": round(res["confidence"], 1)}
+        report["sync_mouth_envelope"] = {
+            **rtf(S, w, c), "offset_error_ms": round(1000 * (res["offset_s"] + lead), 2),
+            "confidence": round(res["confidence"], 1)}
 
         vs = a.video_seconds
-        # a real photo (skimage's astronaut) panning across a 1080p frame: realistic texture to decode
+        # a real photo (skimage's astronaut) panning across a 1080p frame: realistic texture to
+        # decode
         from skimage.data import astronaut
         from skimage.transform import resize
 

@@ -1,4 +1,4 @@
-"""Benchmark of the coeffs step: speed per core and peak memory (builtin), fit-basis, deep3d inference.
+"""Benchmark of the coeffs step: speed per core, peak memory (builtin), fit-basis, deep3d inference.
 
     python bench/coeffs.py                        # all parts (a few minutes on 2 cores)
     python bench/coeffs.py --skip-deep3d --long-minutes 0
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing import coeffs as C
+from preprocessing.common import save_json, save_npz
 
-from preprocessing import coeffs as C  # noqa: E402
-from preprocessing.common import save_json, save_npz  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SIZE = (1280, 720)
 
@@ -64,7 +64,8 @@ def synthetic_track(n: int, seed: int = 0) -> dict:
     valid[rng.random(n) < 0.03] = 0
     out[~valid.astype(bool)] = np.nan
     return {"landmarks": out, "valid": valid, "interpolated": np.zeros(n, np.uint8),
-            "frame_size": np.tile(np.array(SIZE, np.int32), (n, 1)), "bbox": np.zeros((n, 4), np.float32)}
+            "frame_size": np.tile(np.array(SIZE, np.int32), (n, 1)),
+            "bbox": np.zeros((n, 4), np.float32)}
 
 
 def bench_builtin(minutes: float) -> dict:
@@ -83,16 +84,20 @@ def bench_memory(minutes: float, tmp: Path) -> dict:
     d = tmp / f"mem{minutes}"
     d.mkdir()
     save_npz(d / "track.npz", **synthetic_track(n, seed=1))
-    save_json(d / "ingest.json", {"take": "bench", "n_frames": n, "width": SIZE[0], "height": SIZE[1], "fps": 30})
+    save_json(d / "ingest.json",
+              {"take": "bench", "n_frames": n, "width": SIZE[0], "height": SIZE[1], "fps": 30})
     code = ("import resource, sys; from preprocessing.coeffs import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
-    args = [sys.executable, "-c", code, "extract", "--take", "bench", "--track", str(d / "track.npz"),
-            "--ingest", str(d / "ingest.json"), "--out", str(d / "coeffs.npz")]
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+            "sys.exit(rc)")
+    args = [sys.executable, "-c", code, "extract", "--take", "bench", "--track",
+            str(d / "track.npz"), "--ingest", str(d / "ingest.json"), "--out",
+            str(d / "coeffs.npz")]
     t0 = time.perf_counter()
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    return {"minutes": minutes, "frames": n, "peak_rss_mb": round(int(proc.stderr.split()[-1]) / 1024, 1),
-            "wall_s": round(wall, 2), "track_npz_mb": round((d / "track.npz").stat().st_size / 2**20, 1),
+    return {"minutes": minutes, "frames": n,
+            "peak_rss_mb": round(int(proc.stderr.split()[-1]) / 1024, 1), "wall_s": round(wall, 2),
+            "track_npz_mb": round((d / "track.npz").stat().st_size / 2**20, 1),
             "coeffs_npz_mb": round((d / "coeffs.npz").stat().st_size / 2**20, 1)}
 
 
@@ -116,7 +121,8 @@ def bench_deep3d(frames: int, batch: int, tmp: Path) -> dict:
     from preprocessing import deep3d as D
 
     torch.manual_seed(0)
-    sd = {f"backbone.{k}": v for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
+    sd = {f"backbone.{k}": v
+          for k, v in torchvision.models.resnet50(weights=None).state_dict().items()
           if not k.startswith("fc.")}
     for i, m in enumerate([80, 64, 80, 3, 27, 2, 1]):
         sd[f"final_layers.{i}.weight"] = torch.randn(m, 2048, 1, 1) * 0.02
@@ -131,13 +137,15 @@ def bench_deep3d(frames: int, batch: int, tmp: Path) -> dict:
     c1, t1 = cpu(), time.perf_counter()
     done = int(res["valid"].sum())
     return {"frames": done, "batch": batch, "torch_threads": torch.get_num_threads(),
-            "fps_per_core": round(done / max(c1 - c0, 1e-9), 2), "wall_fps": round(done / (t1 - t0), 2)}
+            "fps_per_core": round(done / max(c1 - c0, 1e-9), 2),
+            "wall_fps": round(done / (t1 - t0), 2)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=4.0, help="take length for the speed run")
-    ap.add_argument("--long-minutes", type=float, default=10.0, help="long take for the memory run (0: skip)")
+    ap.add_argument("--long-minutes", type=float, default=10.0,
+                    help="long take for the memory run (0: skip)")
     ap.add_argument("--basis-takes", type=int, default=8)
     ap.add_argument("--basis-frames", type=int, default=1800)
     ap.add_argument("--dim", type=int, default=64)

@@ -44,12 +44,14 @@ def main(argv=None) -> int:
         generate(raw, subjects=a.subjects, songs=a.songs, seconds=a.seconds, seed=0)
         run = root / "run"
         run.mkdir(parents=True, exist_ok=True)
-        cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(run),
-               "--cores", str(a.cores), "--config", f"samples={raw / 'samples.tsv'}", "--", "dataset"]
+        cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d",
+               str(run), "--cores", str(a.cores), "--config", f"samples={raw / 'samples.tsv'}",
+               "--", "dataset"]
         t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         p = subprocess.run(cmd, capture_output=True, text=True)
         wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
-        # CPU of Snakemake and every job it ran (each level waits for its children, so all is counted)
+        # CPU of Snakemake and every job it ran (each level waits for its children, so all is
+        # counted)
         total_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         if p.returncode != 0:
             print(p.stderr[-4000:], file=sys.stderr)
@@ -65,15 +67,18 @@ def main(argv=None) -> int:
             r = per_rule[rule]
             r["jobs"] += 1
             r["s"] += float(b["s"].iloc[0])
-            r["max_rss_mb"] = max(r["max_rss_mb"], float(pd.to_numeric(b["max_rss"], errors="coerce").fillna(0).iloc[0]))
+            r["max_rss_mb"] = max(r["max_rss_mb"], float(
+                pd.to_numeric(b["max_rss"], errors="coerce").fillna(0).iloc[0]))
         job_s = sum(r["s"] for r in per_rule.values())
         out = {
             "takes": len(shards), "video_min": round(video_min, 3), "cores": a.cores,
             "wall_s": round(wall, 1), "wall_s_per_video_min": round(wall / video_min, 1),
-            "job_s_per_video_min": round(job_s / video_min, 1), "cpu_s_per_video_min": round(total_cpu / video_min, 1),
+            "job_s_per_video_min": round(job_s / video_min, 1),
+            "cpu_s_per_video_min": round(total_cpu / video_min, 1),
             "realtime_factor_per_core": round(video_min * 60 / job_s, 2),
             "realtime_factor_per_cpu_s": round(video_min * 60 / total_cpu, 2),
-            "per_rule": {k: {"jobs": v["jobs"], "s": round(v["s"], 1), "max_rss_mb": round(v["max_rss_mb"], 1)}
+            "per_rule": {k: {"jobs": v["jobs"], "s": round(v["s"], 1),
+                             "max_rss_mb": round(v["max_rss_mb"], 1)}
                          for k, v in sorted(per_rule.items(), key=lambda kv: -kv[1]["s"])},
         }
     print(json.dumps(out, indent=2))

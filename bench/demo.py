@@ -6,10 +6,11 @@
                                          #   demo_head_turned.png (frames decoded from the mp4s)
 
 FaceMesh agreement (per take, FaceMesh in tracking mode with refined landmarks): Pearson correlation
-of the eye-line angle (eye-corner midpoints; also the iris-to-iris line; counter-clockwise, y up) with the truth roll, of the inner-lip gap (13-14 / eye width) with mouth_open,
-of the eyelid aperture ((|159-145| + |386-374|) / eye width) with -eye_closure; closures found by
-min-max normalising the aperture and thresholding at 0.5 (as the eyes step does) against the truth
-(F1 over closure events; for long closures the largest start/end error in frames).
+of the eye-line angle (eye-corner midpoints; also the iris-to-iris line; counter-clockwise, y up)
+with the truth roll, of the inner-lip gap (13-14 / eye width) with mouth_open, of the eyelid
+aperture ((|159-145| + |386-374|) / eye width) with -eye_closure; closures found by min-max
+normalising the aperture and thresholding at 0.5 (as the eyes step does) against the truth (F1 over
+closure events; for long closures the largest start/end error in frames).
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing.demo import FPS, demo_rows, generate
 
-from preprocessing.demo import FPS, demo_rows, generate  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def frames(path):
@@ -45,7 +46,8 @@ def facemesh_agreement(video: Path, truth: dict) -> dict:
     import mediapipe as mp
 
     pts = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1) as fm:
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True,
+                                         max_num_faces=1) as fm:
         for img in frames(video):
             r = fm.process(img)
             h, w = img.shape[:2]
@@ -56,11 +58,13 @@ def facemesh_agreement(video: Path, truth: dict) -> dict:
     L, t = L[ok], {k: v[ok] for k, v in truth.items() if np.ndim(v) and len(v) == len(ok)}
     eye_w = np.linalg.norm(L[:, 33] - L[:, 263], axis=1)
     line = L[:, [362, 263]].mean(1) - L[:, [33, 133]].mean(1)
-    roll = np.arctan2(-line[:, 1], line[:, 0])               # image y is down; the truth's roll is CCW
+    # image y is down; the truth's roll is CCW
+    roll = np.arctan2(-line[:, 1], line[:, 0])
     iris = L[:, 473] - L[:, 468]
     roll_iris = np.arctan2(-iris[:, 1], iris[:, 0])
     mouth = np.linalg.norm(L[:, 13] - L[:, 14], axis=1) / eye_w
-    lids = (np.linalg.norm(L[:, 159] - L[:, 145], axis=1) + np.linalg.norm(L[:, 386] - L[:, 374], axis=1)) / eye_w
+    lids = (np.linalg.norm(L[:, 159] - L[:, 145], axis=1)
+            + np.linalg.norm(L[:, 386] - L[:, 374], axis=1)) / eye_w
     au = (lids.max() - lids) / (lids.max() - lids.min())
     found, true = runs(au >= 0.5), runs(t["blink_mask"] | t["long_mask"])
     tp = sum(any(a < d and c < b for c, d in found) for a, b in true)
@@ -69,17 +73,23 @@ def facemesh_agreement(video: Path, truth: dict) -> dict:
     for a, b in runs(t["long_mask"]):
         m = [(c, d) for c, d in found if c < b and a < d]
         long_err.append(int(max(abs(m[0][0] - a), abs(m[0][1] - b))) if len(m) == 1 else 99)
-    cc = lambda x, y: float(np.corrcoef(x, y)[0, 1])
+
+    def cc(x, y):
+        return float(np.corrcoef(x, y)[0, 1])
+
     return {"tracked_fraction": float(ok.mean()), "roll_corr": cc(roll, t["pose"][:, 2]),
             "roll_corr_iris_line": cc(roll_iris, t["pose"][:, 2]),
-            "roll_rmse_rad": float(np.sqrt(np.mean((roll - roll.mean() - t["pose"][:, 2] + t["pose"][:, 2].mean()) ** 2))),
+            "roll_rmse_rad": float(np.sqrt(np.mean(
+                (roll - roll.mean() - t["pose"][:, 2] + t["pose"][:, 2].mean()) ** 2))),
             "mouth_corr": cc(mouth, t["mouth_open"]), "eyelid_corr": cc(lids, -t["eye_closure"]),
             "closures_true": len(true), "closures_found": len(found),
-            "closure_f1": 2 * p * r / (p + r) if p + r else 0.0, "long_max_frame_error": max(long_err, default=0)}
+            "closure_f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "long_max_frame_error": max(long_err, default=0)}
 
 
 def write_docs(out: Path, docs: Path) -> dict:
-    """Three frames decoded from the demo's mp4s: widest mouth, a long closure, the most turned head."""
+    """Three frames decoded from the demo's mp4s: widest mouth, a long closure, the most turned
+    head."""
     import cv2
 
     picks = {}
@@ -88,7 +98,8 @@ def write_docs(out: Path, docs: Path) -> dict:
             t = {k: z[k] for k in z.files}
         turn = np.abs(t["pose"][:, 1]) + np.abs(t["pose"][:, 2]) + np.abs(t["pose"][:, 0])
         long_mid = [(a + b) // 2 for a, b in runs(t["long_mask"])]
-        cands = {"open_mouth": (float(t["mouth_open"].max() - t["eye_closure"][int(t["mouth_open"].argmax())]),
+        cands = {"open_mouth": (float(t["mouth_open"].max()
+                                      - t["eye_closure"][int(t["mouth_open"].argmax())]),
                                 int(t["mouth_open"].argmax())),
                  "eyes_closed": (float(len(long_mid) > 0), long_mid[0] if long_mid else 0),
                  "head_turned": (float(turn.max()), int(turn.argmax()))}

@@ -1,7 +1,7 @@
-"""Benchmark of the face branch (track + AU45 [+ coeffs when present]): speed per core and peak memory.
+"""Benchmark of the face branch (track + AU45 [+ coeffs when present]): speed per core, peak memory.
 
-    python bench/face.py                      # speed at 480p/720p/1080p + memory of a 10-min 1080p take
-    python bench/face.py --long-minutes 0     # speed only
+    python bench/face.py                   # speed at 480p/720p/1080p, memory of a 10-min 1080p take
+    python bench/face.py --long-minutes 0  # speed only
 
 Inputs are made from a demo take (``preprocessing.demo``, generated into a temp folder): each demo
 frame (640x480) is scaled by ``height / 480`` and centred in a 16:9 canvas of 854x480, 1280x720 or
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from preprocessing.common import save_json
+from preprocessing.media import iter_frames, write_video
 
-from preprocessing.common import save_json  # noqa: E402
-from preprocessing.media import iter_frames, write_video  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -101,7 +101,8 @@ def speed(video: Path, n: int) -> dict:
     cpu_total = c2 - c0
     if builtin_coeffs is not None:
         c3, t3 = cpu_seconds(), time.perf_counter()
-        builtin_coeffs(track["landmarks"], track["valid"], track["frame_size"], track["interpolated"])
+        builtin_coeffs(track["landmarks"], track["valid"], track["frame_size"],
+                       track["interpolated"])
         c4, t4 = cpu_seconds(), time.perf_counter()
         res["coeffs"] = {"fps_per_core": n / max(c4 - c3, 1e-9), "wall_fps": n / max(t4 - t3, 1e-9)}
         cpu_total += c4 - c3
@@ -123,8 +124,8 @@ def _hwm_bytes(pid: int) -> int:
 
 
 def peak_memory(cmd: list[str]) -> dict:
-    """Run ``cmd``; its peak RSS in MB: the kernel's high-water mark VmHWM read every 0.1 s (only the
-    last 0.1 s before exit can escape it). ``ru_maxrss`` is not used: Linux carries the parent's
+    """Run ``cmd``; its peak RSS in MB: the kernel's high-water mark VmHWM read every 0.1 s (only
+    the last 0.1 s before exit can escape it). ``ru_maxrss`` is not used: Linux carries the parent's
     (this benchmark's) peak over into a child's."""
     t0 = time.perf_counter()
     err = tempfile.TemporaryFile(mode="w+")
@@ -171,8 +172,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=12, help="length of the speed inputs (s)")
     p.add_argument("--long-minutes", type=float, default=10, help="long take for memory; 0 = skip")
-    p.add_argument("--memory-size", choices=list(SIZES), default="1080p", help="frame size of the memory takes")
-    p.add_argument("--demo", type=Path, default=None, help="an existing demo folder (else generated)")
+    p.add_argument("--memory-size", choices=list(SIZES), default="1080p",
+                   help="frame size of the memory takes")
+    p.add_argument("--demo", type=Path, default=None,
+                   help="an existing demo folder (else generated)")
     a = p.parse_args(argv)
     os.chdir(REPO)  # children run `python -m preprocessing.*`
 

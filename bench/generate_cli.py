@@ -3,13 +3,13 @@
     .venv/bin/python bench/generate_cli.py [--seconds 240] [--variant full] [--preview]
 
 The song is the real 6 s MUSDB18 clip shipped with stempeg, tiled to ``--seconds`` and written as a
-44.1 kHz stereo WAV. The model has the default architecture (musicface.config.ModelConfig) with random
-weights (speed does not depend on the weights). One core: OMP/MKL/OpenBLAS/numba threads = 1 and
-``torch.set_num_threads(1)``. Each stage is the function ``musicface generate`` calls:
+44.1 kHz stereo WAV. The model has the default architecture (musicface.config.ModelConfig) with
+random weights (speed does not depend on the weights). One core: OMP/MKL/OpenBLAS/numba threads = 1
+and ``torch.set_num_threads(1)``. Each stage is the function ``musicface generate`` calls:
 
 * ``load``: decode + resample to 16 kHz mono (``generate.load_song``)
 * ``separate``: built-in REPET-SIM separation (``generate.separate``)
-* ``features``: MFCC + windows of the three streams (``generate.song_features``)
+* ``features``: MFCC rows of the streams the model reads (``generate.song_features``)
 * ``generate``: ``model.generate`` (encoder, ATM, heads, PGN roll-out, blink sampler)
 * ``preview`` (with ``--preview``): landmarks + drawing + H.264/AAC encoding of preview.mp4
 
@@ -22,26 +22,27 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                 "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from musicface import generate as G  # noqa: E402
-from musicface.config import VARIANTS  # noqa: E402
+from musicface import generate as G
+from musicface.config import VARIANTS
 
-CLIP = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
+CLIP = (Path(importlib.util.find_spec("stempeg").origin).parent / "data"
+        / "The Easton Ellises - Falcon 69.stem.mp4")
 BAR_S = 2.0  # s for the parameters of a 4-minute song on one core, no separation (docs/testing.md)
 
 
@@ -73,7 +74,8 @@ class Clock:
     def run(self, name, fn, *a, **k):
         w, c = time.perf_counter(), time.process_time()
         out = fn(*a, **k)
-        self.t[name] = {"wall_s": round(time.perf_counter() - w, 3), "cpu_s": round(time.process_time() - c, 3)}
+        self.t[name] = {"wall_s": round(time.perf_counter() - w, 3),
+                        "cpu_s": round(time.process_time() - c, 3)}
         return out
 
 
@@ -96,9 +98,11 @@ def main(argv=None) -> int:
         vocals = music = None
         if model.cfg.two_streams:
             vocals, music = clock.run("separate", G.separate, mix, song, "builtin", progress=False)
-        feats = clock.run("features", G.song_features, mix, vocals, music, keys=G.model_streams(model))
-        gen = clock.run("generate", model.generate, feats.get("mfcc_vocals"), feats.get("mfcc_music"),
-                        feats.get("mfcc_mix"), "singer1", seed=0)
+        feats = clock.run("features", G.song_features, mix, vocals, music,
+                          keys=G.model_streams(model))
+        gen = clock.run("generate", model.generate, feats.get("mfcc_vocals"),
+                        feats.get("mfcc_music"), feats.get("mfcc_mix"), "singer1", seed=0,
+                        mfcc_index=feats["mfcc_index"])
         if a.preview:
             from musicface.preview import write_preview
             from preprocessing.coeffs import fit_pca, landmarks_from_coeffs
@@ -106,18 +110,24 @@ def main(argv=None) -> int:
             rng = np.random.default_rng(0)
             basis = fit_pca([rng.normal(0, 0.01, (200, 478 * 3))], 64)
             lm = landmarks_from_coeffs(gen["exp"] * 0.0, gen["pose"], basis, frame_size=(1, 1))
-            clock.run("preview", write_preview, tmp / "preview.mp4", lm, gen["eye"], mix, 16000, progress=False)
+            clock.run("preview", write_preview, tmp / "preview.mp4", lm, gen["eye"], mix, 16000,
+                      progress=False)
 
     t = clock.t
-    stage = lambda k, kind: t.get(k, {}).get(kind, 0.0)  # noqa: E731
-    params = {kind: round(stage("load", kind) + stage("features", kind) + stage("generate", kind), 3)
+
+    def stage(k, kind):
+        return t.get(k, {}).get(kind, 0.0)
+
+    params = {kind: round(stage("load", kind) + stage("features", kind)
+                          + stage("generate", kind), 3)
               for kind in ("wall_s", "cpu_s")}
-    with_sep = {kind: round(params[kind] + stage("separate", kind), 3) for kind in ("wall_s", "cpu_s")}
+    with_sep = {kind: round(params[kind] + stage("separate", kind), 3)
+                for kind in ("wall_s", "cpu_s")}
     out = {
-        "song_s": a.seconds, "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2), "n_frames": int(feats["n_frames"]), "variant": a.variant, "threads": 1,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "stages": t,
-        "params_s": params, "params_with_separation_s": with_sep,
+        "song_s": a.seconds, "cpu_count": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2), "n_frames": int(feats["n_frames"]),
+        "variant": a.variant, "threads": 1, "n_params": sum(p.numel() for p in model.parameters()),
+        "stages": t, "params_s": params, "params_with_separation_s": with_sep,
         "rtf_params": round(a.seconds / max(params["cpu_s"], 1e-9), 1),
         "rtf_with_separation": round(a.seconds / max(with_sep["cpu_s"], 1e-9), 1),
         "bar_s": BAR_S, "meets_bar": params["cpu_s"] < BAR_S,

@@ -4,21 +4,25 @@
 
 Prints one JSON object:
 
-* ``speed``: for a ``--seconds`` demo song (the demo's synthetic singer, 16 kHz), CPU seconds and the
-  real-time factor (song seconds / CPU seconds; BLAS/OpenMP pinned to 1 thread, so CPU time is
+* ``speed``: for a ``--seconds`` demo song (the demo's synthetic singer, 16 kHz), CPU seconds and
+  the real-time factor (song seconds / CPU seconds; BLAS/OpenMP pinned to 1 thread, so CPU time is
   one-core time even on a shared machine) of ``separate_builtin``, of ``mfcc`` on one stem, and of
   ``take_features`` (the three stems of a take as long as the song); wall seconds too, and the peak
   Python-heap memory of the separation (tracemalloc: numpy arrays included).
-* ``sdr_stempeg_clip``: plain SDR (dB) on the 6 s MUSDB18 clip shipped in stempeg (stream 0 = mixture,
-  4 = vocals, accompaniment = mixture - vocals), with the mixture-as-estimate baselines.
+* ``sdr_stempeg_clip``: plain SDR and SI-SDR (dB) on the 6 s MUSDB18 clip shipped in stempeg
+  (stream 0 = mixture, 4 = vocals, accompaniment = mixture - vocals), with two baselines: the
+  mixture as the estimate, and the fixed 300-3400 Hz vocal band-pass of the mix (``vocal_band``:
+  0.5 x and its best fixed gain g for SDR, any gain for SI-SDR); ``*_gain_db`` = over the mixture,
+  ``*_over_band*`` = over the band-pass.
 * ``sdr_demo``: the same on the long demo song's true stems.
 * ``spleeter`` (only with ``--spleeter-model``, e.g. a random-weight model built by
-  ``tests/spleeter_model.py``): wall seconds and real-time factor of the Spleeter backend on the song.
+  ``tests/spleeter_model.py``): wall seconds and real-time factor of the Spleeter backend on the
+  song.
 """
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                 "NUMEXPR_NUM_THREADS"), "1"))
 
 import argparse
 import glob
@@ -34,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preprocessing.common import save_wav  # noqa: E402
-from preprocessing.media import decode_audio  # noqa: E402
-from preprocessing.mfcc import mfcc, take_features  # noqa: E402
-from preprocessing.separate import SR, sdr, separate_builtin  # noqa: E402
+from preprocessing.common import save_wav
+from preprocessing.media import decode_audio
+from preprocessing.mfcc import mfcc, take_features
+from preprocessing.separate import SR, sdr, separate_builtin, si_sdr, vocal_band
 
 
 def timed(fn, *args, **kw):
@@ -46,11 +50,34 @@ def timed(fn, *args, **kw):
     return out, time.process_time() - c, time.perf_counter() - w
 
 
+def best_gain(reference, estimate, base=None):
+    """The gain g minimising |reference - (base + g estimate)|^2 (base: 0 or the mix)."""
+    e = np.asarray(estimate, np.float64)
+    target = np.asarray(reference, np.float64) - (0.0 if base is None else base)
+    return float(np.dot(target, e) / max(np.dot(e, e), 1e-30))
+
+
 def scores(mix, vocals, music, est_v, est_m) -> dict:
-    r = {"vocals_db": sdr(vocals, est_v), "vocals_mixture_baseline_db": sdr(vocals, mix),
-         "accompaniment_db": sdr(music, est_m), "accompaniment_mixture_baseline_db": sdr(music, mix)}
-    r["vocals_gain_db"] = r["vocals_db"] - r["vocals_mixture_baseline_db"]
-    r["accompaniment_gain_db"] = r["accompaniment_db"] - r["accompaniment_mixture_baseline_db"]
+    """SDR and SI-SDR (dB) of the separation, of the mixture as the estimate, and of the fixed
+    vocal band-pass baseline (``vocal_band``): at 0.5 x and at its best fixed gain g (plain SDR;
+    accompaniment = mix + g x band, g < 0), and at any gain (SI-SDR)."""
+    band = vocal_band(mix)
+    g_v, g_m = best_gain(vocals, band), best_gain(music, band, mix)
+    r = {}
+    stems = [("vocals", vocals, est_v, 0.5 * band, g_v * band),
+             ("accompaniment", music, est_m, mix - 0.5 * band, mix + g_m * band)]
+    for stem, ref, est, b05, bg in stems:
+        r.update({f"{stem}_db": sdr(ref, est), f"{stem}_mixture_baseline_db": sdr(ref, mix),
+                  f"{stem}_band_half_baseline_db": sdr(ref, b05),
+                  f"{stem}_band_best_gain_baseline_db": sdr(ref, bg),
+                  f"{stem}_si_db": si_sdr(ref, est),
+                  f"{stem}_mixture_baseline_si_db": si_sdr(ref, mix),
+                  f"{stem}_band_baseline_si_db": si_sdr(ref, b05)})
+        r[f"{stem}_gain_db"] = r[f"{stem}_db"] - r[f"{stem}_mixture_baseline_db"]
+        r[f"{stem}_si_gain_db"] = r[f"{stem}_si_db"] - r[f"{stem}_mixture_baseline_si_db"]
+        r[f"{stem}_si_over_band_db"] = r[f"{stem}_si_db"] - r[f"{stem}_band_baseline_si_db"]
+        r[f"{stem}_over_band_best_gain_db"] = (r[f"{stem}_db"]
+                                               - r[f"{stem}_band_best_gain_baseline_db"])
     return {k: round(v, 2) for k, v in r.items()}
 
 
@@ -75,11 +102,15 @@ def main() -> None:
     mix, voc = mix[:n], voc[:n]
     separate_builtin(mix)                                   # warm-up: imports, FFT plans
     (ev, em), _, _ = timed(separate_builtin, mix)
-    result["sdr_stempeg_clip"] = {"seconds": round(n / SR, 2), **scores(mix, voc, mix - voc, ev, em)}
+    result["sdr_stempeg_clip"] = {"seconds": round(n / SR, 2),
+                                  **scores(mix, voc, mix - voc, ev, em)}
 
     # a long demo song with true stems
     song = render_song(0, 1, args.seconds)
-    to16k = lambda x: resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
+    def to16k(x):
+        return resample_poly(np.asarray(x, np.float64), 160, 441).astype(np.float32)
+
     vocals, music = to16k(song.vocals), to16k(song.music)
     mix = vocals + music
     tracemalloc.start()
@@ -105,9 +136,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "song.wav"
             save_wav(path, song.vocals + song.music, song.sr)
-            (sv, sm), _, wall = timed(separate_spleeter, path, len(mix), args.spleeter_python, args.spleeter_model)
+            (sv, sm), _, wall = timed(separate_spleeter, path, len(mix), args.spleeter_python,
+                                      args.spleeter_model)
         result["spleeter"] = {"wall_s": round(wall, 1), "rtf_wall": round(args.seconds / wall, 2),
-                              "note": "all cores TensorFlow uses; weights as given (random ones give no SDR)"}
+                              "note": "all cores TensorFlow uses; weights as given (random ones "
+                                      "give no SDR)"}
     print(json.dumps(result, indent=2))
 
 

@@ -1,4 +1,4 @@
-"""Sync under camera clock drift: confidence and offset error vs drift x take length; prints JSON lines.
+"""Sync under camera clock drift: confidence and offset error vs drift x take length; JSON lines.
 
     .venv/bin/python bench/sync_drift.py [--takes 30,120,300] [--ppm 0,20,50,100,200,500]
                                          [--offset 12.3456] [--cache /tmp/sync_drift]
@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                 "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
+import numpy as np
+from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from preprocessing.sync import SR, gcc_phat_offset  # noqa: E402
+from preprocessing.sync import SR, gcc_phat_offset
 
 
 def demo_song(seed: int, seconds: float, cache: Path) -> np.ndarray:
@@ -49,9 +49,10 @@ def demo_song(seed: int, seconds: float, cache: Path) -> np.ndarray:
     return np.load(path)
 
 
-def drifted_camera(song: np.ndarray, offset_s: float, seconds: float, ppm: float, rng, rt60: float = 0.3,
-                   snr_db: float = 20.0) -> np.ndarray:
-    """``seconds`` of camera audio at SR whose sample n holds song time offset_s + n/SR (1 + ppm 1e-6)."""
+def drifted_camera(song: np.ndarray, offset_s: float, seconds: float, ppm: float, rng,
+                   rt60: float = 0.3, snr_db: float = 20.0) -> np.ndarray:
+    """``seconds`` of camera audio at SR whose sample n holds song time offset_s + n/SR (1 + ppm
+    1e-6)."""
     n = int(seconds * SR)
     pos = (offset_s + np.arange(n) / SR * (1 + ppm * 1e-6)) * SR
     a, b = max(0, int(np.floor(pos[0])) - 64), min(len(song), int(np.ceil(pos[-1])) + 64)
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
     right, wrong = demo_song(3, song_s, Path(a.cache)), demo_song(4, song_s, Path(a.cache))
     for take_s in takes:
         for ppm in (float(v) for v in a.ppm.split(",")):
-            cam = drifted_camera(right, a.offset, take_s, ppm, np.random.default_rng(int(take_s * 1000 + ppm)))
+            cam = drifted_camera(right, a.offset, take_s, ppm,
+                                 np.random.default_rng(int(take_s * 1000 + ppm)))
             t0 = time.process_time()
             res = gcc_phat_offset(cam, right)
             cpu = time.process_time() - t0
@@ -89,8 +91,10 @@ def main(argv=None) -> int:
             row = {"take_s": take_s, "ppm": ppm, "confidence": round(res["confidence"], 1),
                    "confidence_plain": round(d["confidence_plain"], 1), "pass": d["pass"],
                    "err_ms": round(1000 * (res["offset_s"] - a.offset), 3),
-                   "err_plain_ms": round(1000 * (d.get("offset_plain_s", res["offset_s"]) - a.offset), 3),
-                   "drift_ppm": None if "drift_ppm" not in d else round(d["drift_ppm"], 2), "cpu_s": round(cpu, 2)}
+                   "err_plain_ms": round(
+                       1000 * (d.get("offset_plain_s", res["offset_s"]) - a.offset), 3),
+                   "drift_ppm": None if "drift_ppm" not in d else round(d["drift_ppm"], 2),
+                   "cpu_s": round(cpu, 2)}
             if not a.no_wrong:
                 row["wrong"] = round(gcc_phat_offset(cam, wrong)["confidence"], 1)
                 row["reversed"] = round(gcc_phat_offset(cam[::-1].copy(), right)["confidence"], 1)

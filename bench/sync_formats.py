@@ -21,24 +21,25 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_v] = "1"
+os.environ.update(dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                 "NUMBA_NUM_THREADS"), "1"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import sys
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
+
+# the repository after PYTHONPATH: PYTHONPATH=/other/checkout measures that code
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import badinputs as bi
+from preprocessing.common import StepError, save_json, save_npz, save_wav
+from preprocessing.media import decode_audio
+from preprocessing.song import song_step
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # after PYTHONPATH: PYTHONPATH=/other/checkout measures that code
-sys.path.insert(0, str(ROOT / "tests"))
-import badinputs as bi  # noqa: E402
-
-from preprocessing.common import StepError, save_json, save_npz, save_wav  # noqa: E402
-from preprocessing.media import decode_audio  # noqa: E402
-from preprocessing.song import song_step  # noqa: E402
 
 MEGAMIND = Path("/usr/share/doc/opencv-doc/examples/data/Megamind.avi")
 MEGAMIND_BUGY = MEGAMIND.with_name("Megamind_bugy.avi")

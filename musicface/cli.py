@@ -6,6 +6,7 @@
     musicface generate  SONG --checkpoint runs/demo/model.pt --subject singer1 --out out/
     musicface inspect   dataset/shards
     musicface ablation-table --out table.md runs/*/eval/metrics.json
+    musicface render-data / render-train / render   (the renderer's DAG steps)
 """
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ import sys
 # sub-command -> module whose main(argv) implements it
 COMMANDS = {
     "train": ("musicface.train", "train a model on HDF5 shards"),
-    "evaluate": ("musicface.evaluate", "evaluate a checkpoint on the test split (metrics, table, figures)"),
-    "generate": ("musicface.generate", "song audio -> expression, head pose and eye parameters + preview"),
+    "evaluate": ("musicface.evaluate",
+                 "evaluate a checkpoint on the test split (metrics, table, figures)"),
+    "generate": ("musicface.generate",
+                 "song audio -> expression, head pose and eye parameters + preview"),
     "inspect": ("musicface.data", "summarise a shard set"),
-    "ablation-table": ("musicface.evaluate", "gather the variants' metrics into the ablation table"),
+    "ablation-table": ("musicface.evaluate",
+                       "gather the variants' metrics into the ablation table"),
+    "render-data": ("musicface.render_data",
+                    "one take -> the renderer's training data (crop frames + conditions)"),
+    "render-train": ("musicface.render_train", "train one subject's renderer"),
+    "render": ("musicface.render", "render a test take (reconstruction + generated) and score it"),
 }
 
 

@@ -73,6 +73,8 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     deterministic: bool = True  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     processes: int = 1  # DDP processes the train rule launches with torchrun (train.py reads WORLD_SIZE)
+    cuda_graph: bool = False  # CUDA, one process: the whole step replayed as one CUDA graph
+    bf16: bool = False  # bfloat16 autocast of the forward passes (GPU; losses stay float32)
 
 
 @dataclass

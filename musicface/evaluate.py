@@ -13,7 +13,11 @@ rank, initial pose = the take's first valid ground-truth pose) and is scored aga
   renderer-free proxy (corr of mouth opening with vocal energy; mouth-open ratio in vocal silence);
 * pose realism: CCA of head-pose speed (pooled over test takes), roughness (Eq. 14, deg/frame^2);
 * eye realism: CCA of the long-closure state (e_long vs ground-truth eye_long; the short blinks are
-  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration.
+  sampled at random by design), CCA of the combined state, blinks/s and mean blink duration;
+* rendered video (``--render-metrics``: the ``<take>.json`` files of ``musicface render``): SSIM and
+  PSNR of the held-out reconstruction (and of the mean-frame baseline), CPBD of the generated video
+  (ground truth: the real frames'), LMD and mouth-voice correlation of FaceMesh re-tracked on it;
+  their folder's ``<take>.mp4`` also give AVC when SyncNet weights are set.
 
 Outputs in ``--out``: ``metrics.json`` (summary, ground-truth reference values, per take, definitions),
 ``table.md`` (paper Table 1 layout), and figures ``pose.png`` (Fig. 5b), ``attention.png`` (Fig. 6),
@@ -34,7 +38,7 @@ from musicface import figures
 from musicface import metrics as M
 from musicface.config import VARIANTS
 from preprocessing.common import StepError, atomic_path, one_line, save_json
-from preprocessing.timebase import FPS
+from preprocessing.timebase import CENTRE_ROW, FPS
 
 # table row names, in the paper's order (VARIANTS)
 VARIANT_NAMES = dict(zip(VARIANTS, ("Single-Stream", "Two-Stream", "With-ATM", "Ours (full)")))
@@ -65,6 +69,9 @@ DEFINITIONS = {
                     "the combined eye state; ground truth: normalised AU45)",
     "blink_duration_s": "mean duration of those blinks (s)",
 }
+# metrics of rendered video (musicface render -> <take>.json), averaged over the test takes
+RENDER_KEYS = ("ssim_recon", "psnr_recon", "ssim_mean_frame", "psnr_mean_frame", "cpbd", "cpbd_real",
+               "lmd_mouth_rendered", "lip_energy_corr_rendered", "mouth_corr_rendered")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -104,12 +111,13 @@ def landmarks(exp, pose, basis: dict, bfm_dir=None) -> np.ndarray:
                                             bfm_dir=bfm_dir))
 
 
-def vocal_energy_db(mfcc_vocals_windows) -> np.ndarray:
-    """Vocal energy envelope (dB) per video frame from the vocal MFCC windows (N, 39, 26): the centre
-    row's first coefficient, the log frame energy (python_speech_features ``appendEnergy``: ln of the
-    frame's power-spectrum sum), converted to dB (x 10 / ln 10)."""
-    w = np.asarray(mfcc_vocals_windows)
-    return w[:, w.shape[1] // 2, 0].astype(np.float64) * (10.0 / math.log(10.0))
+def vocal_energy_db(mfcc_vocals, mfcc_index) -> np.ndarray:
+    """Vocal energy envelope (dB) per video frame from the vocal MFCC rows and each frame's window
+    start (:func:`musicface.data.take_arrays`): the window's centre row's first coefficient, the log
+    frame energy (python_speech_features ``appendEnergy``: ln of the frame's power-spectrum sum),
+    converted to dB (x 10 / ln 10)."""
+    rows = np.asarray(mfcc_vocals)[np.asarray(mfcc_index) + CENTRE_ROW, 0]
+    return rows.astype(np.float64) * (10.0 / math.log(10.0))
 
 
 # ------------------------------------------------------------------------------------- per take
@@ -150,7 +158,7 @@ def score_take(gen: dict, gt: dict, basis: dict | None, *, fps: float = FPS, tau
             return out
         out["lmd_mouth"] = M.lmd(lm_gen, lm_gt, region="mouth")
         out["lmd_face"] = M.lmd(lm_gen, lm_gt, region="face")
-        energy = vocal_energy_db(gt["mfcc_vocals"])[valid]
+        energy = vocal_energy_db(gt["mfcc_vocals"], gt["mfcc_index"])[valid]
         o_gen, o_gt = M.mouth_opening(lm_gen), M.mouth_opening(lm_gt)
         silent = M.silence_mask(energy)
         p = M.lipsync_proxy(o_gen, energy, opening_gt=o_gt, silent=silent)
@@ -258,12 +266,13 @@ def load_truth(files: dict[str, Path], take: str, song: str, n_frames: int) -> d
     return truth
 
 
-def score_truth(gen: dict, gt: dict, truth: dict, pool: dict, *, n_vocal: int | None,
-                fps: float = FPS, tau: float = 0.5, closed_threshold: float = 0.5) -> dict:
+def score_truth(gen: dict, gt: dict, truth: dict, pool: dict, *, fps: float = FPS, tau: float = 0.5,
+                closed_threshold: float = 0.5) -> dict:
     """One test take against its known truth (:data:`TRUTH_DEFINITIONS`); the tracked parameters
     of the take are scored the same way as a reference (``*_tracked``), and the truth's own values
-    (``*_true``). ``pool``: :func:`score_take`'s pieces (the mouth openings); ``n_vocal``: vocal
-    channels of the attention (None: no ATM). Returns per-take values and ``_pool``."""
+    (``*_true``). ``pool``: :func:`score_take`'s pieces (the mouth openings). The attention's
+    first half of channels is the vocal stream's (f_v ++ f_b). Returns per-take values and
+    ``_pool``."""
     valid = gt["valid"].astype(bool)
     n = len(valid)
     pose_true = np.asarray(truth["pose"], np.float64)
@@ -310,10 +319,11 @@ def score_truth(gen: dict, gt: dict, truth: dict, pool: dict, *, n_vocal: int | 
     out["blinks_per_s_true"] = len(tp["blinks"]["true"]) * fps / n
     # attention (ATM variants)
     att = gen.get("att")
-    if att is not None and n_vocal:
+    if att is not None:
         va = np.asarray(truth["vocal_activity"]).astype(bool)
         sung, instrumental = va, truth["in_song"] & ~va
-        out["attention"] = {k: M.attention_stats(a, sung, instrumental, n_vocal) for k, a in att.items()}
+        out["attention"] = {k: M.attention_stats(a, sung, instrumental, np.shape(a)[1] // 2)
+                            for k, a in att.items()}
     out["_pool"] = tp
     return out
 
@@ -382,13 +392,13 @@ def summarise_truth(rows: list[dict], fps: float = FPS) -> tuple[dict, dict]:
 def avc_value(syncnet_weights, rendered_dir, takes: list[str], vocals_for=None) -> dict:
     """AVC over the test takes, or ``{"value": None, "reason": ...}`` when it cannot be measured.
 
-    Needs the user's SyncNet weights and a folder of rendered videos ``<take>.mp4`` (a renderer turning
-    the generated parameters into face video, with the song as audio; MusicFace has none).
+    Needs the user's SyncNet weights and a folder of rendered videos ``<take>.mp4`` (the generated
+    parameters rendered with the song as audio: ``musicface render`` writes them).
     """
     if not rendered_dir:
-        return M.unavailable("no rendered face videos: MusicFace outputs parameters and has no renderer "
-                             "(paper 4.1 trains a separate rendering-to-video network); pass "
-                             "--rendered DIR with <take>.mp4 videos and --syncnet-weights to score AVC")
+        return M.unavailable("no rendered face videos: enable the renderer (render.enabled, snakemake "
+                             "render) or pass --rendered DIR with <take>.mp4 videos, and --syncnet-weights, "
+                             "to score AVC")
     if not syncnet_weights:
         return M.unavailable("SyncNet weights not configured (evaluate.syncnet_weights / --syncnet-weights: "
                              "syncnet_v2.model from the syncnet_python download script)")
@@ -468,6 +478,14 @@ COLUMNS = [  # (group, header, key in summary, digits)
     ("Eye realism", "blinks/s", "blinks_per_s", 2),
     ("Eye realism", "blink dur. (s)", "blink_duration_s", 2),
 ]
+# shown when the results hold rendered-video metrics (musicface render); paper Table 2 has CPBD
+RENDER_COLUMNS = [
+    ("Rendered", "LMD mouth ↓", "lmd_mouth_rendered", 2),
+    ("Rendered", "mouth~voice corr ↑", "lip_energy_corr_rendered", 2),
+    ("Rendered", "SSIM recon ↑", "ssim_recon", 3),
+    ("Rendered", "PSNR recon ↑", "psnr_recon", 1),
+    ("Rendered", "CPBD ↑", "cpbd", 2),
+]
 
 
 def _cell(summary: dict, key: str, digits: int) -> str:
@@ -536,17 +554,20 @@ def truth_table_markdown(results: list[dict]) -> str:
 
 
 def table_markdown(results: list[dict], title: str = "") -> str:
-    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth."""
-    head = [f"{g}: {h}" for g, h, _, _ in COLUMNS]
+    """Paper Table 1 layout: one row per variant (``metrics.json`` dicts), then the ground truth;
+    the Rendered columns when a result has rendered-video metrics."""
+    rendered = any(r["summary"].get("ssim_recon") is not None for r in results)
+    columns = COLUMNS + (RENDER_COLUMNS if rendered else [])
+    head = [f"{g}: {h}" for g, h, _, _ in columns]
     lines = [f"## {title}" if title else "## MusicFace evaluation (test split)", "",
-             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS)]
+             "| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
     for r in results:
         name = _row_name(r)
-        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_cell(r["summary"], k, d) for _, _, k, d in columns) + " |")
     gt = results[0].get("ground_truth", {}) if results else {}
-    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in COLUMNS) + " |")
+    lines.append("| Ground truth | " + " | ".join(_cell(gt, k, d) for _, _, k, d in columns) + " |")
     lines.append("| Paper ground truth | " + " | ".join(
-        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in COLUMNS) + " |")
+        _fmt(PAPER_GROUND_TRUTH.get(k), d) for _, _, k, d in columns) + " |")
     lines += ["", f"Test takes: {', '.join(str(len(r.get('takes', {}))) for r in results)} "
               f"({', '.join(r.get('variant', '?') for r in results)}); — = not applicable or not measurable.", ""]
     notes = []  # why a cell is empty, each reason once
@@ -562,7 +583,15 @@ def table_markdown(results: list[dict], title: str = "") -> str:
         if reason not in seen:
             seen.add(reason)
             lines.append(f"* {n}")
-    lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
+    for r in results:
+        sm = r["summary"]
+        if sm.get("ssim_mean_frame") is not None:
+            lines.append(f"* Rendered ({r.get('variant')}): the mean-frame baseline (the training frames' "
+                         f"median shown all the time) scores SSIM {_fmt(sm.get('ssim_mean_frame'), 3)}, "
+                         f"PSNR {_fmt(sm.get('psnr_mean_frame'), 1)} dB; re-tracked mouth vs driving mouth "
+                         f"r = {_fmt(sm.get('mouth_corr_rendered'))}; Ground truth CPBD = real frames")
+    defs = results[0].get("definitions", DEFINITIONS) if results else DEFINITIONS
+    lines += ["", "Definitions:", ""] + [f"* **{k}**: {v}" for k, v in defs.items()] + [""]
     truth = truth_table_markdown(results)
     return "\n".join(lines) + ("\n" + truth if truth else "")
 
@@ -573,9 +602,30 @@ def write_text(path, text: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- evaluate
+def render_summary(paths) -> tuple[dict, dict, dict, dict, dict]:
+    """``musicface render``'s per-take JSON files -> (summary values frame-weighted over takes,
+    reference values (real frames' CPBD), notes, per take, definitions)."""
+    from musicface.render import DEFINITIONS as RENDER_DEFINITIONS
+
+    per_take = {}
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        per_take[r["take"]] = {k: v for k, v in r.items() if k != "definitions"}
+    rows = [{**r, "valid_frames": r.get("valid_frames", 0)} for r in per_take.values()]
+    rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
+    summary = {k: _weighted(rows, k) for k in RENDER_KEYS}
+    ground = {"cpbd": summary.pop("cpbd_real")}
+    notes = {}
+    for r in per_take.values():
+        for k, why in (r.get("notes") or {}).items():
+            notes[k] = why
+    return summary, ground, notes, per_take, RENDER_DEFINITIONS
+
+
 def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
              syncnet_weights=None, rendered=None, tau: float = 0.5, closed_threshold: float = 0.5,
-             figure_take: str | None = None, bfm_dir=None, progress: bool = True, truth=None) -> dict:
+             figure_take: str | None = None, bfm_dir=None, render_metrics=None, progress: bool = True,
+             truth=None) -> dict:
     """Generate and score every test take; write metrics.json, table.md and the figures into ``out``.
     ``truth``: a folder of ``<take>.truth.npz`` / ``<song>.truth.npz`` (the demo's): the test takes
     are also scored against it (``metrics.json`` ``truth``; :data:`TRUTH_DEFINITIONS`)."""
@@ -603,7 +653,6 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
     rows, skipped, keep = {}, {}, {}
     truth_index = truth_files(truth) if truth else None
     truth_rows, truth_skipped = {}, {}
-    n_vocal = model.cfg.feat_dim if model.atm is not None else None
     fig_take = figure_take or max(tests, key=lambda t: t.n_frames).take
     for rank, info in enumerate(tqdm(tests, desc="evaluate", unit="take", disable=not progress)):
         try:
@@ -613,6 +662,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
                 raise StepError("fewer than 3 frames with a tracked face")
             pose0 = gt["pose"][int(np.argmax(valid))]
             gen = model.generate(gt["mfcc_vocals"], gt["mfcc_music"], gt["mfcc_mix"], info.subject,
+                                 mfcc_index=gt["mfcc_index"],
                                  pose0=pose0, seed=seed + rank)
             rows[info.take] = score_take(gen, gt, basis_dict, fps=fps, tau=tau, closed_threshold=closed_threshold,
                                          bfm_dir=bfm_dir)
@@ -625,8 +675,7 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         if truth_index is not None:
             try:
                 tr = load_truth(truth_index, info.take, info.song, len(gt["valid"]))
-                truth_rows[info.take] = score_truth(gen, gt, tr, rows[info.take]["_pool"], n_vocal=n_vocal,
-                                                    fps=fps, tau=tau, closed_threshold=closed_threshold)
+                truth_rows[info.take] = score_truth(gen, gt, tr, rows[info.take]["_pool"], fps=fps, tau=tau, closed_threshold=closed_threshold)
             except StepError as e:
                 print(f"musicface: take '{info.take}' step 'evaluate': truth: {one_line(e)}",
                       file=sys.stderr, flush=True)
@@ -635,8 +684,17 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         raise StepError(f"no test take could be evaluated ({len(skipped)} skipped)")
 
     summary, ground, dur_gen, dur_gt = summarise(list(rows.values()), fps)
-    summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     notes = {}
+    definitions = dict(DEFINITIONS)
+    rendered_takes = None
+    if render_metrics:  # rendered-video metrics of musicface render; its videos also give AVC
+        r_sum, r_ground, r_notes, rendered_takes, r_defs = render_summary(render_metrics)
+        summary.update(r_sum)
+        ground.update(r_ground, lip_energy_corr_rendered=ground.get("lip_energy_corr"))
+        notes.update(r_notes)
+        definitions.update(r_defs)
+        rendered = rendered or str(Path(render_metrics[0]).parent)
+    summary["avc"] = avc_value(syncnet_weights, rendered, list(rows))
     errors = sorted({r["landmark_error"] for r in rows.values() if "landmark_error" in r})
     if basis_dict is None or errors:
         reason = (f"{checkpoint.name} carries no expression basis (written before model files "
@@ -669,12 +727,13 @@ def evaluate(checkpoint, shards, out, *, seed: int = 0, device: str = "cpu",
         for k in ("blinks", "blinks_gt"):
             r[k] = {kk: vv for kk, vv in r[k].items() if kk != "durations_s"}
     result = {
-        "variant": variant, "audio": model.cfg.audio, "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
+        "variant": variant, "audio": getattr(model.cfg, "audio", "separated"), "checkpoint": str(checkpoint), "shards": str(shards), "seed": seed, "fps": fps,
         "tau": tau, "closed_threshold": closed_threshold,
         "basis_sha256": model.exp_basis_sha256,
         "summary": summary, "ground_truth": ground, "paper_ground_truth": PAPER_GROUND_TRUTH,
         "notes": notes, "takes": per_take, "skipped": skipped, "figure_take": fig_take,
-        "figures": {k: p.name for k, p in paths.items()}, "definitions": DEFINITIONS,
+        "figures": {k: p.name for k, p in paths.items()}, "definitions": definitions,
+        "rendered_takes": rendered_takes,
         "model": {"subjects": model.subjects, "exp_dim": model.exp_dim, "epoch": meta.get("epoch")},
     }
     if truth_index is not None:
@@ -719,6 +778,8 @@ def main_evaluate(argv: list[str] | None = None) -> int:
     ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients: LMD landmarks)")
     ap.add_argument("--figure-take", default=None, help="test take drawn in pose.png / attention.png "
                     "(default: the longest)")
+    ap.add_argument("--render-metrics", nargs="*", default=None, help="<take>.json files of musicface render "
+                    "(rendered-video metrics; their folder's <take>.mp4 also serve AVC)")
     ap.add_argument("--truth", default=None, help="folder of <take>.truth.npz files (the demo's, e.g. "
                     "work/demo): also score the test takes against this known truth")
     a = ap.parse_args(argv)
@@ -726,7 +787,7 @@ def main_evaluate(argv: list[str] | None = None) -> int:
         r = evaluate(a.checkpoint, a.shards, a.out, seed=a.seed, device=a.device,
                      syncnet_weights=a.syncnet_weights, rendered=a.rendered, tau=a.tau,
                      closed_threshold=a.closed_threshold, figure_take=a.figure_take, bfm_dir=a.bfm_dir,
-                     truth=a.truth)
+                     render_metrics=a.render_metrics, truth=a.truth)
     except StepError as e:
         print(f"musicface evaluate: {one_line(e)}", file=sys.stderr)
         return 1

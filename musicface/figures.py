@@ -1,10 +1,11 @@
 """Evaluation figures (PNG), after the paper's Figures 5b, 6 and 9, plus training curves.
 
-    pose_curves(path, pose_gen, pose_gt)        Fig. 5b: pitch (red), yaw (blue), roll (green), degrees
-    attention_maps(path, att)                   Fig. 6: the exp / pose / eye attention maps over time
-    eye_durations(path, gen_s, real_s)          Fig. 9: distribution of eye-closure durations
-    training_curves(path, "runs/x/metrics.csv") every numeric column of the training log vs its step
-    note_figure(path, text)                     a figure that only says why a plot is absent
+    pose_curves(path, pose_gen, pose_gt)  Fig. 5b: pitch (red), yaw (blue), roll (green), degrees
+    attention_maps(path, att)             Fig. 6: the exp / pose / eye attention maps over time
+    eye_durations(path, gen_s, real_s)    Fig. 9: distribution of eye-closure durations
+    training_curves(path, "runs/x/metrics.csv")
+                                          every numeric column of the training log vs its step
+    note_figure(path, text)               a figure that only says why a plot is absent
 
 All writes are atomic (temp file + rename). Matplotlib runs headless (Agg).
 """
@@ -87,7 +88,8 @@ def attention_maps(path, att: dict | None, *, fps: float = FPS, title: str = "",
         return note_figure(path, note or "no attention maps: this variant has no ATM", title)
     plt = _plt()
     tasks = [k for k in ("exp", "pose", "eye") if k in att and att[k] is not None]
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(9, 2.2 * len(tasks) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(9, 2.2 * len(tasks) + 0.6), sharex=True,
+                             squeeze=False)
     for ax, task in zip(axes[:, 0], tasks):
         a = np.asarray(att[task], dtype=np.float64)
         t_end = len(a) / fps
@@ -103,8 +105,10 @@ def attention_maps(path, att: dict | None, *, fps: float = FPS, title: str = "",
     return _save(fig, path)
 
 
-def eye_durations(path, gen_durations, real_durations, *, tau: float = 0.5, title: str = "") -> Path:
-    """Fig. 9: histograms (density) of closed-eye run durations, generated vs real, with tau marked."""
+def eye_durations(path, gen_durations, real_durations, *, tau: float = 0.5,
+                  title: str = "") -> Path:
+    """Fig. 9: histograms (density) of closed-eye run durations, generated vs real, with tau
+    marked."""
     plt = _plt()
     gen = np.asarray(gen_durations, dtype=np.float64)
     real = np.asarray(real_durations, dtype=np.float64)
@@ -140,9 +144,11 @@ def training_curves(path, csv_path, title: str = "") -> Path:
     df = pd.read_csv(csv_path)
     num = df.select_dtypes("number")
     if num.shape[1] < 2 or len(num) == 0:
-        return note_figure(path, f"training log {csv_path.name} has no numeric rows", title or "Training curves")
+        return note_figure(path, f"training log {csv_path.name} has no numeric rows",
+                           title or "Training curves")
     x_name = "epoch" if "epoch" in num else "step" if "step" in num else num.columns[0]
-    skip = {x_name, "epoch", "step", "samples", "time", "time_s", "wall_s"}  # bookkeeping, not curves
+    # bookkeeping, not curves
+    skip = {x_name, "epoch", "step", "samples", "time", "time_s", "wall_s"}
     cols = [c for c in num.columns if c not in skip and num[c].notna().any()]
     cols = cols[:12]
     plt = _plt()

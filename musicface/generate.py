@@ -21,9 +21,13 @@ Pipeline (the same features as the dataset, so a model sees at generation what i
 6. ``DIR/preview.mp4``: the face mesh driven by the parameters (landmark model: the expression basis
    embedded in the model file + pose; eye state applied to the lids), H.264 + AAC with the song,
    480 x 480.
+7. With ``--render RENDERER.pt`` (a subject's renderer, ``musicface render-train``):
+   ``DIR/video.mp4``, the parameters rendered as that singer's face (:mod:`musicface.render`), one
+   frame per 1/30 s of the song, H.264 + AAC with the song. The renderer must be the subject's.
 
-Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis) are one
-line: ``musicface generate: <reason>``, exit status 1.
+Errors (missing checkpoint, unknown subject, unreadable audio, a model file without a basis, a
+renderer file that is missing, corrupt or another subject's) are one line:
+``musicface generate: <reason>``, exit status 1; the renderer is checked before any work.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.common import StepError, one_line, save_json, save_npz
-from preprocessing.timebase import FPS, MFCC_WIDTH, SR
+from preprocessing.timebase import FPS, SR
 
 
 # -------------------------------------------------------------------------------------- features
@@ -68,25 +72,29 @@ def separate(mix: np.ndarray, song_path, backend: str = "builtin", spleeter_pyth
 
 
 def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys=None) -> dict:
-    """MFCC windows ``(N, 39, 26)`` per available stream + ``n_frames``; N = ceil(duration * fps).
+    """MFCC rows per available stream, ``mfcc_index`` and ``n_frames``; N = ceil(duration * fps).
 
     The dataset's features exactly (``preprocessing.mfcc``: M = ceil(N * 100 / fps) rows at 100 Hz,
-    row 0 at song time 0, then one 39-row window per video frame). ``keys``: the streams to compute
+    row 0 at song time 0) in the form of :func:`musicface.data.take_arrays`: the rows padded to
+    ``(M + 38, 26)`` and ``mfcc_index`` ``(N,)``, the window of frame t being rows
+    ``mfcc_index[t] .. + 39`` (the model cuts them). ``keys``: the streams to compute
     (``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix``; default all available): a model uses either the
     two separated streams or the mix, never all three.
     """
+    from musicface.data import mfcc_centres, padded_rows
     from preprocessing.media import n_frames_cfr
-    from preprocessing.mfcc import features_at, mfcc_windows
+    from preprocessing.mfcc import features_at
     from preprocessing.timebase import n_mfcc_rows
 
     n = n_frames_cfr(len(mix) / SR, fps)
     if n < 1:
         raise StepError(f"song too short: {len(mix) / SR:.3f} s")
-    out = {"n_frames": n}
+    m = n_mfcc_rows(n, fps)
+    out = {"n_frames": n, "mfcc_index": mfcc_centres(0, n, m, fps)}
     for key, wav in (("mfcc_mix", mix), ("mfcc_vocals", vocals), ("mfcc_music", music)):
         if wav is not None and (keys is None or key in keys):
-            feats = features_at(np.asarray(wav, np.float32), 0, n_mfcc_rows(n, fps), SR)
-            out[key] = np.asarray(mfcc_windows(feats, n, fps=fps, width=MFCC_WIDTH), np.float32)
+            feats = features_at(np.asarray(wav, np.float32), 0, m, SR)
+            out[key] = padded_rows(np.asarray(feats, np.float32))
     return out
 
 
@@ -134,13 +142,25 @@ def params_from_output(gen: dict, variant: str, fps: int) -> dict:
 def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "builtin", seed: int = 0,
              device: str = "cpu", preview: bool = True, size: int = 480,
              spleeter_python=".venv-spleeter/bin/python", spleeter_model_dir=None, bfm_dir=None,
-             progress: bool = True) -> dict:
+             render=None, progress: bool = True) -> dict:
     """The whole pipeline (module docstring). Returns timings and output paths."""
     out = Path(out)
     timings = {}
     t0 = time.perf_counter()
     model, meta = check_inputs(checkpoint, subject, device)
     timings["checkpoint_s"] = time.perf_counter() - t0
+    renderer = None
+    if render is not None:  # checked before any work: a wrong file is one line, at once
+        from musicface.renderer import RendererError, load_renderer
+
+        try:
+            renderer = load_renderer(render, subject=subject, device=device)
+        except RendererError as e:
+            raise StepError(str(e)) from e
+        comps = renderer.basis.get("components")
+        if comps is not None and len(comps) != model.exp_dim:
+            raise StepError(f"renderer {render} was trained with {len(comps)} expression components, the "
+                            f"model predicts {model.exp_dim}: use a renderer made from the model's dataset")
     if preview and model.exp_basis is None:
         raise StepError(f"{checkpoint} carries no expression basis for the preview (written before "
                         "model files embedded it, or trained without --basis): retrain it, or pass "
@@ -161,7 +181,7 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
 
     t = time.perf_counter()
     gen = model.generate(feats.get("mfcc_vocals"), feats.get("mfcc_music"), feats.get("mfcc_mix"),
-                         subject, seed=seed)
+                         subject, seed=seed, mfcc_index=feats["mfcc_index"])
     timings["generate_s"] = time.perf_counter() - t
 
     params = params_from_output(gen, model.cfg.variant, FPS)
@@ -183,6 +203,21 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         timings["preview_s"] = time.perf_counter() - t
         result["preview"] = str(out / "preview.mp4")
         result["basis_sha256"] = model.exp_basis_sha256
+    if renderer is not None:
+        from musicface.render import render_params
+        from musicface.render_data import load_bfm_for
+        from preprocessing.media import write_video
+
+        t = time.perf_counter()
+        frames = render_params(renderer, params["exp"], params["pose"], params["eye"], device,
+                               bfm=load_bfm_for(renderer.basis, bfm_dir))
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=len(params["exp"]), desc="render", unit="frame", leave=False)
+        write_video(out / "video.mp4", frames, fps=FPS, audio=mix, sr=SR)
+        timings["render_s"] = time.perf_counter() - t
+        result["video"] = str(out / "video.mp4")
     result["timings"] = timings
     return result
 
@@ -194,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("song", help="any audio (or video) file FFmpeg reads: wav, mp3, flac, m4a, mp4, ...")
     ap.add_argument("--checkpoint", required=True, help="runs/<name>/model.pt")
     ap.add_argument("--subject", required=True, help="whose singing style (one of the model's subjects)")
-    ap.add_argument("--out", required=True, help="output folder: params.npz, preview.mp4")
+    ap.add_argument("--out", required=True, help="output folder: params.npz, preview.mp4 (, video.mp4)")
     ap.add_argument("--separate", default="builtin", choices=["builtin", "spleeter"],
                     help="vocal/music separation backend (default builtin)")
     ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed")
@@ -205,18 +240,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="interpreter of the Spleeter environment (--separate spleeter)")
     ap.add_argument("--spleeter-model-dir", default=None, help="MODEL_PATH holding 2stems/ (--separate spleeter)")
     ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients only)")
+    ap.add_argument("--render", default=None, metavar="RENDERER.pt",
+                    help="the subject's renderer (runs/<name>/render/<subject>.pt): also write video.mp4")
     a = ap.parse_args(argv)
     try:
         r = generate(a.song, a.checkpoint, a.subject, a.out, separate_backend=a.separate, seed=a.seed,
                      device=a.device, preview=not a.no_preview, size=a.size,
                      spleeter_python=a.spleeter_python, spleeter_model_dir=a.spleeter_model_dir,
-                     bfm_dir=a.bfm_dir)
+                     bfm_dir=a.bfm_dir, render=a.render)
     except StepError as e:
         print(f"musicface generate: {one_line(e)}", file=sys.stderr)
         return 1
     save_json(Path(a.out) / "generate.json", r)
     print(f"{r['n_frames']} frames ({r['n_frames'] / FPS:.2f} s) -> {r['params']}"
-          + (f", {r['preview']}" if "preview" in r else ""))
+          + (f", {r['preview']}" if "preview" in r else "") + (f", {r['video']}" if "video" in r else ""))
     return 0
 
 

@@ -24,6 +24,10 @@ Conventions (ours, where the paper leaves them open):
   (radians, translation) and stay z-scored with equal weights.
 * Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames) counts
   only when both frames are valid. A window with fewer than two valid frames adds nothing to MMD.
+* Denominators: each mean divides by its batch's count of valid frames, valid pairs or MMD windows
+  (:func:`batch_counts`). Under DDP every process passes ``counts`` = the global batch's counts / P
+  instead of its own, so that DDP's average of the P gradients is the gradient of the global batch's
+  mean, as in one process (the processes' batches hold different numbers of valid frames).
 * MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased (V-statistic)
   squared MMD with a Gaussian kernel averaged over several bandwidths (``loss.mmd_bandwidths``, in
   normalised units), averaged over windows.
@@ -40,14 +44,24 @@ import torch.nn.functional as F
 from musicface.config import LossConfig
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def batch_counts(mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The denominators of a batch's terms: valid ``frames``, valid velocity ``pairs``, and MMD
+    ``windows`` (those with >= 2 valid frames), as float tensors."""
+    return {"frames": mask.sum(), "pairs": pair_mask(mask).sum(),
+            "windows": (mask.sum(1) >= 2).float().sum()}
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None,
+                count: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of ``x`` (B, T, ...) over frames where ``mask`` (B, T) is 1 and over trailing dims,
-    each element of the last dim times ``weight`` (D,) if given (weights with mean 1 keep the scale)."""
+    each element of the last dim times ``weight`` (D,) if given (weights with mean 1 keep the
+    scale). ``count``: the number of frames to divide by (default ``mask.sum()``; DDP: module
+    docstring)."""
     extra = x[0, 0].numel()
     m = mask.reshape(*mask.shape, *([1] * (x.dim() - 2)))
     if weight is not None:
         x = x * weight
-    return (x * m).sum() / (mask.sum() * extra).clamp_min(1.0)
+    return (x * m).sum() / ((mask.sum() if count is None else count) * extra).clamp_min(1.0)
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:
@@ -60,28 +74,30 @@ def pair_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask[:, 1:] * mask[:, :-1]
 
 
-def mse(pred, target, mask, weight=None):
-    return masked_mean((pred - target) ** 2, mask, weight)
+def mse(pred, target, mask, weight=None, count=None):
+    return masked_mean((pred - target) ** 2, mask, weight, count)
 
 
-def l1(pred, target, mask):
-    return masked_mean((pred - target).abs(), mask)
+def l1(pred, target, mask, count=None):
+    return masked_mean((pred - target).abs(), mask, count=count)
 
 
-def velocity_loss(pred, target, mask, weight=None):
-    """L_VEL: squared error of frame-to-frame differences."""
-    return mse(velocity(pred), velocity(target), pair_mask(mask), weight)
+def velocity_loss(pred, target, mask, weight=None, count=None):
+    """L_VEL: squared error of frame-to-frame differences (``count``: of valid pairs)."""
+    return mse(velocity(pred), velocity(target), pair_mask(mask), weight, count)
 
 
-def abs_velocity_l1(pred, target, mask):
+def abs_velocity_l1(pred, target, mask, count=None):
     """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from data)."""
-    return l1(velocity(pred).abs(), velocity(target).abs(), pair_mask(mask))
+    return l1(velocity(pred).abs(), velocity(target).abs(), pair_mask(mask), count)
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bandwidths=(0.25, 0.5, 1.0, 2.0, 4.0)):
+def mmd(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bandwidths=(0.25, 0.5, 1.0, 2.0, 4.0),
+        count: torch.Tensor | None = None):
     """Squared MMD between the valid frames of x and y, per window, averaged over windows.
 
     x, y: (B, T, D) or (B, T); mask (B, T). Kernel k(a, b) = mean_s exp(-|a - b|^2 / (2 s^2)).
+    ``count``: the number of windows to divide by (default: this batch's windows with >= 2 frames).
     """
     if x.dim() == 2:
         x, y = x[..., None], y[..., None]
@@ -96,48 +112,55 @@ def mmd(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, bandwidths=(0.25, 
 
     per_window = wkw(x, x) + wkw(y, y) - 2 * wkw(x, y)
     ok = (mask.sum(1) >= 2).float()
-    return (per_window * ok).sum() / ok.sum().clamp_min(1.0)
+    return (per_window * ok).sum() / (ok.sum() if count is None else count).clamp_min(1.0)
 
 
-def attention_l1(att: dict | None, mask: torch.Tensor) -> torch.Tensor:
+def attention_l1(att: dict | None, mask: torch.Tensor, count=None) -> torch.Tensor:
     if not att:
         return mask.new_zeros(())
-    return sum(masked_mean(a.abs(), mask) for a in att.values())
+    return sum(masked_mean(a.abs(), mask, count=count) for a in att.values())
 
 
-def _bce(logits, target: float, mask):
+def _bce(logits, target: float, mask, count=None):
     loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none")
-    return masked_mean(loss, mask)
+    return masked_mean(loss, mask, count=count)
 
 
-def discriminator_loss(real_logits, fake_logits, mask):
-    """D's side of eq. 12: BCE(D(real), 1) + BCE(D(fake), 0) over valid frames."""
-    return _bce(real_logits, 1.0, mask) + _bce(fake_logits, 0.0, mask)
+def discriminator_loss(real_logits, fake_logits, mask, counts: dict | None = None):
+    """D's side of eq. 12: BCE(D(real), 1) + BCE(D(fake), 0) over valid frames
+    (``counts``: :func:`batch_counts` of the global batch / P under DDP)."""
+    n = None if counts is None else counts["frames"]
+    return _bce(real_logits, 1.0, mask, n) + _bce(fake_logits, 0.0, mask, n)
 
 
-def generator_adversarial_loss(fake_logits, mask):
+def generator_adversarial_loss(fake_logits, mask, count=None):
     """G's side of eq. 12, non-saturating: BCE(D(fake), 1)."""
-    return _bce(fake_logits, 1.0, mask)
+    return _bce(fake_logits, 1.0, mask, count)
 
 
 def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig,
-                   fake_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                   fake_logits: torch.Tensor | None = None,
+                   counts: dict | None = None, floats: bool = True) -> tuple[torch.Tensor, dict]:
     """Total generator loss (eq. 13) and its parts (detached floats, for metrics.csv).
 
     ``pred``: the model's normalised outputs (exp, pose, e_long, att); ``target``: exp, pose
     (normalised), e_long, and optionally exp_weight (E,) (see the module docstring); ``mask``:
-    valid (B, T) float.
+    valid (B, T) float; ``counts``: the denominators (:func:`batch_counts`; default this batch's).
+    ``floats=False``: the parts as detached 0-dim tensors on the device instead (reading a float
+    waits for the device: the training loop reads them every few steps).
     """
     bw = tuple(cfg.mmd_bandwidths)
     w_exp = target.get("exp_weight")
+    c = counts or {}
+    frames, pairs, windows = c.get("frames"), c.get("pairs"), c.get("windows")
     parts = {
-        "exp_mse": mse(pred["exp"], target["exp"], mask, w_exp),
-        "exp_vel": velocity_loss(pred["exp"], target["exp"], mask, w_exp),
-        "pose_mmd": mmd(pred["pose"], target["pose"], mask, bw),
-        "pose_vel": abs_velocity_l1(pred["pose"], target["pose"], mask),
-        "eye_l1": l1(pred["e_long"], target["e_long"], mask),
-        "eye_mmd": mmd(pred["e_long"], target["e_long"], mask, bw),
-        "att": attention_l1(pred.get("att"), mask),
+        "exp_mse": mse(pred["exp"], target["exp"], mask, w_exp, frames),
+        "exp_vel": velocity_loss(pred["exp"], target["exp"], mask, w_exp, pairs),
+        "pose_mmd": mmd(pred["pose"], target["pose"], mask, bw, windows),
+        "pose_vel": abs_velocity_l1(pred["pose"], target["pose"], mask, pairs),
+        "eye_l1": l1(pred["e_long"], target["e_long"], mask, frames),
+        "eye_mmd": mmd(pred["e_long"], target["e_long"], mask, bw, windows),
+        "att": attention_l1(pred.get("att"), mask, frames),
     }
     if cfg.reduction == "sum":  # eq. 10-11 as written: sums over dimensions (module docstring)
         dims = {"exp_mse": pred["exp"].shape[-1], "exp_vel": pred["exp"].shape[-1],
@@ -147,7 +170,8 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
     reg = (cfg.w1 * parts["exp_mse"] + cfg.w2 * parts["exp_vel"] + cfg.w3 * parts["pose_mmd"]
            + cfg.w4 * parts["pose_vel"] + cfg.w5 * parts["eye_l1"] + cfg.w6 * parts["eye_mmd"]
            + cfg.w_att * parts["att"])
-    adv = generator_adversarial_loss(fake_logits, mask) if fake_logits is not None else reg.new_zeros(())
+    adv = (generator_adversarial_loss(fake_logits, mask, frames) if fake_logits is not None
+           else reg.new_zeros(()))
     total = cfg.lambda1 * reg + cfg.lambda2 * adv
     parts.update(reg=reg, adv=adv)
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: float(v.detach()) if floats else v.detach() for k, v in parts.items()}

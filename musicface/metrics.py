@@ -352,3 +352,27 @@ def finite_or_none(x):
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------------------ rendered video
+# (the rendered mouth's correlation with the driving one is :func:`pearson` above)
+def image_similarity(image, reference) -> tuple[float, float]:
+    """(SSIM, PSNR in dB) of two uint8 RGB images (scikit-image, data range 255, SSIM over the
+    colour channels with its default 7 x 7 window)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = np.asarray(image), np.asarray(reference)
+    ssim = structural_similarity(a, b, channel_axis=2, data_range=255)
+    psnr = peak_signal_noise_ratio(b, a, data_range=255)
+    return float(ssim), float(min(psnr, 100.0))
+
+
+def cpbd_sharpness(image) -> float:
+    """CPBD sharpness (Narvekar & Karam; paper Table 2) of an RGB or gray uint8 image, via the
+    ``cpbd`` module of cpbd-py312, which expects 2-D grayscale on a 0-255 scale."""
+    import cpbd
+    from skimage.color import rgb2gray
+
+    img = np.asarray(image)
+    gray = rgb2gray(img) * 255.0 if img.ndim == 3 else img.astype(np.float64)
+    return float(cpbd.compute(gray))

@@ -1,9 +1,9 @@
 """Preview drawing: generated face motion as an animated face mesh, so a user can watch a result
 without a renderer (``musicface generate`` writes it as ``preview.mp4``).
 
-    px = fit_to_canvas(landmarks, size=480)         # (T, K, 2) image-normalised -> canvas pixels
-    px = close_eyes(px, eye)                        # eye state 1 = closed: upper lids onto lower lids
-    for rgb in preview_frames(px, size=480): ...    # (size, size, 3) uint8 per frame
+    px = fit_to_canvas(landmarks, size=480)       # (T, K, 2) image-normalised -> canvas pixels
+    px = close_eyes(px, eye)                      # eye state 1 = closed: upper lids onto lower lids
+    for rgb in preview_frames(px, size=480): ...  # (size, size, 3) uint8 per frame
     write_preview("preview.mp4", landmarks, eye, audio, sr, fps=30)
 
 Two landmark layouts are drawn: MediaPipe FaceMesh (478 points: mesh vertices as dots, the
@@ -38,14 +38,16 @@ def layout(k: int) -> dict:
     """Edges and lid pairs of a landmark layout with ``k`` points.
 
     Returns ``contour``, ``lips``, ``eyes`` (edge arrays (E, 2)), ``lids`` (pairs (upper, lower):
-    points that meet when the eye closes) and ``iris`` (point indices hidden when the eye is closed).
+    points that meet when the eye closes) and ``iris`` (point indices hidden when the eye is
+    closed).
     """
     if k in (468, 478):
         from mediapipe.python.solutions import face_mesh_connections as fc
 
         from preprocessing import landmarks as L
 
-        lids = list(zip(L.RIGHT_UPPER_LID, L.RIGHT_LOWER_LID)) + list(zip(L.LEFT_UPPER_LID, L.LEFT_LOWER_LID))
+        lids = list(zip(L.RIGHT_UPPER_LID, L.RIGHT_LOWER_LID)) + list(zip(L.LEFT_UPPER_LID,
+                                                                          L.LEFT_LOWER_LID))
         eyes = fc.FACEMESH_LEFT_EYE | fc.FACEMESH_RIGHT_EYE
         irises = fc.FACEMESH_IRISES if k == 478 else frozenset()
         contour = (fc.FACEMESH_CONTOURS | fc.FACEMESH_NOSE) - eyes - fc.FACEMESH_LIPS
@@ -64,12 +66,13 @@ def layout(k: int) -> dict:
 
 
 def fit_to_canvas(landmarks, size: int = 480, margin: float = 0.08) -> np.ndarray:
-    """Map landmarks ``(T, K, 2)`` to canvas pixels with ONE similarity transform for the whole clip.
+    """Map landmarks ``(T, K, 2)`` to canvas pixels with ONE similarity transform for the whole
+    clip.
 
     The box from the 2nd percentile (over frames) of each frame's smallest coordinate to the 98th
-    percentile of each frame's largest is scaled isotropically (keeping the coordinates' own x:y ratio)
-    to fill the canvas minus ``margin``: the whole face fits, head motion stays visible as motion, and
-    a few wild frames do not shrink the face.
+    percentile of each frame's largest is scaled isotropically (keeping the coordinates' own x:y
+    ratio) to fill the canvas minus ``margin``: the whole face fits, head motion stays visible as
+    motion, and a few wild frames do not shrink the face.
     """
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
     lo = np.nanpercentile(np.nanmin(lm, axis=1), 2, axis=0)
@@ -104,7 +107,8 @@ def draw_frame(px, size: int = 480, eye: float = 0.0):
     for x, y in px[ok]:
         draw.point((float(x), float(y)), fill=MESH)
     hidden = set(lay["iris"].tolist()) if eye >= 0.5 else set()
-    # lips and eyes 3 px wide: thinner coloured lines lose their colour to H.264's 4:2:0 chroma subsampling
+    # lips and eyes 3 px wide: thinner coloured lines lose their colour to H.264's 4:2:0 chroma
+    # subsampling
     for key, colour, width in (("contour", CONTOUR, 2), ("lips", LIPS, 3), ("eyes", EYES, 3)):
         for a, b in lay[key]:
             if ok[a] and ok[b] and a not in hidden and b not in hidden:
@@ -122,7 +126,8 @@ def preview_frames(px, eye=None, size: int = 480):
 
 def write_preview(path: str | Path, landmarks, eye, audio=None, sr: int = SR, fps: int = FPS,
                   size: int = 480, progress: bool = True) -> int:
-    """Draw landmarks ``(T, K, 2)`` with eye state ``(T,)`` and write an H.264 (+ AAC) mp4, atomically.
+    """Draw landmarks ``(T, K, 2)`` with eye state ``(T,)`` and write an H.264 (+ AAC) mp4,
+    atomically.
 
     ``audio`` (mono float at ``sr``, sample 0 at frame 0) is muxed as AAC. Returns the frame count.
     """

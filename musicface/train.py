@@ -2,11 +2,11 @@
 
     musicface train --shards dataset/shards --basis dataset/exp_basis.npz \\
         --config-json '{"model": {...}, "train": {...}, "loss": {...}}' --out runs/demo [--resume]
-    torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...      # DDP, one process per GPU
+    torchrun --standalone --nproc_per_node 4 -m musicface.cli train ...   # DDP, one process per GPU
 
 What one epoch is: ``train.samples_per_epoch`` random ``train.window``-frame windows of the train
-split (default: the number of eligible window starts // window, i.e. about one pass over the training
-frames), drawn by
+split (default: the number of eligible window starts // window, i.e. about one pass over the
+training frames), drawn by
 :class:`musicface.data.WindowDataset` as a pure function of (seed, epoch, index); batches of
 ``train.batch_size`` windows (the global batch; each of P DDP processes takes batch_size / P).
 
@@ -19,9 +19,9 @@ the steps.
 
 Outputs in ``--out``:
   config.json     snapshot of the whole config this run was started with
-  checkpoint.pt   after every epoch: generator (model.pt payload), discriminator, both optimisers and
-                  schedulers, RNG states, epoch, metrics rows (atomic write; ``--resume`` continues
-                  from it)
+  checkpoint.pt   after every epoch: generator (model.pt payload), discriminator, both optimisers
+                  and schedulers, RNG states, epoch, metrics rows (atomic write; ``--resume``
+                  continues from it)
   metrics.csv     one row per epoch: losses (means over the epoch's steps on process 0), lr (of the
                   epoch's last step), time, validation losses on fixed test-split windows
   model.pt        at the end: weights + model config + subjects + normalisation (buffers) + the
@@ -49,22 +49,23 @@ from pathlib import Path
 # spinning pool made a training step 8x slower (bench/train.py); set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
-from musicface import losses  # noqa: E402
-from musicface.config import Config, from_dict, to_dict  # noqa: E402
-from musicface.data import MFCC_KEYS, ShardError, WindowDataset, open_shards, take_arrays  # noqa: E402
-from musicface.model import Discriminator, MusicFace, export, load_checkpoint  # noqa: E402
-from preprocessing.common import (StepError, atomic_path, config_sha, load_npz,  # noqa: E402
-                                  sha256_file)
-from preprocessing.timebase import CENTRE_ROW, MFCC_DIM  # noqa: E402
+from musicface import losses
+from musicface.config import Config, from_dict, to_dict
+from musicface.data import MFCC_KEYS, ShardError, WindowDataset, collate, open_shards, take_arrays
+from musicface.model import Discriminator, MusicFace, export, load_checkpoint
+from musicface.model.musicface import MFCC_KEY
+from preprocessing.common import StepError, atomic_path, config_sha, load_npz, sha256_file
+from preprocessing.timebase import CENTRE_ROW, MFCC_DIM
 
 __all__ = ["train", "main", "load_checkpoint", "compute_normalisation"]
 
+LOG_EVERY = 10  # steps between progress-bar updates (each reads the losses: a host synchronisation)
 METRIC_KEYS = ("loss", "reg", "adv", "disc", "exp_mse", "exp_vel", "pose_mmd", "pose_vel", "eye_l1",
                "eye_mmd", "att", "grad_norm")
 VAL_KEYS = ("val_reg", "val_exp_mse", "val_pose_vel", "val_eye_l1")
@@ -97,8 +98,9 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
         pair = valid.copy()
         pair[1:] &= valid[:-1]
         pair[0] = False
+        centre = (a["mfcc_index"] + CENTRE_ROW).numpy()  # each frame's own MFCC row
         for i, k in enumerate(MFCC_KEYS):
-            acc(f"mfcc{i}", a[k][:, CENTRE_ROW].numpy())
+            acc(f"mfcc{i}", a[k].numpy()[centre])
         acc("exp", a["exp"].numpy()[valid])
         acc("pose", a["pose"].numpy()[valid])
         acc("vel", a["pose_vel"].numpy()[pair])
@@ -128,7 +130,8 @@ def compute_normalisation(shards, split: str = "train") -> dict[str, np.ndarray]
 
 # -------------------------------------------------------------------------------------- the loop
 def lr_factor(step: int, total: int, decay_fraction: float) -> float:
-    """1 for the first (1 - decay_fraction) of the steps, then linear down to 1/decay_steps at the end."""
+    """1 for the first (1 - decay_fraction) of the steps, then linear down to 1/decay_steps at the
+    end."""
     decay = max(1, int(round(total * decay_fraction)))
     return min(1.0, (total - step) / decay) if decay_fraction > 0 else 1.0
 
@@ -137,10 +140,11 @@ def batch_to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare(raw: MusicFace, b: dict,
+            cfg: Config) -> tuple[dict, dict, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A reader batch -> (mfcc, normalised targets, mask, p0, v0)."""
     mask = b["valid"]
-    mfcc = {k: b[k] for k in MFCC_KEYS}
+    mfcc = {k: b[k] for k in (*MFCC_KEYS, "mfcc_index") if k in b}
     exp_n, pose_n = raw.normalise_targets(b["exp"], b["pose"])
     target = {"exp": exp_n, "pose": pose_n, "e_long": b["eye_long"]}
     if cfg.loss.exp_weighting == "variance":
@@ -151,40 +155,127 @@ def prepare(raw: MusicFace, b: dict, cfg: Config) -> tuple[dict, dict, torch.Ten
     return mfcc, target, mask, p0, v0
 
 
+def global_counts(mask: torch.Tensor) -> dict | None:
+    """DDP: the loss denominators of the global batch / P (one all_reduce), so that DDP's mean of
+    the P gradients is the global batch's gradient (musicface.losses); None in one process."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    counts = losses.batch_counts(mask)
+    total = torch.stack(list(counts.values()))
+    dist.all_reduce(total)
+    return dict(zip(counts, total / dist.get_world_size()))
+
+
 def train_step(gen, disc, raw: MusicFace, b: dict, cfg: Config, opt_g, opt_d) -> dict:
-    """One generator step and one discriminator step on batch ``b``; returns the logged numbers."""
+    """One generator step and one discriminator step on batch ``b`` (on the device).
+
+    Returns the logged numbers (:data:`METRIC_KEYS`) as 0-dim tensors on the device: reading one is
+    a host synchronisation, which the loop does every :data:`LOG_EVERY` steps, not every step. No
+    other synchronisation and only static shapes, so that the whole step can be captured in a CUDA
+    graph (:class:`GraphedStep`). ``train.bf16``: the forward passes under bfloat16 autocast, the
+    losses in float32."""
+    # (a captured graph must not keep autocast's cache of cast weights: PyTorch's CUDA-graph notes)
+    amp = torch.autocast(b["valid"].device.type, torch.bfloat16, enabled=cfg.train.bf16,
+                         cache_enabled=not cfg.train.cuda_graph)
     mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
-    audio = raw.disc_audio(mfcc)
-    pred = gen(mfcc, b["subject"], p0, v0)
-    fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
-    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits)
+    counts = global_counts(mask)
+    with amp:
+        audio = raw.disc_audio(mfcc)
+        pred = gen(mfcc, b["subject"], p0, v0)
+        fake_logits = disc(pred["pose"], pred["e_long"], audio, mask)
+    if cfg.train.bf16:
+        pred = _float32(pred)
+    loss_g, parts = losses.generator_loss(pred, target, mask, cfg.loss, fake_logits.float(),
+                                          counts, floats=False)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-    gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip)
+    gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), clip, foreach=True)
     opt_g.step()
 
     # discriminator: real and generated sequences in one batch (one forward/backward per DDP step)
     opt_d.zero_grad(set_to_none=True)
-    logits = disc(torch.cat([target["pose"], pred["pose"].detach()]),
-                  torch.cat([target["e_long"], pred["e_long"].detach()]),
-                  torch.cat([audio, audio]), torch.cat([mask, mask]))
+    with amp:
+        logits = disc(torch.cat([target["pose"], pred["pose"].detach()]),
+                      torch.cat([target["e_long"], pred["e_long"].detach()]),
+                      torch.cat([audio, audio]), torch.cat([mask, mask]))
     n = mask.shape[0]
-    loss_d = losses.discriminator_loss(logits[:n], logits[n:], mask)
+    loss_d = losses.discriminator_loss(logits[:n].float(), logits[n:].float(), mask, counts)
     loss_d.backward()
     opt_d.step()
-    parts.update(loss=float(loss_g.detach()), disc=float(loss_d.detach()), grad_norm=float(gnorm))
+    parts.update(loss=loss_g.detach(), disc=loss_d.detach(), grad_norm=gnorm.detach())
     return parts
 
 
+def _float32(x):
+    """Tensors of a (nested) dict in float32 (autocast outputs -> the losses)."""
+    if isinstance(x, dict):
+        return {k: _float32(v) for k, v in x.items()}
+    return x.float() if isinstance(x, torch.Tensor) else x
+
+
+def make_optimizer(params, lr: float, device: torch.device, graph: bool = False):
+    """Adam with the fused implementation (one kernel / one loop over all parameters instead of
+    ~15 small ops per parameter tensor; on CPU it rounds differently from the per-tensor loop by
+    ~1 ulp per step). ``graph``: capturable, with the LR as a device tensor that the scheduler
+    updates in place, so a CUDA graph replays the current LR."""
+    if graph:
+        lr_t = torch.tensor(lr, device=device)
+        return torch.optim.Adam(params, lr=lr_t, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class GraphedStep:
+    """``step(batch)`` run as one captured CUDA graph (``train.cuda_graph``; CUDA, one process).
+
+    The first ``warmup`` calls run eagerly on a side stream (they are ordinary training steps; CUDA
+    graphs need the optimiser state and the allocator warmed up). The next call copies its batch
+    into static input tensors and captures ``step`` on them (capture records kernels, runs none);
+    every call from then on copies the batch into the static inputs and replays the graph: one
+    launch for the whole step. The returned tensors are the graph's static outputs, overwritten by
+    the next replay.
+    A batch of another shape (a ragged last batch) runs eagerly.
+    """
+
+    def __init__(self, step, warmup: int = 3):
+        self.step, self.warmup, self.calls = step, warmup, 0
+        self.graph, self.static_in, self.static_out = None, None, None
+        self.replays = 0
+
+    def __call__(self, b: dict) -> dict:
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(b)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.static_in = {k: v.clone() for k, v in b.items()}
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_out = self.step(self.static_in)
+        elif any(v.shape != self.static_in[k].shape for k, v in b.items()):
+            return self.step(b)
+        else:
+            for k, v in b.items():
+                self.static_in[k].copy_(v, non_blocking=True)
+        self.graph.replay()
+        self.replays += 1
+        return self.static_out
+
+
 @torch.no_grad()
-def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batch_size: int) -> dict:
+def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device,
+             batch_size: int) -> dict:
     """Regression losses on fixed test-split windows (no adversarial term)."""
     if ds is None:
         return {}
     raw.eval()
     sums, n = {}, 0
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                         collate_fn=collate)
     for b in loader:
         b = batch_to(b, device)
         mfcc, target, mask, p0, v0 = prepare(raw, b, cfg)
@@ -200,8 +291,10 @@ def validate(raw: MusicFace, ds: WindowDataset | None, cfg: Config, device, batc
 # ------------------------------------------------------------------------------------ checkpoints
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    out = {"torch": torch.get_rng_state(), "python": [list(random.getstate()[1]), random.getstate()[0]],
-           "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])}
+    out = {"torch": torch.get_rng_state(),
+           "python": [list(random.getstate()[1]), random.getstate()[0]],
+           "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+           "numpy_pos": int(np_state[2])}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -210,7 +303,8 @@ def _rng_state() -> dict:
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     random.setstate((s["python"][1], tuple(s["python"][0]), None))
-    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+    np.random.set_state(("MT19937", s["numpy_keys"].numpy().astype(np.uint32),
+                         s["numpy_pos"], 0, 0.0))
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
@@ -239,8 +333,9 @@ def _device(spec: str, local_rank: int) -> torch.device:
     return torch.device(spec)
 
 
-def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, resume: bool = False,
-          progress: bool = True, basis: str | os.PathLike | None = None) -> Path:
+def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike,
+          resume: bool = False, progress: bool = True,
+          basis: str | os.PathLike | None = None) -> Path:
     """Train on a shard set; returns the path of model.pt. Runs as one of P DDP processes when
     launched by torchrun (env WORLD_SIZE > 1); process 0 writes the outputs. ``basis``: the
     ``exp_basis.npz`` the shards' exp was projected on, embedded in model.pt (None: a model
@@ -260,10 +355,15 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                          f"{world} training processes")
     main_proc = rank == 0
     if world > 1 and main_proc:
-        print(f"musicface train: DDP: {world} processes, backend {dist.get_backend()}", file=sys.stderr)
+        print(f"musicface train: DDP: {world} processes, backend {dist.get_backend()}",
+              file=sys.stderr)
     if tc.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        # no result here reads memory before writing it, so the NaN fill of every new tensor that
+        # deterministic mode adds by default only costs time (~900 fill ops per step, one kernel
+        # each on a GPU)
+        torch.utils.deterministic.fill_uninitialized_memory = False
     torch.manual_seed(tc.seed)
     np.random.seed(tc.seed)
     random.seed(tc.seed)
@@ -278,27 +378,37 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
               file=sys.stderr)
     model.to(device).train()
     disc = Discriminator(MFCC_DIM * len(model.streams), cfg.model.disc_channels).to(device).train()
-    opt_g = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr)
+    graph = tc.cuda_graph
+    if graph and (device.type != "cuda" or world > 1):
+        raise ValueError(f"config key train.cuda_graph: needs one CUDA process (device {device}, "
+                         f"{world} processes)")
+    opt_g = make_optimizer(model.parameters(), tc.lr, device, graph)
+    opt_d = make_optimizer(disc.parameters(), tc.lr, device, graph)
 
-    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed)
+    # items carry the MFCC streams this variant reads, in page-locked memory when training on CUDA
+    reader = dict(mfcc_keys=tuple(MFCC_KEY[s] for s in model.streams),
+                  pin_memory=device.type == "cuda")
+    ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed, **reader)
     try:
-        val_ds = WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1) if tc.val_samples else None
+        val_ds = (WindowDataset(shards, "test", tc.window, tc.val_samples, tc.seed + 1, **reader)
+                  if tc.val_samples else None)
     except ShardError:
         val_ds = None  # no test take long enough: no validation column
     per_rank = tc.batch_size // world
     steps_per_epoch = math.ceil(math.ceil(len(ds) / world) / per_rank)
     total = tc.epochs * steps_per_epoch
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, total, tc.decay_fraction))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, total, tc.decay_fraction))
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g,
+                                                lambda s: lr_factor(s, total, tc.decay_fraction))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d,
+                                                lambda s: lr_factor(s, total, tc.decay_fraction))
 
     ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.csv"
     start_epoch, step, rows = 0, 0, []
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ck["generator"]["model_config"] != to_dict(cfg.model):
-            raise ValueError(f"{ckpt_path} was trained with another model config; use another train.name "
-                             f"or delete {out} to start over")
+            raise ValueError(f"{ckpt_path} was trained with another model config; use another "
+                             f"train.name or delete {out} to start over")
         model.load_state_dict(ck["generator"]["state_dict"])
         disc.load_state_dict(ck["disc"])
         opt_g.load_state_dict(ck["opt_g"])
@@ -306,10 +416,16 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
         sched_g.load_state_dict(ck["sched_g"])
         sched_d.load_state_dict(ck["sched_d"])
         _set_rng_state(ck["rng"])
+        if graph:  # the loaded LR is a number again: back to the device tensor the graph reads
+            for opt in (opt_g, opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = torch.as_tensor(g["lr"], device=device).clone()
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
-        rows = list(ck["metrics"])  # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
+        # the rows up to the checkpoint's epoch (metrics.csv may be ahead)
+        rows = list(ck["metrics"])
         if main_proc:
-            print(f"musicface train: resuming {out} after epoch {start_epoch}/{tc.epochs}", file=sys.stderr)
+            print(f"musicface train: resuming {out} after epoch {start_epoch}/{tc.epochs}",
+                  file=sys.stderr)
     elif resume and main_proc:
         print(f"musicface train: no checkpoint in {out}, starting a new run", file=sys.stderr)
     if main_proc:
@@ -318,12 +434,19 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     raw = model
-    gen = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    dsc = DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else disc
-    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path), world_size=world,
-                shards_config_sha=shards.config_sha, n_train_takes=len(shards.takes("train")),
+    gen = (DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1
+           else model)
+    dsc = (DDP(disc, device_ids=[device.index] if device.type == "cuda" else None) if world > 1
+           else disc)
+    meta = dict(train_config=to_dict(tc), loss_config=to_dict(cfg.loss), shards=str(shards_path),
+                world_size=world, shards_config_sha=shards.config_sha,
+                n_train_takes=len(shards.takes("train")),
                 config_sha=config_sha({k: config.get(k) for k in ("model", "train", "loss")}))
 
+    def one_step(b):
+        return train_step(gen, dsc, raw, b, cfg, opt_g, opt_d)
+
+    run_step = GraphedStep(one_step) if graph else one_step
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         ds.set_epoch(epoch)
@@ -331,37 +454,43 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
                    if world > 1 else None)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=per_rank, sampler=sampler, shuffle=False, num_workers=tc.num_workers,
-            generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch), pin_memory=device.type == "cuda")
-        sums = dict.fromkeys(METRIC_KEYS, 0.0)
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(tc.seed * 100003 + epoch),
+            pin_memory=device.type == "cuda")
+        # per-epoch sums of the logged numbers, on the device, in float64 (the same additions as
+        # summing Python floats): read once per epoch, not once per step
+        sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=device)
         n_steps = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not (progress and main_proc),
-                   file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
-        lr = opt_g.param_groups[0]["lr"]
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}",
+                   disable=not (progress and main_proc), file=sys.stderr, dynamic_ncols=True,
+                   mininterval=2.0)
+        lr = tc.lr * lr_factor(step, total, tc.decay_fraction)
         for b in bar:
-            lr = opt_g.param_groups[0]["lr"]  # the LR this step used (logged for the epoch's last step)
-            parts = train_step(gen, dsc, raw, batch_to(b, device), cfg, opt_g, opt_d)
+            lr = tc.lr * lr_factor(step, total, tc.decay_fraction)  # as LambdaLR sets it
+            parts = run_step(batch_to(b, device))
+            sums += torch.stack([parts[k] for k in METRIC_KEYS]).double()
             sched_g.step()
             sched_d.step()
             step += 1
             n_steps += 1
-            for k in METRIC_KEYS:
-                sums[k] += parts[k]
-            if n_steps % 10 == 0:
-                bar.set_postfix(loss=f"{parts['loss']:.3f}", d=f"{parts['disc']:.3f}")
+            if n_steps % LOG_EVERY == 0:
+                bar.set_postfix(loss=f"{float(parts['loss']):.3f}", d=f"{float(parts['disc']):.3f}")
         row = {"epoch": epoch + 1, "step": step, "samples": len(ds), "lr": lr,
-               **{k: v / max(n_steps, 1) for k, v in sums.items()}}
+               **dict(zip(METRIC_KEYS, (sums / max(n_steps, 1)).tolist()))}
         if main_proc:
             row.update(validate(raw, val_ds, cfg, device, per_rank))
             row["time_s"] = time.perf_counter() - t0
             rows.append(row)
             ck = {"generator": export(raw, epoch=epoch + 1, **meta), "disc": disc.state_dict(),
-                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                  "sched_d": sched_d.state_dict(), "rng": _rng_state(), "epoch": epoch + 1, "step": step,
-                  "metrics": rows}
+                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                  "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                  "rng": _rng_state(), "epoch": epoch + 1, "step": step, "metrics": rows}
             _write_metrics(metrics_path, rows)
-            _save(ck, ckpt_path)  # last: a kill between the two writes resumes from the previous epoch
+            # last: a kill between the two writes resumes from the previous epoch
+            _save(ck, ckpt_path)
             print(f"epoch {epoch + 1}/{tc.epochs}: loss {row['loss']:.4f} reg {row['reg']:.4f} "
-                  f"disc {row['disc']:.4f} lr {row['lr']:.2e} {row['time_s']:.1f}s", file=sys.stderr)
+                  f"disc {row['disc']:.4f} lr {row['lr']:.2e} {row['time_s']:.1f}s",
+                  file=sys.stderr)
         if world > 1:
             dist.barrier()
 
@@ -377,14 +506,16 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="musicface train", description="Train MusicFace on HDF5 shards.")
+    ap = argparse.ArgumentParser(prog="musicface train",
+                                 description="Train MusicFace on HDF5 shards.")
     ap.add_argument("--shards", required=True, help="shard folder (dataset/shards) or one .h5 file")
     ap.add_argument("--basis", default=None, help="dataset/exp_basis.npz: embedded in model.pt "
                     "(the landmark model of generate's preview and of evaluate's LMD)")
     ap.add_argument("--config-json", default="{}",
                     help="the whole config as a JSON string (sections model, train, loss are used)")
     ap.add_argument("--out", required=True, help="run folder, e.g. runs/demo")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint.pt if it exists")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     ap.add_argument("--threads", type=int, default=None,
                     help="intra-op CPU threads per process (default: torch's choice, all cores)")

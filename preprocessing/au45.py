@@ -6,11 +6,11 @@
 Backends:
 
 * ``builtin`` - from the FaceMesh landmarks of ``track.npz``: the eye aspect ratio EAR (mean
-  upper/lower lid distance of five lid pairs over the corner-to-corner eye width, both eyes averaged,
-  in 3-D pixel units so that head yaw shrinks the width less), turned into a closure intensity
-  ``au45 = 1 - EAR / EAR_open`` where ``EAR_open`` is the take's 90th percentile of EAR over
-  tracked frames (the open eye): 0 = as open as usual, 1 = lids touching, < 0 = wider than usual.
-  Valid where the face is tracked.
+  upper/lower lid distance of five lid pairs over the corner-to-corner eye width, both eyes
+  averaged, in 3-D pixel units so that head yaw shrinks the width less), turned into a closure
+  intensity ``au45 = 1 - EAR / EAR_open`` where ``EAR_open`` is the take's 90th percentile of EAR
+  over tracked frames (the open eye): 0 = as open as usual, 1 = lids touching, < 0 = wider than
+  usual. Valid where the face is tracked.
 * ``openface`` - OpenFace 2.x ``FeatureExtraction -f <video> -aus -out_dir <tmp>`` (the paper's
   tool), AU45_r in 0..5 from the CSV it writes. OpenFace reads the video at its source frame rate;
   rows are placed on our 30 fps timeline by their ``timestamp`` the way ``media.iter_frames`` places
@@ -37,13 +37,15 @@ from preprocessing.timebase import FPS
 OPEN_PERCENTILE = 90  # EAR percentile (over tracked frames) taken as the take's open eye
 
 OPENFACE_HELP = ("build OpenFace 2.x (github.com/TadasBaltrusaitis/OpenFace, releases and wiki; "
-                 "the binary is build/bin/FeatureExtraction) and set au45.openface.binary to it, or "
+                 "the binary is build/bin/FeatureExtraction) and set au45.openface.binary to it, "
+                 "or "
                  "install apptainer/singularity so the image in au45.openface.container can run it")
 
 
 # ---------------------------------------------------------------------------------------- builtin
 def au45_from_landmarks(landmarks: np.ndarray, frame_size: np.ndarray, valid: np.ndarray):
-    """Built-in AU45 from ``track.npz`` arrays -> (au45 float32 (N,), valid uint8 (N,)), see module doc."""
+    """Built-in AU45 from ``track.npz`` arrays -> (au45 float32 (N,), valid uint8 (N,)), see module
+    doc."""
     valid = np.asarray(valid).astype(bool)
     au45 = np.full(len(valid), np.nan, np.float32)
     if not valid.any():
@@ -65,7 +67,7 @@ def au45_from_landmarks(landmarks: np.ndarray, frame_size: np.ndarray, valid: np
     return au45, out_valid
 
 
-# ---------------------------------------------------------------------------------------- OpenFace CSV
+# ------------------------------------------------------------------------------------- OpenFace CSV
 def read_openface_csv(path: str | os.PathLike):
     """Parse an OpenFace ``FeatureExtraction`` CSV -> dict of float64 arrays ``frame, timestamp,
     success, confidence, AU45_r`` (one entry per frame number, sorted by frame).
@@ -116,13 +118,14 @@ def read_openface_csv(path: str | os.PathLike):
     return {c: v[keep] for c, v in out.items()}
 
 
-def openface_to_timeline(rows: dict, n_frames: int, source_fps: float | None = None, fps: int = FPS):
+def openface_to_timeline(rows: dict, n_frames: int, source_fps: float | None = None,
+                         fps: int = FPS):
     """Place OpenFace rows (from :func:`read_openface_csv`) on the ``fps`` timeline of ``n_frames``.
 
-    Row time: ``timestamp`` when present and increasing, else ``(frame - 1) / source_fps``. Frame ``i``
-    takes the last row with time <= ``i / fps`` (+2 ms for OpenFace's rounding to ms), provided that row
-    is at most 1.5 source frame periods older than ``i / fps`` (a missing row is not papered over).
-    Returns (au45 float32 (N,) with NaN where invalid, valid uint8 (N,)).
+    Row time: ``timestamp`` when present and increasing, else ``(frame - 1) / source_fps``. Frame
+    ``i`` takes the last row with time <= ``i / fps`` (+2 ms for OpenFace's rounding to ms),
+    provided that row is at most 1.5 source frame periods older than ``i / fps`` (a missing row is
+    not papered over). Returns (au45 float32 (N,) with NaN where invalid, valid uint8 (N,)).
     """
     frame = rows["frame"]
     ts = rows.get("timestamp")
@@ -147,7 +150,7 @@ def openface_to_timeline(rows: dict, n_frames: int, source_fps: float | None = N
     return au45, ok.astype(np.uint8)
 
 
-# ---------------------------------------------------------------------------------------- OpenFace run
+# ------------------------------------------------------------------------------------- OpenFace run
 def _runnable(exe: str) -> bool:
     return bool(shutil.which(exe)) or (Path(exe).is_file() and os.access(exe, os.X_OK))
 
@@ -168,11 +171,13 @@ def openface_command(binary: str, container: str | None, bind: list[str]) -> lis
         for b in dict.fromkeys(bind):
             cmd += ["--bind", b]
         return cmd + [container, *argv]
-    where = f"; container {container!r} needs apptainer or singularity, neither is installed" if container else ""
+    where = (f"; container {container!r} needs apptainer or singularity, neither is installed"
+             if container else "")
     raise StepError(f"OpenFace binary {exe!r} not found{where}: {OPENFACE_HELP}")
 
 
-def run_openface(video: str, binary: str, container: str | None = None, timeout: float | None = None):
+def run_openface(video: str, binary: str, container: str | None = None,
+                 timeout: float | None = None):
     """Run FeatureExtraction on ``video`` into a temp folder; return the parsed CSV rows."""
     video = Path(video).absolute()
     with tempfile.TemporaryDirectory(prefix="openface-") as tmp:
@@ -200,9 +205,9 @@ def run_openface(video: str, binary: str, container: str | None = None, timeout:
 
 
 # ---------------------------------------------------------------------------------------- step
-def compute_au45(backend: str, *, n_frames: int, track: dict | None = None, video: str | None = None,
-                 source_fps: float | None = None, binary: str = "FeatureExtraction",
-                 container: str | None = None) -> dict:
+def compute_au45(backend: str, *, n_frames: int, track: dict | None = None,
+                 video: str | None = None, source_fps: float | None = None,
+                 binary: str = "FeatureExtraction", container: str | None = None) -> dict:
     """``au45.npz`` arrays for one take with the chosen backend."""
     if backend == "builtin":
         au45, valid = au45_from_landmarks(track["landmarks"], track["frame_size"], track["valid"])

@@ -1,4 +1,4 @@
-"""Per-frame head pose (6-D) and expression coefficients: stage ``coeffs`` and the ``exp_basis`` gather.
+"""Per-frame head pose (6-D) and expression coefficients: ``coeffs`` and the ``exp_basis`` gather.
 
 Two backends behind one CLI (``python -m preprocessing.coeffs extract|fit-basis``):
 
@@ -10,47 +10,51 @@ Two backends behind one CLI (``python -m preprocessing.coeffs extract|fit-basis`
 
 Camera frame and pose convention (both backends; it is Deep3DFaceRecon's)
 ---------------------------------------------------------------------------
-Landmarks of ``track.npz`` are normalised (x / width, y / height, z in MediaPipe's unit, which has x's
-scale, smaller = closer). They are turned into an isotropic *camera frame* measured in image heights,
-origin at the image centre, x to the image right, y UP, z TOWARD the camera (right-handed)::
+Landmarks of ``track.npz`` are normalised (x / width, y / height, z in MediaPipe's unit, which has
+x's scale, smaller = closer). They are turned into an isotropic *camera frame* measured in image
+heights, origin at the image centre, x to the image right, y UP, z TOWARD the camera
+(right-handed)::
 
     X = (x - 0.5) * W / H        Y = 0.5 - y        Z = -z * W / H
 
-so a non-square frame (W != H) is handled exactly. A frame is fitted as ``P = s * R @ F + t`` where F
-is the face in its own frame (reference units: the stable points of the reference face have RMS
+so a non-square frame (W != H) is handled exactly. A frame is fitted as ``P = s * R @ F + t`` where
+F is the face in its own frame (reference units: the stable points of the reference face have RMS
 radius 1 about their centroid, the origin). ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` with the usual
-right-handed axis rotations (Deep3DFaceRecon's ``compute_rotation``), angles in radians, 0 = frontal:
+right-handed axis rotations (Deep3DFaceRecon's ``compute_rotation``), angles in radians, 0 =
+frontal:
 
 * pitch (about x): positive = chin down (the face looks down),
 * yaw (about y): positive = the face turns toward the image right (the subject's left),
-* roll (about z, in the image plane): positive = counter-clockwise in the image as the viewer sees it
-  (the top of the head moves toward the image left, i.e. the head tilts to the subject's right).
+* roll (about z, in the image plane): positive = counter-clockwise in the image as the viewer sees
+  it (the top of the head moves toward the image left, i.e. the head tilts to the subject's right).
 
 Translation: ``tx, ty`` = position of the face origin (centroid of the stable points, roughly the
 nose bridge) in image heights from the image centre, y up; ``tz = ln(s)``, s = face size in image
 heights relative to the reference (larger tz = bigger face = closer to the camera; under a pinhole
 camera a small move toward the camera by dZ changes tz by dZ / Z). Pose columns: pitch, yaw, roll,
-tx, ty, tz. Euler angles are unique for |yaw| < pi/2; at |yaw| = pi/2 (gimbal lock) they stay finite.
+tx, ty, tz. Euler angles are unique for |yaw| < pi/2; at |yaw| = pi/2 (gimbal lock) they stay
+finite.
 
 (``preprocessing.demo``'s truth uses this same convention; its translation units differ, see its
 docstring.)
 
 "Frontal" is defined by the reference face: its mirror plane is x = 0 and the best-fit plane of its
-face outline (FaceMesh face oval) is parallel to the image plane. The reference is MediaPipe FaceMesh
-on ``skimage.data.astronaut()`` made exactly mirror-symmetric (``make-reference``; mediapipe 0.10.14
-does not ship its canonical_face_model.obj, so we build our own) and is stored in
+face outline (FaceMesh face oval) is parallel to the image plane. The reference is MediaPipe
+FaceMesh on ``skimage.data.astronaut()`` made exactly mirror-symmetric (``make-reference``;
+mediapipe 0.10.14 does not ship its canonical_face_model.obj, so we build our own) and is stored in
 ``preprocessing/data/reference_face.npz``.
 
 Expression (builtin)
 --------------------
-``aligned_t = R^T (P_t - t) / s`` is the frame's face in reference units; the take's identity shape is
-its per-coordinate median over tracked (non-interpolated) frames ("mean neutral"); ``residual_t =
-aligned_t - identity`` (478 x 3, flattened to 1434, in reference units) is what coeffs.npz stores. The
-alignment is done twice: to the reference, then to the take's identity (so identity differences do not
-leak into the pose) with a robust (Cauchy-weighted) fit on *stable* points only (upper face outline,
-forehead, nose bridge, eye corners: not the mouth, jaw, eyelids or brows). ``fit-basis`` turns the
-residuals of the training takes into ``exp`` = PCA coefficients (:func:`project_expression`);
-:func:`landmarks_from_coeffs` goes back to image landmarks (the LMD landmark model).
+``aligned_t = R^T (P_t - t) / s`` is the frame's face in reference units; the take's identity shape
+is its per-coordinate median over tracked (non-interpolated) frames ("mean neutral"); ``residual_t =
+aligned_t - identity`` (478 x 3, flattened to 1434, in reference units) is what coeffs.npz stores.
+The alignment is done twice: to the reference, then to the take's identity (so identity differences
+do not leak into the pose) with a robust (Cauchy-weighted) fit on *stable* points only (upper face
+outline, forehead, nose bridge, eye corners: not the mouth, jaw, eyelids or brows). ``fit-basis``
+turns the residuals of the training takes into ``exp`` = PCA coefficients
+(:func:`project_expression`); :func:`landmarks_from_coeffs` goes back to image landmarks (the LMD
+landmark model).
 
 coeffs.npz (builtin): ``backend``, ``take``, ``pose`` f4 (N, 6), ``residual`` f4 (N, 1434),
 ``landmarks2d`` f4 (N, 478, 2) = the tracked x, y, ``valid`` u1 (N,), ``identity`` f4 (478, 3),
@@ -66,17 +70,31 @@ import numpy as np
 
 from preprocessing import deep3d
 from preprocessing import landmarks as fm
-from preprocessing.common import (StepError, check_upstream, load_json, load_npz, read_failure,
-                                  run_step, save_npz)
-from preprocessing.geometry import euler_from_matrix, matrix_from_euler, smooth_pose, smooth_runs
+from preprocessing.common import (
+    StepError,
+    check_upstream,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_npz,
+)
+from preprocessing.geometry import (
+    euler_from_matrix,
+    from_camera,
+    matrix_from_euler,
+    smooth_pose,
+    smooth_runs,
+    to_camera,
+)
+from preprocessing.landmarks import REFERENCE_PATH, load_reference
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-REFERENCE_PATH = DATA_DIR / "reference_face.npz"
 N_POINTS = fm.N_LANDMARKS  # 478
 BASIS_VERSION = "builtin-pca-1"
 
 # Points that move with the skull, not with the expression (FaceMesh indices, mirror-symmetric set).
-UPPER_FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323,  # top -> image right, down to nose level
+# top -> image right, down to nose level
+UPPER_FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323,
                    109, 67, 103, 54, 21, 162, 127, 234, 93]  # top -> image left
 FOREHEAD = [151, 9, 108, 337]
 NOSE_BRIDGE = [168, 6, 197, 195, 5, 4, 1]  # between the eyes -> nose tip
@@ -84,33 +102,15 @@ EYE_CORNERS = [fm.RIGHT_EYE_OUTER, fm.RIGHT_EYE_INNER, fm.LEFT_EYE_INNER, fm.LEF
 STABLE = np.array(sorted(set(UPPER_FACE_OVAL + FOREHEAD + NOSE_BRIDGE + EYE_CORNERS)))
 
 
-# ------------------------------------------------------------------------------------ camera frame
-def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
-    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to camera).
-
-    ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]  # W / H, broadcast over the K points
-    return np.stack([(lm[..., 0] - 0.5) * aspect, 0.5 - lm[..., 1], -lm[..., 2] * aspect], axis=-1)
-
-
-def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
-    """Inverse of :func:`to_camera`: camera-frame points ``(..., K, 3)`` -> normalised x, y, z."""
-    p = np.asarray(points, dtype=np.float64)
-    fs = np.asarray(frame_size, dtype=np.float64)
-    aspect = (fs[..., 0] / fs[..., 1])[..., None]
-    return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
-
-
 # ------------------------------------------------------------------------------------ alignment
 def fit_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
-    """Weighted least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991), batched over frames.
+    """Weighted least-squares similarity ``dst ~ s * R @ src + t`` (Umeyama 1991), batched over
+    frames.
 
     src ``(K, 3)`` (or ``(N, K, 3)``), dst ``(N, K, 3)``, weights ``(N, K)`` (None: uniform).
     Returns s ``(N,)``, R ``(N, 3, 3)`` (a proper rotation), t ``(N, 3)``. Written here because it
-    must run vectorised over all frames of a take (skimage's SimilarityTransform fits one at a time).
+    must run vectorised over all frames of a take (skimage's SimilarityTransform fits one at a
+    time).
     """
     dst = np.asarray(dst, dtype=np.float64)
     src = np.broadcast_to(np.asarray(src, dtype=np.float64), dst.shape)
@@ -133,14 +133,17 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None 
 
 
 def robust_fit(src: np.ndarray, dst: np.ndarray, iterations: int = 3):
-    """:func:`fit_similarity` re-weighted with Cauchy weights ``1 / (1 + (r / c)^2)``, c = 2 x median r.
+    """:func:`fit_similarity` re-weighted with Cauchy weights ``1 / (1 + (r / c)^2)``, c = 2 x
+    median r.
 
-    Down-weights stable points that moved anyway (a frowning forehead, a tracker glitch on the outline).
+    Down-weights stable points that moved anyway (a frowning forehead, a tracker glitch on the
+    outline).
     """
     w = None
     for _ in range(iterations):
         s, R, t = fit_similarity(src, dst, w)
-        pred = s[:, None, None] * np.einsum("nij,nkj->nki", R, np.broadcast_to(src, dst.shape)) + t[:, None]
+        pred = (s[:, None, None] * np.einsum("nij,nkj->nki", R, np.broadcast_to(src, dst.shape))
+                + t[:, None])
         r = np.linalg.norm(dst - pred, axis=-1)
         c = 2.0 * np.median(r, axis=1, keepdims=True) + 1e-12
         w = 1.0 / (1.0 + (r / c) ** 2)
@@ -148,20 +151,22 @@ def robust_fit(src: np.ndarray, dst: np.ndarray, iterations: int = 3):
 
 
 def to_face_frame(P: np.ndarray, s: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Undo the similarity: ``R^T (P - t) / s`` for every point, ``(N, K, 3)`` in reference units."""
+    """Undo the similarity: ``R^T (P - t) / s`` for every point, ``(N, K, 3)`` in reference
+    units."""
     return np.einsum("nji,nkj->nki", R, P - t[:, None]) / s[:, None, None]
 
 
-# ------------------------------------------------------------------------------------ reference face
+# ----------------------------------------------------------------------------------- reference face
 def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray, np.ndarray]:
     """A frontal, exactly mirror-symmetric reference face from one frontal-ish FaceMesh result.
 
-    Returns (reference ``(478, 3)`` in the face frame, mirror ``(478,)``: index of each point's mirror
-    image; midline points map to themselves). Steps: (1) the mirror pairing is the optimal assignment
-    between the points and their reflection (scipy ``linear_sum_assignment``), alternated with (2) the
-    mirror plane = the plane through the pair midpoints normal to the pair differences; (3) the shape
-    is averaged with its mirror image; (4) pitch zero: the face-oval plane is turned parallel to the
-    image plane; (5) centred on the stable points' centroid and scaled to RMS radius 1 there.
+    Returns (reference ``(478, 3)`` in the face frame, mirror ``(478,)``: index of each point's
+    mirror image; midline points map to themselves). Steps: (1) the mirror pairing is the optimal
+    assignment between the points and their reflection (scipy ``linear_sum_assignment``), alternated
+    with (2) the mirror plane = the plane through the pair midpoints normal to the pair differences;
+    (3) the shape is averaged with its mirror image; (4) pitch zero: the face-oval plane is turned
+    parallel to the image plane; (5) centred on the stable points' centroid and scaled to RMS radius
+    1 there.
     """
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
@@ -185,7 +190,8 @@ def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray,
         normal *= np.sign(normal[0])
         Q = (Q - 0.5 * (Q + Q[mirror]).mean(0)) @ frame_from(normal, Q).T
     Q = 0.5 * (Q + Q[mirror] * flip)
-    # pitch: rotate about x (keeps the symmetry) so that the face-oval plane's normal points along +z
+    # pitch: rotate about x (keeps the symmetry) so that the face-oval plane's normal points along
+    # +z
     oval = Q[fm.FACE_OVAL] - Q[fm.FACE_OVAL].mean(0)
     n = np.linalg.svd(oval, full_matrices=False)[2][2]
     n *= np.sign(n[2])
@@ -197,21 +203,9 @@ def build_reference_face(landmarks: np.ndarray, frame_size) -> tuple[np.ndarray,
     return Q, mirror
 
 
-_REFERENCE: dict | None = None
-
-
-def load_reference() -> dict:
-    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version`` str."""
-    global _REFERENCE
-    if _REFERENCE is None:
-        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
-            _REFERENCE = {"shape": z["shape"].astype(np.float64), "mirror": z["mirror"].astype(np.int64),
-                          "version": str(z["version"])}
-    return _REFERENCE
-
-
 def make_reference(out: Path = REFERENCE_PATH) -> dict:
-    """Rebuild ``reference_face.npz``: MediaPipe FaceMesh (refine_landmarks) on skimage's astronaut."""
+    """Rebuild ``reference_face.npz``: MediaPipe FaceMesh (refine_landmarks) on skimage's
+    astronaut."""
     import mediapipe as mp
     from skimage import data
 
@@ -227,7 +221,7 @@ def make_reference(out: Path = REFERENCE_PATH) -> dict:
     return {"shape": shape, "mirror": mirror, "version": version}
 
 
-# ------------------------------------------------------------------------------------ builtin backend
+# ---------------------------------------------------------------------------------- builtin backend
 IDENTITY_SAMPLE = 1500  # frames (evenly spaced) from which the identity shape's median is taken
 CHUNK = 2048  # frames per block when the full 478-point shapes are needed (bounds memory)
 
@@ -237,14 +231,15 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
     """Pose + non-rigid residual of one take from its FaceMesh landmarks.
 
     landmarks ``(N, 478, 3)`` normalised (track.npz), valid ``(N,)``, frame_size ``(N, 2)`` or one
-    (width, height) pair, interpolated ``(N,)`` (frames bridged by the tracker: used for the output but
-    not for the identity shape). Returns float32 arrays ``pose (N, 6)``, ``residual (N, 1434)``,
-    ``landmarks2d (N, 478, 2)`` (the tracked x, y), ``identity (478, 3)``, ``scale (N,)`` and ``valid``
-    uint8; frames without a usable face are zeros with valid = 0. Raises StepError when no frame is usable.
+    (width, height) pair, interpolated ``(N,)`` (frames bridged by the tracker: used for the output
+    but not for the identity shape). Returns float32 arrays ``pose (N, 6)``, ``residual (N, 1434)``,
+    ``landmarks2d (N, 478, 2)`` (the tracked x, y), ``identity (478, 3)``, ``scale (N,)`` and
+    ``valid`` uint8; frames without a usable face are zeros with valid = 0. Raises StepError when no
+    frame is usable.
 
-    Memory: the fits use the 34 stable points only; full shapes are made in blocks of ``CHUNK`` frames
-    and the identity median over at most ``IDENTITY_SAMPLE`` evenly spaced frames, so beyond the
-    input and output arrays memory does not grow with the take's length.
+    Memory: the fits use the 34 stable points only; full shapes are made in blocks of ``CHUNK``
+    frames and the identity median over at most ``IDENTITY_SAMPLE`` evenly spaced frames, so beyond
+    the input and output arrays memory does not grow with the take's length.
     """
     lm = np.asarray(landmarks)
     n = lm.shape[0]
@@ -261,7 +256,8 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
     interp = np.zeros(n, bool) if interpolated is None else np.asarray(interpolated).astype(bool)
     ident = np.flatnonzero(~interp[frames])
     ident = ident if len(ident) else np.arange(len(frames))
-    ident = ident[np.unique(np.linspace(0, len(ident) - 1, min(len(ident), IDENTITY_SAMPLE)).astype(int))]
+    ident = ident[np.unique(
+        np.linspace(0, len(ident) - 1, min(len(ident), IDENTITY_SAMPLE)).astype(int))]
 
     def shapes(rows, s, R, t):  # full 478-point shapes of frames[rows] in the face frame
         P = to_camera(lm[frames[rows]], fs[frames[rows]])
@@ -291,7 +287,7 @@ def builtin_coeffs(landmarks: np.ndarray, valid: np.ndarray, frame_size, interpo
             "valid": ok.astype(np.uint8)}
 
 
-# ------------------------------------------------------------------------------------ expression basis
+# --------------------------------------------------------------------------------- expression basis
 def _is_identity_basis(basis: dict) -> bool:
     return bool(np.asarray(basis.get("identity", False)).item()) if "identity" in basis else False
 
@@ -299,10 +295,11 @@ def _is_identity_basis(basis: dict) -> bool:
 def fit_pca(rows_iter, dim: int) -> dict:
     """PCA with ``dim`` components from an iterable of ``(n_i, D)`` arrays, in constant memory.
 
-    Streams the sums ``sum x`` and ``sum x x^T`` (float64), so a dataset of hours never sits in memory;
-    eigen-decomposes the covariance (``numpy.linalg.eigh``). When the data has rank r < dim (few frames)
-    the components r..dim-1 are zero vectors with zero variance, so projections on them are 0. Each
-    component's sign is fixed (largest-magnitude entry positive) so the basis is reproducible.
+    Streams the sums ``sum x`` and ``sum x x^T`` (float64), so a dataset of hours never sits in
+    memory; eigen-decomposes the covariance (``numpy.linalg.eigh``). When the data has rank r < dim
+    (few frames) the components r..dim-1 are zero vectors with zero variance, so projections on them
+    are 0. Each component's sign is fixed (largest-magnitude entry positive) so the basis is
+    reproducible.
     """
     from scipy.linalg import eigh
 
@@ -320,14 +317,16 @@ def fit_pca(rows_iter, dim: int) -> dict:
         raise StepError(f"expression basis needs at least 2 valid training frames, got {total}")
     mean = sx / total
     cov = (sxx - total * np.outer(mean, mean)) / (total - 1)
-    k = min(dim, len(mean))  # only the top-k eigenpairs are computed (LAPACK evr: ~3x faster than all)
+    # only the top-k eigenpairs are computed (LAPACK evr: ~3x faster than all)
+    k = min(dim, len(mean))
     evals, evecs = eigh(cov, subset_by_index=[len(mean) - k, len(mean) - 1], driver="evr")
     evals, evecs = evals[::-1], evecs[:, ::-1].T
     rank = int((evals > max(evals[0], 0) * 1e-9).sum()) if evals[0] > 0 else 0
     rank = min(rank, dim, total - 1)
     comps = np.zeros((dim, len(mean)))
     var = np.zeros(dim)
-    comps[:rank], var[:rank] = evecs[:rank], evals[:rank]  # dim > D (never with 1434-D data): zero rows
+    # dim > D (never with 1434-D data): zero rows
+    comps[:rank], var[:rank] = evecs[:rank], evals[:rank]
     big = np.argmax(np.abs(comps[:rank]), axis=1)
     comps[:rank] *= np.sign(comps[np.arange(rank), big])[:, None]
     return {"mean": mean.astype(np.float32), "components": comps.astype(np.float32),
@@ -370,12 +369,13 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     builtin basis: ``(N, 478, 2)`` = orthographic projection of ``s R (reference + residual) + t``
     (``reference``: the take's ``identity`` (478, 3) from coeffs.npz; default the shipped reference
     face), mapped to x / width, y / height of ``frame_size`` = (width, height).
-    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks in the 224 x 224 aligned crop, divided by 224
-    (``reference`` = identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
+    deep3d (identity) basis: ``(N, 68, 2)`` BFM landmarks placed the same way (``reference`` =
+    identity coefficients (80,), ``bfm_dir`` = Basel Face Model folder); see
     :func:`preprocessing.deep3d.landmarks_from_coeffs`.
     """
     if _is_identity_basis(basis):
-        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir)
+        return deep3d.landmarks_from_coeffs(exp, pose, id_coeffs=reference, bfm_dir=bfm_dir,
+                                            frame_size=frame_size)
     ref = load_reference()["shape"] if reference is None else np.asarray(reference, np.float64)
     shape = ref.reshape(N_POINTS, 3) + reconstruct_residual(exp, basis)
     pose = np.asarray(pose, np.float64)
@@ -385,7 +385,7 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
     return from_camera(P, frame_size)[..., :2].astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------ step functions
+# ----------------------------------------------------------------------------------- step functions
 def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", video=None,
             checkpoint=None, batch_size: int = 25, device: str = "cpu",
             smooth_sigma: float = 0.0) -> dict:
@@ -470,7 +470,8 @@ def fit_basis(split_tsv, coeff_paths, out, backend: str = "builtin", dim: int = 
 
 # ------------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m preprocessing.coeffs", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.coeffs",
+                                 description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract", help="one take: track.npz (+ video) -> coeffs.npz")
     ex.add_argument("--take", required=True)
@@ -482,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--batch-size", type=int, default=25)
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ex.add_argument("--smooth", action="store_true", help="temporal Gaussian smoothing of the outputs")
+    ex.add_argument("--smooth", action="store_true",
+                    help="temporal Gaussian smoothing of the outputs")
     ex.add_argument("--smooth-sigma", type=float, default=1.0, help="smoothing sigma in frames")
     ex.add_argument("--out", required=True)
     fb = sub.add_parser("fit-basis", help="training takes' residuals -> dataset/exp_basis.npz")
@@ -499,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "fit-basis":
         return run_step("exp_basis", "dataset", [args.out],
-                        lambda: fit_basis(args.split, args.coeffs, args.out, args.backend, args.dim))
+                        lambda: fit_basis(args.split, args.coeffs, args.out,
+                                          args.backend, args.dim))
     checkpoint = args.checkpoint
     if args.backend == "deep3d":
         # a missing model is a configuration error, not bad input: stop now, write no failure record

@@ -16,8 +16,8 @@ function through :func:`run_step`, which gives the DAG its robustness contract:
   runs every job that does not depend on it). A bug must never silently remove takes.
 
 A failure record is a small file starting with :data:`FAILED_MAGIC` followed by one JSON object
-(``{"unit", "step", "reason"}``). No valid wav/npz/json/h5 file starts with those bytes, so any reader
-can tell a record from data whatever the file type.
+(``{"unit", "step", "reason"}``). No valid wav/npz/json/h5 file starts with those bytes, so any
+reader can tell a record from data whatever the file type.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -157,8 +158,9 @@ def run_step(step: str, unit: str, outputs: Iterable[str | os.PathLike], fn: Cal
              *, kind: str = "take", strict: bool | None = None) -> int:
     """Run ``fn`` for one take/song; on bad input print one line and write failure records.
 
-    ``kind`` names what ``unit`` is in the message: ``musicface: <kind> '<unit>' step '<step>': ...``
-    (``"take"``, or ``"song"`` for the song-level steps).
+    ``kind`` names what ``unit`` is in the message:
+    ``musicface: <kind> '<unit>' step '<step>': ...`` (``"take"``, or ``"song"`` for the
+    song-level steps).
 
     Returns the process exit code: 0 on success and on a handled failure (a :class:`StepError`:
     bad input, so the DAG goes on), 1 when ``strict`` (or env ``MUSICFACE_STRICT=1``) asks failures
@@ -197,4 +199,5 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def config_sha(obj) -> str:
     """Stable short hash of a JSON-able config fragment."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]

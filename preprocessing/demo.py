@@ -7,7 +7,8 @@ What :func:`generate` writes into ``out`` (the same form as a user's raw recordi
 
 * ``songs/song<j>.wav`` - the mix that was played: 44.1 kHz mono float32. A steady beat
   (kick/snare/hat), bass and chords, an instrumental intro, gaps and an outro, and a sung melody
-  (source-filter voice: harmonic glottal source with vibrato through vowel formants, consonant noise).
+  (source-filter voice: harmonic glottal source with vibrato through vowel formants, consonant
+  noise).
 * ``songs/song<j>.stems/vocals.wav`` and ``music.wav`` - the true stems; ``mix == vocals + music``
   exactly (float32), same rate and length.
 * ``songs/song<j>.truth.npz`` - ``sr``, ``tempo_bpm``, ``beat_times`` (s), ``vocal_activity``
@@ -32,19 +33,19 @@ song, so ``offset_s = -d`` (d is a whole number of 48 kHz samples).
 Pose (truth ``pose`` columns ``pitch, yaw, roll, tx, ty, tz``) follows the dataset's convention
 (:mod:`preprocessing.coeffs`, both backends), so truth and ``coeffs.npz`` / shard poses correlate
 positively, column by column. Camera frame x to the image right, y UP, z TOWARD the camera; the head
-rotation about the face centre is ``R = Rz(roll) Ry(yaw) Rx(pitch)``, angles in radians, 0 = frontal:
-pitch > 0 nods the chin down, yaw > 0 turns the face toward the image's right, roll > 0 turns it
-counter-clockwise on screen (the eye line's image angle ``atan2(-dy, dx)`` with image y down,
-left-of-image eye to right-of-image eye, equals roll when pitch = yaw = 0). The face has depth relief,
-so yaw and pitch show parallax as on a real head.
+rotation about the face centre is ``R = Rz(roll) Ry(yaw) Rx(pitch)``, angles in radians, 0 =
+frontal: pitch > 0 nods the chin down, yaw > 0 turns the face toward the image's right, roll > 0
+turns it counter-clockwise on screen (the eye line's image angle ``atan2(-dy, dx)`` with image y
+down, left-of-image eye to right-of-image eye, equals roll when pitch = yaw = 0). The face has depth
+relief, so yaw and pitch show parallax as on a real head.
 
 Translation: ``tx, ty, tz`` = displacement of the head from its rest position, in units of the
 nominal camera-to-face distance D (the face centre rests at depth D, on the optical axis
 horizontally and ``FACE_OUT[1] - FRAME_H / 2`` = 48 px below it), x right, y UP, ``tz > 0`` = closer
 to the camera. The signs are ``coeffs``'; the units are not. With f = ``FOCAL_PX`` = 700 px and
-H = 480 px, the face centre appears at (image heights from the image centre, y up, as ``coeffs``' tx,
-ty) ``x = (f / H) tx / (1 - tz)``, ``y = (f / H) (ty - 48 / f) / (1 - tz)`` and its size scales by
-``1 / (1 - tz)``, so ``coeffs``' ``tx ~ 1.46 tx + cx``, ``ty ~ 1.46 ty + cy`` and
+H = 480 px, the face centre appears at (image heights from the image centre, y up, as ``coeffs``'
+tx, ty) ``x = (f / H) tx / (1 - tz)``, ``y = (f / H) (ty - 48 / f) / (1 - tz)`` and its size scales
+by ``1 / (1 - tz)``, so ``coeffs``' ``tx ~ 1.46 tx + cx``, ``ty ~ 1.46 ty + cy`` and
 ``tz ~ -ln(1 - tz) + cz ~ tz + cz`` (cx, cy, cz: constants of the take, since ``coeffs``' face
 origin and reference size are not the demo's face centre and photo size).
 
@@ -108,8 +109,9 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng([seed, *key])
 
 
-# =============================================================================================== song
-# Vowel formants (F1, F2, F3 in Hz, roughly an adult female voice) and how wide each opens the mouth.
+# ============================================================================================= song
+# Vowel formants (F1, F2, F3 in Hz, roughly an adult female voice) and how wide each opens the
+# mouth.
 VOWELS = {
     "a": ((850, 1220, 2810), 1.00),
     "o": ((560, 920, 2830), 0.80),
@@ -143,7 +145,8 @@ class Song:
         return self.vocals + self.music
 
     def mouth_open(self, t: np.ndarray) -> np.ndarray:
-        """Mouth opening 0..1 at song times ``t`` (s): vowel width x syllable envelope; 0 outside syllables."""
+        """Mouth opening 0..1 at song times ``t`` (s): vowel width x syllable envelope; 0 outside
+        syllables."""
         return syllable_envelope(self.syllables, t) * self._openness(t)
 
     def active(self, t: np.ndarray) -> np.ndarray:
@@ -170,7 +173,8 @@ def syllable_envelope(syl: np.ndarray, t: np.ndarray, attack: float = 0.06, rele
     tau = t - on
     env = np.ones_like(t)
     env = np.where(tau < a, np.sin(0.5 * np.pi * np.clip(tau / a, 0, 1)) ** 2, env)
-    env = np.where(tau > length - r, np.sin(0.5 * np.pi * np.clip((length - tau) / r, 0, 1)) ** 2, env)
+    env = np.where(tau > length - r,
+                   np.sin(0.5 * np.pi * np.clip((length - tau) / r, 0, 1)) ** 2, env)
     return np.where((k >= 0) & (tau < length), env, 0.0)
 
 
@@ -190,7 +194,8 @@ def compose_song(seed: int, j: int, seconds: float) -> Song:
     intro_beats = outro_beats = gap_beats = 4 if seconds >= 16 else 2   # shorter for short songs
     root_hz = 196.0 * 2 ** (rng.integers(0, 9) / 12)           # key: G3..D#4 tonic
     sections, syllables, vowels, sustained = [("intro", 0.0, intro_beats * beat)], [], [], []
-    b, end = intro_beats, n_beats - outro_beats                 # position / last sung beat, in beats
+    # position / last sung beat, in beats
+    b, end = intro_beats, n_beats - outro_beats
     degree = int(rng.integers(0, 5))                            # melody: scale degree random walk
     while True:
         first = len(sections) == 1
@@ -198,7 +203,8 @@ def compose_song(seed: int, j: int, seconds: float) -> Song:
         if room < 1:
             break
         if not first:
-            sections.append(("gap", b * beat, (b + gap_beats) * beat))   # instrumental between verses
+            # instrumental between verses
+            sections.append(("gap", b * beat, (b + gap_beats) * beat))
             b += gap_beats
         # verse of 2-3 bars, shorter if that leaves room for a gap and one more verse bar
         n_bars = int(min(rng.integers(2, 4), room, max(1, (end - b - gap_beats - 4 + 1e-9) // 4)))
@@ -224,7 +230,8 @@ def compose_song(seed: int, j: int, seconds: float) -> Song:
         sections.append(("verse", start * beat, b * beat))
     sections.append(("outro", b * beat, seconds))
     return Song(sr=SONG_SR, seconds=seconds, tempo_bpm=tempo, key_hz=root_hz,
-                progression=PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))], beat_times=beat_times,
+                progression=PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))],
+                beat_times=beat_times,
                 syllables=np.array(syllables, dtype=np.float64).reshape(-1, 3), vowels=vowels,
                 sustained=np.array(sustained, dtype=bool), sections=sections)
 
@@ -310,7 +317,8 @@ def synth_music(song: Song, rng: np.random.Generator) -> np.ndarray:
         for q in range(4):
             tq = tt - q * beat
             on = (tq >= 0) & (tq < beat)
-            env = np.where(on, np.exp(-np.clip(tq, 0, None) / 0.25) * np.minimum(1, np.clip(tq, 0, None) / 0.005), 0)
+            env = np.where(on, np.exp(-np.clip(tq, 0, None) / 0.25)
+                           * np.minimum(1, np.clip(tq, 0, None) / 0.005), 0)
             for h in range(1, 7):
                 out[i0:i1] += 0.16 / h * env * np.sin(2 * np.pi * fb * h * tq)
     out = out[:n]
@@ -336,7 +344,8 @@ def synth_vocals(song: Song, rng: np.random.Generator) -> np.ndarray:
         t = np.arange(i0, i1) / sr
         tau = t - on
         cents = (-60 * np.exp(-tau / 0.03)
-                 + 35 * np.clip((tau - 0.15) / 0.2, 0, 1) * np.sin(2 * np.pi * 5.5 * tau + rng.uniform(0, 6.28)))
+                 + 35 * np.clip((tau - 0.15) / 0.2, 0, 1) * np.sin(2 * np.pi * 5.5 * tau
+                                                                   + rng.uniform(0, 6.28)))
         f0 = f_note * 2 ** (cents / 1200)
         phase = 2 * np.pi * np.cumsum(f0) / sr
         formants, _ = VOWELS[song.vowels[k]]
@@ -359,11 +368,15 @@ def synth_vocals(song: Song, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_song(seed: int, j: int, seconds: float) -> Song:
-    """Score + audio of song ``j``; stems scaled so the vocals sit ~3 dB under the music, peak 0.9."""
+    """Score + audio of song ``j``; stems scaled so the vocals sit ~3 dB under the music, peak
+    0.9."""
     song = compose_song(seed, j, seconds)
     rng = _rng(seed, 2, j)
     music, vocals = synth_music(song, rng), synth_vocals(song, rng)
-    rms = lambda x: np.sqrt(np.mean(x[np.abs(x) > 1e-4] ** 2)) if np.any(np.abs(x) > 1e-4) else 1.0
+
+    def rms(x):
+        return np.sqrt(np.mean(x[np.abs(x) > 1e-4] ** 2)) if np.any(np.abs(x) > 1e-4) else 1.0
+
     vocals *= rms(music) / rms(vocals)
     peak = np.max(np.abs(vocals + music))
     song.vocals = (vocals * 0.9 / peak).astype(np.float32)
@@ -382,10 +395,11 @@ def song_truth(song: Song) -> dict:
     n100 = int(np.ceil(song.seconds * 100))
     t100 = np.arange(n100) / 100
     return dict(
-        sr=np.int32(song.sr), seconds=np.float64(song.seconds), tempo_bpm=np.float64(song.tempo_bpm),
-        beat_times=song.beat_times.astype(np.float64),
+        sr=np.int32(song.sr), seconds=np.float64(song.seconds),
+        tempo_bpm=np.float64(song.tempo_bpm), beat_times=song.beat_times.astype(np.float64),
         vocal_activity=song.active(t100), mouth_open_100hz=song.mouth_open(t100).astype(np.float32),
-        music_energy_100hz=np.pad(song.energy_100hz, (0, n100 - len(song.energy_100hz)), mode="edge")[:n100],
+        music_energy_100hz=np.pad(song.energy_100hz, (0, n100 - len(song.energy_100hz)),
+                                  mode="edge")[:n100],
         syllables=song.syllables.astype(np.float64), vowels=np.array(song.vowels, dtype="U1"),
         sustained=song.sustained.astype(np.uint8),
         sections=np.array([(a, b) for _, a, b in song.sections], dtype=np.float64),
@@ -393,7 +407,7 @@ def song_truth(song: Song) -> dict:
     )
 
 
-# ============================================================================================ singers
+# ========================================================================================== singers
 @dataclass
 class Style:
     """A demo singer's personal style (what the one-hot subject code lets the model learn)."""
@@ -479,7 +493,8 @@ def _walk(speed: np.ndarray, turn: np.ndarray, bounds: np.ndarray, rng) -> np.nd
 def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> dict:
     """Per-frame truth of one take: what the singer does at video frame i (song time i/FPS - delay).
 
-    ``pose`` here is in the renderer's OpenCV axes; :func:`generate` writes :func:`dataset_pose` of it."""
+    ``pose`` here is in the renderer's OpenCV axes; :func:`generate` writes :func:`dataset_pose` of
+    it."""
     from scipy.ndimage import gaussian_filter1d
 
     rng = _rng(seed, 5, style.index, int(round(song.seconds * 1000)), int(round(delay_s * CAM_SR)))
@@ -492,7 +507,8 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
     cand = [k for k in range(len(syl)) if song.sustained[k] and syl[k, 1] - syl[k, 0] >= 0.62]
     longs = [k for k in cand if rng.random() < style.long_prob]
     if not longs and len(syl):
-        longs = [cand[int(rng.integers(len(cand)))]] if cand else [int(np.argmax(syl[:, 1] - syl[:, 0]))]
+        longs = ([cand[int(rng.integers(len(cand)))]] if cand
+                 else [int(np.argmax(syl[:, 1] - syl[:, 0]))])
     long_ev = []
     for k in longs:
         a = syl[k, 0] + 0.08 + delay_s
@@ -527,7 +543,9 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
     events = np.array(sorted(events), dtype=np.float32).reshape(-1, 4)
     # head motion: speed from the music's loudness and beat, direction turns at random on beats
     in_song = (ts >= 0) & (ts < song.seconds)
-    energy = np.where(in_song, song.energy_100hz[np.clip((ts * 100).astype(int), 0, len(song.energy_100hz) - 1)], 0)
+    energy = np.where(in_song,
+                      song.energy_100hz[np.clip((ts * 100).astype(int), 0,
+                                                len(song.energy_100hz) - 1)], 0)
     k = np.searchsorted(song.beat_times, ts, side="right") - 1
     since = ts - song.beat_times[np.maximum(k, 0)]
     pulse = np.where(in_song & (k >= 0), np.exp(-since / 0.15), 0)
@@ -537,7 +555,8 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
     turn = (beat_now & (rng.random(n) < style.turn_prob)) | (~in_song & (rng.random(n) < 1.0 / FPS))
     ang = _walk(speed, turn, np.array(style.amp), rng)
     trans = _walk(speed * 0.15, turn, np.array(style.trans), rng)
-    pose = gaussian_filter1d(np.concatenate([ang, trans], 1), 1.0, axis=0, mode="nearest").astype(np.float32)
+    pose = gaussian_filter1d(np.concatenate([ang, trans], 1), 1.0, axis=0,
+                             mode="nearest").astype(np.float32)
     return dict(pose=pose, mouth_open=mouth, eye_closure=eye, long_mask=long_mask,
                 blink_mask=blink_mask, vocal_activity=vocal, events=events,
                 offset_s=np.float64(-delay_s), fps=np.int32(FPS), n_frames=np.int32(n),
@@ -550,25 +569,34 @@ def take_truth(song: Song, style: Style, seed: int, delay_s: float, n: int) -> d
 
 def dataset_pose(render_pose: np.ndarray) -> np.ndarray:
     """Pose ``(..., 6)`` in the renderer's OpenCV axes -> the dataset convention of the truth file
-    (module docstring): yaw, roll, ty, tz change sign (exact in float32; the map is its own inverse)."""
+    (module docstring): yaw, roll, ty, tz change sign (exact in float32; the map is its own
+    inverse)."""
     return (np.asarray(render_pose, np.float32) * RENDER_TO_DATASET).astype(np.float32)
 
 
-# ========================================================================================= rendering
+# ======================================================================================== rendering
 # Landmarks of skimage.data.astronaut() (photo pixels), measured once with MediaPipe FaceMesh
 # (static image, refine_landmarks=True); index lists are FaceMesh's.
-_EYE_L_UP = [(195.2, 100.9), (196.1, 100.1), (197.2, 99.2), (199.4, 98.1), (202.8, 97.6), (206.3, 98.1),
-             (209.7, 99.9), (212.2, 102.3), (213.3, 103.7)]          # 33 246 161 160 159 158 157 173 133
-_EYE_L_LO = [(195.2, 100.9), (196.5, 102.2), (197.9, 103.0), (200.1, 103.8), (203.4, 104.3), (206.8, 104.3),
-             (210.1, 104.0), (212.2, 103.9), (213.3, 103.7)]         # 33 7 163 144 145 153 154 155 133
-_EYE_R_UP = [(237.0, 104.9), (238.4, 103.7), (241.2, 101.6), (244.7, 100.0), (248.3, 99.7), (251.9, 100.6),
-             (253.9, 102.1), (255.0, 103.2), (255.8, 104.3)]         # 362 398 384 385 386 387 388 466 263
-_EYE_R_LO = [(237.0, 104.9), (238.0, 105.3), (240.2, 105.6), (243.3, 106.2), (246.6, 106.7), (250.0, 106.6),
-             (252.5, 106.1), (254.2, 105.4), (255.8, 104.3)]         # 362 382 381 380 374 373 390 249 263
-_LIP_IN_UP = [(203.3, 139.9), (205.9, 140.1), (209.1, 140.7), (212.9, 141.5), (217.6, 142.4), (223.5, 143.2),
-              (229.4, 142.9), (234.1, 142.3), (237.8, 141.8), (240.9, 141.6), (243.4, 141.5)]  # 78 .. 13 .. 308
-_LIP_IN_LO = [(203.3, 139.9), (206.4, 143.2), (209.0, 145.5), (212.6, 147.7), (217.3, 149.3), (223.0, 150.1),
-              (228.6, 149.7), (233.3, 148.5), (237.1, 146.6), (239.9, 144.6), (243.4, 141.5)]  # 78 .. 14 .. 308
+# 33 246 161 160 159 158 157 173 133
+_EYE_L_UP = [(195.2, 100.9), (196.1, 100.1), (197.2, 99.2), (199.4, 98.1), (202.8, 97.6),
+             (206.3, 98.1), (209.7, 99.9), (212.2, 102.3), (213.3, 103.7)]
+# 33 7 163 144 145 153 154 155 133
+_EYE_L_LO = [(195.2, 100.9), (196.5, 102.2), (197.9, 103.0), (200.1, 103.8), (203.4, 104.3),
+             (206.8, 104.3), (210.1, 104.0), (212.2, 103.9), (213.3, 103.7)]
+# 362 398 384 385 386 387 388 466 263
+_EYE_R_UP = [(237.0, 104.9), (238.4, 103.7), (241.2, 101.6), (244.7, 100.0), (248.3, 99.7),
+             (251.9, 100.6), (253.9, 102.1), (255.0, 103.2), (255.8, 104.3)]
+# 362 382 381 380 374 373 390 249 263
+_EYE_R_LO = [(237.0, 104.9), (238.0, 105.3), (240.2, 105.6), (243.3, 106.2), (246.6, 106.7),
+             (250.0, 106.6), (252.5, 106.1), (254.2, 105.4), (255.8, 104.3)]
+# 78 .. 13 .. 308
+_LIP_IN_UP = [(203.3, 139.9), (205.9, 140.1), (209.1, 140.7), (212.9, 141.5), (217.6, 142.4),
+              (223.5, 143.2), (229.4, 142.9), (234.1, 142.3), (237.8, 141.8), (240.9, 141.6),
+              (243.4, 141.5)]
+# 78 .. 14 .. 308
+_LIP_IN_LO = [(203.3, 139.9), (206.4, 143.2), (209.0, 145.5), (212.6, 147.7), (217.3, 149.3),
+              (223.0, 150.1), (228.6, 149.7), (233.3, 148.5), (237.1, 146.6), (239.9, 144.6),
+              (243.4, 141.5)]
 _CHIN = (221.3, 177.4)                                                 # 152
 _FOREHEAD = (226.3, 71.7)                                              # 10
 _FACE_L, _FACE_R = (179.4, 110.0), (270.2, 115.5)                      # 234, 454 (face oval sides)
@@ -606,9 +634,13 @@ class FaceRenderer:
             A = np.diag([-1.0, 1.0]) @ A
         self.M = np.hstack([A, (np.array([CANVAS_W / 2, CANVAS_H / 2]) - A @ centre)[:, None]])
         photo = astronaut().astype(np.float32) * np.array(style.tint, np.float32)
-        self.canvas = cv2.warpAffine(np.clip(photo, 0, 255).astype(np.uint8), self.M, (CANVAS_W, CANVAS_H),
-                                     flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
-        tf = lambda pts: np.asarray(pts, np.float64) @ self.M[:, :2].T + self.M[:, 2]
+        self.canvas = cv2.warpAffine(np.clip(photo, 0, 255).astype(np.uint8), self.M,
+                                     (CANVAS_W, CANVAS_H), flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REFLECT101)
+
+        def tf(pts):
+            return np.asarray(pts, np.float64) @ self.M[:, :2].T + self.M[:, 2]
+
         # eyes: upper/lower lid curves as functions of canvas x, and the lid skin colour
         self.eyes = []
         for up, lo in ((_EYE_L_UP, _EYE_L_LO), (_EYE_R_UP, _EYE_R_LO)):
@@ -620,9 +652,11 @@ class FaceRenderer:
             yl = np.interp(xs, lo[:, 0], lo[:, 1])
             h = (yl - yu).max()
             y0 = int(np.floor(yu.min() - 0.6 * h)) - 3
-            patch = self.canvas[int(yu.min() - 1.2 * h):int(yu.min() - 0.5 * h), int(xs[len(xs) // 4]):int(xs[3 * len(xs) // 4])]
+            patch = self.canvas[int(yu.min() - 1.2 * h):int(yu.min() - 0.5 * h),
+                                int(xs[len(xs) // 4]):int(xs[3 * len(xs) // 4])]
             skin = patch.reshape(-1, 3).astype(np.float32).mean(0)
-            self.eyes.append(dict(xs=xs, yu=yu, yl=yl, h=h, y0=y0, y1=int(np.ceil(yl.max())) + 4, skin=skin))
+            self.eyes.append(dict(xs=xs, yu=yu, yl=yl, h=h, y0=y0,
+                                  y1=int(np.ceil(yl.max())) + 4, skin=skin))
         # mouth: split line between the teeth rows, opening profile, jaw region
         up, lo = tf(_LIP_IN_UP), tf(_LIP_IN_LO)
         up, lo = up[np.argsort(up[:, 0])], lo[np.argsort(lo[:, 0])]
@@ -633,24 +667,29 @@ class FaceRenderer:
         xs = np.arange(bx0, bx1, dtype=np.float64)
         ys = (np.interp(xs, up[:, 0], up[:, 1]) + np.interp(xs, lo[:, 0], lo[:, 1])) / 2
         u = np.clip((xs - xc) / hw, -1, 1)
-        self.lens = (1 - u ** 2) ** 0.6                                 # gap shape between the corners
-        self.jaw = np.cos(0.5 * np.pi * np.clip((xs - xc) / (2.2 * hw), -1, 1)) ** 2   # jaw drop profile
+        # gap shape between the corners
+        self.lens = (1 - u ** 2) ** 0.6
+        # jaw drop profile
+        self.jaw = np.cos(0.5 * np.pi * np.clip((xs - xc) / (2.2 * hw), -1, 1)) ** 2
         self.m_x0, self.m_ys = bx0, ys
         # hide the photo's lower teeth once: the lower lip is stretched up to the split line (rows
         # [ys, lo + T] take the photo rows [lo, lo + T], T = 12 photo px). With lower teeth between
-        # the lips FaceMesh's inner lower-lip landmarks jump between teeth and lip; upper teeth stay.
+        # the lips FaceMesh's inner lower-lip landmarks jump between teeth and lip; upper teeth
+        # stay.
         yin_lo = np.maximum(np.interp(xs, lo[:, 0], lo[:, 1]), ys)
         bot = yin_lo + 12 * s
         yy = np.arange(int(ys.min()) - 1, int(bot.max()) + 2, dtype=np.float64)[:, None]
         src = np.where((yy >= ys) & (yy <= bot), bot - (bot - yy) * (bot - yin_lo) / (bot - ys), yy)
         rows = slice(int(yy[0, 0]), int(yy[-1, 0]) + 1)
         self.canvas[rows, bx0:bx1] = cv2.remap(
-            self.canvas, np.broadcast_to(xs[None, :], src.shape).astype(np.float32), src.astype(np.float32),
-            cv2.INTER_LINEAR)
+            self.canvas, np.broadcast_to(xs[None, :], src.shape).astype(np.float32),
+            src.astype(np.float32), cv2.INTER_LINEAR)
         self.m_xc, self.m_hw = xc, hw
         self.m_y0 = int(ys.min() - 45 - 1.3 * style.mouth_px) - 2
-        self.m_drop = chin_y - ys.min() + 10                             # rows moving fully with the jaw
-        self.m_fall = 110.0                                              # then easing to rest over this
+        # rows moving fully with the jaw
+        self.m_drop = chin_y - ys.min() + 10
+        # then easing to rest over this
+        self.m_fall = 110.0
         self.m_y1 = int(ys.max() + self.m_drop + self.m_fall + style.mouth_px + 4)
         # depth relief (units of the camera distance, < 0 = towards the camera): a rounded face
         # (a cap over the face oval, flat at its rim) plus a nose ridge
@@ -663,9 +702,11 @@ class FaceRenderer:
         # nose: protrudes more and more from the bridge down to the tip, then cuts back sharply
         # above the upper lip (a Gaussian tail there would tilt the lips and fake mouth motion)
         (bx, by), (nx, ny) = tf([_NOSE_BRIDGE])[0], tf([_NOSE_TIP])[0]
-        v = (yy - by) / (ny - by)                                       # 0 at the bridge, 1 at the tip
+        # 0 at the bridge, 1 at the tip
+        v = (yy - by) / (ny - by)
         along = np.where(v < 0, np.exp(-0.5 * (v * (ny - by) / (6 * s)) ** 2),
-                         np.where(v <= 1, 0.3 + 0.7 * v, np.exp(-0.5 * ((yy - ny) / (2.0 * s)) ** 2)))
+                         np.where(v <= 1, 0.3 + 0.7 * v,
+                                  np.exp(-0.5 * ((yy - ny) / (2.0 * s)) ** 2)))
         along = np.where(v < 0, 0.3 * along, along)
         across = np.exp(-0.5 * ((xx - (bx + (nx - bx) * np.clip(v, 0, 1))) / (6 * s)) ** 2)
         ridge = 0.30 * half_w * along * across
@@ -695,9 +736,12 @@ class FaceRenderer:
         split = np.interp(src_x, xs, self.m_ys)
         lens = np.interp(src_x, xs, self.lens)
         jaw = np.interp(src_x, xs, self.jaw)
-        top, bottom = split - a_up * lens, split + a_lo * lens          # inner lip lines in the frame
-        above, dist = top - y, y - bottom                                # >= 0 above / below the gap
-        w_up = np.cos(0.5 * np.pi * np.clip(above / 40.0, 0, 1)) ** 2   # upper lip + philtrum stretch
+        # inner lip lines in the frame
+        top, bottom = split - a_up * lens, split + a_lo * lens
+        # >= 0 above / below the gap
+        above, dist = top - y, y - bottom
+        # upper lip + philtrum stretch
+        w_up = np.cos(0.5 * np.pi * np.clip(above / 40.0, 0, 1)) ** 2
         m = np.clip(dist / 30.0, 0, 1)                                   # lip -> jaw profile blend
         v = np.where(dist < self.m_drop, 1.0,
                      np.cos(0.5 * np.pi * np.clip((dist - self.m_drop) / self.m_fall, 0, 1)) ** 2)
@@ -706,9 +750,11 @@ class FaceRenderer:
         src_x, src_y = src_x.astype(np.float32), src_y.astype(np.float32)
         region = cv2.remap(img, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         box = (slice(self.m_y0, self.m_y1), slice(self.m_x0, self.m_x0 + len(self.m_ys)))
-        depth[box] = cv2.remap(self.depth, src_x, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        depth[box] = cv2.remap(self.depth, src_x, src_y, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
         # mouth interior (anti-aliased): dark, a little redder towards the bottom (tongue)
-        inside = np.clip(np.minimum(np.minimum(y - top + 0.5, bottom - y + 0.5), bottom - top), 0, 1)
+        inside = np.clip(np.minimum(np.minimum(y - top + 0.5, bottom - y + 0.5),
+                                    bottom - top), 0, 1)
         t = np.clip((y - top) / np.maximum(bottom - top, 1e-3), 0, 1)
         colour = np.stack([38 + 40 * t ** 2, 14 + 6 * t, 18 + 8 * t], -1)
         alpha = inside[..., None]
@@ -717,21 +763,25 @@ class FaceRenderer:
 
     # -------------------------------------------------------------------------------------- eyes
     def _eyelids(self, img: np.ndarray, closure: float) -> None:
-        """Lower the upper eyelids to ``closure`` (0 open .. 1 shut) of the eye height (in place)."""
+        """Lower the upper eyelids to ``closure`` (0 open .. 1 shut) of the eye height (in
+        place)."""
         if closure < 0.02:
             return
         cv2 = self.cv2
         for e in self.eyes:
             xs, yu, yl = e["xs"], e["yu"], e["yl"]
             edge = yu + closure * (yl - yu + 1.5)                       # lid margin position
-            top = yu - 3.0 * min(1.0, 4 * closure)                      # cover the old lash line too
+            # cover the old lash line too
+            top = yu - 3.0 * min(1.0, 4 * closure)
             y0, y1, x0 = e["y0"], e["y1"], int(xs[0])
             yy = np.arange(y0, y1, dtype=np.float64)[:, None]
             lid = np.clip(edge[None, :] - yy + 0.5, 0, 1) * np.clip(yy - top[None, :] + 1.5, 0, 1)
             lid = cv2.GaussianBlur(lid.astype(np.float32), (0, 0), 0.8)[..., None]
-            shade = np.clip(1 - (edge[None, :] - yy) / (e["h"] + 2), 0, 1)[..., None]   # darker at margin
+            # darker at margin
+            shade = np.clip(1 - (edge[None, :] - yy) / (e["h"] + 2), 0, 1)[..., None]
             colour = e["skin"] * (1 - 0.12 * shade)
-            lash = np.exp(-0.5 * ((yy - edge[None, :]) / 0.9) ** 2)[..., None] * min(1.0, 3 * closure)
+            lash = (np.exp(-0.5 * ((yy - edge[None, :]) / 0.9) ** 2)[..., None]
+                    * min(1.0, 3 * closure))
             patch = img[y0:y1, x0:x0 + len(xs)].astype(np.float32)
             patch = patch * (1 - lid) + colour * lid
             patch = patch * (1 - 0.75 * lash) + np.array([45, 30, 28], np.float32) * 0.75 * lash
@@ -740,7 +790,8 @@ class FaceRenderer:
     # -------------------------------------------------------------------------------------- pose
     def _rotation(self, pose):
         pitch, yaw, roll = [float(v) for v in pose[:3]]
-        cx, sx, cy, sy, cz, sz = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+        cx, sx, cy, sy, cz, sz = (np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw),
+                                  np.cos(roll), np.sin(roll))
         Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
         Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -749,19 +800,21 @@ class FaceRenderer:
         return Rz @ Ry @ Rx, T
 
     def homography(self, pose: np.ndarray) -> np.ndarray:
-        """3x3 map canvas -> frame of the face *plane* (depth 0) for pose (pitch, yaw, roll, tx, ty, tz)."""
+        """3x3 map canvas -> frame of the face *plane* (depth 0) for pose (pitch, yaw, roll, tx, ty,
+        tz)."""
         R, T = self._rotation(pose)
         f = FOCAL_PX
         K = np.array([[f, 0, FRAME_W / 2], [0, f, FRAME_H / 2], [0, 0, 1]])
         plane = np.array([[1 / f, 0, -CANVAS_W / 2 / f], [0, 1 / f, -CANVAS_H / 2 / f], [0, 0, 1]])
         return K @ np.column_stack([R[:, 0], R[:, 1], T]) @ plane
 
-    def pose_map(self, pose: np.ndarray, depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def pose_map(self, pose: np.ndarray,
+                 depth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Backward map frame pixel -> canvas pixel for ``pose``, with the face's depth relief.
 
-        Canvas pixel p is the head point X(p) = ((p - c) (1 + z) / f + t0 z, z) with z = ``self.depth``
-        and t0 the rest offset of the face centre from the optical axis (so the rest pose reproduces
-        the canvas exactly); the frame shows K (R X + T). The inverse is
+        Canvas pixel p is the head point X(p) = ((p - c) (1 + z) / f + t0 z, z) with z =
+        ``self.depth`` and t0 the rest offset of the face centre from the optical axis (so the rest
+        pose reproduces the canvas exactly); the frame shows K (R X + T). The inverse is
         found by the fixed-point iteration p = G^-1(q) - parallax(p), G the plane homography, on a
         4x coarser grid (cell centres chosen so cv2.resize upsamples it exactly), then upsampled.
         """
@@ -772,8 +825,11 @@ class FaceRenderer:
         Gi = np.linalg.inv(G)
         qx, qy = np.meshgrid(step * (np.arange(FRAME_W // step) + 0.5) - 0.5,
                              step * (np.arange(FRAME_H // step) + 0.5) - 0.5)
-        apply = lambda M, x, y: ((M[0, 0] * x + M[0, 1] * y + M[0, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]),
-                                 (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]))
+
+        def apply(M, x, y):
+            return ((M[0, 0] * x + M[0, 1] * y + M[0, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]),
+                    (M[1, 0] * x + M[1, 1] * y + M[1, 2]) / (M[2, 0] * x + M[2, 1] * y + M[2, 2]))
+
         px0, py0 = apply(Gi, qx, qy)
         px, py = px0, py0
         t0x, t0y = (FACE_OUT[0] - FRAME_W / 2) / f, (FACE_OUT[1] - FRAME_H / 2) / f   # rest offset
@@ -785,7 +841,8 @@ class FaceRenderer:
             Xc = R[0, 0] * X + R[0, 1] * Y + R[0, 2] * z + T[0]
             Yc = R[1, 0] * X + R[1, 1] * Y + R[1, 2] * z + T[1]
             Zc = R[2, 0] * X + R[2, 1] * Y + R[2, 2] * z + T[2]
-            ex, ey = apply(Gi, f * Xc / Zc + FRAME_W / 2, f * Yc / Zc + FRAME_H / 2)   # where p really lands
+            # where p really lands
+            ex, ey = apply(Gi, f * Xc / Zc + FRAME_W / 2, f * Yc / Zc + FRAME_H / 2)
             px, py = px0 - (ex - px), py0 - (ey - py)
         size = (FRAME_W, FRAME_H)
         return (cv2.resize(px.astype(np.float32), size, interpolation=cv2.INTER_LINEAR),
@@ -797,10 +854,11 @@ class FaceRenderer:
         self._mouth(img, depth, float(mouth_open) * self.style.mouth_px)
         self._eyelids(img, float(eye_closure))
         mx, my = self.pose_map(pose, depth)
-        return self.cv2.remap(img, mx, my, self.cv2.INTER_LINEAR, borderMode=self.cv2.BORDER_REFLECT101)
+        return self.cv2.remap(img, mx, my, self.cv2.INTER_LINEAR,
+                              borderMode=self.cv2.BORDER_REFLECT101)
 
 
-# ====================================================================================== camera + mp4
+# ===================================================================================== camera + mp4
 def camera_audio(mix: np.ndarray, delay_samples: int, n_samples: int, rng) -> np.ndarray:
     """What the camera's microphone records at CAM_SR: the song, played ``delay_samples`` after the
     camera started, through a small room (direct sound + exponentially decaying reverb tail),
@@ -815,18 +873,23 @@ def camera_audio(mix: np.ndarray, delay_samples: int, n_samples: int, rng) -> np
     rt60 = rng.uniform(0.2, 0.4)
     t = np.arange(int(rt60 * CAM_SR)) / CAM_SR
     ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60) * 0.04
-    ir[: int(0.004 * CAM_SR)] = 0                                        # first reflections after 4 ms
+    # first reflections after 4 ms
+    ir[: int(0.004 * CAM_SR)] = 0
     ir[0] = 1.0
     y = signal.fftconvolve(y, ir)[:n_samples]
-    noise = signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(n_samples))   # brownish hum/room
+    # brownish hum/room
+    noise = signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(n_samples))
     y = rng.uniform(0.35, 0.7) * y + 10 ** (-48 / 20) * noise / np.std(noise)
     return np.clip(y, -1, 1).astype(np.float32)
 
 
-def write_take_video(path: Path, renderer: FaceRenderer, truth: dict, audio: np.ndarray, desc: str) -> None:
-    """H.264 (yuv420p, CRF 18, one encoder thread for byte-identical output) + AAC mono 48 kHz mp4."""
-    import av
+def write_take_video(path: Path, renderer: FaceRenderer, truth: dict,
+                     audio: np.ndarray, desc: str) -> None:
+    """H.264 (yuv420p, CRF 18, one encoder thread for byte-identical output) + AAC mono 48 kHz
+    mp4."""
     from fractions import Fraction
+
+    import av
     from tqdm import tqdm
 
     n = len(truth["pose"])
@@ -840,20 +903,23 @@ def write_take_video(path: Path, renderer: FaceRenderer, truth: dict, audio: np.
             as_ = box.add_stream("aac", rate=CAM_SR, layout="mono")
             as_.bit_rate = 128000
             for i in tqdm(range(n), desc=desc, unit="frame", leave=False, mininterval=2):
-                rgb = renderer.render(truth["pose"][i], truth["mouth_open"][i], truth["eye_closure"][i])
+                rgb = renderer.render(truth["pose"][i], truth["mouth_open"][i],
+                                      truth["eye_closure"][i])
                 frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame.pts = i
                 box.mux(vs.encode(frame))
                 chunk = av.AudioFrame.from_ndarray(audio[None, i * per_frame:(i + 1) * per_frame],
                                                    format="flt", layout="mono")
-                chunk.sample_rate, chunk.pts, chunk.time_base = CAM_SR, i * per_frame, Fraction(1, CAM_SR)
+                chunk.sample_rate, chunk.pts, chunk.time_base = (CAM_SR, i * per_frame,
+                                                                 Fraction(1, CAM_SR))
                 box.mux(as_.encode(chunk))
             box.mux(vs.encode(None))
             box.mux(as_.encode(None))
 
 
 def generate(out, subjects: int = 2, songs: int = 2, seconds: float = 30, seed: int = 0) -> Path:
-    """Write the demo recordings (songs, stems, videos, truth, samples.tsv) into ``out``; return it."""
+    """Write the demo recordings (songs, stems, videos, truth, samples.tsv) into ``out``; return
+    it."""
     out = Path(out)
     if subjects < 1 or songs < 1:
         raise ValueError("demo: subjects and songs must be at least 1")
@@ -896,11 +962,13 @@ def generate(out, subjects: int = 2, songs: int = 2, seconds: float = 30, seed: 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m preprocessing.demo", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.demo",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--subjects", type=int, default=2, help="number of singers (default 2)")
     ap.add_argument("--songs", type=int, default=2, help="number of songs (default 2)")
-    ap.add_argument("--seconds", type=float, default=30, help="length of each song in s (default 30)")
+    ap.add_argument("--seconds", type=float, default=30,
+                    help="length of each song in s (default 30)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     a = ap.parse_args(argv)
     try:

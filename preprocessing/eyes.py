@@ -55,7 +55,8 @@ def split_eye_states(au45_norm: np.ndarray, fps: float = FPS, tau: float = 0.5,
     eye_long = np.zeros(len(a), np.float32)
     eye_blink = np.zeros(len(a), np.uint8)
     events = []
-    min_long = tau * fps - 1e-9  # frames; the tolerance keeps exactly-tau runs long despite float error
+    # frames; the tolerance keeps exactly-tau runs long despite float error
+    min_long = tau * fps - 1e-9
     for start, end in runs(closed):
         n = end - start
         kind = 1 if n >= min_long else 0
@@ -101,13 +102,15 @@ def blink_stats(events: np.ndarray, n_frames: int, fps: float = FPS) -> dict:
 def eye_states(au45: np.ndarray, valid: np.ndarray, fps: float = FPS, tau: float = 0.5,
                closed_threshold: float = 0.5) -> dict:
     """``eyes.npz`` arrays from raw AU45 and its valid mask."""
-    valid = (np.asarray(valid).astype(bool) & np.isfinite(np.asarray(au45, np.float64))).astype(np.uint8)
+    valid = (np.asarray(valid).astype(bool)
+             & np.isfinite(np.asarray(au45, np.float64))).astype(np.uint8)
     norm = normalise_au45(au45, valid)
     eye_long, eye_blink, events = split_eye_states(norm, fps, tau, closed_threshold, valid=valid)
     stats = blink_stats(events, int(valid.sum()), fps)
     del stats["durations_s"]  # the events hold them
     stats = {k: None if v != v else v for k, v in stats.items()}  # NaN -> JSON null
-    stats.update(tau=tau, closed_threshold=closed_threshold, fps=fps, constant_au45=bool(norm.max() == 0))
+    stats.update(tau=tau, closed_threshold=closed_threshold, fps=fps,
+                 constant_au45=bool(norm.max() == 0))
     return {"au45": norm, "eye_long": eye_long, "eye_blink": eye_blink, "valid": valid,
             "events": events, "stats_json": np.str_(json.dumps(stats, sort_keys=True))}
 

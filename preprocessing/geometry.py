@@ -49,6 +49,27 @@ def euler_from_matrix(R: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------- runs and smoothing
+# ------------------------------------------------------------------------------------ camera frame
+def to_camera(landmarks: np.ndarray, frame_size) -> np.ndarray:
+    """Normalised FaceMesh landmarks ``(..., K, 3)`` -> camera frame (image heights, y up, z to
+    camera).
+
+    ``frame_size`` = (width, height), one pair or one per frame with ``landmarks``' leading axes.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    fs = np.asarray(frame_size, dtype=np.float64)
+    aspect = (fs[..., 0] / fs[..., 1])[..., None]  # W / H, broadcast over the K points
+    return np.stack([(lm[..., 0] - 0.5) * aspect, 0.5 - lm[..., 1], -lm[..., 2] * aspect], axis=-1)
+
+
+def from_camera(points: np.ndarray, frame_size) -> np.ndarray:
+    """Inverse of :func:`to_camera`: camera-frame points ``(..., K, 3)`` -> normalised x, y, z."""
+    p = np.asarray(points, dtype=np.float64)
+    fs = np.asarray(frame_size, dtype=np.float64)
+    aspect = (fs[..., 0] / fs[..., 1])[..., None]
+    return np.stack([p[..., 0] / aspect + 0.5, 0.5 - p[..., 1], -p[..., 2] / aspect], axis=-1)
+
+
 def runs(mask) -> np.ndarray:
     """Maximal runs of True in a 1-D mask -> int64 array ``(R, 2)`` of ``[start, end)``."""
     c = np.concatenate([[False], np.asarray(mask, bool), [False]])

@@ -1,8 +1,9 @@
-"""ingest: probe a take's video -> ``ingest.json`` (the take's 30 fps frame count N and its streams).
+"""ingest: probe a take's video -> ``ingest.json`` (its 30 fps frame count N and its streams).
 
-Nothing is re-encoded: later steps stream the original file with :func:`preprocessing.media.iter_frames`,
-which maps any source frame rate (24/25/29.97/60, variable) onto the 30 fps timeline on the fly. That
-is faster and needs no disk, unlike writing a constant-frame-rate copy (the first plan).
+Nothing is re-encoded: later steps stream the original file with
+:func:`preprocessing.media.iter_frames`, which maps any source frame rate (24/25/29.97/60, variable)
+onto the 30 fps timeline on the fly. That is faster and needs no disk, unlike writing a
+constant-frame-rate copy (the first plan).
 
 ``ingest.json`` (docs/data.md): ``take, video, n_frames (N), fps (30), duration_s, width, height,
 source_fps, vfr, has_audio, audio_sr, audio_channels, video_codec, audio_codec``, plus

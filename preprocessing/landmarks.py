@@ -3,10 +3,11 @@
 FaceMesh (mediapipe 0.10.14, ``refine_landmarks=True``) gives 478 points per face: 468 mesh points
 plus 10 iris points (468-472 the iris of the subject's right eye, 473-477 the left one).
 
-Sides follow MediaPipe's naming: *right* is the subject's right, i.e. the eye on the image's LEFT for a
-face looking at the camera (corner 33 is at smaller x than corner 263). Every ordered list below runs
-from the image's left to its right (outer corner -> inner corner for the right eye, inner -> outer for
-the left eye), so index ``k`` of an upper-lid list sits above index ``k`` of the matching lower-lid list.
+Sides follow MediaPipe's naming: *right* is the subject's right, i.e. the eye on the image's LEFT
+for a face looking at the camera (corner 33 is at smaller x than corner 263). Every ordered list
+below runs from the image's left to its right (outer corner -> inner corner for the right eye, inner
+-> outer for the left eye), so index ``k`` of an upper-lid list sits above index ``k`` of the
+matching lower-lid list.
 
 The index lists are written out by hand because MediaPipe only ships them as unordered edge sets
 (``face_mesh_connections``); ``tests/test_landmarks.py`` checks them against those sets.
@@ -18,9 +19,15 @@ depth unit (about the scale of x). :func:`to_pixels` turns them into an isotropi
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 N_LANDMARKS = 478
+# the shipped reference face (FaceMesh on skimage's astronaut, made symmetric): the builtin
+# coefficients' rigid model and the renderer's mesh; rebuilt by `python -m preprocessing.coeffs
+# make-reference`
+REFERENCE_PATH = Path(__file__).parent / "data" / "reference_face.npz"
 
 # --------------------------------------------------------------------------------------- eyes
 RIGHT_EYE_OUTER, RIGHT_EYE_INNER = 33, 133
@@ -34,8 +41,8 @@ RIGHT_EYE = [RIGHT_EYE_OUTER, *RIGHT_UPPER_LID, RIGHT_EYE_INNER, *RIGHT_LOWER_LI
 LEFT_EYE = [LEFT_EYE_INNER, *LEFT_UPPER_LID, LEFT_EYE_OUTER, *LEFT_LOWER_LID]
 RIGHT_IRIS = [468, 469, 470, 471, 472]  # centre first
 LEFT_IRIS = [473, 474, 475, 476, 477]
-# the five inner lid pairs used for the eye aspect ratio (the corner-most pairs are left out: near the
-# corners the lids meet whatever the eye does, so they only add noise)
+# the five inner lid pairs used for the eye aspect ratio (the corner-most pairs are left out: near
+# the corners the lids meet whatever the eye does, so they only add noise)
 RIGHT_LID_PAIRS = list(zip(RIGHT_UPPER_LID[1:-1], RIGHT_LOWER_LID[1:-1]))
 LEFT_LID_PAIRS = list(zip(LEFT_UPPER_LID[1:-1], LEFT_LOWER_LID[1:-1]))
 
@@ -46,16 +53,18 @@ LIPS_OUTER_LOWER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
 LIPS_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 LIPS_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 LIPS = sorted(set(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER + LIPS_INNER_UPPER + LIPS_INNER_LOWER))
-INNER_LIP_PAIRS = list(zip(LIPS_INNER_UPPER[2:-2], LIPS_INNER_LOWER[2:-2]))  # 81/178, 82/87, 13/14, ...
+# 81/178, 82/87, 13/14, ...
+INNER_LIP_PAIRS = list(zip(LIPS_INNER_UPPER[2:-2], LIPS_INNER_LOWER[2:-2]))
 INNER_LIP_MIDDLE = INNER_LIP_PAIRS[2:5]  # 82/87, 13/14 (midline), 312/317: iBUG 61/67, 62/66, 63/65
 
-# --------------------------------------------------------------------------------------- face outline
+# ------------------------------------------------------------------------------------- face outline
 # closed loop, clockwise in the image starting at the forehead top (10), chin is 152
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54,
+             103, 67, 109]
 NOSE_TIP, CHIN, FOREHEAD = 1, 152, 10
 
-# --------------------------------------------------------------------------------------- 68-point-like
+# ------------------------------------------------------------------------------------ 68-point-like
 # FaceMesh points nearest to the classic iBUG/dlib 68-point layout, in that layout's order:
 # jaw 0-16 (image left -> right), brows 17-26, nose bridge 27-30, nostrils 31-35, eyes 36-47
 # (each clockwise from its image-left corner), outer lips 48-59, inner lips 60-67.
@@ -74,7 +83,8 @@ FACE68 = [
 
 # --------------------------------------------------------------------------------------- geometry
 def to_pixels(landmarks: np.ndarray, frame_size) -> np.ndarray:
-    """Normalised landmarks ``(..., K, 2|3)`` -> pixels: x*W, y*H (and z*W: MediaPipe's z uses x's scale).
+    """Normalised landmarks ``(..., K, 2|3)`` -> pixels: x*W, y*H (and z*W: MediaPipe's z uses x's
+    scale).
 
     ``frame_size`` is (width, height), either one pair or one per frame ``(..., 2)`` matching the
     leading axes of ``landmarks``.
@@ -88,7 +98,8 @@ def to_pixels(landmarks: np.ndarray, frame_size) -> np.ndarray:
 
 
 def bbox(points: np.ndarray) -> np.ndarray:
-    """Axis-aligned box ``(..., 4)`` = x0, y0, x1, y1 of points ``(..., K, >=2)`` (NaN stays NaN)."""
+    """Axis-aligned box ``(..., 4)`` = x0, y0, x1, y1 of points ``(..., K, >=2)`` (NaN stays
+    NaN)."""
     p = np.asarray(points)
     return np.concatenate([p[..., :2].min(axis=-2), p[..., :2].max(axis=-2)], axis=-1)
 
@@ -98,11 +109,13 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def eye_aspect_ratio(px: np.ndarray) -> np.ndarray:
-    """Eye aspect ratio of each eye, ``(..., 2)`` = (right, left), from pixel landmarks ``(..., 478, D)``.
+    """Eye aspect ratio of each eye, ``(..., 2)`` = (right, left), from pixel landmarks
+    ``(..., 478, D)``.
 
-    EAR = mean distance between the five inner upper/lower lid pairs / distance between the eye corners.
-    About 0.25-0.35 for an open eye, near 0 for a closed one; dimensionless. Use 3-D pixel landmarks
-    (:func:`to_pixels` of all three coordinates) so that the eye width shrinks less with head yaw.
+    EAR = mean distance between the five inner upper/lower lid pairs / distance between the eye
+    corners. About 0.25-0.35 for an open eye, near 0 for a closed one; dimensionless. Use 3-D pixel
+    landmarks (:func:`to_pixels` of all three coordinates) so that the eye width shrinks less with
+    head yaw.
     """
     out = []
     for pairs, c0, c1 in ((RIGHT_LID_PAIRS, RIGHT_EYE_OUTER, RIGHT_EYE_INNER),
@@ -113,3 +126,17 @@ def eye_aspect_ratio(px: np.ndarray) -> np.ndarray:
         width = _dist(px[..., c0, :], px[..., c1, :])
         out.append(height / np.maximum(width, 1e-9))
     return np.stack(out, axis=-1)
+
+
+_REFERENCE: dict | None = None
+
+
+def load_reference() -> dict:
+    """The shipped reference face: ``shape`` (478, 3) float64, ``mirror`` (478,), ``version``
+    str."""
+    global _REFERENCE
+    if _REFERENCE is None:
+        with np.load(REFERENCE_PATH, allow_pickle=False) as z:
+            _REFERENCE = {"shape": z["shape"].astype(np.float64),
+                          "mirror": z["mirror"].astype(np.int64), "version": str(z["version"])}
+    return _REFERENCE

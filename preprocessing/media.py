@@ -8,13 +8,13 @@ Time conventions (docs/data.md "Time and units"):
   video frame (``video.start_time``); for a file without video it is the audio stream's start time
   (for MP3 that is after the encoder delay, which FFmpeg already skips), or 0.
 * :func:`decode_audio` returns samples such that sample ``k`` is at video time ``k / sr`` s. Frames
-  are placed by their presentation timestamps (pts): AAC/Opus priming samples, which FFmpeg's decoder
-  drops using the container's edit list / pre-skip, do not shift time, an audio track that starts
-  after the video is padded with zeros in front, one that starts before is trimmed, and holes in the
-  audio timestamps are filled with zeros.
-* :func:`iter_frames` turns any frame rate (24, 25, 29.97, 60, variable) into a constant rate: output
-  frame ``i`` is the source frame *shown* at video time ``i / fps``, i.e. the last source frame whose
-  pts is at or before that time.
+  are placed by their presentation timestamps (pts): AAC/Opus priming samples, which FFmpeg's
+  decoder drops using the container's edit list / pre-skip, do not shift time, an audio track that
+  starts after the video is padded with zeros in front, one that starts before is trimmed, and holes
+  in the audio timestamps are filled with zeros.
+* :func:`iter_frames` turns any frame rate (24, 25, 29.97, 60, variable) into a constant rate:
+  output frame ``i`` is the source frame *shown* at video time ``i / fps``, i.e. the last source
+  frame whose pts is at or before that time.
 * Frame-count convention: ``N`` = the number of output frames whose time ``i / fps`` is strictly
   before the video duration ``D`` (end of the last frame minus ``t0``): ``N = ceil(D * fps)``. At a
   constant rate the last frame lasts the frame interval (or the longer duration the container
@@ -79,8 +79,8 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise StepError(f"unreadable media file {path.name!r} (corrupt, truncated or not audio/video): "
-                        f"{_av_reason(e)}") from e
+        raise StepError(f"unreadable media file {path.name!r} (corrupt, truncated or not "
+                        f"audio/video): {_av_reason(e)}") from e
 
 
 def _av_reason(e: Exception) -> str:
@@ -106,7 +106,8 @@ def _pick_audio(container, stream: int | None):
 
 
 def _video_stream(container):
-    """The first real video stream (cover art in MP3/M4A/stem files is a 'video' stream too: skipped)."""
+    """The first real video stream (cover art in MP3/M4A/stem files is a 'video' stream too:
+    skipped)."""
     for v in container.streams.video:
         if not v.disposition & av.stream.Disposition.attached_pic:
             return v
@@ -339,8 +340,8 @@ def _probe_video(v, pts: np.ndarray, ends: np.ndarray, corrupt: int, t0: float) 
         rate = v.average_rate or v.base_rate or FPS
         typical = float(1 / (Fraction(rate) * tb))
     if len(intervals):
-        # CFR means every interval equals the typical one up to timestamp rounding: 2 time-base ticks
-        # (a 29.97 fps stream in a 1 ms time base alternates 33/34 ms) or 1 % of the interval
+        # CFR means every interval equals the typical one up to timestamp rounding: 2 time-base
+        # ticks (a 29.97 fps stream in a 1 ms time base alternates 33/34 ms) or 1 % of the interval
         tol = max(2.0, 0.01 * typical)
         info["vfr"] = bool(np.any(np.abs(intervals - typical) > tol))
         info["min_interval_s"] = float(intervals.min() * tb)
@@ -577,7 +578,7 @@ def read_wav(path: str | os.PathLike, sr: int | None = None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- frames
-class iter_frames:  # noqa: N801 - used like a generator function; a class so it can carry .stats
+class iter_frames:  # lower case: used like a generator function; a class so it can carry .stats
     """Iterate ``(i, rgb)`` at a constant ``fps``: ``rgb`` is uint8 ``(H, W, 3)``, frame ``i`` the
     source frame shown at video time ``i / fps`` (by pts), for ``i < N`` (module docstring).
 
@@ -587,15 +588,16 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
     rotation (phones) is applied. Corrupt packets are skipped: the previous good frame is repeated.
     ``start`` skips the first output frames (they are decoded, not yielded); ``threads`` sets the
     decoder's thread count (0: FFmpeg's choice). ``lazy=True`` yields ``(i, Frame)`` instead: a
-    :class:`Frame` converts to RGB only when asked (``.rgb()`` is the array yielded otherwise) and can
-    cut a resized square out of the frame without converting the whole frame (``.crop``).
+    :class:`Frame` converts to RGB only when asked (``.rgb()`` is the array yielded otherwise) and
+    can cut a resized square out of the frame without converting the whole frame (``.crop``).
     After (or during) iteration ``.stats`` holds ``n_frames, decoded, repeated, dropped,
     corrupt_packets`` (could not be decoded), ``corrupt_frames`` (decoded with error concealment),
     ``size_changes, first_size, out_size``.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = FPS, size: tuple[int, int] | None = None,
-                 n_frames: int | None = None, start: int = 0, threads: int = 0, lazy: bool = False):
+    def __init__(self, path: str | os.PathLike, fps: float = FPS,
+                 size: tuple[int, int] | None = None, n_frames: int | None = None, start: int = 0,
+                 threads: int = 0, lazy: bool = False):
         self.path = Path(path)
         self.lazy = lazy
         self.threads = threads  # decoder threads; 0 = FFmpeg's choice (frame + slice threading)
@@ -607,8 +609,8 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
         self.n_frames = info["n_frames"] if n_frames is None else int(n_frames)
         self.start = start
         self.stats = {"n_frames": self.n_frames, "decoded": 0, "repeated": 0, "dropped": 0,
-                      "corrupt_packets": 0, "corrupt_frames": 0, "size_changes": 0, "first_size": None,
-                      "out_size": None}
+                      "corrupt_packets": 0, "corrupt_frames": 0, "size_changes": 0,
+                      "first_size": None, "out_size": None}
 
     def __len__(self) -> int:
         return max(0, self.n_frames - self.start)
@@ -624,8 +626,8 @@ class iter_frames:  # noqa: N801 - used like a generator function; a class so it
             vs.thread_type = "AUTO"
             vs.codec_context.thread_count = self.threads
             t0 = _origin(container)
-            # tolerance for timestamp rounding: a pts is an integer number of ticks, so a frame due at
-            # time t may carry a pts up to half a tick later
+            # tolerance for timestamp rounding: a pts is an integer number of ticks, so a frame due
+            # at time t may carry a pts up to half a tick later
             eps = 0.5 * float(vs.time_base) + 1e-9
             period = 1.0 / self.fps
             i = self.start  # next output frame
@@ -720,8 +722,8 @@ class Frame:
 
     ``shape`` is ``(H, W, 3)`` of its RGB array; :meth:`rgb` returns that array (exactly what
     ``iter_frames`` yields without ``lazy``; computed once); :meth:`crop` cuts a square out of it.
-    Holds a reference to the decoder's frame (FFmpeg reference-counts its buffers, so the frame stays
-    valid while held).
+    Holds a reference to the decoder's frame (FFmpeg reference-counts its buffers, so the frame
+    stays valid while held).
     """
 
     def __init__(self, frame: av.VideoFrame, rot: int, size: tuple[int, int]):
@@ -733,29 +735,32 @@ class Frame:
         self._rgb: np.ndarray | None = None
 
     def rgb(self) -> np.ndarray:
-        """The frame as uint8 RGB ``(H, W, 3)`` (swscale does resize + colour conversion in one pass)."""
+        """The frame as uint8 RGB ``(H, W, 3)`` (swscale does resize + colour conversion in one
+        pass)."""
         if self._rgb is None:
             rgb = self.frame.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
             if self.rot:
-                # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the same
+                # rotation is counter-clockwise for display: np.rot90 with k = rot / 90 does the
+                # same
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=self.rot // 90))
             self._rgb = rgb
         return self._rgb
 
-    def crop(self, x0: int, y0: int, side: int, out_px: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    def crop(self, x0: int, y0: int,
+             side: int, out_px: int) -> tuple[np.ndarray, tuple[int, int, int]]:
         """The square ``[x0, x0 + side) x [y0, y0 + side)`` of :meth:`rgb` (pixels; black where it
         leaves the frame), area-averaged to uint8 ``(out_px, out_px, 3)``.
 
         Returns ``(image, (x0, y0, side))`` with the square actually cut. 8-bit planar YUV frames at
         their decoded size (nearly all camera video): the square is cut from the Y, U, V planes and
         only the small result is converted to RGB (swscale, with the frame's colour space and range,
-        as :meth:`rgb`): ~1.3 ms instead of ~6 ms (RGB of the whole frame, then the crop) for a 1080p
-        frame. Its side is grown to a multiple of ``k = side // out_px`` (at most ``k - 1`` pixels,
-        centre kept within half a pixel) so OpenCV's fast integer box filter does the first ``k``x;
-        the chroma planes give the samples covering the square (4:2:0: up to half a chroma sample
-        more on a side; the luma square, which FaceMesh & co. mostly see, is exact - snapping it to
-        even pixels for the chroma instead made tracked landmarks measurably less steady). Other
-        frames (10-bit, RGB, scaled by ``size``): cut from :meth:`rgb`, the square unchanged.
+        as :meth:`rgb`): ~1.3 ms instead of ~6 ms (RGB of the whole frame, then the crop) for a
+        1080p frame. Its side is grown to a multiple of ``k = side // out_px`` (at most ``k - 1``
+        pixels, centre kept within half a pixel) so OpenCV's fast integer box filter does the first
+        ``k``x; the chroma planes give the samples covering the square (4:2:0: up to half a chroma
+        sample more on a side; the luma square, which FaceMesh & co. mostly see, is exact - snapping
+        it to even pixels for the chroma instead made tracked landmarks measurably less steady).
+        Other frames (10-bit, RGB, scaled by ``size``): cut from :meth:`rgb`, the square unchanged.
         """
         f = self.frame
         sub = _PLANAR_YUV.get(f.format.name)
@@ -807,7 +812,8 @@ def _small_sws() -> av.video.reformatter.VideoReformatter:
 
 
 def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: int = 0) -> np.ndarray:
-    """``img[y0:y0 + h, x0:x0 + w]`` (a view when inside), padded with ``fill`` where it leaves img."""
+    """``img[y0:y0 + h, x0:x0 + w]`` (a view when inside), padded with ``fill`` where it leaves
+    img."""
     ih, iw = img.shape[:2]
     xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, iw), min(y0 + h, ih)
     if (xa, ya, xb, yb) == (x0, y0, x0 + w, y0 + h):
@@ -902,7 +908,9 @@ def write_video(path: str | os.PathLike, frames: Iterable, fps: float = FPS,
                 rgb = item[1] if isinstance(item, tuple) else item
                 rgb = np.asarray(rgb, np.uint8)
                 if rgb.shape[0] % 2 or rgb.shape[1] % 2:
-                    rgb = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
+                    rgb = np.pad(rgb,
+                                 ((0, rgb.shape[0] % 2),
+                                  (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
                 if n == 0:
                     vs.width, vs.height = rgb.shape[1], rgb.shape[0]
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

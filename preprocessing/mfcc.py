@@ -1,4 +1,4 @@
-"""mfcc: vocals / music / mix -> 100 Hz MFCC + first derivatives (26-D), row 0 = the take's video frame 0.
+"""mfcc: vocals / music / mix -> 100 Hz MFCC + deltas (26-D), row 0 = the take's video frame 0.
 
 Paper 3.2.1: 16 kHz audio, MFCC and their first derivatives, 25 ms window, 10 ms step -> 26-D at
 100 Hz; windows of 39 rows (390 ms) per 30 fps video frame -> ``(30 T, 39, 26)``.
@@ -10,21 +10,24 @@ setting fixed here, none left to a library default):
 * pre-emphasis ``y[n] = x[n] - 0.97 x[n-1]`` (over the whole cut, before framing).
 * power spectrum ``|rfft(frame, 512)|^2 / 512`` (``N_FFT`` = 512, the frame zero-padded).
 * ``N_MELS`` = 26 triangular filters on the HTK mel scale from 0 Hz to 8 kHz; ``log`` of the filter
-  energies (exact zeros replaced by the float64 eps, so silence gives finite values: log(eps) = -36.04).
-* DCT-II (orthonormal), first ``N_CEP`` = 13 coefficients, sinusoidal lifter ``1 + 11 sin(pi n / 22)``
-  (``LIFTER`` = 22); coefficient 0 replaced by the log of the frame's total power (appendEnergy).
-* deltas: the regression ``d_t = sum_{n=1..2} n (c_{t+n} - c_{t-n}) / 10`` (``DELTA_N`` = 2), computed
-  on real audio context (two extra rows each side), so a row's features do not depend on where the take
-  starts or ends. Columns: 13 MFCC, then their 13 deltas. float32.
-* Row ``r`` is the frame *centred* at time ``r / 100`` s: it covers ``[r/100 - 12.5 ms, r/100 + 12.5 ms)``.
+  energies (exact zeros replaced by the float64 eps, so silence gives finite values: log(eps) =
+  -36.04).
+* DCT-II (orthonormal), first ``N_CEP`` = 13 coefficients, sinusoidal lifter
+  ``1 + 11 sin(pi n / 22)`` (``LIFTER`` = 22); coefficient 0 replaced by the log of the frame's
+  total power (appendEnergy).
+* deltas: the regression ``d_t = sum_{n=1..2} n (c_{t+n} - c_{t-n}) / 10`` (``DELTA_N`` = 2),
+  computed on real audio context (two extra rows each side), so a row's features do not depend on
+  where the take starts or ends. Columns: 13 MFCC, then their 13 deltas. float32.
+* Row ``r`` is the frame *centred* at time ``r / 100`` s: it covers
+  ``[r/100 - 12.5 ms, r/100 + 12.5 ms)``.
 
 Take alignment (docs/data.md, "Time and units"): ``song_time = video_time + offset_s`` (sync.json),
-so row ``r`` reads the song around sample ``r * 160 + round(offset_s * 16000)``: the offset is applied
-here, once, at 16 kHz sample precision. ``M = ceil(N * 100 / 30)`` rows for ``N`` video frames
-(``timebase.n_mfcc_rows``).
+so row ``r`` reads the song around sample ``r * 160 + round(offset_s * 16000)``: the offset is
+applied here, once, at 16 kHz sample precision. ``M = ceil(N * 100 / 30)`` rows for ``N`` video
+frames (``timebase.n_mfcc_rows``).
 Where the take runs past either end of the song (recording started before the song or went on after
-it), the song is zero (digital silence, the log(eps) rows above). A take that does not overlap the song
-at all, a song that is silent during the whole take, empty or mismatched wav files are errors.
+it), the song is zero (digital silence, the log(eps) rows above). A take that does not overlap the
+song at all, a song that is silent during the whole take, empty or mismatched wav files are errors.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ import numpy as np
 
 from preprocessing.common import StepError, check_upstream, load_json, run_step, save_npz
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_WIDTH, SR, centre_rows, n_mfcc_rows
-from preprocessing.timebase import MFCC_HOP as HOP  # samples: 10 ms step
+from preprocessing.timebase import MFCC_HOP as HOP  # noqa: F401 - public: tests use mfcc.HOP
 from preprocessing.timebase import MFCC_RATE as RATE  # rows per second
 
 WIN = 400            # samples: 25 ms analysis window
@@ -51,23 +54,26 @@ SILENCE = 1e-8       # peak amplitude under which audio counts as digital silenc
 STEMS = ("vocals", "music", "mix")
 
 
-BLOCK = 512         # frames per block in _cepstra (~1-2 MB of float64 spectra: stays in the L2 cache)
+# frames per block in _cepstra (~1-2 MB of float64 spectra: stays in the L2 cache)
+BLOCK = 512
 
 
 def _cepstra(signal: np.ndarray, sr: int = SR) -> np.ndarray:
-    """``python_speech_features.mfcc`` with this module's settings, bit for bit, in cache-sized blocks.
+    """``python_speech_features.mfcc`` with this module's settings, bit for bit, in cache-sized
+    blocks.
 
     ``signal`` float64 holding a whole number of frames (``(n - 1) * hop + win`` samples) -> float64
-    ``(n, N_CEP)``. psf builds the framed signal with an int index array, a gather and a tiled window
-    (four arrays of n x 400 x 8 bytes, 77 MB each for a 4-minute song) and then the whole complex
-    spectrum: two thirds of its time is memory traffic. Here the frames are a strided view of the
-    block's pre-emphasised samples, and each block of frames is pre-emphasised, windowed and goes
-    through psf's own ``sigproc.powspec`` and energy sum while it is in cache: the same float64
+    ``(n, N_CEP)``. psf builds the framed signal with an int index array, a gather and a tiled
+    window (four arrays of n x 400 x 8 bytes, 77 MB each for a 4-minute song) and then the whole
+    complex spectrum: two thirds of its time is memory traffic. Here the frames are a strided view
+    of the block's pre-emphasised samples, and each block of frames is pre-emphasised, windowed and
+    goes through psf's own ``sigproc.powspec`` and energy sum while it is in cache: the same float64
     operations on the same values, so the same results (tests/test_mfcc.py compares against
     ``psf.mfcc``), ~3x faster.
     The filterbank product stays one matrix product over all frames, as in psf: BLAS rounds a row
     differently depending on where it falls in its blocking of the matrix (measured: the 26 rows
-    after row 3,072 of a 3,098-frame product change in the last bit when the product is cut in blocks).
+    after row 3,072 of a 3,098-frame product change in the last bit when the product is cut in
+    blocks).
     """
     import python_speech_features as psf
     from numpy.lib.stride_tricks import sliding_window_view
@@ -82,8 +88,9 @@ def _cepstra(signal: np.ndarray, sr: int = SR) -> np.ndarray:
     for a in range(0, n, BLOCK):
         b = min(n, a + BLOCK)
         lo, hi = a * hop, (b - 1) * hop + win                       # the block's samples
-        # pre-emphasis y[k] = x[k] - 0.97 x[k-1] (y[0] = x[0]), element by element as psf computes it
-        emph = signal[lo:hi] - PREEMPH * signal[lo - 1:hi - 1] if lo else psf.sigproc.preemphasis(signal[:hi], PREEMPH)
+        # pre-emphasis y[k] = x[k] - 0.97 x[k-1] (y[0] = x[0]), element by element as psf does
+        emph = (signal[lo:hi] - PREEMPH * signal[lo - 1:hi - 1] if lo
+                else psf.sigproc.preemphasis(signal[:hi], PREEMPH))
         frames = sliding_window_view(emph, win)[::hop]               # (b - a, win) view, no copy
         pspec[a:b] = psf.sigproc.powspec(frames * window, N_FFT)
         energy[a:b] = np.sum(pspec[a:b], 1)
@@ -97,17 +104,20 @@ def _cepstra(signal: np.ndarray, sr: int = SR) -> np.ndarray:
 
 
 def _features(padded: np.ndarray, rows: int, sr: int = SR) -> np.ndarray:
-    """MFCC+delta rows of a cut that starts ``DELTA_N * HOP + WIN / 2`` samples before row 0's centre.
+    """MFCC+delta rows of a cut that starts ``DELTA_N * HOP + WIN / 2`` samples before row 0's
+    centre.
 
     ``padded`` must hold exactly ``(rows + 2 DELTA_N - 1) * HOP + WIN`` samples: frames
-    ``-DELTA_N .. rows + DELTA_N - 1`` are computed, the deltas use them, the extra rows are dropped.
+    ``-DELTA_N .. rows + DELTA_N - 1`` are computed, the deltas use them, the extra rows are
+    dropped.
     """
     hop, win = sr // RATE, int(round(0.025 * sr))
     total = rows + 2 * DELTA_N
     assert len(padded) == (total - 1) * hop + win, (len(padded), total)
     cep = _cepstra(np.asarray(padded, np.float64), sr)
     assert cep.shape == (total, N_CEP), cep.shape
-    # delta regression, vectorised (psf.delta loops in Python): d_t = sum n (c_{t+n} - c_{t-n}) / denom
+    # delta regression, vectorised (psf.delta loops in Python): d_t = sum n (c_{t+n} - c_{t-n}) /
+    # denom
     denom = 2 * sum(n * n for n in range(1, DELTA_N + 1))
     d = sum(n * (cep[DELTA_N + n: total - DELTA_N + n] - cep[DELTA_N - n: total - DELTA_N - n])
             for n in range(1, DELTA_N + 1)) / denom
@@ -128,14 +138,16 @@ def features_at(audio: np.ndarray, first_sample: int, rows: int, sr: int = SR) -
     ``first_sample + r * sr / 100``; the signal is zero outside ``audio``."""
     hop, win = sr // RATE, int(round(0.025 * sr))
     lead = DELTA_N * hop + win // 2
-    return _features(cut(audio, first_sample - lead, (rows + 2 * DELTA_N - 1) * hop + win), rows, sr)
+    return _features(cut(audio, first_sample - lead,
+                         (rows + 2 * DELTA_N - 1) * hop + win), rows, sr)
 
 
 def mfcc(wav: np.ndarray, sr: int = SR) -> np.ndarray:
     """MFCC + first derivatives of a whole signal: float32 ``(ceil(n / hop), 26)`` at 100 Hz.
 
-    Row ``r`` is centred at ``r / 100`` s of ``wav`` (module docstring for every setting); frames that
-    reach past either end read zeros. ``sr`` must be a multiple of 100 (16 kHz in the pipeline).
+    Row ``r`` is centred at ``r / 100`` s of ``wav`` (module docstring for every setting); frames
+    that reach past either end read zeros. ``sr`` must be a multiple of 100 (16 kHz in the
+    pipeline).
     """
     wav = np.asarray(wav, np.float32)
     if wav.ndim != 1:
@@ -160,7 +172,8 @@ def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = FPS,
     if feats.ndim != 2 or len(feats) == 0:
         raise ValueError(f"mfcc_windows: features must be (M >= 1, D), got shape {feats.shape}")
     if width < 1 or n_frames < 0:
-        raise ValueError(f"mfcc_windows: need width >= 1 and n_frames >= 0, got {width}, {n_frames}")
+        raise ValueError(f"mfcc_windows: need width >= 1 and n_frames >= 0, got {width}, "
+                         f"{n_frames}")
     centre = centre_rows(np.arange(n_frames, dtype=np.int64), fps)
     rows = np.clip(centre[:, None] + np.arange(width)[None, :] - width // 2, 0, len(feats) - 1)
     return feats[rows]
@@ -198,15 +211,19 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
     last = first + int(round((rows - 1) * hop * ratio))
     song_s = n / sr
     if last < 0 or first >= n:
-        raise StepError(f"take does not overlap the song: the take covers song time {first / sr:.2f}.."
-                        f"{last / sr:.2f} s, the song is 0..{song_s:.2f} s long (check sync offset_s)")
+        raise StepError(f"take does not overlap the song: the take covers song time "
+                        f"{first / sr:.2f}.."
+                        f"{last / sr:.2f} s, the song is 0..{song_s:.2f} s long (check sync "
+                        f"offset_s)")
     mix_span = cut(stems["mix"], first, last - first + 1)
     if float(np.max(np.abs(mix_span))) < SILENCE:
-        raise StepError(f"the song is silent during the whole take (song time {max(first, 0) / sr:.2f}.."
-                        f"{min(last, n - 1) / sr:.2f} s)")
-    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, song_rows, sr) for k in STEMS}
+        raise StepError(f"the song is silent during the whole take (song time "
+                        f"{max(first, 0) / sr:.2f}..{min(last, n - 1) / sr:.2f} s)")
+    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, song_rows, sr)
+           for k in STEMS}
     if drift_ppm != 0:
-        at = np.arange(rows) * ratio                      # fractional song-grid row of each video row
+        # fractional song-grid row of each video row
+        at = np.arange(rows) * ratio
         lo = np.minimum(at.astype(np.int64), song_rows - 2)
         w = (at - lo)[:, None].astype(np.float32)
         for k in STEMS:
@@ -223,14 +240,15 @@ def work(args) -> None:
     info = load_json(args.ingest)
     sync = load_json(args.sync)
     check_upstream(args.vocals, args.music, args.mix)
-    stems = {"vocals": read_wav(args.vocals, SR), "music": read_wav(args.music, SR), "mix": read_wav(args.mix, SR)}
+    stems = {"vocals": read_wav(args.vocals, SR), "music": read_wav(args.music, SR),
+             "mix": read_wav(args.mix, SR)}
     fps = info.get("fps", FPS)
     fps = int(fps) if float(fps).is_integer() else float(fps)
     offset = float(sync["offset_s"])
     drift = float(sync.get("drift_ppm", 0.0))
     feats = take_features(stems, offset, int(info["n_frames"]), fps, drift_ppm=drift)
-    print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, drift {drift:+.1f} ppm, "
-          f"coverage {float(feats['coverage']):.3f}", file=sys.stderr)
+    print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, drift "
+          f"{drift:+.1f} ppm, coverage {float(feats['coverage']):.3f}", file=sys.stderr)
     save_npz(args.out, **feats, offset_s=np.float64(offset))
 
 

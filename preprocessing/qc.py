@@ -81,15 +81,16 @@ def _sync_why(sync: dict, min_conf: float) -> str:
 
 def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_confidence: float,
                min_valid_fraction: float, min_frames: int) -> dict:
-    """The qc.json dict of one take. ``paths``: step name -> file (ingest, sync, mfcc, track, coeffs,
-    au45, eyes); a missing key skips that input."""
+    """The qc.json dict of one take. ``paths``: step name -> file (ingest, sync, mfcc, track,
+    coeffs, au45, eyes); a missing key skips that input."""
     reasons: list[str] = []
     d = {name: _load(name, paths.get(name), reasons) for name in
          ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
     ingest, sync = d["ingest"], d["sync"]
     n = None
     result = {"take": take, "subject": subject, "song": song, "n_frames": None, "duration_s": None,
-              "valid_fraction": None, "sync_confidence": None, "sync_method": None, "offset_s": None,
+              "valid_fraction": None, "sync_confidence": None, "sync_method": None,
+              "offset_s": None,
               "thresholds": {"min_sync_confidence": min_sync_confidence,
                              "min_valid_fraction": min_valid_fraction, "min_frames": min_frames}}
 
@@ -113,7 +114,8 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
 
     def sync_checks():
         conf = float(sync["confidence"])
-        result.update(sync_confidence=conf, sync_method=str(sync["method"]), offset_s=float(sync["offset_s"]))
+        result.update(sync_confidence=conf, sync_method=str(sync["method"]),
+                      offset_s=float(sync["offset_s"]))
         if not conf >= min_sync_confidence:
             _add(reasons, f"low sync confidence: {conf:.2f} < {min_sync_confidence:g}"
                           + _sync_why(sync, min_sync_confidence))
@@ -129,13 +131,14 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
             for k in MFCC_KEYS:
                 a = np.asarray(z[k])
                 if a.shape != (m, MFCC_DIM):
-                    _add(reasons, f"mfcc length mismatch: {k} has shape {a.shape}, expected ({m}, {MFCC_DIM}) "
-                                  f"for {n} frames")
+                    _add(reasons, f"mfcc length mismatch: {k} has shape {a.shape}, expected ({m}, "
+                                  f"{MFCC_DIM}) for {n} frames")
                 elif not np.isfinite(a).all():
                     _add(reasons, f"mfcc: non-finite values in {k}")
-            if sync is not None and "offset_s" in z and abs(float(z["offset_s"]) - float(sync["offset_s"])) > 1e-6:
-                _add(reasons, f"mfcc: computed with offset {float(z['offset_s']):.3f} s but sync says "
-                              f"{float(sync['offset_s']):.3f} s (stale file)")
+            if (sync is not None and "offset_s" in z
+                    and abs(float(z["offset_s"]) - float(sync["offset_s"])) > 1e-6):
+                _add(reasons, f"mfcc: computed with offset {float(z['offset_s']):.3f} s but sync "
+                              f"says {float(sync['offset_s']):.3f} s (stale file)")
 
         if d["mfcc"] is not None:
             check("mfcc", mfcc_checks)
@@ -146,7 +149,8 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
                 if k not in z:
                     _add(reasons, f"{name}: missing array '{k}'")
                 elif len(z[k]) != n:
-                    _add(reasons, f"{name} length mismatch: {k} has {len(z[k])} frames, expected {n}")
+                    _add(reasons,
+                         f"{name} length mismatch: {k} has {len(z[k])} frames, expected {n}")
 
         for name in FRAME_ARRAYS:
             if d[name] is not None:
@@ -171,7 +175,8 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
                 if z is None:
                     continue
                 for k in keys:
-                    if k in z and len(z[k]) == n and not np.isfinite(np.asarray(z[k], np.float64)[valid]).all():
+                    if (k in z and len(z[k]) == n
+                            and not np.isfinite(np.asarray(z[k], np.float64)[valid]).all()):
                         _add(reasons, f"{name}: non-finite values in {k} on valid frames")
 
         check("valid", valid_checks)
@@ -182,7 +187,8 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m preprocessing.qc", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.qc",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--take", required=True)
     ap.add_argument("--subject", required=True)
     ap.add_argument("--song", required=True)
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-frames", type=int, required=True, help="qc.min_frames")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    paths = {k: getattr(a, k) for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
+    paths = {k: getattr(a, k)
+             for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes")}
 
     def work():
         res = check_take(a.take, a.subject, a.song, paths,

@@ -11,13 +11,14 @@ Contracts fixed here (the reader, ``musicface.data``, relies on them):
 
 * ``subjects`` (root attribute) = the sorted subject names of the passing takes (train and test);
   a take's ``subject_index`` is its subject's position in that list: the model's one-hot order.
-* ``valid`` = tracked AND coefficients valid AND eye state valid. In frames with ``valid == 0`` every
-  per-frame array (exp, pose, au45, eye_long, eye_blink, landmarks) holds 0, never NaN.
+* ``valid`` = tracked AND coefficients valid AND eye state valid. In frames with ``valid == 0``
+  every per-frame array (exp, pose, au45, eye_long, eye_blink, landmarks) holds 0, never NaN.
 * MFCC arrays have ``M = ceil(N * mfcc_rate / fps)`` rows; row 0 is the time of video frame 0.
 * Deterministic: the same inputs give the same arrays and the same file bytes (fixed order, no HDF5
   timestamps, no wall-clock attribute), so ``manifest.json`` sha256 values are reproducible.
 * Atomic: the set is built in a hidden temp folder beside ``--out`` and renamed into place at the
-  end; a killed job leaves only ``.<name>.tmp-*`` (removed by the next run), never a set that looks done.
+  end; a killed job leaves only ``.<name>.tmp-*`` (removed by the next run), never a set that looks
+  done.
 """
 from __future__ import annotations
 
@@ -34,13 +35,19 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from preprocessing.coeffs import expression_from_coeffs
 from preprocessing.common import StepError, config_sha, load_json, load_npz, sha256_file
-from preprocessing.shard_schema import (ARRAYS, DATASET_CONFIG_KEYS, SCHEMA_VERSION, from_attrs,
-                                        root_attrs, root_meta, to_attrs)
+from preprocessing.shard_schema import (
+    ARRAYS,
+    DATASET_CONFIG_KEYS,
+    SCHEMA_VERSION,
+    from_attrs,
+    root_attrs,
+    root_meta,
+    to_attrs,
+)
 from preprocessing.timebase import FPS, MFCC_DIM, MFCC_KEYS, n_mfcc_rows
 
 # Chunk lengths along time (bench/reader.py measured the choices): ~17 s of video per frame-array
@@ -51,8 +58,8 @@ CHUNK_MFCC = 2048
 COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 # libraries whose versions go into each take's tool_versions attribute
-TOOL_PACKAGES = ("musicface", "numpy", "scipy", "librosa", "python_speech_features", "mediapipe", "av",
-                 "h5py", "syncnet-python")
+TOOL_PACKAGES = ("musicface", "numpy", "scipy", "librosa", "python_speech_features", "mediapipe",
+                 "av", "h5py", "syncnet-python")
 
 
 @dataclass
@@ -121,7 +128,8 @@ def assemble_take(take_dir: str | os.PathLike, basis: dict, take: str, subject: 
     m = n_mfcc_rows(n)
 
     backend = _str(coeffs["backend"])
-    exp = expression_from_coeffs(coeffs, basis)  # builtin: residual on the PCA basis; deep3d: exp as is
+    # builtin: residual on the PCA basis; deep3d: exp as is
+    exp = expression_from_coeffs(coeffs, basis)
     valid = (np.asarray(track["valid"]).astype(bool) & np.asarray(coeffs["valid"]).astype(bool)
              & np.asarray(eyes["valid"]).astype(bool))
 
@@ -137,7 +145,8 @@ def assemble_take(take_dir: str | os.PathLike, basis: dict, take: str, subject: 
     )
     for k in MFCC_KEYS:
         if arrays[k].shape != (m, MFCC_DIM):
-            raise StepError(f"take '{take}': {k} has shape {arrays[k].shape}, expected ({m}, {MFCC_DIM})")
+            raise StepError(f"take '{take}': {k} has shape {arrays[k].shape}, expected ({m}, "
+                            f"{MFCC_DIM})")
     for k in ("exp", "pose", "au45", "eye_long", "eye_blink", "valid", "landmarks"):
         if arrays[k].shape[0] != n:
             raise StepError(f"take '{take}': {k} has {arrays[k].shape[0]} frames, expected {n}")
@@ -175,7 +184,8 @@ def write_shard(path: str | os.PathLike, takes: list[TakeData], subjects: list[s
         root = f.create_group("takes")
         for t in takes:
             if t.arrays["exp"].shape[1] != exp_dim:
-                raise StepError(f"take '{t.take}': exp has {t.arrays['exp'].shape[1]} dims, expected {exp_dim}")
+                raise StepError(f"take '{t.take}': exp has {t.arrays['exp'].shape[1]} dims, "
+                                f"expected {exp_dim}")
             g = root.create_group(t.take)
             for k, v in to_attrs(t.attrs(index[t.subject])).items():
                 g.attrs[k] = v
@@ -241,6 +251,8 @@ def write_shard_set(out: str | os.PathLike, takes: list[TakeData], takes_per_sha
 # ------------------------------------------------------------------------------------------ CLI
 def build(split_tsv, basis_path, work_dir, out, takes_per_shard: int, config: dict) -> dict:
     """The rule's job: every take of split.tsv -> the shard set at ``out``."""
+    import pandas as pd  # not at the top: the writer alone (bench/train.py) needs no pandas
+
     rows = pd.read_csv(split_tsv, sep="\t", dtype=str, keep_default_na=False)
     if rows.empty:
         raise StepError(f"no take passed QC ({split_tsv} is empty): see qc.tsv beside it")
@@ -249,21 +261,24 @@ def build(split_tsv, basis_path, work_dir, out, takes_per_shard: int, config: di
     sep_backend = config.get("separate", {}).get("backend", "builtin")
     takes = []
     for r in tqdm(rows.itertuples(index=False), total=len(rows), desc="assemble takes"):
-        takes.append(assemble_take(Path(work_dir) / r.take, basis, r.take, r.subject, r.song, r.split,
-                                   sep_backend))
+        takes.append(assemble_take(Path(work_dir) / r.take, basis, r.take, r.subject, r.song,
+                                   r.split, sep_backend))
     exp_dim = config.get("coeffs", {}).get("exp_dim")
     if takes[0].backends["coeffs"] == "deep3d":
         exp_dim = takes[0].arrays["exp"].shape[1]
-    return write_shard_set(out, takes, takes_per_shard, config_sha(dataset_cfg), exp_dim, progress=True)
+    return write_shard_set(out, takes, takes_per_shard, config_sha(dataset_cfg), exp_dim,
+                           progress=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m preprocessing.shards", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m preprocessing.shards",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--split", required=True, help="dataset/split.tsv (take, subject, song, split)")
     ap.add_argument("--basis", required=True, help="dataset/exp_basis.npz")
     ap.add_argument("--work", required=True, help="folder holding work/takes/<take>/")
     ap.add_argument("--takes-per-shard", type=int, default=32)
-    ap.add_argument("--config-json", default="{}", help="the dataset part of the config (for config_sha)")
+    ap.add_argument("--config-json", default="{}",
+                    help="the dataset part of the config (for config_sha)")
     ap.add_argument("--out", required=True, help="output folder (dataset/shards)")
     a = ap.parse_args(argv)
     try:
@@ -272,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         # a gathering step: no single take to blame, so no failure record; the run stops here
         print(f"musicface: step 'shards': {e}", file=sys.stderr, flush=True)
         return 1
-    print(f"shards: {man['n_takes']} takes, {len(man['files'])} files, {man['hours'] * 60:.1f} min -> {a.out}",
+    print(f"shards: {man['n_takes']} takes, {len(man['files'])} files, {man['hours'] * 60:.1f} min "
+          f"-> {a.out}",
           file=sys.stderr)
     return 0
 

@@ -36,7 +36,8 @@ MIN_DECODED_FRACTION = 0.5  # a song with less than this decodable is too broken
 
 
 def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
-    """Decode ``path`` to float32 mono at ``sr``; return ``(mix, info)`` (``info`` without ``song``).
+    """Decode ``path`` to float32 mono at ``sr``; return ``(mix, info)`` (``info`` without
+    ``song``).
 
     Raises StepError for the bad inputs listed in the module docstring.
     """
@@ -54,8 +55,10 @@ def decode_song(path: str | Path, sr: int = SR) -> tuple[np.ndarray, dict]:
                         f"{len(mix) / sr:.1f} s corrupt in {len(gaps)} stretches, the first at "
                         f"{gaps[0][0]:.1f} s): too little is left")
     finite = np.isfinite(mix)
-    if not finite.all():  # before the peak: max |x| of NaN samples is NaN, which would read as silence
-        raise StepError(f"audio contains NaN or infinite samples (the first at {np.argmin(finite) / sr:.1f} s)")
+    # before the peak: max |x| of NaN samples is NaN, which would read as silence
+    if not finite.all():
+        raise StepError(f"audio contains NaN or infinite samples (the first at "
+                        f"{np.argmin(finite) / sr:.1f} s)")
     duration = len(mix) / sr
     if duration < MIN_SECONDS:
         raise StepError(f"song too short: {duration:.2f} s (need at least {MIN_SECONDS:g} s)")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-json", required=True)
     args = ap.parse_args(argv)
     return run_step("song", args.song, [args.out_wav, args.out_json],
-                    lambda: song_step(args.song, args.audio, args.out_wav, args.out_json), kind="song")
+                    lambda: song_step(args.song, args.audio, args.out_wav,
+                                      args.out_json), kind="song")
 
 
 if __name__ == "__main__":

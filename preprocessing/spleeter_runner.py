@@ -1,4 +1,4 @@
-"""Spleeter 2stems runner: executed by the Spleeter interpreter (``.venv-spleeter``), not by MusicFace's.
+"""Spleeter 2stems runner: run by the Spleeter interpreter (``.venv-spleeter``), not by MusicFace's.
 
 ``preprocessing.separate --backend spleeter`` decodes the song at 44.1 kHz stereo, saves it as a
 float32 ``(n, 2)`` .npy and runs::
@@ -9,12 +9,12 @@ float32 ``(n, 2)`` .npy and runs::
 which writes ``D/vocals.npy`` and ``D/accompaniment.npy`` (float32 ``(n, 2)``, 44.1 kHz).
 
 How Spleeter is used: its own model code (``EstimatorSpecBuilder`` on its ``spleeter:2stems``
-configuration, Wiener filtering off, as ``spleeter separate`` by default) builds the prediction graph
-once; the weights are restored with a TF Saver from the given checkpoint, which fails loudly when a
-variable is missing - so no download and no silent fallback to fresh random weights, whatever
-Spleeter's ``MODEL_PATH`` logic would do. The whole input is separated (no 600 s ``duration`` limit):
-the network runs on ``chunk_s`` pieces (bounded memory: Spleeter needs ~25 MB per second of audio
-per call) cross-faded linearly over ``overlap_s``.
+configuration, Wiener filtering off, as ``spleeter separate`` by default) builds the prediction
+graph once; the weights are restored with a TF Saver from the given checkpoint, which fails loudly
+when a variable is missing - so no download and no silent fallback to fresh random weights, whatever
+Spleeter's ``MODEL_PATH`` logic would do. The whole input is separated (no 600 s ``duration``
+limit): the network runs on ``chunk_s`` pieces (bounded memory: Spleeter needs ~25 MB per second of
+audio per call) cross-faded linearly over ``overlap_s``.
 
 Only numpy is imported at module level, so the chunking helpers can be imported and tested from
 MusicFace's own environment (numpy 2); tensorflow / spleeter are imported in :func:`main`.
@@ -35,10 +35,12 @@ STEMS = ("vocals", "accompaniment")
 
 
 def chunk_spans(n: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
-    """Cover ``[0, n)`` with windows ``[start, stop)`` of at most ``chunk`` samples; consecutive windows
-    share exactly ``overlap`` samples (the cross-fade) and the last one is longer than ``overlap``."""
+    """Cover ``[0, n)`` with windows ``[start, stop)`` of at most ``chunk`` samples; consecutive
+    windows share exactly ``overlap`` samples (the cross-fade) and the last one is longer than
+    ``overlap``."""
     if chunk <= 0 or overlap < 0 or overlap >= chunk:
-        raise ValueError(f"chunk_spans: need chunk > overlap >= 0, got chunk={chunk} overlap={overlap}")
+        raise ValueError(f"chunk_spans: need chunk > overlap >= 0, got chunk={chunk} "
+                         f"overlap={overlap}")
     if n <= chunk:
         return [(0, n)]
     step = chunk - overlap
@@ -48,7 +50,8 @@ def chunk_spans(n: int, chunk: int, overlap: int) -> list[tuple[int, int]]:
 
 def separate_in_chunks(wave: np.ndarray, separate: Callable[[np.ndarray], dict], chunk: int,
                        overlap: int, log=None) -> dict[str, np.ndarray]:
-    """Run ``separate`` (``(m, 2) -> {stem: (m, 2)}``) on overlapping pieces of ``wave`` and join them.
+    """Run ``separate`` (``(m, 2) -> {stem: (m, 2)}``) on overlapping pieces of ``wave`` and join
+    them.
 
     In each shared region the earlier piece fades out and the later fades in linearly
     (weights sum to 1), so a separator that is the same everywhere gives back exactly its output on
@@ -57,7 +60,8 @@ def separate_in_chunks(wave: np.ndarray, separate: Callable[[np.ndarray], dict],
     n = len(wave)
     spans = chunk_spans(n, chunk, overlap)
     out: dict[str, np.ndarray] = {}
-    ramp = ((np.arange(overlap) + 0.5) / overlap).astype(np.float32) if overlap else np.zeros(0, np.float32)
+    ramp = (((np.arange(overlap) + 0.5) / overlap).astype(np.float32) if overlap
+            else np.zeros(0, np.float32))
     for i, (a, b) in enumerate(spans):
         t = time.time()
         pieces = separate(np.ascontiguousarray(wave[a:b]))
@@ -69,7 +73,8 @@ def separate_in_chunks(wave: np.ndarray, separate: Callable[[np.ndarray], dict],
         for name, y in pieces.items():
             y = np.asarray(y, np.float32)
             if y.shape[0] != b - a:  # the network pads internally; keep exactly the input's samples
-                y = y[: b - a] if y.shape[0] > b - a else np.pad(y, ((0, b - a - y.shape[0]), (0, 0)))
+                y = y[: b - a] if y.shape[0] > b - a else np.pad(y,
+                                                                 ((0, b - a - y.shape[0]), (0, 0)))
             if name not in out:
                 out[name] = np.zeros((n,) + y.shape[1:], np.float32)
             out[name][a:b] += y * w.reshape((-1,) + (1,) * (y.ndim - 1))
@@ -103,11 +108,13 @@ def _tf_reason(e: Exception) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Spleeter 2stems on a float32 (n, 2) 44.1 kHz .npy")
     ap.add_argument("--input", required=True)
-    ap.add_argument("--model-dir", required=True, help="the 2stems folder (checkpoint, model.*, .probe)")
+    ap.add_argument("--model-dir", required=True,
+                    help="the 2stems folder (checkpoint, model.*, .probe)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--chunk-s", type=float, default=120.0)
     ap.add_argument("--overlap-s", type=float, default=2.0)
-    ap.add_argument("--threads", type=int, default=0, help="TensorFlow intra/inter-op threads (0 = default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="TensorFlow intra/inter-op threads (0 = default)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -125,8 +132,8 @@ def main(argv=None) -> int:
     params = load_configuration("spleeter:2stems")
     params["MWF"] = False
     if params["sample_rate"] != SAMPLE_RATE or tuple(params["instrument_list"]) != STEMS:
-        raise SystemExit(f"spleeter_runner: error: unexpected 2stems configuration: {params['sample_rate']} Hz, "
-                         f"{params['instrument_list']}")
+        raise SystemExit(f"spleeter_runner: error: unexpected 2stems configuration: "
+                         f"{params['sample_rate']} Hz, {params['instrument_list']}")
     t0 = time.time()
     graph = tf.Graph()
     with graph.as_default():
@@ -139,11 +146,13 @@ def main(argv=None) -> int:
         session = tf.compat.v1.Session(graph=graph, config=config)
         checkpoint = find_checkpoint(model_dir)
         try:
-            tf.compat.v1.train.Saver().restore(session, checkpoint)  # raises if any variable is missing
-        except Exception as e:  # noqa: BLE001 - TF raises several kinds; all mean "not a 2stems model"
-            raise SystemExit(f"spleeter_runner: error: cannot restore a 2stems model from {checkpoint}: "
-                             f"{type(e).__name__}: {_tf_reason(e)}")
-    log(f"restored {checkpoint} in {time.time() - t0:.1f} s; separating {len(wave) / SAMPLE_RATE:.1f} s")
+            # raises if any variable is missing
+            tf.compat.v1.train.Saver().restore(session, checkpoint)
+        except Exception as e:  # TF raises several kinds; all mean "not a 2stems model"
+            raise SystemExit(f"spleeter_runner: error: cannot restore a 2stems model from "
+                             f"{checkpoint}: {type(e).__name__}: {_tf_reason(e)}") from e
+    log(f"restored {checkpoint} in {time.time() - t0:.1f} s; separating "
+        f"{len(wave) / SAMPLE_RATE:.1f} s")
 
     def separate(piece: np.ndarray) -> dict:
         feed = provider.get_feed_dict(features, piece, "musicface")

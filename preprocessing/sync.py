@@ -26,9 +26,17 @@ import numpy as np
 import scipy.fft as sfft
 from scipy.signal import fftconvolve
 
-from preprocessing.common import (StepError, UpstreamFailed, check_upstream, load_json, load_npz,
-                                  read_failure, run_step, save_json)
 from preprocessing import geometry
+from preprocessing.common import (
+    StepError,
+    UpstreamFailed,
+    check_upstream,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_json,
+)
 from preprocessing.media import decode_audio, iter_frames, read_wav
 from preprocessing.timebase import FPS, SR
 
@@ -36,12 +44,16 @@ EXCLUDE_S = 0.1          # sidelobes: lags farther than this from the peak (reve
 TRIM_S = 1.0             # confidence: the peak without its best second of the take (shared samples)
 TAIL_PEAKS = 20          # confidence: the spacing of the 20 largest sidelobe peaks (tail)
 DRIFT_MIN_CONFIDENCE = 7.0  # drift trusted at this confidence (a constant, not sync.min_confidence)
-MAX_DRIFT_PPM = 1000.0   # clock drift: the largest drift looked for (cameras: 10-100 ppm, some 200+)
+MAX_DRIFT_PPM = 1000.0   # clock drift: the largest drift looked for (cameras: 10-100 ppm, some
+                         # 200+)
 DRIFT_PIECE_S = 2.0      # clock drift: pieces of the take aligned on their own
-DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DRIFT_PPM x take length
-DRIFT_INLIER_S = 0.001   # clock drift: pieces this close to the robust line (+ half their smear) agree
+DRIFT_WINDOW_S = 0.02    # clock drift: pieces are searched within this + MAX_DRIFT_PPM x take
+                         # length
+DRIFT_INLIER_S = 0.001   # clock drift: pieces this close to the robust line (+ half their smear)
+                         # agree
 DRIFT_MIN_SUPPORT = 1 / 3  # clock drift: the share of pieces that must agree before it is corrected
-DRIFT_MIN_SMEAR = 1.0    # samples: a drift x take length below this is not corrected (nothing to gain)
+DRIFT_MIN_SMEAR = 1.0    # samples: a drift x take length below this is not corrected (nothing to
+                         # gain)
 BAND_NPERSEG = 512       # usable band: Welch spectrum in 31 Hz bins (at 16 kHz) ...
 BAND_SEGMENTS = 400      # ... of at most this many segments (13 s) spread over the signal
 BAND_FLOOR_DB = 60.0     # bins this far below the spectrum's 90th percentile hold nothing
@@ -85,8 +97,9 @@ def _sidelobes(corr: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
 
 def _best_window(x: np.ndarray, w: int) -> tuple[int, float, int]:
     """``(start, sum, length)`` of the about ``w`` circularly consecutive values of ``x`` with the
-    largest sum; windows of ``w // step`` blocks of ``step = w // 20`` samples. By hand: numpy has no
-    circular running sum, and block sums keep a 10-minute array from needing a float64 running sum."""
+    largest sum; windows of ``w // step`` blocks of ``step = w // 20`` samples. By hand: numpy has
+    no circular running sum, and block sums keep a 10-minute array from needing a float64 running
+    sum."""
     w = min(w, len(x))
     step = max(1, w // 20)
     blocks = np.add.reduceat(x, np.arange(0, len(x), step), dtype=np.float64)
@@ -97,15 +110,15 @@ def _best_window(x: np.ndarray, w: int) -> tuple[int, float, int]:
     return j * step, float(sums[j]), min(k * step, len(x))
 
 
-def _trimmed_peak(aw: np.ndarray, bw: np.ndarray, corr: np.ndarray, i: int, first: int, lo: int, hi: int,
-                  trim: int) -> tuple[float, float, int]:
+def _trimmed_peak(aw: np.ndarray, bw: np.ndarray, corr: np.ndarray, i: int, first: int, lo: int,
+                  hi: int, trim: int) -> tuple[float, float, int]:
     """The peak zone's maximum once the ``trim`` samples of ``a`` that add most to ``corr[i]`` are
     left out: ``(value, their share of corr[i], where they start in a)``.
 
-    ``aw``, ``bw``: the (weighted) signals whose circular correlation is ``corr`` (``corr[j]`` is lag
-    ``first + j``); sample ``n`` of ``a`` adds ``aw[n] bw[n + lag]`` to the correlation at ``lag``.
-    Only the zone ``lo:hi`` is recomputed (the correlation is linear in ``a``), so drift that moves
-    the rest of the take a few samples off ``i`` still counts for it.
+    ``aw``, ``bw``: the (weighted) signals whose circular correlation is ``corr`` (``corr[j]`` is
+    lag ``first + j``); sample ``n`` of ``a`` adds ``aw[n] bw[n + lag]`` to the correlation at
+    ``lag``. Only the zone ``lo:hi`` is recomputed (the correlation is linear in ``a``), so drift
+    that moves the rest of the take a few samples off ``i`` still counts for it.
     """
     nfft = len(aw)
     lag = first + i
@@ -118,16 +131,20 @@ def _trimmed_peak(aw: np.ndarray, bw: np.ndarray, corr: np.ndarray, i: int, firs
     del contrib
     seg_a = aw[(start + np.arange(w)) % nfft]
     seg_b = bw[(start + first + lo + np.arange(w + hi - lo - 1)) % nfft]
-    removed = fftconvolve(seg_b, seg_a[::-1], mode="valid")  # removed[j]: what seg_a adds at lag first+lo+j
+    # removed[j]: what seg_a adds at lag first+lo+j
+    removed = fftconvolve(seg_b, seg_a[::-1], mode="valid")
     value = float(np.max(corr[lo:hi] - removed))
-    return value, (best / total if total > 0 else 1.0), (start if start < nfft // 2 else start - nfft)
+    return (value, (best / total if total > 0 else 1.0),
+            (start if start < nfft // 2 else start - nfft))
 
 
-def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int, k: int = TAIL_PEAKS) -> tuple[float, float]:
-    """``(p_1, scale)``: the sidelobe peaks are the block maxima (blocks of ``block`` lags outside the
-    peak zone ``lo:hi``) at least as high as both neighbouring blocks' (not the shoulder of a peak);
-    of the ``k`` largest, ``p_1 >= ... >= p_k``, ``scale = mean(p_1 .. p_k-1) - p_k``, the mean
-    spacing of the top order statistics of the sidelobe process. NaN with fewer than 5 peaks."""
+def _tail_scale(corr: np.ndarray, lo: int, hi: int, block: int,
+                k: int = TAIL_PEAKS) -> tuple[float, float]:
+    """``(p_1, scale)``: the sidelobe peaks are the block maxima (blocks of ``block`` lags outside
+    the peak zone ``lo:hi``) at least as high as both neighbouring blocks' (not the shoulder of a
+    peak); of the ``k`` largest, ``p_1 >= ... >= p_k``, ``scale = mean(p_1 .. p_k-1) - p_k``, the
+    mean spacing of the top order statistics of the sidelobe process. NaN with fewer than 5
+    peaks."""
     nb = len(corr) // block
     m = corr[:nb * block].reshape(nb, block)
     top = m.max(axis=1)
@@ -152,7 +169,8 @@ def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: in
         return {"confidence": 0.0, "psr": 0.0, "trimmed_psr": 0.0, "lead": 0.0, "tail": 0.0,
                 "runner_up_psr": 0.0, "noise_psr": noise, "peak_to_second": 1.0}
     peak = float(corr[i])
-    second = max(float(np.abs(corr[:lo]).max(initial=0.0)), float(np.abs(corr[hi:]).max(initial=0.0)))
+    second = max(float(np.abs(corr[:lo]).max(initial=0.0)),
+                 float(np.abs(corr[hi:]).max(initial=0.0)))
     # runner-up: the best other alignment = the largest local maximum outside the peak zone (a broad
     # peak's shoulders are not local maxima, so they do not count against it)
     local = np.zeros(len(corr), bool)
@@ -160,7 +178,8 @@ def _score(corr: np.ndarray, i: int, lo: int, hi: int, trimmed: float, block: in
     local[lo:hi] = False
     runner = float(corr[local].max()) if local.any() else mean
     del local
-    psr, trimmed_psr, runner_psr = (peak - mean) / std, (trimmed - mean) / std, (runner - mean) / std
+    psr, trimmed_psr, runner_psr = ((peak - mean) / std, (trimmed - mean) / std,
+                                    (runner - mean) / std)
     lead = psr - runner_psr
     p1, scale = _tail_scale(corr, lo, hi, block)
     tail = (peak - p1) / scale if scale > 0 else 0.0  # (NaN scale: too few sidelobe peaks to tell)
@@ -214,14 +233,15 @@ def _band_mask(nfft: int, rate: float, band: tuple[float, float] | None) -> np.n
 def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, refine_s: float = 0.0,
                min_overlap: int = 1, band: tuple[float, float] | None = None,
                disambiguate: bool = False, valid: np.ndarray | None = None) -> dict:
-    """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >= ``min_overlap``.
+    """Find ``k`` maximising ``r[k] = sum_n a[n] b[n + k]`` over all lags with overlap >=
+    ``min_overlap``.
 
     Both spectra are weighted by ``|X|^-beta`` for the search (0: plain correlation, 1: PHAT; the
     same as ``|G|^-beta`` on the cross-spectrum ``G = conj(A) B``, since ``|G| = |A| |B|``). With
-    ``refine_s > 0`` the peak is then looked up again within ``+-refine_s`` of the search peak in the
-    PHAT-weighted correlation (one sample wide), and the statistics are those of that peak in the
-    PHAT correlation over all lags; otherwise the search correlation's. The final peak is refined
-    below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
+    ``refine_s > 0`` the peak is then looked up again within ``+-refine_s`` of the search peak in
+    the PHAT-weighted correlation (one sample wide), and the statistics are those of that peak in
+    the PHAT correlation over all lags; otherwise the search correlation's. The final peak is
+    refined below one sample by a parabola. Returns ``offset_s`` (``k / rate``), ``lag`` (integer),
     ``search_lag``, ``confidence``, ``psr``, ``trimmed_psr``, ``trim_fraction``, ``trim_at_s``
     (where the left-out second starts in ``a``, s), ``lead``, ``tail``, ``runner_up_psr``,
     ``noise_psr``, ``peak_to_second``, ``search_psr``, ``n_lags`` (docs/sync.md). ``band``
@@ -292,7 +312,8 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         i, extra = _competitors(corr, i, exclude, a, b, first, rate, lagged_in, bw, valid)
     del wb
     lo, hi = max(0, i - exclude), min(len(corr), i + exclude + 1)  # the peak zone
-    trimmed, frac, at = _trimmed_peak(aw, bw, corr, i, first, lo, hi, max(1, int(round(TRIM_S * rate))))
+    trimmed, frac, at = _trimmed_peak(aw, bw, corr, i, first, lo, hi,
+                                      max(1, int(round(TRIM_S * rate))))
     del aw, bw
     stats = _score(corr, i, lo, hi, trimmed, exclude)
     if extra.get("competitors"):
@@ -305,8 +326,8 @@ def xcorr_peak(a: np.ndarray, b: np.ndarray, rate: float, beta: float = 0.0, ref
         den = y0 - 2 * y1 + y2
         delta = 0.5 * (y0 - y2) / den if den < 0 else 0.0
     lag = first + i
-    return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag), **stats,
-            "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr,
+    return {"offset_s": float((lag + delta) / rate), "lag": int(lag), "search_lag": int(search_lag),
+            **stats, "trim_fraction": frac, "trim_at_s": at / rate, "search_psr": search_psr,
             "n_lags": len(corr), **extra}
 
 
@@ -494,7 +515,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
     drift = clock_drift(camera, song, res["offset_s"], sr, band=band, valid=valid)
     used = "plain"
     extra = {"confidence_plain": res["confidence"]}
-    if drift.get("drift_supported") and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR:
+    if (drift.get("drift_supported")
+            and abs(drift["drift_ppm"]) * 1e-6 * len(camera) >= DRIFT_MIN_SMEAR):
         cam2, realised = resample_clock(camera, drift["drift_ppm"])
         valid2 = None if valid is None else valid[np.minimum(np.round(
             np.arange(len(cam2)) / (1 + realised * 1e-6)).astype(np.int64), len(valid) - 1)]
@@ -502,7 +524,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
         del cam2
         extra.update(confidence_compensated=res2["confidence"], offset_plain_s=res["offset_s"],
                      drift_applied_ppm=realised)
-        if res2["psr"] >= res["psr"]:  # the sharper peak: a real drift sharpens it, a wrong one smears it
+        # the sharper peak: a real drift sharpens it, a wrong one smears it
+        if res2["psr"] >= res["psr"]:
             res, used = res2, "drift-compensated"
     details = {k: res[k] for k in DETAILS}
     details["competitors"] = res.get("competitors", [])
@@ -513,7 +536,8 @@ def gcc_phat_offset(camera: np.ndarray, song: np.ndarray, sr: int = SR,
     if drift:
         details.update(drift_pieces=drift["drift_pieces"], drift_supported=drift["drift_supported"])
     if drift and res["confidence"] >= DRIFT_MIN_CONFIDENCE:  # the offset is known: so is the drift
-        details.update({k: drift[k] for k in ("drift_ppm", "drift_segments", "offset_start_s", "offset_end_s")})
+        details.update({k: drift[k]
+                        for k in ("drift_ppm", "drift_segments", "offset_start_s", "offset_end_s")})
     return {"offset_s": res["offset_s"], "confidence": res["confidence"], "method": "gcc-phat",
             "details": details}
 
@@ -542,7 +566,8 @@ def piece_offsets(camera: np.ndarray, song: np.ndarray, lag: int, piece: int, wi
     lags = np.empty(len(starts))
     for b in range(0, len(starts), batch):
         c = np.stack([camera[a:a + piece] for a in starts[b:b + batch]]).astype(np.float32)
-        s = np.stack([song[f:f + piece + 2 * window] for f in first[b:b + batch]]).astype(np.float32)
+        s = np.stack([song[f:f + piece + 2 * window]
+                      for f in first[b:b + batch]]).astype(np.float32)
         g = np.conj(sfft.rfft(c, nfft, axis=1, workers=1)) * sfft.rfft(s, nfft, axis=1, workers=1)
         mag = np.abs(g)
         g /= np.maximum(mag, 1e-6 * mag.max(axis=1, keepdims=True) + 1e-30)  # PHAT
@@ -596,7 +621,8 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     t, off = centres / sr, lags / sr
     slope = theilslopes(off, t)[0]
     # the line through the median residual (theilslopes' own intercept, median(off) - slope x
-    # median(t), is off by slope x (t of the median offset - median t) when outliers move the median)
+    # median(t), is off by slope x (t of the median offset - median t) when outliers move the
+    # median)
     intercept = float(np.median(off - slope * t))
     inlier = np.abs(off - (intercept + slope * t)) <= DRIFT_INLIER_S + abs(slope) * segment_s / 2
     if inlier.sum() >= 3:
@@ -612,14 +638,15 @@ def clock_drift(camera: np.ndarray, song: np.ndarray, offset_s: float, sr: int =
     k = int(inlier.sum())
     # a slope the window cannot hold is no measurement (the window holds up to 2 MAX_DRIFT_PPM when
     # offset_s is the line's middle, MAX_DRIFT_PPM wherever it is)
-    supported = k >= 3 and k >= DRIFT_MIN_SUPPORT * len(t) and abs(slope) <= 2 * MAX_DRIFT_PPM * 1e-6
+    supported = (k >= 3 and k >= DRIFT_MIN_SUPPORT * len(t)
+                 and abs(slope) <= 2 * MAX_DRIFT_PPM * 1e-6)
     return {"drift_ppm": float(slope * 1e6), "offset_start_s": float(intercept),
             "offset_end_s": float(intercept + slope * n / sr), "drift_segments": k,
             "drift_pieces": len(t), "drift_supported": bool(supported)}
 
 
-def _smooth(v: np.ndarray, primes=(2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61,
-                                     67, 71, 73, 79, 83, 89, 97)) -> np.ndarray:
+def _smooth(v: np.ndarray, primes=(2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59,
+                                   61, 67, 71, 73, 79, 83, 89, 97)) -> np.ndarray:
     """True where ``v`` (int64) has no prime factor above 97 (FFTs of such lengths are fast)."""
     r = v.copy()
     for p in primes:
@@ -651,7 +678,8 @@ def resample_clock(x: np.ndarray, drift_ppm: float, pad: int = 1600) -> tuple[np
     n0 = len(x) + pad
     cands = [np.arange(n0, n0 + 50000)]
     k0 = int(np.ceil(n0 * d))
-    for k in range(k0, k0 + 3):  # small drifts: around the n where n d is a whole number (n <= 2 n0)
+    # small drifts: around the n where n d is a whole number (n <= 2 n0)
+    for k in range(k0, k0 + 3):
         if 0 < k <= 2 * n0 * d:
             c = int(round(k / d))
             cands.append(np.arange(max(n0, c - 10000), c + 10000))
@@ -689,7 +717,8 @@ def vocal_envelope(vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> np.nda
     return np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
 
 
-def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, fps: float = FPS) -> dict:
+def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR,
+                          fps: float = FPS) -> dict:
     """``offset_s`` from mouth opening per video frame (NaN = no face) vs the vocal stem
     (docs/sync.md)."""
     ok = np.isfinite(mouth)
@@ -705,26 +734,26 @@ def mouth_envelope_offset(mouth: np.ndarray, vocals: np.ndarray, sr: int = SR, f
     res = xcorr_peak(m, env, fps, beta=0.0, min_overlap=int(min(ok.sum(), len(env)) // 2))
     details = {k: res[k] for k in DETAILS if k not in ("search_lag", "search_psr")}
     details.update(face_frames=int(ok.sum()), fps=fps)
-    return {"offset_s": res["offset_s"], "confidence": res["confidence"], "method": "mouth-envelope",
-            "details": details}
+    return {"offset_s": res["offset_s"], "confidence": res["confidence"],
+            "method": "mouth-envelope", "details": details}
 
 
 # ---------------------------------------------------------------------------------------- SyncNet
 def load_syncnet(weights: str | Path | None, device: str = "cpu"):
     """SyncNet (syncnet-python's model class) with the state dict at ``weights``; fails at once."""
     if not weights:
-        raise StepError("sync backend 'syncnet' needs sync.syncnet.weights: the path of syncnet_v2.model "
-                        f"(get it with the download script of {SYNCNET_URL})")
+        raise StepError("sync backend 'syncnet' needs sync.syncnet.weights: the path of "
+                        f"syncnet_v2.model (get it with the download script of {SYNCNET_URL})")
     weights = Path(weights)
     if not weights.is_file():
-        raise StepError(f"SyncNet weights not found: {weights} (get syncnet_v2.model with the download "
-                        f"script of {SYNCNET_URL})")
+        raise StepError(f"SyncNet weights not found: {weights} (get syncnet_v2.model with the "
+                        f"download script of {SYNCNET_URL})")
     import torch
     from syncnet_python.SyncNetModel import S
 
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem means "not a SyncNet state dict"
+    except Exception as e:  # any unpickling problem means "not a SyncNet state dict"
         raise StepError(f"cannot load SyncNet weights {weights}: {type(e).__name__}: {e}") from e
     net = S(num_layers_in_fc_layers=1024)
     try:
@@ -734,10 +763,12 @@ def load_syncnet(weights: str | Path | None, device: str = "cpu"):
     return net.to(device).eval()
 
 
-def crop_boxes(track: dict, n_out: int, fps_out: float = SYNCNET_FPS) -> tuple[np.ndarray, np.ndarray]:
+def crop_boxes(track: dict, n_out: int,
+               fps_out: float = SYNCNET_FPS) -> tuple[np.ndarray, np.ndarray]:
     """Square mouth-centred crops for ``n_out`` frames at ``fps_out``: ``(cx, cy, side)`` in pixels
-    and a valid mask. Side = 2 (1 + crop_scale) x half the face size (the larger bbox side), centre =
-    the mouth (corners + inner lips); both median-filtered over 0.5 s, gaps filled from neighbours."""
+    and a valid mask. Side = 2 (1 + crop_scale) x half the face size (the larger bbox side), centre
+    = the mouth (corners + inner lips); both median-filtered over 0.5 s, gaps filled from
+    neighbours."""
     from scipy.ndimage import median_filter
 
     lm = np.asarray(track["landmarks"], np.float64)[..., :2]
@@ -746,9 +777,12 @@ def crop_boxes(track: dict, n_out: int, fps_out: float = SYNCNET_FPS) -> tuple[n
     n_in = len(lm)
     src = np.clip(np.round(np.arange(n_out) * FPS / fps_out).astype(int), 0, n_in - 1)
     px = lm[src] * size[src][:, None, :]
-    box = np.asarray(track["bbox"], np.float64)[src] * np.concatenate([size[src], size[src]], axis=1)
-    ok = valid[src] & np.all(np.isfinite(px[:, [MOUTH_LEFT, MOUTH_RIGHT, UPPER_INNER_LIP, LOWER_INNER_LIP]]),
-                             axis=(1, 2)) & np.all(np.isfinite(box), axis=1)
+    box = (np.asarray(track["bbox"], np.float64)[src]
+           * np.concatenate([size[src], size[src]], axis=1))
+    ok = (valid[src]
+          & np.all(np.isfinite(px[:, [MOUTH_LEFT, MOUTH_RIGHT, UPPER_INNER_LIP, LOWER_INNER_LIP]]),
+                   axis=(1, 2))
+          & np.all(np.isfinite(box), axis=1))
     if not ok.any():
         raise StepError("no face in any frame: nothing to crop for SyncNet")
     mouth = px[:, [MOUTH_LEFT, MOUTH_RIGHT, UPPER_INNER_LIP, LOWER_INNER_LIP]].mean(axis=1)
@@ -757,23 +791,27 @@ def crop_boxes(track: dict, n_out: int, fps_out: float = SYNCNET_FPS) -> tuple[n
     t = np.arange(n_out)
     for j in range(3):  # fill frames without a face from the nearest faces, then smooth
         params[:, j] = np.interp(t, t[ok], params[ok, j])
-        params[:, j] = median_filter(params[:, j], size=max(1, int(fps_out // 2) | 1), mode="nearest")
+        params[:, j] = median_filter(params[:, j], size=max(1, int(fps_out // 2) | 1),
+                                     mode="nearest")
     return params, ok
 
 
-def crop_frame(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int = SYNCNET_CROP) -> np.ndarray:
-    """BGR uint8 ``(out_px, out_px, 3)`` square crop centred at (cx, cy); outside the frame = grey 110
-    (syncnet_python pads with 110). One affine warp does crop + resize."""
+def crop_frame(rgb: np.ndarray, cx: float, cy: float, side: float,
+               out_px: int = SYNCNET_CROP) -> np.ndarray:
+    """BGR uint8 ``(out_px, out_px, 3)`` square crop centred at (cx, cy); outside the frame = grey
+    110 (syncnet_python pads with 110). One affine warp does crop + resize."""
     import cv2
 
     s = out_px / side
     mat = np.array([[s, 0, out_px / 2 - s * cx], [0, s, out_px / 2 - s * cy]], np.float64)
     crop = cv2.warpAffine(np.ascontiguousarray(rgb[..., ::-1]), mat, (out_px, out_px),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(110, 110, 110))
     return crop
 
 
-def syncnet_audio_windows(audio: np.ndarray, start_s: float, n_windows: int, sr: int = SR) -> np.ndarray:
+def syncnet_audio_windows(audio: np.ndarray, start_s: float, n_windows: int,
+                          sr: int = SR) -> np.ndarray:
     """MFCC windows as SyncNet wants them: ``(n_windows, 1, 13, 20)``; window ``a`` covers song time
     ``start_s + a / 25`` s for 0.2 s (python_speech_features MFCC at 100 Hz on int16-scaled audio,
     syncnet_python's input). Song time outside the song reads as silence."""
@@ -791,17 +829,20 @@ def syncnet_audio_windows(audio: np.ndarray, start_s: float, n_windows: int, sr:
     return mfcc[:, idx].transpose(1, 0, 2)[:, None].astype(np.float32)
 
 
-def syncnet_shift(im_feat: np.ndarray, cc_feat: np.ndarray, search: int, window_ok: np.ndarray | None = None) -> dict:
-    """Best shift from embeddings: ``im_feat`` (n, D) for video windows, ``cc_feat`` (n + 2 search, D)
-    for audio windows where audio window ``j + search + s`` pairs with video window ``j`` at shift
-    ``s``. Returns ``shift`` (frames: audio at +shift/25 s matches), ``mdist`` curve, LSE-D, LSE-C."""
+def syncnet_shift(im_feat: np.ndarray, cc_feat: np.ndarray, search: int,
+                  window_ok: np.ndarray | None = None) -> dict:
+    """Best shift from embeddings: ``im_feat`` (n, D) for video windows, ``cc_feat`` (n + 2 search,
+    D) for audio windows where audio window ``j + search + s`` pairs with video window ``j`` at
+    shift ``s``. Returns ``shift`` (frames: audio at +shift/25 s matches), ``mdist`` curve, LSE-D,
+    LSE-C."""
     n = len(im_feat)
     if window_ok is None:
         window_ok = np.ones(n, bool)
     if not window_ok.any():
         raise StepError("no 5-frame window with a face for SyncNet")
     shifts = np.arange(-search, search + 1)
-    dist = np.stack([np.linalg.norm(im_feat - cc_feat[search + s:search + s + n], axis=1) for s in shifts], 1)
+    dist = np.stack([np.linalg.norm(im_feat - cc_feat[search + s:search + s + n], axis=1)
+                     for s in shifts], 1)
     mdist = dist[window_ok].mean(axis=0)
     best = int(np.argmin(mdist))
     return {"shift": int(shifts[best]), "mdist": mdist, "lse_d": float(mdist[best]),
@@ -809,7 +850,8 @@ def syncnet_shift(im_feat: np.ndarray, cc_feat: np.ndarray, search: int, window_
 
 
 def lip_features(net, clip: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """SyncNet lip embeddings ``(T - 4, 1024)`` of every 5-frame window of ``clip`` (T, 224, 224, 3) BGR.
+    """SyncNet lip embeddings ``(T - 4, 1024)`` of every 5-frame window of ``clip`` (T, 224, 224, 3)
+    BGR.
 
     Equal to ``net.forward_lip`` on each window (tests check it): the 3D CNN's only temporal kernel
     is the first layer's (5 frames, stride 1, no padding), so running it once over the clip gives
@@ -817,7 +859,8 @@ def lip_features(net, clip: np.ndarray, device: str = "cpu") -> np.ndarray:
     """
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None], np.float32)).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None],
+                                              np.float32)).to(device)
     with torch.no_grad():
         mid = net.netcnnlip(x)  # (1, 512, T - 4, 1, 1)
         mid = mid[0, :, :, 0, 0].transpose(0, 1)  # (T - 4, 512)
@@ -856,7 +899,8 @@ def syncnet_refine(net, video: str | Path, track: dict, audio: np.ndarray, offse
             crops = crops[k:]
             done += k
 
-    for j, rgb in tqdm(frames, total=n25, desc="syncnet crops", unit="frame", mininterval=5, leave=False):
+    for j, rgb in tqdm(frames, total=n25, desc="syncnet crops", unit="frame",
+                       mininterval=5, leave=False):
         crops.append(crop_frame(rgb, *boxes[j]))
         if len(crops) >= batch + 4:
             flush(done + batch)
@@ -930,8 +974,9 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
     song_s = len(song) / SR
     overlap = max(0.0, min(offset + take_s, song_s) - max(offset, 0.0)) / take_s
     if overlap < MIN_OVERLAP:
-        raise StepError(f"the song covers only {100 * overlap:.0f}% of the take (song {song_s:.1f} s, "
-                        f"take {take_s:.1f} s, offset {offset:+.2f} s): wrong or truncated song?")
+        raise StepError(f"the song covers only {100 * overlap:.0f}% of the take "
+                        f"(song {song_s:.1f} s, take {take_s:.1f} s, offset {offset:+.2f} s): "
+                        f"wrong or truncated song?")
     res["details"].update(overlap_fraction=overlap, take_s=take_s)
     if net is not None:
         if track is None:
@@ -943,7 +988,8 @@ def sync_take(take: str, video: str | Path, ingest_json: str | Path, track_npz: 
         res.update(offset_s=sn["offset_s"], method="syncnet")
     # drift_ppm (top level, 0 when not measured or not trusted): song time of video time t is
     # offset_s + t * (1 + drift_ppm * 1e-6); mfcc applies it
-    drift = float(res["details"].get("drift_ppm", 0.0)) if res["confidence"] >= DRIFT_MIN_CONFIDENCE else 0.0
+    drift = (float(res["details"].get("drift_ppm", 0.0))
+             if res["confidence"] >= DRIFT_MIN_CONFIDENCE else 0.0)
     return {"take": take, "offset_s": float(res["offset_s"]), "drift_ppm": drift,
             "confidence": float(res["confidence"]),
             "method": res["method"], "details": res["details"]}
@@ -976,13 +1022,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--take", required=True)
     ap.add_argument("--video", required=True)
     ap.add_argument("--ingest", required=True, help="ingest.json of the take")
-    ap.add_argument("--track", required=True, help="track.npz (used without camera audio, and by syncnet)")
+    ap.add_argument("--track", required=True,
+                    help="track.npz (used without camera audio, and by syncnet)")
     ap.add_argument("--mix", required=True, help="the song's mix.wav (16 kHz)")
     ap.add_argument("--vocals", default=None, help="the song's vocals.wav (16 kHz)")
     ap.add_argument("--backend", choices=["builtin", "syncnet"], default="builtin")
     ap.add_argument("--syncnet-weights", default=None, help="syncnet_v2.model (backend syncnet)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--search-frames", type=int, default=15, help="SyncNet search, +- frames at 25 fps")
+    ap.add_argument("--search-frames", type=int, default=15,
+                    help="SyncNet search, +- frames at 25 fps")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
 

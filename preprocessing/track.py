@@ -3,8 +3,9 @@
 Definitions (docs/data.md, ``track.npz``):
 
 * frame ``i`` of the take is the video at ``t = i / 30`` s; ``N`` = ``n_frames`` of ``ingest.json``;
-* ``landmarks`` float32 ``(N, 478, 3)``: x / frame width, y / frame height (full frame, not the crop),
-  z is MediaPipe's relative depth rescaled to the full frame's width unit; NaN where ``valid == 0``;
+* ``landmarks`` float32 ``(N, 478, 3)``: x / frame width, y / frame height (full frame, not the
+  crop), z is MediaPipe's relative depth rescaled to the full frame's width unit; NaN where
+  ``valid == 0``;
 * ``valid`` uint8 ``(N,)``: 1 where a face was tracked, or where a gap of at most ``max_gap`` frames
   between two tracked frames was filled by linear interpolation (those frames also have
   ``interpolated == 1``);
@@ -17,9 +18,10 @@ How a frame is tracked (FaceMesh's own detector is a short-range model: it misse
 1. if the previous frame was tracked, crop a square around its landmark box (``MESH_SCALE`` times
    the box's longer side), resize it to ``CROP_PX`` and run FaceMesh on it;
 2. otherwise, or if that result is implausible (no face, face off-centre, size jump = drift), run
-   MediaPipe's full-range face detector (``model_selection=1``) on the whole frame and, when it finds
-   nothing, on overlapping tiles at finer scales (small faces in large frames); pick the detection most
-   consistent with the last tracked box (IoU) or else the largest, crop around it and run FaceMesh;
+   MediaPipe's full-range face detector (``model_selection=1``) on the whole frame and, when it
+   finds nothing, on overlapping tiles at finer scales (small faces in large frames); pick the
+   detection most consistent with the last tracked box (IoU) or else the largest, crop around it and
+   run FaceMesh;
 3. landmarks are mapped from the crop back to full-frame normalised coordinates.
 
 The take is streamed frame by frame: memory holds one frame plus the output arrays.
@@ -47,10 +49,12 @@ from preprocessing.timebase import FPS
 
 CROP_PX = 256          # side of the square crop handed to FaceMesh (px)
 MESH_SCALE = 1.7       # crop side / longer side of the previous frame's landmark box
-DET_SCALE = 2.2        # crop side / longer side of a face-detector box (tighter than the landmark box)
+DET_SCALE = 2.2        # crop side / longer side of a face-detector box (tighter than the landmark
+                       # box)
 MIN_FACE_PX = 24       # landmark boxes smaller than this (longer side, px) are not trusted
 TILE_LEVELS = 2        # tile sides of the small-face search: min(w, h), min(w, h) / 2
-TILE_EVERY = 5         # while no face is tracked, the (costly) tiled search runs every this many frames
+TILE_EVERY = 5         # while no face is tracked, the (costly) tiled search runs every this many
+                       # frames
 
 
 # ---------------------------------------------------------------------------------------- geometry
@@ -69,7 +73,8 @@ def _iou(a, b) -> float:
 
 
 def _tiles(w: int, h: int, levels: int = TILE_LEVELS):
-    """Overlapping square tiles (x0, y0, side), coarse to fine: side = min(w, h) / 2**k, 25% overlap.
+    """Overlapping square tiles (x0, y0, side), coarse to fine: side = min(w, h) / 2**k, 25%
+    overlap.
 
     720p: 3 tiles of 720 px, then 15 of 360 px (a 45 px face becomes ~24 px of the detector's 192).
     """
@@ -92,17 +97,19 @@ def _tiles(w: int, h: int, levels: int = TILE_LEVELS):
 # ---------------------------------------------------------------------------------------- tracker
 class FaceTracker:
     """Follows one face through a stream of video frames (:class:`preprocessing.media.Frame`, as
-    ``iter_frames(..., lazy=True)`` yields them); ``track(frame)`` -> (landmarks px, box px) or None.
+    ``iter_frames(..., lazy=True)`` yields them); ``track(frame)`` -> (landmarks px, box px) or
+    None.
 
-    ``landmarks`` are ``(478, 3)`` full-frame pixels (x, y, z*width-unit); the box is the landmark box
-    x0, y0, x1, y1 in pixels. State: the previous frame's box and the last box ever tracked.
+    ``landmarks`` are ``(478, 3)`` full-frame pixels (x, y, z*width-unit); the box is the landmark
+    box x0, y0, x1, y1 in pixels. State: the previous frame's box and the last box ever tracked.
     """
 
     def __init__(self, min_face_px: int = MIN_FACE_PX):
         import mediapipe as mp
 
         self.mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5)
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=0.5)
         self.detector = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=0.5)
         self.min_face_px = min_face_px
@@ -110,7 +117,8 @@ class FaceTracker:
         self.last_box = None      # last landmark box tracked, however long ago
         self.frame_shape = None
         self.lost_for = 0         # frames since the last tracked frame
-        self.stats = {"mesh_from_previous": 0, "detections": 0, "tiled_searches": 0, "recovered_backwards": 0}
+        self.stats = {"mesh_from_previous": 0, "detections": 0, "tiled_searches": 0,
+                      "recovered_backwards": 0}
 
     def close(self):
         self.mesh.close()
@@ -182,7 +190,8 @@ class FaceTracker:
     def follow(self, frame: Frame, box) -> tuple[np.ndarray, np.ndarray] | None:
         """FaceMesh on a crop around ``box`` (a landmark box of a neighbouring frame), or None."""
         longer = max(box[2] - box[0], box[3] - box[1])
-        return self._mesh(frame, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, MESH_SCALE * longer, longer)
+        return self._mesh(frame, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2,
+                          MESH_SCALE * longer, longer)
 
     def track(self, frame: Frame):
         """Landmarks of the followed face in ``frame`` (the next frame of the stream), or None.
@@ -212,7 +221,8 @@ class FaceTracker:
                 d = self._pick(boxes)
                 longer = max(d[2] - d[0], d[3] - d[1])
                 # the landmark box is about 1.3x the detector box
-                out = self._mesh(frame, (d[0] + d[2]) / 2, (d[1] + d[3]) / 2, DET_SCALE * longer, 1.3 * longer)
+                out = self._mesh(frame, (d[0] + d[2]) / 2, (d[1] + d[3]) / 2, DET_SCALE * longer,
+                                 1.3 * longer)
                 self.found = out is not None
         if out is None:
             self.prev_box = None
@@ -225,10 +235,11 @@ class FaceTracker:
 
 # ---------------------------------------------------------------------------------------- gaps
 def fill_gaps(landmarks: np.ndarray, bbox: np.ndarray, valid: np.ndarray, max_gap: int):
-    """Linearly interpolate runs of at most ``max_gap`` invalid frames lying between two tracked frames.
+    """Linearly interpolate runs of at most ``max_gap`` invalid frames lying between two tracked
+    frames.
 
-    Works in place on ``landmarks`` ``(N, K, 3)`` and ``bbox`` ``(N, 4)``; returns (valid, interpolated)
-    as new uint8 arrays. Gaps at the start or end of the take are never filled.
+    Works in place on ``landmarks`` ``(N, K, 3)`` and ``bbox`` ``(N, 4)``; returns (valid,
+    interpolated) as new uint8 arrays. Gaps at the start or end of the take are never filled.
     """
     valid = valid.astype(np.uint8).copy()
     interp = np.zeros_like(valid)
@@ -237,7 +248,8 @@ def fill_gaps(landmarks: np.ndarray, bbox: np.ndarray, valid: np.ndarray, max_ga
         gap = b - a - 1
         if 0 < gap <= max_gap:
             wgt = (np.arange(1, gap + 1) / (gap + 1)).astype(np.float32)
-            landmarks[a + 1:b] = (1 - wgt)[:, None, None] * landmarks[a] + wgt[:, None, None] * landmarks[b]
+            landmarks[a + 1:b] = ((1 - wgt)[:, None, None] * landmarks[a]
+                                  + wgt[:, None, None] * landmarks[b])
             bbox[a + 1:b] = (1 - wgt)[:, None] * bbox[a] + wgt[:, None] * bbox[b]
             valid[a + 1:b] = 1
             interp[a + 1:b] = 1

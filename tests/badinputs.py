@@ -123,7 +123,8 @@ def text_as_mp4(dst: str | os.PathLike) -> None:
     Path(dst).write_text("<html><body>404 Not Found</body></html>\n" * 50)
 
 
-def corrupt_header(src: str | os.PathLike, dst: str | os.PathLike, n_bytes: int = 4096, seed: int = 0) -> None:
+def corrupt_header(src: str | os.PathLike, dst: str | os.PathLike, n_bytes: int = 4096,
+                   seed: int = 0) -> None:
     """``src`` with its first ``n_bytes`` overwritten by random bytes (a damaged file header)."""
     data = bytearray(Path(src).read_bytes())
     data[:n_bytes] = np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
@@ -147,7 +148,8 @@ def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 # ------------------------------------------------------------------------------ re-encoded takes
-def variable_frame_rate(src: str | os.PathLike, dst: str | os.PathLike, seed: int = 0) -> np.ndarray:
+def variable_frame_rate(src: str | os.PathLike, dst: str | os.PathLike,
+                        seed: int = 0) -> np.ndarray:
     """A variable-frame-rate re-encode of ``src`` (as phones record in low light).
 
     Source frame ``j`` keeps its time ``j / 30`` minus a jitter in [0, 2 ms) (so timestamps are off
@@ -182,14 +184,16 @@ def constant_rate(src: str | os.PathLike, dst: str | os.PathLike, fps: float = 2
     write_mp4(dst, frames, camera_audio(src))
     n30 = int(np.ceil(n_k * FPS / fps - 1e-6))
     k = np.floor(np.arange(n30) * fps / FPS + 1e-9).astype(int)   # 25 fps frame on screen at i / 30
-    return np.floor(k * FPS / fps + 1e-9).astype(int)               # the 30 fps source frame it shows
+    # the 30 fps source frame it shows
+    return np.floor(k * FPS / fps + 1e-9).astype(int)
 
 
 def excerpt(src: str | os.PathLike, dst: str | os.PathLike, start: int, stop: int) -> None:
     """Frames ``start..stop-1`` of ``src`` (30 fps) with their camera audio, re-encoded: a take that
     starts ``start / 30`` s later in the song (its offset is the source's + ``start / 30``)."""
     audio = camera_audio(src)[start * AUDIO_SR // FPS: stop * AUDIO_SR // FPS]
-    frames = (((i - start) / FPS, rgb) for i, rgb in iter_frames(src, FPS, n_frames=stop) if i >= start)
+    frames = (((i - start) / FPS, rgb)
+              for i, rgb in iter_frames(src, FPS, n_frames=stop) if i >= start)
     write_mp4(dst, frames, audio)
 
 

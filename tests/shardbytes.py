@@ -12,7 +12,7 @@ def shard_array_bytes(shard_dir: Path) -> dict[str, bytes]:
     out = {}
     for f in sorted(Path(shard_dir).glob("*.h5")):
         with h5py.File(f, "r") as h:
-            def visit(name, obj):
+            def visit(name, obj, f=f):
                 if isinstance(obj, h5py.Dataset):
                     out[f"{f.name}/{name}"] = np.ascontiguousarray(obj[()]).tobytes()
             h.visititems(visit)

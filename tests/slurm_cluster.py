@@ -1,4 +1,5 @@
-"""A throw-away one-node SLURM cluster on localhost (munge + slurmctld + slurmd), for tests and trials.
+"""A throw-away one-node SLURM cluster on localhost (munge + slurmctld + slurmd), for tests and
+trials.
 
     with LocalSlurm(tmp_dir) as cluster:      # starts the daemons, waits until the node is idle
         env = cluster.env                     # SLURM_CONF=...: pass it to sbatch/squeue/snakemake
@@ -87,8 +88,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             system.unlink()  # left over by a killed run
         if system.exists() or system.is_symlink():
             if system.resolve() != self.conf.resolve():
-                raise RuntimeError(f"{system} exists: this machine has a SLURM configuration; the test "
-                                   "cluster will not replace it")
+                raise RuntimeError(f"{system} exists: this machine has a SLURM configuration; the "
+                                   "test cluster will not replace it")
         else:
             system.parent.mkdir(parents=True, exist_ok=True)
             system.symlink_to(self.conf)
@@ -148,8 +149,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         try:
             self._start_munge()
             self._start_daemon("slurmctld")
-            self._wait(lambda: subprocess.run(["scontrol", "ping"], env=self.env, capture_output=True,
-                                              text=True, timeout=10).stdout.count("UP") > 0,
+            self._wait(lambda: subprocess.run(["scontrol", "ping"], env=self.env,
+                                              capture_output=True, text=True,
+                                              timeout=10).stdout.count("UP") > 0,
                        "slurmctld")
             self._start_daemon("slurmd")
             self._wait(self._node_idle, "slurmd (node idle)")

@@ -1,11 +1,13 @@
-"""Build a randomly initialised Spleeter 2stems model in Spleeter's own checkpoint format (test fixture).
+"""Build a randomly initialised Spleeter 2stems model in Spleeter's own checkpoint format (test
+fixture).
 
-Run with the Spleeter interpreter (``.venv-spleeter/bin/python tests/spleeter_model.py MODEL_PATH``):
-it builds Spleeter's 2stems prediction graph with Spleeter's own model code, initialises every
-variable at random (seeded), and saves them with a TF Saver into ``MODEL_PATH/2stems/`` plus the
-``.probe`` marker - the layout of the v1.4.0 release's 2stems.tar.gz (checkpoint, model.index,
-model.data-00000-of-00001, model.meta). The weights are random: the output is not a separation,
-only a real run of Spleeter's network. Never commit the result (~80 MB).
+Run with the Spleeter interpreter
+(``.venv-spleeter/bin/python tests/spleeter_model.py MODEL_PATH``): it builds Spleeter's 2stems
+prediction graph with Spleeter's own model code, initialises every variable at random (seeded),
+and saves them with a TF Saver into
+``MODEL_PATH/2stems/`` plus the ``.probe`` marker - the layout of the v1.4.0 release's 2stems.tar.gz
+(checkpoint, model.index, model.data-00000-of-00001, model.meta). The weights are random: the output
+is not a separation, only a real run of Spleeter's network. Never commit the result (~80 MB).
 """
 import os
 import sys

@@ -1,8 +1,7 @@
-"""AU45: built-in eyelid aspect ratio, OpenFace CSV parsing/timeline mapping, the OpenFace subprocess path."""
+"""AU45: built-in eyelid aspect ratio, OpenFace CSV parsing/timeline mapping, the OpenFace
+subprocess path."""
 from __future__ import annotations
 
-import json
-import os
 import stat
 import sys
 from pathlib import Path
@@ -11,8 +10,12 @@ import numpy as np
 import pytest
 
 from preprocessing import landmarks as L
-from preprocessing.au45 import (au45_from_landmarks, openface_command, openface_to_timeline,
-                                read_openface_csv)
+from preprocessing.au45 import (
+    au45_from_landmarks,
+    openface_command,
+    openface_to_timeline,
+    read_openface_csv,
+)
 from preprocessing.common import StepError, read_failure, save_json, save_npz, write_failure
 
 FIX = Path(__file__).parent / "fixtures" / "openface"
@@ -21,7 +24,8 @@ FIX = Path(__file__).parent / "fixtures" / "openface"
 # ---------------------------------------------------------------------------------------- builtin
 @pytest.fixture(scope="module")
 def astronaut_lm():
-    """Normalised FaceMesh landmarks (478, 3) of skimage's astronaut photo (512 x 512, eyes open)."""
+    """Normalised FaceMesh landmarks (478, 3) of skimage's astronaut photo (512 x 512, eyes
+    open)."""
     import mediapipe as mp
     from skimage import data
 
@@ -69,16 +73,19 @@ def test_read_openface_csv_real_format():
     np.testing.assert_array_equal(np.flatnonzero(rows["success"] == 0) + 1, [20, 21, 22])
     np.testing.assert_allclose(rows["AU45_r"][29:34], [1.2, 3.1, 4.4, 3.0, 1.1])
     header = (FIX / "openface_25fps.csv").read_text().splitlines()[0].split(", ")
-    assert sum(h.endswith("_r") for h in header) == 17 and sum(h.endswith("_c") for h in header) == 18
+    assert (sum(h.endswith("_r") for h in header) == 17
+            and sum(h.endswith("_c") for h in header) == 18)
     rows = read_openface_csv(FIX / "openface_30fps_comma.csv")  # "," separators, frame 10 missing
     assert 10 not in rows["frame"] and len(rows["frame"]) == 44
 
 
 @pytest.mark.parametrize("name, message", [
-    ("malformed_text.csv", "OpenFace CSV malformed_text.csv: non-numeric value 'garbage' in column AU45_r (line 7)"),
-    ("malformed_ragged.csv", "OpenFace CSV malformed_ragged.csv is malformed: Error tokenizing data. "
-                             "C error: Expected 40 fields in line 5, saw 42"),
-    ("no_aus.csv", "OpenFace CSV no_aus.csv has no column AU45_r (was FeatureExtraction run with -aus?)"),
+    ("malformed_text.csv",
+     "OpenFace CSV malformed_text.csv: non-numeric value 'garbage' in column AU45_r (line 7)"),
+    ("malformed_ragged.csv", "OpenFace CSV malformed_ragged.csv is malformed: Error tokenizing "
+                             "data. C error: Expected 40 fields in line 5, saw 42"),
+    ("no_aus.csv",
+     "OpenFace CSV no_aus.csv has no column AU45_r (was FeatureExtraction run with -aus?)"),
 ])
 def test_read_openface_csv_malformed(name, message):
     with pytest.raises(StepError) as e:
@@ -103,13 +110,15 @@ def test_read_openface_csv_edge_cases(tmp_path):
 
 
 def test_timeline_mapping_by_timestamp():
-    # 25 fps source onto 30 fps: frame i shows the source frame at or before i/30 s: floor(i * 25 / 30)
+    # 25 fps source onto 30 fps: frame i shows the source frame at or before i/30 s: floor(i * 25 /
+    # 30)
     rows = read_openface_csv(FIX / "openface_25fps.csv")
     au45, valid = openface_to_timeline(rows, n_frames=72, source_fps=25)
     src = np.floor(np.arange(72) * 25 / 30 + 1e-9).astype(int)       # 0-based source frame
     expect_valid = rows["success"][src] > 0
     np.testing.assert_array_equal(valid, expect_valid.astype(np.uint8))
-    np.testing.assert_allclose(au45[valid == 1], rows["AU45_r"][src][expect_valid].astype(np.float32))
+    np.testing.assert_allclose(au45[valid == 1],
+                               rows["AU45_r"][src][expect_valid].astype(np.float32))
     assert np.isnan(au45[valid == 0]).all()
     # the blink (source frames 30-34, 1-based) lands at 30 fps frames 35..41
     np.testing.assert_array_equal(np.flatnonzero(au45 > 1.0), np.arange(35, 41))
@@ -119,8 +128,10 @@ def test_timeline_mapping_by_timestamp():
     # 30 fps source with frame 10 missing from the CSV: frame 9 (0-based) held for one frame only
     rows = read_openface_csv(FIX / "openface_30fps_comma.csv")
     au45, valid = openface_to_timeline(rows, n_frames=45, source_fps=30)
-    assert valid[9] == 1 and au45[9] == np.float32(rows["AU45_r"][8])   # row of frame 9, 1 period old
-    assert valid[39] == 0                                                  # success == 0 at frame 40
+    # row of frame 9, 1 period old
+    assert valid[9] == 1 and au45[9] == np.float32(rows["AU45_r"][8])
+    # success == 0 at frame 40
+    assert valid[39] == 0
     np.testing.assert_array_equal(np.flatnonzero(au45 > 1.0), [14, 15, 16])
     # no timestamp column: (frame - 1) / source_fps
     rows2 = {k: v for k, v in rows.items() if k != "timestamp"}
@@ -129,7 +140,7 @@ def test_timeline_mapping_by_timestamp():
     np.testing.assert_array_equal(au45b[valid == 1], au45[valid == 1])
 
 
-# ---------------------------------------------------------------------------------------- subprocess
+# --------------------------------------------------------------------------------------- subprocess
 FAKE = '''#!{python}
 """Stand-in for OpenFace's FeatureExtraction: -f VIDEO -aus -out_dir DIR -> DIR/<video stem>.csv"""
 import os, shutil, sys
@@ -168,41 +179,47 @@ def _take_inputs(tmp_path, n=72):
 def test_openface_backend_through_the_cli(tmp_path, fake_openface, run_cli):
     video = _take_inputs(tmp_path)
     out = tmp_path / "au45.npz"
-    run_cli(["preprocessing.au45", "--take", "t1", "--video", video, "--ingest", tmp_path / "ingest.json",
-             "--track", tmp_path / "track.npz", "--backend", "openface", "--openface-binary", fake_openface,
-             "--out", out])
+    run_cli(["preprocessing.au45", "--take", "t1", "--video", video, "--ingest",
+             tmp_path / "ingest.json", "--track", tmp_path / "track.npz", "--backend", "openface",
+             "--openface-binary", fake_openface, "--out", out])
     argv = (tmp_path / "argv.txt").read_text()
     assert argv.startswith(f"-f {video} -aus -out_dir ")
     with np.load(out) as z:
         assert str(z["backend"]) == "openface"
-        assert z["au45"].shape == (72,) and z["au45"].dtype == np.float32 and z["valid"].dtype == np.uint8
-        expect, expect_valid = openface_to_timeline(read_openface_csv(FIX / "openface_25fps.csv"), 72, 25)
+        assert (z["au45"].shape == (72,) and z["au45"].dtype == np.float32
+                and z["valid"].dtype == np.uint8)
+        expect, expect_valid = openface_to_timeline(read_openface_csv(FIX / "openface_25fps.csv"),
+                                                    72, 25)
         np.testing.assert_array_equal(z["valid"], expect_valid)
         np.testing.assert_array_equal(z["au45"][expect_valid == 1], expect[expect_valid == 1])
 
 
 def test_openface_failures(tmp_path, fake_openface, run_cli, monkeypatch):
     video = _take_inputs(tmp_path)
-    args = ["preprocessing.au45", "--take", "t1", "--video", video, "--ingest", tmp_path / "ingest.json",
-            "--track", tmp_path / "track.npz", "--backend", "openface", "--out", tmp_path / "au45.npz"]
+    args = ["preprocessing.au45", "--take", "t1", "--video", video, "--ingest",
+            tmp_path / "ingest.json", "--track", tmp_path / "track.npz", "--backend", "openface",
+            "--out", tmp_path / "au45.npz"]
     # the binary fails: one line naming take, step and OpenFace's own last message; record written
     monkeypatch.setenv("FAKE_OPENFACE_FAIL", "1")
     proc = run_cli(args + ["--openface-binary", fake_openface])
     assert proc.stderr.strip().splitlines()[-1] == (
-        "musicface: take 't1' step 'au45': OpenFace FeatureExtraction exited 3: Could not open the input video")
+        "musicface: take 't1' step 'au45': OpenFace FeatureExtraction exited 3: Could not open the "
+        "input video")
     assert read_failure(tmp_path / "au45.npz")["step"] == "au45"
     monkeypatch.delenv("FAKE_OPENFACE_FAIL")
     # a malformed CSV: the parser's message
     monkeypatch.setenv("FAKE_OPENFACE_CSV", str(FIX / "malformed_text.csv"))
     proc = run_cli(args + ["--openface-binary", fake_openface])
     assert proc.stderr.strip().splitlines()[-1].endswith(
-        "step 'au45': OpenFace CSV my take's video.csv: non-numeric value 'garbage' in column AU45_r (line 7)")
+        "step 'au45': OpenFace CSV my take's video.csv: non-numeric value 'garbage' in column "
+        "AU45_r (line 7)")
     # a missing binary is a setup error: exit 2 at once, naming the binary and where to get it
     proc = run_cli(args + ["--openface-binary", str(tmp_path / "nowhere" / "FeatureExtraction"),
                            "--openface-container", ""], check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"musicface: take 't1' step 'au45': OpenFace binary '{tmp_path}/nowhere/FeatureExtraction' "
+    assert line.startswith(f"musicface: take 't1' step 'au45': OpenFace binary "
+                           f"'{tmp_path}/nowhere/FeatureExtraction' "
                            "not found: build OpenFace 2.x (github.com/TadasBaltrusaitis/OpenFace")
     # an upstream failure (no face) skips the take without running OpenFace
     write_failure(tmp_path / "track.npz", "t1", "track", "no face found in any frame")
@@ -221,7 +238,8 @@ def test_openface_command_resolution(tmp_path, fake_openface, monkeypatch):
     runner.write_text("#!/bin/sh\n")
     runner.chmod(0o755)
     monkeypatch.setenv("PATH", str(runner.parent))
-    cmd = openface_command("FeatureExtraction", "docker://algebr/openface:latest", ["/data/v", "/tmp/o"])
+    cmd = openface_command("FeatureExtraction", "docker://algebr/openface:latest",
+                           ["/data/v", "/tmp/o"])
     assert cmd == [str(runner), "exec", "--bind", "/data/v", "--bind", "/tmp/o",
                    "docker://algebr/openface:latest", "FeatureExtraction"]
     with pytest.raises(StepError, match="OpenFace binary 'FeatureExtraction' not found"):

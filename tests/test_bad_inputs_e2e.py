@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import badinputs  # noqa: E402
+import badinputs
 
 pytestmark = pytest.mark.slow
 
@@ -72,13 +72,16 @@ PASS = ["singer1_song1", "singer2_song1", "vfr", "fps25", "quoted_path", "joined
 # take -> (step that fails it, unit named in the log, stable part of the reason). Step "qc" means no
 # step failed: QC judged the finished outputs.
 FAIL = {
-    "truncated": ("ingest", "truncated", "unreadable media file 'truncated.mp4' (corrupt, truncated"),
+    "truncated": ("ingest", "truncated",
+                  "unreadable media file 'truncated.mp4' (corrupt, truncated"),
     "zero_bytes": ("ingest", "zero_bytes", "empty file (0 bytes)"),
     "text_file": ("ingest", "text_file", "unreadable media file 'text.mp4' (corrupt, truncated"),
     "missing_video": ("ingest", "missing_video", "not found"),
     "no_face": ("track", "no_face", "no face found in any frame"),
-    "bad_song1": ("song", "broken_song", "unreadable media file 'broken song.wav' (corrupt, truncated"),
-    "bad_song2": ("song", "broken_song", "unreadable media file 'broken song.wav' (corrupt, truncated"),
+    "bad_song1": ("song", "broken_song",
+                  "unreadable media file 'broken song.wav' (corrupt, truncated"),
+    "bad_song2": ("song", "broken_song",
+                  "unreadable media file 'broken song.wav' (corrupt, truncated"),
     "nan_song": ("song", "nan_song", "contains NaN or infinite samples"),
     "too_short": ("qc", None, f"too short: 90 frames < {MIN_FRAMES} (one training window)"),
     "silent_audio": ("qc", None, "low sync confidence: "),
@@ -93,9 +96,10 @@ DOWNSTREAM = {
 }
 SHARD_SHAPES = {  # docs/data.md, shards: name -> (dtype, shape with N, M symbolic)
     "mfcc_vocals": ("float32", ("M", 26)), "mfcc_music": ("float32", ("M", 26)),
-    "mfcc_mix": ("float32", ("M", 26)), "exp": ("float32", ("N", 64)), "pose": ("float32", ("N", 6)),
-    "au45": ("float32", ("N",)), "eye_long": ("float32", ("N",)), "eye_blink": ("uint8", ("N",)),
-    "valid": ("uint8", ("N",)), "landmarks": ("float16", ("N", 478, 2)),
+    "mfcc_mix": ("float32", ("M", 26)), "exp": ("float32", ("N", 64)),
+    "pose": ("float32", ("N", 6)), "au45": ("float32", ("N",)), "eye_long": ("float32", ("N",)),
+    "eye_blink": ("uint8", ("N",)), "valid": ("uint8", ("N",)),
+    "landmarks": ("float16", ("N", 478, 2)),
 }
 CONFIG = f"""# small, explicit settings for this test (the thresholds the assertions use)
 sync:
@@ -148,7 +152,8 @@ def raw(tmp_path_factory) -> dict:
 
 
 def write_sheet(path: Path, takes) -> Path:
-    """samples.tsv as a user types it: tab-separated, paths unquoted (spaces and quotes as they are)."""
+    """samples.tsv as a user types it: tab-separated, paths unquoted (spaces and quotes as they
+    are)."""
     rows = ["take\tsubject\tvideo\tsong"] + ["\t".join([t, *SHEET[t]]) for t in takes]
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -161,12 +166,14 @@ def run_dataset(raw: dict, name: str, takes) -> dict:
     cfg = root / "test-config.yaml"
     cfg.write_text(CONFIG)
     work = root / name
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "dataset", "-s", str(REPO / "Snakefile"), "-d", str(work),
-                           "--configfile", str(cfg), "--config", f"samples={sheet}"],
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "dataset", "-s", str(REPO / "Snakefile"),
+                           "-d", str(work), "--configfile", str(cfg), "--config",
+                           f"samples={sheet}"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1500)
     qc = pd.read_csv(work / "dataset/qc.tsv", sep="\t", dtype=str, keep_default_na=False) \
         if (work / "dataset/qc.tsv").exists() else None
-    return {"dir": work, "rc": proc.returncode, "out": proc.stdout, "qc": qc.set_index("take") if qc is not None else None}
+    return {"dir": work, "rc": proc.returncode, "out": proc.stdout,
+            "qc": qc.set_index("take") if qc is not None else None}
 
 
 @pytest.fixture(scope="module")
@@ -177,24 +184,28 @@ def full(raw) -> dict:
 
 @pytest.fixture(scope="module")
 def clean(raw, full) -> dict:
-    """A fresh run over the takes that passed in ``full`` only (the bad ones left out of the sheet)."""
+    """A fresh run over the takes that passed in ``full`` only (the bad ones left out of the
+    sheet)."""
     passed = [t for t in SHEET if full["qc"] is not None and t in full["qc"].index
               and full["qc"].loc[t, "status"] == "pass"]
     return run_dataset(raw, "run clean", passed)
 
 
 def shard_takes(work: Path) -> dict[str, dict]:
-    """take -> {"arrays": {name: ndarray}, "attrs": {...}, "file": name} from dataset/shards/*.h5."""
+    """take -> {"arrays": {name: ndarray}, "attrs": {...}, "file": name} from
+    dataset/shards/*.h5."""
     out = {}
     for f in sorted((work / "dataset/shards").glob("*.h5")):
         with h5py.File(f, "r") as h:
             for take, g in h["takes"].items():
-                out[take] = {"arrays": {k: g[k][()] for k in g}, "attrs": dict(g.attrs), "file": f.name}
+                out[take] = {"arrays": {k: g[k][()] for k in g}, "attrs": dict(g.attrs),
+                             "file": f.name}
     return out
 
 
 def log_lines(path: Path) -> list[str]:
-    return [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("musicface:")]
+    return [ln for ln in path.read_text(errors="replace").splitlines()
+            if ln.startswith("musicface:")]
 
 
 def _sync(full, take) -> dict:
@@ -225,8 +236,10 @@ def test_bad_take_fails_at_its_step_with_its_reason(full, take):
     got = row["reason"]
     if take == "wrong_song" and row["status"] == "pass":
         sync = _sync(full, take)
-        pytest.fail(f"take paired with the wrong song passed QC: sync confidence {sync['confidence']:.2f} >= "
-                    f"{MIN_CONFIDENCE:g} (peak_to_second {sync['details'].get('peak_to_second', float('nan')):.2f}),"
+        pytest.fail(f"take paired with the wrong song passed QC: sync confidence "
+                    f"{sync['confidence']:.2f} >= "
+                    f"{MIN_CONFIDENCE:g} (peak_to_second "
+                    f"{sync['details'].get('peak_to_second', float('nan')):.2f}),"
                     f" offset {sync['offset_s']:+.3f} s")
     assert row["status"] == "fail"
     assert "; " not in got, f"{take}: more than one reason (collateral failures): {got}"
@@ -246,23 +259,28 @@ def test_failing_step_logs_one_line_and_downstream_steps_skip(full, take):
     reason = full["qc"].loc[take, "reason"].split(": ", 1)[1]
     logs = full["dir"] / "logs"
     kind = "song" if step == "song" else "take"  # song-level steps name the song
-    assert log_lines(logs / step / f"{unit}.log") == [f"musicface: {kind} '{unit}' step '{step}': {reason}"]
+    assert log_lines(logs / step / f"{unit}.log") == [f"musicface: {kind} '{unit}' step '{step}': "
+                                                      f"{reason}"]
     if step == "song":  # the song's own separation is skipped too
         assert log_lines(logs / "separate" / f"{unit}.log") == [
-            f"musicface: song '{unit}' step 'separate': skipped, upstream step 'song' failed: {reason}"]
+            f"musicface: song '{unit}' step 'separate': skipped, upstream step 'song' failed: "
+            f"{reason}"]
     for later in DOWNSTREAM[step]:
         assert log_lines(logs / later / f"{take}.log") == [
-            f"musicface: take '{take}' step '{later}': skipped, upstream step '{step}' failed: {reason}"]
+            f"musicface: take '{take}' step '{later}': skipped, upstream step '{step}' failed: "
+            f"{reason}"]
     earlier = [s for s in STEPS if s != step and s not in DOWNSTREAM[step]]
     for s in earlier:  # steps that do not depend on the failed one ran normally
         assert log_lines(logs / s / f"{take}.log") == [], s
 
 
 def test_no_traceback_anywhere(full):
-    """Expected bad input is a one-line reason; a traceback would mean an unforeseen crash (a bug)."""
+    """Expected bad input is a one-line reason; a traceback would mean an unforeseen crash (a
+    bug)."""
     logs = sorted((full["dir"] / "logs").rglob("*.log"))
     assert len(logs) >= len(SHEET) * len(STEPS)
-    crashed = [str(p.relative_to(full["dir"])) for p in logs if "Traceback" in p.read_text(errors="replace")]
+    crashed = [str(p.relative_to(full["dir"])) for p in logs
+               if "Traceback" in p.read_text(errors="replace")]
     assert crashed == []
     assert "Traceback" not in full["out"]
     # passing takes log no musicface: line in any step
@@ -299,7 +317,8 @@ def test_silent_camera_audio_fails_on_confidence(full):
 @pytest.mark.parametrize("take, good, singer", [("vfr", "singer1_song1", "singer1"),
                                                 ("fps25", "singer2_song1", "singer2")])
 def test_reencoded_take_lines_up_with_truth(full, raw, take, good, singer):
-    """Variable / 25 fps re-encodes: 30 fps frame count, offset within a frame, frame-exact content."""
+    """Variable / 25 fps re-encodes: 30 fps frame count, offset within a frame, frame-exact
+    content."""
     ingest = json.loads((full["dir"] / f"work/takes/{take}/ingest.json").read_text())
     shards = shard_takes(full["dir"])
     s, g = shards[take]["arrays"], shards[good]["arrays"]
@@ -323,7 +342,8 @@ def test_reencoded_take_lines_up_with_truth(full, raw, take, good, singer):
     # truth at lag 0 (a one-frame slip costs ~0.05 of correlation, measured)
     idx = shown[np.minimum(np.arange(n), len(shown) - 1)]
     assert s["valid"].mean() > 0.95
-    lags = {lag: corr(s["au45"], truth["eye_closure"][np.clip(idx + lag, 0, n_src - 1)]) for lag in range(-3, 4)}
+    lags = {lag: corr(s["au45"], truth["eye_closure"][np.clip(idx + lag, 0, n_src - 1)])
+            for lag in range(-3, 4)}
     assert max(lags, key=lags.get) == 0, lags
     assert lags[0] > 0.95, lags
     # head pose: the original take's at the frames shown, up to re-encoding noise (measured median
@@ -411,7 +431,8 @@ def test_shards_hold_the_passing_takes_with_documented_shapes(full):
             a = d["arrays"][name]
             assert str(a.dtype) == dtype, (take, name, a.dtype)
             assert a.shape == tuple(dims.get(x, x) for x in shape), (take, name, a.shape)
-        assert d["attrs"]["subject"] == SHEET[take][0] and d["attrs"]["song"] == full["qc"].loc[take, "song"]
+        assert (d["attrs"]["subject"] == SHEET[take][0]
+                and d["attrs"]["song"] == full["qc"].loc[take, "song"])
         assert d["attrs"]["sync_method"] == "gcc-phat"
     opened = open_shards(full["dir"] / "dataset/shards")  # the training reader accepts the set
     assert sorted(t.take for t in opened.takes()) == passed
@@ -423,8 +444,10 @@ def test_bad_takes_change_nothing_of_the_good_ones(full, clean):
     assert sorted(clean["qc"].index) == sorted(full["qc"].index[full["qc"]["status"] == "pass"])
     assert (clean["qc"]["status"] == "pass").all()
     for name in ("split.tsv",):
-        assert (full["dir"] / "dataset" / name).read_text() == (clean["dir"] / "dataset" / name).read_text()
-    a, b = np.load(full["dir"] / "dataset/exp_basis.npz"), np.load(clean["dir"] / "dataset/exp_basis.npz")
+        assert ((full["dir"] / "dataset" / name).read_text()
+                == (clean["dir"] / "dataset" / name).read_text())
+    a, b = (np.load(full["dir"] / "dataset/exp_basis.npz"),
+            np.load(clean["dir"] / "dataset/exp_basis.npz"))
     assert sorted(a.files) == sorted(b.files)
     for k in a.files:
         assert np.array_equal(a[k], b[k]), k

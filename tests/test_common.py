@@ -3,8 +3,18 @@ import json
 import numpy as np
 import pytest
 
-from preprocessing.common import (FAILED_MAGIC, StepError, UpstreamFailed, atomic_path, load_json,
-                                  load_npz, read_failure, run_step, save_json, save_npz)
+from preprocessing.common import (
+    FAILED_MAGIC,
+    StepError,
+    UpstreamFailed,
+    atomic_path,
+    load_json,
+    load_npz,
+    read_failure,
+    run_step,
+    save_json,
+    save_npz,
+)
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
@@ -36,19 +46,22 @@ def test_run_step_writes_failure_records_and_one_line(tmp_path, capsys):
     assert err == ["musicface: take 'take1' step 'ingest': no audio track in this file"]
     for o in outs:
         assert o.read_bytes().startswith(FAILED_MAGIC)
-        assert read_failure(o) == {"unit": "take1", "step": "ingest", "reason": "no audio track in this file"}
+        assert read_failure(o) == {"unit": "take1", "step": "ingest",
+                                   "reason": "no audio track in this file"}
 
 
 def test_run_step_names_a_song_as_a_song(tmp_path, capsys):
     """Song-level steps (song, separate) pass kind="song": the line names the song, not a take."""
     out = tmp_path / "mix.wav"
-    assert run_step("song", "my song", [out], lambda: (_ for _ in ()).throw(StepError("no audio track")),
-                    kind="song") == 0
+    assert run_step("song", "my song", [out],
+                    lambda: (_ for _ in ()).throw(StepError("no audio track")), kind="song") == 0
     run_step("separate", "my song", [tmp_path / "vocals.wav"], lambda: load_json(out), kind="song")
     assert capsys.readouterr().err.strip().splitlines() == [
         "musicface: song 'my song' step 'song': no audio track",
-        "musicface: song 'my song' step 'separate': skipped, upstream step 'song' failed: no audio track"]
-    assert read_failure(tmp_path / "vocals.wav") == {"unit": "my song", "step": "song", "reason": "no audio track"}
+        "musicface: song 'my song' step 'separate': skipped, upstream step 'song' failed: no audio "
+        "track"]
+    assert read_failure(tmp_path / "vocals.wav") == {"unit": "my song", "step": "song",
+                                                     "reason": "no audio track"}
 
 
 def test_upstream_failure_passes_root_cause(tmp_path, capsys):
@@ -58,7 +71,8 @@ def test_upstream_failure_passes_root_cause(tmp_path, capsys):
     down = tmp_path / "sync.json"
     run_step("sync", "t", [down], lambda: load_json(up))
     err = capsys.readouterr().err.strip()
-    assert err == "musicface: take 't' step 'sync': skipped, upstream step 'ingest' failed: corrupt file"
+    assert err == ("musicface: take 't' step 'sync': skipped, upstream step 'ingest' failed: "
+                   "corrupt file")
     assert read_failure(down)["step"] == "ingest"
     with pytest.raises(UpstreamFailed, match="corrupt file"):
         load_json(down)
@@ -130,8 +144,6 @@ def test_save_json(tmp_path):
 
 
 def test_atomic_outputs_get_umask_mode(tmp_path):
-    import os
-
     from preprocessing.common import _UMASK
     save_json(tmp_path / "m.json", {})
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~_UMASK

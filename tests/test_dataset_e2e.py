@@ -25,19 +25,20 @@ import pytest
 from musicface.data import open_shards, take_arrays
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shardbytes import shard_array_bytes  # noqa: E402
+from shardbytes import shard_array_bytes
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 BROKEN = "singer1_broken"
-FRAME_KEYS = {"exp": "<f4", "pose": "<f4", "au45": "<f4", "eye_long": "<f4", "eye_blink": "|u1", "valid": "|u1",
-              "landmarks": "<f2"}
+FRAME_KEYS = {"exp": "<f4", "pose": "<f4", "au45": "<f4", "eye_long": "<f4", "eye_blink": "|u1",
+              "valid": "|u1", "landmarks": "<f2"}
 
 
 def snakemake(run_dir: Path, sheet: Path, *args, timeout=1500, check=True):
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run_dir), "--config", f"samples={sheet}", *args]
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run_dir), "--config",
+           f"samples={sheet}", *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check:
         assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
@@ -46,7 +47,8 @@ def snakemake(run_dir: Path, sheet: Path, *args, timeout=1500, check=True):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, demo_dir):
-    """The demo copied under a path with a space, one truncated mp4 added, the dataset target run once."""
+    """The demo copied under a path with a space, one truncated mp4 added, the dataset target run
+    once."""
     root = tmp_path_factory.mktemp("e2e")
     raw = root / "raw data"
     shutil.copytree(demo_dir, raw)
@@ -74,12 +76,16 @@ def test_qc_lists_the_corrupt_take(project):
     assert (qc[qc["take"] != BROKEN]["status"] == "pass").all(), qc
     # the user sees one line for it on the terminal, the log names take and step
     assert f"musicface: take '{BROKEN}' failed QC: ingest: " in project["proc"].stderr
-    assert f"musicface: take '{BROKEN}' step 'ingest': " in (run / f"logs/ingest/{BROKEN}.log").read_text()
+    assert (f"musicface: take '{BROKEN}' step 'ingest': "
+            in (run / f"logs/ingest/{BROKEN}.log").read_text())
     split = pd.read_csv(run / "dataset/split.tsv", sep="\t", dtype=str)
-    assert BROKEN not in set(split["take"]) and len(split) == 4 and (split["split"] == "test").sum() == 1
-    p = subprocess.run([str(Path(sys.executable).parent / "musicface"), "inspect", str(run / "dataset/shards")],
+    assert (BROKEN not in set(split["take"]) and len(split) == 4
+            and (split["split"] == "test").sum() == 1)
+    p = subprocess.run([str(Path(sys.executable).parent / "musicface"), "inspect",
+                        str(run / "dataset/shards")],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0 and "qc failures 1" in p.stdout and f"  {BROKEN} (singer1, song1): ingest: " in p.stdout
+    assert (p.returncode == 0 and "qc failures 1" in p.stdout
+            and f"  {BROKEN} (singer1, song1): ingest: " in p.stdout)
 
 
 def test_shard_schema(project):
@@ -113,7 +119,8 @@ def test_truth_matches_shards(project):
         v = a["valid"].numpy() > 0
         assert v.mean() > 0.95
         # pose: the demo's truth has the shards' convention (preprocessing.coeffs), no sign flips
-        r = {k: np.corrcoef(a["pose"].numpy()[v, i], truth["pose"][v, i])[0, 1] for i, k in ((1, "yaw"), (2, "roll"))}
+        r = {k: np.corrcoef(a["pose"].numpy()[v, i], truth["pose"][v, i])[0, 1]
+             for i, k in ((1, "yaw"), (2, "roll"))}
         assert r["roll"] > 0.95 and r["yaw"] > 0.9, (info.take, r)
         # blink events: every true blink found within 2 frames, no extra ones
         ev = truth["events"]
@@ -160,8 +167,8 @@ def test_kill_during_shards_then_rerun_is_identical(project):
     assert before
     killed = False
     for _attempt in range(3):
-        cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), "--config", f"samples={sheet}",
-               "--cores", "2", "--forcerun", "shards", "--", "dataset"]
+        cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), "--config",
+               f"samples={sheet}", "--cores", "2", "--forcerun", "shards", "--", "dataset"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
@@ -177,7 +184,8 @@ def test_kill_during_shards_then_rerun_is_identical(project):
     assert killed, "the shards job finished before it could be killed three times"
     # nothing that looks done: no manifest in the target, only a hidden temp folder at most
     assert not (out / "manifest.json").exists()
-    # a SIGKILLed Snakemake leaves its lock (--cores: train.smk's `threads: workflow.cores` needs it)
+    # a SIGKILLed Snakemake leaves its lock (--cores: train.smk's `threads: workflow.cores` needs
+    # it)
     snakemake(run, sheet, "--cores", "1", "--unlock")
     # the killed job is marked incomplete; profiles/local (make dataset) reruns such jobs itself
     p = snakemake(run, sheet, "--cores", "2", "--rerun-incomplete", "dataset")
@@ -213,11 +221,13 @@ def test_changed_input_reruns_its_dependents(project):
     original = _change(video)
     p = snakemake(run, sheet, *dry)
     per_take = ["ingest", "track", "sync", "mfcc", "coeffs", "au45", "eyes", "qc"]
-    assert _jobs(p.stdout) == {**{r: 1 for r in per_take}, "split": 1, "exp_basis": 1, "shards": 1, "dataset": 1}
+    assert _jobs(p.stdout) == {**{r: 1 for r in per_take}, "split": 1, "exp_basis": 1, "shards": 1,
+                               "dataset": 1}
     assert set(re.findall(r"wildcards: take=(\S+)", p.stdout)) == {"singer2_song2"}
     video.write_bytes(original)  # same content again: up to date again
     assert "Nothing to be done" in (lambda q: q.stdout + q.stderr)(snakemake(run, sheet, *dry))
     song = raw / "songs" / "song1.wav"
+    before = song.stat()
     original = _change(song)
     p = snakemake(run, sheet, *dry)
     jobs = _jobs(p.stdout)
@@ -225,4 +235,51 @@ def test_changed_input_reruns_its_dependents(project):
     assert jobs["song"] == 1 and jobs["separate"] == 1 and jobs["shards"] == 1
     assert jobs["sync"] == 3 and jobs["mfcc"] == 3 and jobs["qc"] == 3 and "ingest" not in jobs
     assert set(re.findall(r"wildcards: song=(\S+)", p.stdout)) == {"song1"}
+    # restored as it was, mtime included (the song is too large for Snakemake's checksums): the
+    # dataset is up to date again for the tests that follow
     song.write_bytes(original)
+    os.utime(song, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert "Nothing to be done" in (lambda q: q.stdout + q.stderr)(snakemake(run, sheet, *dry))
+
+
+TINY_RUN = ("train={name: ddp, processes: 2, epochs: 1, samples_per_epoch: 8, batch_size: 4,"
+            " val_samples: 0}",
+            "model={enc_channels: [8, 16], feat_dim: 8, unet_channels: [8, 16], hidden: 16,"
+            " lstm_hidden: 16, disc_channels: 8}",
+            "render={enabled: false}")  # the renderer has its own end-to-end test (test_render.py)
+
+
+def test_train_rule_with_two_processes_then_evaluate_and_report(project):
+    """`train.processes: 2` on the dataset just built: the train rule launches torchrun, 2 gloo
+    processes on CPU (a tiny model, one epoch of 2 steps); evaluate follows, and
+    `snakemake --report` collects the evaluation figures with their captions into one HTML file.
+    ~45 s alone."""
+    import base64
+
+    run, sheet = project["run"], project["sheet"]
+    p = snakemake(run, sheet, *TINY_RUN, "--cores", "2", "-n", "all")
+    assert _jobs(p.stdout) == {"train_run": 1, "evaluate_run": 1, "all": 1}  # dataset up to date
+    snakemake(run, sheet, *TINY_RUN, "--cores", "2", "all")
+    log = (run / "logs/train/ddp.log").read_text()
+    assert "musicface train: DDP: 2 processes, backend gloo" in log
+    meta = torch_load(run / "runs/ddp/model.pt")["meta"]
+    assert meta["world_size"] == 2 and meta["train_config"]["processes"] == 2
+    assert meta["train_config"]["lr"] == 5.0e-4      # config.yaml's, kept by the partial override
+    metrics = json.loads((run / "runs/ddp/eval/metrics.json").read_text())
+    assert metrics and (run / "runs/ddp/eval/pose.png").stat().st_size > 10_000
+
+    p = snakemake(run, sheet, *TINY_RUN, "--report", "report.html")
+    html = (run / "report.html").read_text()
+    assert len(html) > 100_000
+    for name in ("pose.png", "attention.png", "eye_durations.png", "training.png", "table.md",
+                 "metrics.json"):
+        assert name in html, name
+    assert "Evaluation" in html and "paper Fig. 5b" in html               # category and a caption
+    png = base64.b64encode((run / "runs/ddp/eval/pose.png").read_bytes()[:300]).decode()[:200]
+    assert png in html                                      # the figure itself is embedded
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=True)

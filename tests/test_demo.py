@@ -1,4 +1,5 @@
-"""Demo singers: files in the user's raw form, truth consistent with the media, FaceMesh sees the truth."""
+"""Demo singers: files in the user's raw form, truth consistent with the media, FaceMesh sees the
+truth."""
 from __future__ import annotations
 
 import csv
@@ -46,7 +47,8 @@ def test_sample_sheet_and_files(demo_dir):
         assert (demo_dir / r["video"]).stat().st_size > 100_000
         assert (demo_dir / r["song"]).exists()
     for j in (1, 2):
-        for f in (f"song{j}.wav", f"song{j}.stems/vocals.wav", f"song{j}.stems/music.wav", f"song{j}.truth.npz"):
+        for f in (f"song{j}.wav", f"song{j}.stems/vocals.wav", f"song{j}.stems/music.wav",
+                  f"song{j}.truth.npz"):
             assert (demo_dir / "songs" / f).exists(), f
     assert not [p for p in demo_dir.rglob("*") if ".tmp" in p.name]          # atomic writes only
 
@@ -65,7 +67,8 @@ def test_song_stems_sum_to_mix_and_truth_matches_audio(demo_dir):
         assert int(t["sr"]) == 44100 and t["vocal_activity"].shape == (SECONDS * 100,)
         assert t["vocal_activity"].dtype == np.uint8 and 0.15 < t["vocal_activity"].mean() < 0.8
         # the vocal stem sounds exactly where the truth says somebody sings
-        # (row r is the instant r/100 s; window r covers [r/100, (r+1)/100): look at whole silent windows)
+        # (row r is the instant r/100 s; window r covers [r/100, (r+1)/100): look at whole silent
+        # windows)
         rms = np.sqrt(np.mean(voc[: SECONDS * 44100].reshape(-1, 441) ** 2, 1))
         act = t["vocal_activity"]
         silent = (act == 0) & (np.r_[act[1:], 0] == 0)
@@ -73,7 +76,8 @@ def test_song_stems_sum_to_mix_and_truth_matches_audio(demo_dir):
         assert np.median(rms[act == 1]) > 0.02
         # syllables: inside the song, ordered, pitch in a singing range, matching the activity
         syl = t["syllables"]
-        assert syl.shape[1] == 3 and np.all(np.diff(syl[:, 0]) > 0) and np.all(syl[:, 1] > syl[:, 0])
+        assert (syl.shape[1] == 3 and np.all(np.diff(syl[:, 0]) > 0)
+                and np.all(syl[:, 1] > syl[:, 0]))
         assert 150 < syl[:, 2].min() and syl[:, 2].max() < 800
         # pitch of the vocal stem in the middle of the longest syllable = the syllable's pitch
         k = int(np.argmax(syl[:, 1] - syl[:, 0]))
@@ -83,10 +87,13 @@ def test_song_stems_sum_to_mix_and_truth_matches_audio(demo_dir):
         f = np.fft.rfftfreq(8 * 8192, 1 / sr)
         band = (f > syl[k, 2] * 0.8) & (f < syl[k, 2] * 1.2)
         assert abs(f[band][np.argmax(spec[band])] / syl[k, 2] - 1) < 0.02
-        # sections tile the song: intro ... outro with an instrumental gap, no singing outside verses
+        # sections tile the song: intro ... outro with an instrumental gap, no singing outside
+        # verses
         labels, sec = list(t["section_labels"]), t["sections"]
-        assert labels[0] == "intro" and labels[-1] == "outro" and "gap" in labels and "verse" in labels
-        assert sec[0, 0] == 0 and abs(sec[-1, 1] - SECONDS) < 1e-9 and np.allclose(sec[1:, 0], sec[:-1, 1])
+        assert (labels[0] == "intro" and labels[-1] == "outro" and "gap" in labels
+                and "verse" in labels)
+        assert (sec[0, 0] == 0 and abs(sec[-1, 1] - SECONDS) < 1e-9
+                and np.allclose(sec[1:, 0], sec[:-1, 1]))
         for (a, b), lab in zip(sec, labels):
             if lab != "verse":
                 assert t["vocal_activity"][int(np.ceil(a * 100)):int(b * 100)].sum() == 0, lab
@@ -111,11 +118,13 @@ def test_video_streams_and_duration(demo_dir, take):
     with av.open(str(demo_dir / take.split("_")[0] / f"{take}.mp4")) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         assert v.codec_context.name == "h264" and v.codec_context.pix_fmt == "yuv420p"
-        assert v.average_rate == 30 and (v.codec_context.width, v.codec_context.height) == (640, 480)
+        assert (v.average_rate == 30
+                and (v.codec_context.width, v.codec_context.height) == (640, 480))
         assert a.codec_context.name == "aac" and a.rate == CAM_SR
         frames = list(c.decode(video=0))
     assert len(frames) == n
-    assert [f.pts * f.time_base for f in frames[:3]] == [0, pytest.approx(1 / 30), pytest.approx(2 / 30)]
+    assert [f.pts * f.time_base for f in frames[:3]] == [0, pytest.approx(1 / 30),
+                                                         pytest.approx(2 / 30)]
     delay = -float(t["offset_s"])
     assert 0.2 <= delay <= 3.0
     assert 0.35 <= n / FPS - (delay + SECONDS) <= 0.65                       # d + song + ~0.5 s
@@ -130,7 +139,8 @@ def test_video_streams_and_duration(demo_dir, take):
 def test_camera_audio_is_the_song_delayed_by_minus_offset(demo_dir, take):
     t = truth(demo_dir, take)
     cam = decode_audio(demo_dir / take.split("_")[0] / f"{take}.mp4")
-    assert abs(len(cam) - len(t["pose"]) * CAM_SR / FPS) < 2048             # AAC pads its last frame
+    # AAC pads its last frame
+    assert abs(len(cam) - len(t["pose"]) * CAM_SR / FPS) < 2048
     song, sr = sf.read(demo_dir / "songs" / f"{take.split('_')[1]}.wav", dtype="float32")
     ref = signal.resample_poly(song, 160, 147)                                # 44.1 -> 48 kHz
     cc = signal.fftconvolve(cam, ref[::-1], mode="full")
@@ -171,16 +181,18 @@ def test_blinks_and_long_closures(demo_dir, take):
         assert long_[int(a):int(b)].all()
     # long closures happen on sung sustained notes
     s = song_truth(demo_dir, take.split("_")[1])
-    for a, b in t["long_events_s"] + float(t["offset_s"]):
+    for a, _b in t["long_events_s"] + float(t["offset_s"]):
         k = np.searchsorted(s["syllables"][:, 0], a) - 1
         assert s["sustained"][k] and s["syllables"][k, 0] <= a < s["syllables"][k, 1]
     lo, hi = BLINK_DURATION
     assert np.all((blinks[:, 2] >= lo) & (blinks[:, 2] <= hi))
-    frames = blinks[:, 1] - blinks[:, 0]                                    # closed frames per blink
+    # closed frames per blink
+    frames = blinks[:, 1] - blinks[:, 0]
     assert np.all((frames >= np.floor(lo * FPS)) & (frames <= np.ceil(hi * FPS) + 1))
     be = t["blink_events_s"]
     gaps = np.diff(be[:, 0])
-    no_long_between = [not np.any((t["long_events_s"][:, 0] > be[i, 0]) & (t["long_events_s"][:, 0] < be[i + 1, 0]))
+    no_long_between = [not np.any((t["long_events_s"][:, 0] > be[i, 0])
+                                  & (t["long_events_s"][:, 0] < be[i + 1, 0]))
                        for i in range(len(be) - 1)]
     gaps = gaps[no_long_between]
     assert len(gaps) >= 3 and np.all((gaps >= BLINK_INTERVAL[0]) & (gaps <= BLINK_INTERVAL[1]))
@@ -198,17 +210,21 @@ def test_head_pose_bounded_and_driven_by_the_music(demo_dir, take):
     speed = np.linalg.norm(np.diff(pose[:, :3], axis=0), axis=1) * FPS
     ts = np.arange(1, len(pose)) / FPS + float(t["offset_s"])
     playing = (ts > 0.2) & (ts < SECONDS - 0.5)
-    # the head moves faster when the music is loud (energy: the music stem's loudness, 0 before/after)
+    # the head moves faster when the music is loud (energy: the music stem's loudness, 0
+    # before/after)
     energy = t["music_energy"][1:]
-    music, sr = sf.read(demo_dir / "songs" / f"{take.split('_')[1]}.stems" / "music.wav", dtype="float32")
+    music, sr = sf.read(demo_dir / "songs" / f"{take.split('_')[1]}.stems" / "music.wav",
+                        dtype="float32")
     idx = (ts * sr).astype(int)
-    rms = np.array([np.sqrt(np.mean(music[max(i - 1100, 0):i + 1100] ** 2)) if 0 <= i < len(music) else 0.0
+    rms = np.array([np.sqrt(np.mean(music[max(i - 1100, 0):i + 1100] ** 2)) if 0 <= i < len(music)
+                    else 0.0
                     for i in idx])
     assert np.corrcoef(rms, energy)[0, 1] > 0.9
     assert np.corrcoef(speed, energy)[0, 1] > 0.6
     loud, quiet = energy >= np.quantile(energy, 0.75), energy <= np.quantile(energy, 0.25)
     assert speed[loud].mean() > 2.5 * speed[quiet].mean()
-    # speed rises on the beat: mean speed in the 150 ms after beats > mean speed in the 150 ms before
+    # speed rises on the beat: mean speed in the 150 ms after beats > mean speed in the 150 ms
+    # before
     s = song_truth(demo_dir, take.split("_")[1])
     beats = s["beat_times"][(s["beat_times"] > 0.5) & (s["beat_times"] < SECONDS - 1)]
     since = ts[:, None] - beats[None, :]
@@ -222,21 +238,27 @@ def test_head_pose_bounded_and_driven_by_the_music(demo_dir, take):
 
 def test_subjects_differ_in_style(demo_dir):
     a, b = truth(demo_dir, "singer1_song1"), truth(demo_dir, "singer2_song1")
-    speed = lambda t: np.mean(np.linalg.norm(np.diff(t["pose"][:, :3], axis=0), axis=1)) * FPS
+
+    def speed(t):
+        return np.mean(np.linalg.norm(np.diff(t["pose"][:, :3], axis=0), axis=1)) * FPS
+
+    def dur(t):
+        return np.mean(np.diff(t["blink_events_s"], axis=1))
+
     assert max(speed(a), speed(b)) > 1.3 * min(speed(a), speed(b))
-    dur = lambda t: np.mean(np.diff(t["blink_events_s"], axis=1))
     assert abs(dur(a) - dur(b)) > 0.04
     assert not np.allclose(a["style_tint"], b["style_tint"])
     assert float(a["style_mirror"]) != float(b["style_mirror"])
 
 
-# --------------------------------------------------------------------------- FaceMesh sees the truth
+# -------------------------------------------------------------------------- FaceMesh sees the truth
 def facemesh(path):
     """Per-frame FaceMesh landmarks (pixels), tracking mode as the track step runs it."""
     import mediapipe as mp
 
     out = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1) as fm, \
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True,
+                                         max_num_faces=1) as fm, \
             av.open(str(path)) as c:
         for f in c.decode(video=0):
             r = fm.process(f.to_ndarray(format="rgb24"))
@@ -253,15 +275,22 @@ def test_facemesh_measures_what_the_truth_says(demo_dir, take):
     eye_w = np.linalg.norm(L[:, 33] - L[:, 263], axis=1)
     line = L[:, [362, 263]].mean(1) - L[:, [33, 133]].mean(1)
     mouth = np.linalg.norm(L[:, 13] - L[:, 14], axis=1) / eye_w
-    lids = (np.linalg.norm(L[:, 159] - L[:, 145], axis=1) + np.linalg.norm(L[:, 386] - L[:, 374], axis=1)) / eye_w
+    lids = (np.linalg.norm(L[:, 159] - L[:, 145], axis=1)
+            + np.linalg.norm(L[:, 386] - L[:, 374], axis=1)) / eye_w
     # the truth pose has the dataset's signs (preprocessing.coeffs): measured in the image, y up
-    seen = {"yaw": (L[:, 1, 0] - L[:, [234, 454], 0].mean(1)) / eye_w,            # nose tip right of the oval
-            "roll": np.arctan2(-line[:, 1], line[:, 0]),                         # counter-clockwise eye line
+    # nose tip right of the oval
+    seen = {"yaw": (L[:, 1, 0] - L[:, [234, 454], 0].mean(1)) / eye_w,
+            # counter-clockwise eye line
+            "roll": np.arctan2(-line[:, 1], line[:, 0]),
             "tx": (L[:, :, 0].mean(1) - 320) / 480, "ty": (240 - L[:, :, 1].mean(1)) / 480,
-            "tz": np.log(np.sqrt(((L - L.mean(1, keepdims=True)) ** 2).sum(2).mean(1)))}   # face size
-    r = {k: np.corrcoef(v, t["pose"][:, "pitch yaw roll tx ty tz".split().index(k)])[0, 1] for k, v in seen.items()}
-    # measured (seed 0): singer1_song1 yaw 0.96 roll 0.96 tx 0.80 ty 0.95 tz 0.81; singer2_song2 0.98 0.99 0.80 0.90 0.89
-    assert r["roll"] >= 0.95 and r["yaw"] >= 0.9 and r["ty"] >= 0.85 and r["tx"] >= 0.6 and r["tz"] >= 0.7, r
+            # face size
+            "tz": np.log(np.sqrt(((L - L.mean(1, keepdims=True)) ** 2).sum(2).mean(1)))}
+    r = {k: np.corrcoef(v, t["pose"][:, "pitch yaw roll tx ty tz".split().index(k)])[0, 1]
+         for k, v in seen.items()}
+    # measured (seed 0): singer1_song1 yaw 0.96 roll 0.96 tx 0.80 ty 0.95 tz 0.81; singer2_song2
+    # 0.98 0.99 0.80 0.90 0.89
+    assert (r["roll"] >= 0.95 and r["yaw"] >= 0.9 and r["ty"] >= 0.85 and r["tx"] >= 0.6
+            and r["tz"] >= 0.7), r
     assert np.corrcoef(mouth, t["mouth_open"])[0, 1] >= 0.9
     assert np.corrcoef(lids, t["eye_closure"])[0, 1] <= -0.9
     # closures found from the lids (min-max, >= 0.5 as the eyes step does) match the truth's events
@@ -280,17 +309,20 @@ def test_cli_is_deterministic_and_equals_the_api(tmp_path, run_cli):
     run_cli(["preprocessing.demo", "--out", tmp_path / "cli dir", "--subjects", "1", "--songs", "1",
              "--seconds", "6", "--seed", "3"])
     demo.generate(tmp_path / "api", subjects=1, songs=1, seconds=6, seed=3)
-    files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
+    files = sorted(p.relative_to(tmp_path / "api")
+                   for p in (tmp_path / "api").rglob("*") if p.is_file())
     assert len(files) == 7
     for f in files:
         assert (tmp_path / "cli dir" / f).read_bytes() == (tmp_path / "api" / f).read_bytes(), f
     other = tmp_path / "seed4"
     demo.generate(other, subjects=1, songs=1, seconds=6, seed=4)
-    assert (other / "songs/song1.wav").read_bytes() != (tmp_path / "api/songs/song1.wav").read_bytes()
+    assert ((other / "songs/song1.wav").read_bytes()
+            != (tmp_path / "api/songs/song1.wav").read_bytes())
 
 
 def test_cli_refuses_bad_arguments(tmp_path, run_cli):
     proc = run_cli(["preprocessing.demo", "--out", tmp_path, "--seconds", "3"], check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "musicface: demo: seconds must be at least 6 (got 3.0)"
+    assert (proc.stderr.strip().splitlines()[-1]
+            == "musicface: demo: seconds must be at least 6 (got 3.0)")
     assert not (tmp_path / "samples.tsv").exists()

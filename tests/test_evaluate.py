@@ -174,7 +174,8 @@ class Oracle:
             self.truth[a["mfcc_vocals"].tobytes()] = a
         self.calls = []
 
-    def generate(self, mfcc_vocals, mfcc_music, mfcc_mix, subject, pose0=None, seed=0):
+    def generate(self, mfcc_vocals, mfcc_music, mfcc_mix, subject, pose0=None, seed=0,
+                 mfcc_index=None):
         a = self.truth[np.asarray(mfcc_vocals).tobytes()]
         self.calls.append((subject, np.asarray(pose0), seed))
         n = len(a["exp"])

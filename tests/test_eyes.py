@@ -18,7 +18,8 @@ def test_normalise_uses_valid_frames_only():
     out = normalise_au45(au45, valid)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [0, 0, 0.5, 1, 0, 0])
-    np.testing.assert_array_equal(normalise_au45(np.full(4, 2.0), np.ones(4)), np.zeros(4))  # constant
+    # constant
+    np.testing.assert_array_equal(normalise_au45(np.full(4, 2.0), np.ones(4)), np.zeros(4))
     with pytest.raises(Exception, match="no valid AU45 frame"):
         normalise_au45(np.ones(3), np.zeros(3))
 
@@ -41,11 +42,14 @@ def test_split_tau_boundary_and_threshold():
     a = _signal(100, [(10, 24), (40, 55), (70, 73)])
     a[45] = 0.5  # exactly the threshold counts as closed
     eye_long, eye_blink, events = split_eye_states(a, fps=30, tau=0.5, closed_threshold=0.5)
-    assert eye_long.dtype == np.float32 and eye_blink.dtype == np.uint8 and events.dtype == np.float32
-    np.testing.assert_allclose(events, [[10, 24, 14 / 30, 0], [40, 55, 15 / 30, 1], [70, 73, 0.1, 0]],
-                               rtol=1e-6)
+    assert (eye_long.dtype == np.float32 and eye_blink.dtype == np.uint8
+            and events.dtype == np.float32)
+    np.testing.assert_allclose(events,
+                               [[10, 24, 14 / 30, 0], [40, 55, 15 / 30, 1],
+                                [70, 73, 0.1, 0]], rtol=1e-6)
     np.testing.assert_array_equal(np.flatnonzero(eye_blink), list(range(10, 24)) + [70, 71, 72])
-    np.testing.assert_allclose(eye_long[40:55], a[40:55].astype(np.float32))   # keeps the normalised AU45
+    # keeps the normalised AU45
+    np.testing.assert_allclose(eye_long[40:55], a[40:55].astype(np.float32))
     assert eye_long[:40].sum() == 0 and eye_long[55:].sum() == 0
     # just below the threshold is open: the run splits in two blinks
     a[45] = 0.4999
@@ -53,9 +57,11 @@ def test_split_tau_boundary_and_threshold():
     np.testing.assert_array_equal(events[:, :2], [[10, 24], [40, 45], [46, 55], [70, 73]])
     assert (events[:, 3] == 0).all()
     # another fps / tau / threshold
-    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4, closed_threshold=0.75)
+    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4,
+                                    closed_threshold=0.75)
     assert events.shape == (0, 4)
-    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4, closed_threshold=0.6)
+    _, _, events = split_eye_states(_signal(60, [(5, 15)], 0.7), fps=25, tau=0.4,
+                                    closed_threshold=0.6)
     np.testing.assert_allclose(events, [[5, 15, 0.4, 1]])
 
 
@@ -64,7 +70,8 @@ def test_invalid_frames_never_closed():
     valid = np.ones(60, np.uint8)
     valid[20] = 0
     eye_long, eye_blink, events = split_eye_states(a, valid=valid)
-    np.testing.assert_array_equal(events[:, :2], [[10, 20], [21, 30]])   # two blinks, not one long run
+    # two blinks, not one long run
+    np.testing.assert_array_equal(events[:, :2], [[10, 20], [21, 30]])
     assert eye_blink[20] == 0 and eye_long.sum() == 0
     # through eye_states: an untracked frame with a huge AU45 neither counts nor sets the max
     au45 = np.where(np.arange(60) == 50, 100.0, a)
@@ -107,21 +114,24 @@ def test_cli(tmp_path, run_cli):
         assert set(z.files) == {"au45", "eye_long", "eye_blink", "valid", "events", "stats_json"}
         assert z["au45"].shape == (n,) and z["au45"].dtype == np.float32
         assert z["au45"].max() == 1.0 and z["au45"].min() == 0.0
-        np.testing.assert_allclose(z["events"], [[30, 34, 4 / 30, 0], [60, 80, 20 / 30, 1]], rtol=1e-6)
+        np.testing.assert_allclose(z["events"],
+                                   [[30, 34, 4 / 30, 0], [60, 80, 20 / 30, 1]], rtol=1e-6)
         stats = json.loads(str(z["stats_json"]))
     assert stats["n_blinks"] == 1 and stats["n_long"] == 1
     assert stats["blinks_per_s"] == pytest.approx(1 / (100 / 30))
     assert stats["blink_duration_s"] == pytest.approx(4 / 30) and "durations_s" not in stats
-    # an upstream failure record passes through: one line naming take and step, record written, exit 0
+    # an upstream failure record passes through: one line naming take and step, record written,
+    # exit 0
     write_failure(tmp_path / "bad.npz", "t2", "track", "no face found in any frame")
     proc = run_cli(["preprocessing.eyes", "--take", "t2", "--au45", tmp_path / "bad.npz",
                     "--out", tmp_path / "eyes2.npz"])
     assert proc.stderr.strip().splitlines()[-1] == (
-        "musicface: take 't2' step 'eyes': skipped, upstream step 'track' failed: no face found in any frame")
+        "musicface: take 't2' step 'eyes': skipped, upstream step 'track' failed: no face found in "
+        "any frame")
     assert read_failure(tmp_path / "eyes2.npz")["reason"] == "no face found in any frame"
 
 
-# ---------------------------------------------------------------------------------------- acceptance
+# --------------------------------------------------------------------------------------- acceptance
 def _match(pred: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
     """One-to-one matching of events by overlap of [start, end): (truth index, pred index) pairs."""
     pairs, used = [], set()
@@ -145,30 +155,32 @@ def test_demo_acceptance_blinks_and_long_closures(demo_dir):
         with np.load(truth_path) as z:
             truth = {k: z[k] for k in z.files}
         n = int(truth["n_frames"])
-        track = track_video(str(truth_path.with_name(truth_path.name.replace(".truth.npz", ".mp4"))), n,
-                            progress=False)
+        track = track_video(
+            str(truth_path.with_name(truth_path.name.replace(".truth.npz", ".mp4"))), n,
+            progress=False)
         au = compute_au45("builtin", n_frames=n, track=track)
         eyes = eye_states(au["au45"], au["valid"], fps=30, tau=0.5, closed_threshold=0.5)
         ok = au["valid"].astype(bool)
         assert ok.mean() >= 0.95
         r = np.corrcoef(au["au45"][ok], truth["eye_closure"][ok])[0, 1]
         print(f"{truth_path.name}: corr(au45, truth eye_closure) = {r:.3f}")
-        assert r >= 0.9                                       # measured 0.993-0.995
+        assert r >= 0.988                 # README: r = 0.99; measured 0.992-0.993 (4 takes, seed 0)
         ev, te = eyes["events"], truth["events"]
         pb, tb = ev[ev[:, 3] == 0], te[te[:, 3] == 0]
         tp += len(_match(pb, tb))
         n_pred += len(pb)
         n_true += len(tb)
-        # every long closure found, as one long event, start and duration within 2 frames
+        # every long closure found, as one long event, "to the frame": start and duration within one
+        # frame (measured: starts 0 or -1 frames off, durations -1..+1 frames, 8 closures)
         pl, tl = ev[ev[:, 3] == 1], te[te[:, 3] == 1]
         assert len(tl) >= 1
         pairs = _match(pl, tl)
         assert len(pairs) == len(tl), (tl, pl)
         for i, k in pairs:
-            assert abs(pl[k, 0] - tl[i, 0]) <= 2
-            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 2
+            assert abs(pl[k, 0] - tl[i, 0]) <= 1, (pl[k], tl[i])
+            assert abs((pl[k, 1] - pl[k, 0]) - (tl[i, 1] - tl[i, 0])) <= 1, (pl[k], tl[i])
     precision, recall = tp / n_pred, tp / n_true
     f1 = 2 * precision * recall / (precision + recall)
     print(f"blinks: {n_true} true, {n_pred} found, {tp} matched, F1 = {f1:.3f}")
     assert n_true >= 20
-    assert f1 >= 0.9                                          # measured 1.000
+    assert tp == n_true == n_pred, (tp, n_true, n_pred)  # README: blink F1 1.00 (measured 27 of 27)

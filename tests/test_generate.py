@@ -14,13 +14,15 @@ import torch
 from musicface import generate as G
 from musicface import preview as P
 
-CLIP = Path(importlib.util.find_spec("stempeg").origin).parent / "data" / "The Easton Ellises - Falcon 69.stem.mp4"
+CLIP = (Path(importlib.util.find_spec("stempeg").origin).parent / "data"
+        / "The Easton Ellises - Falcon 69.stem.mp4")
 E = 8
 SUBJECTS = ["alice", "bob"]
 
 
 def clip_duration_s() -> float:
-    """Length of the clip's mixture (stream 0), counted from its decoded samples (independent of our code)."""
+    """Length of the clip's mixture (stream 0), counted from its decoded samples (independent of our
+    code)."""
     with av.open(str(CLIP)) as c:
         st = c.streams.audio[0]
         return sum(f.samples for f in c.decode(st)) / st.rate
@@ -47,17 +49,20 @@ def make_checkpoint(path, variant="full", seed=0, basis=True):
     from preprocessing.mfcc import mfcc
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(variant=variant, enc_channels=[16, 32], feat_dim=16, unet_channels=[16, 32], hidden=32,
-                      lstm_hidden=32, disc_channels=16)
+    cfg = ModelConfig(variant=variant, enc_channels=[16, 32], feat_dim=16, unet_channels=[16, 32],
+                      hidden=32, lstm_hidden=32, disc_channels=16)
     model = MusicFace(cfg, SUBJECTS, E)
     from preprocessing.media import decode_audio
 
-    feats = np.stack([mfcc(decode_audio(CLIP, 16000, stream=s)[0]) for s in (4, 1, 0)])  # vocals, ~music, mix
+    # vocals, ~music, mix
+    feats = np.stack([mfcc(decode_audio(CLIP, 16000, stream=s)[0]) for s in (4, 1, 0)])
     model.set_normalisation({
         "mfcc_mean": feats.mean(1), "mfcc_std": feats.std(1) + 1e-3,
         "exp_mean": np.zeros(E), "exp_std": np.full(E, 0.1),
-        "pose_mean": np.array([0, 0, 0, 0, 0, math.log(0.12)]), "pose_std": np.array([0.1, 0.1, 0.05, 0.01, 0.01, 0.01]),
-        "subject_pose": np.array([[0.05, 0, 0, 0, 0, math.log(0.12)], [-0.05, 0.1, 0, 0, 0, math.log(0.12)]]),
+        "pose_mean": np.array([0, 0, 0, 0, 0, math.log(0.12)]),
+        "pose_std": np.array([0.1, 0.1, 0.05, 0.01, 0.01, 0.01]),
+        "subject_pose": np.array([[0.05, 0, 0, 0, 0, math.log(0.12)],
+                                  [-0.05, 0.1, 0, 0, 0, math.log(0.12)]]),
         "vel_std": np.array([0.01, 0.01, 0.005, 0.001, 0.001, 0.001]),
     })
     if basis:
@@ -69,16 +74,17 @@ def make_checkpoint(path, variant="full", seed=0, basis=True):
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("gen")
-    return {"full": make_checkpoint(d / "full.pt"), "single": make_checkpoint(d / "single.pt", "single_stream"),
-            "dir": d}
+    return {"full": make_checkpoint(d / "full.pt"),
+            "single": make_checkpoint(d / "single.pt", "single_stream"), "dir": d}
 
 
 def test_generate_clip_params_and_playable_preview(assets, tmp_path, run_cli):
     out = tmp_path / "out dir"  # a space in the path
-    proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject", "bob",
-                    "--out", out, "--seed", "3"])
+    proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject",
+                    "bob", "--out", out, "--seed", "3"])
     duration = clip_duration_s()
-    n = math.ceil(duration * 30)  # frames i with i / 30 < duration: 6.0836 s -> 183 (round(6.08 * 30) = 182)
+    # frames i with i / 30 < duration: 6.0836 s -> 183 (round(6.08 * 30) = 182)
+    n = math.ceil(duration * 30)
     assert abs(duration - 6.08) < 0.01 and n == 183
     assert f"{n} frames" in proc.stdout
     with np.load(out / "params.npz") as z:
@@ -87,7 +93,8 @@ def test_generate_clip_params_and_playable_preview(assets, tmp_path, run_cli):
     assert p["pose"].shape == (n, 6) and p["speed"].shape == (n, 6) and not p["speed_from_pose"]
     assert p["eye"].shape == p["e_long"].shape == p["e_blink"].shape == (n,)
     for k in ("att_exp", "att_pose", "att_eye"):
-        assert p[k].shape == (n, 32) and 0 <= p[k].min() and p[k].max() <= 1  # 2 streams x feat_dim 16
+        # 2 streams x feat_dim 16
+        assert p[k].shape == (n, 32) and 0 <= p[k].min() and p[k].max() <= 1
     assert int(p["fps"]) == 30 and str(p["subject"]) == "bob" and str(p["variant"]) == "full"
     assert int(p["seed"]) == 3 and float(p["duration_s"]) == pytest.approx(duration, abs=1e-3)
     # the PGN starts at bob's mean pose and integrates its speeds: p_t - p_(t-1) = +-speed
@@ -118,13 +125,15 @@ def test_generate_clip_params_and_playable_preview(assets, tmp_path, run_cli):
 def test_generate_is_seeded(assets, tmp_path):
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        G.generate(CLIP, assets["full"], "alice", tmp_path / name, seed=seed, preview=False, progress=False)
+        G.generate(CLIP, assets["full"], "alice", tmp_path / name, seed=seed, preview=False,
+                   progress=False)
         with np.load(tmp_path / name / "params.npz") as z:
             runs[name] = {k: z[k] for k in z.files}
     for k in ("exp", "pose", "eye", "e_blink", "att_exp"):
         np.testing.assert_array_equal(runs["a"][k], runs["b"][k])
     assert not np.array_equal(runs["a"]["e_blink"], runs["c"]["e_blink"])  # another blink draw
-    np.testing.assert_array_equal(runs["a"]["exp"], runs["c"]["exp"])   # the rest does not depend on it
+    # the rest does not depend on it
+    np.testing.assert_array_equal(runs["a"]["exp"], runs["c"]["exp"])
 
 
 def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
@@ -142,17 +151,81 @@ def test_single_stream_needs_no_separation(assets, tmp_path, monkeypatch):
     assert r["n_frames"] == 183
 
 
+def test_generate_features_equal_the_dataset_rows(assets, tmp_path, run_cli, monkeypatch):
+    """A take that starts with the song (sync offset 0) and lasts as long as it: the dataset's
+    steps, run as the DAG runs them (song -> separate -> mfcc CLIs), give the (M, 26) rows of
+    mfcc.npz; `musicface generate` on the same song file must hand the model rows and a
+    ``mfcc_index`` whose per-frame windows (``rows[i_t : i_t + 39]``, cut by the model) are exactly
+    those rows' windows (the reader's windowing, ``mfcc_windows``), each stream in its own argument:
+    vocals and music for a two-stream model, the mix for single_stream. Swapped streams or rows
+    shifted by one (10 ms) fail here."""
+    import inspect
+
+    from musicface.model import MusicFace
+    from preprocessing.common import save_json
+    from preprocessing.mfcc import mfcc_windows
+
+    d = tmp_path / "work"
+    n = math.ceil(clip_duration_s() * 30)
+    run_cli(["preprocessing.song", "--song", "falcon", "--audio", CLIP, "--out-wav", d / "mix.wav",
+             "--out-json", d / "song.json"])
+    run_cli(["preprocessing.separate", "--song", "falcon", "--mix", d / "mix.wav", "--audio", CLIP,
+             "--backend", "builtin", "--out-vocals", d / "vocals.wav",
+             "--out-music", d / "music.wav"])
+    save_json(d / "ingest.json", {"take": "t", "n_frames": n, "fps": 30})
+    save_json(d / "sync.json", {"take": "t", "offset_s": 0.0, "drift_ppm": 0.0, "confidence": 50.0,
+                                "method": "gcc-phat", "details": {}})
+    run_cli(["preprocessing.mfcc", "--take", "t", "--ingest", d / "ingest.json",
+             "--sync", d / "sync.json", "--vocals", d / "vocals.wav", "--music", d / "music.wav",
+             "--mix", d / "mix.wav", "--out", d / "mfcc.npz"])
+    with np.load(d / "mfcc.npz") as z:
+        rows = {k: z[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    assert all(r.shape == (math.ceil(n * 100 / 30), 26) for r in rows.values())
+
+    seen = {}
+    original = MusicFace.generate
+    params = inspect.signature(original)
+
+    def spy(self, *args, **kwargs):
+        bound = params.bind(self, *args, **kwargs)
+        seen.update({k: bound.arguments.get(k) for k in (*rows, "mfcc_index")})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MusicFace, "generate", spy)
+    for ckpt, given in (("full", ("mfcc_vocals", "mfcc_music")), ("single", ("mfcc_mix",))):
+        seen.clear()
+        assert G.main([str(CLIP), "--checkpoint", str(assets[ckpt]), "--subject", "alice",
+                       "--out", str(tmp_path / ckpt), "--no-preview"]) == 0
+        for key in rows:
+            if key not in given:
+                assert seen[key] is None, (ckpt, key)
+                continue
+            want = mfcc_windows(rows[key], n, fps=30, width=39)
+            index = np.asarray(seen["mfcc_index"])
+            assert index.shape == (n,)
+            got = np.asarray(seen[key])[index[:, None] + np.arange(39)]  # the model's cut
+            assert got.shape == want.shape == (n, 39, 26), (ckpt, key, got.shape)
+            np.testing.assert_array_equal(got, want, err_msg=f"{ckpt}: {key}")
+            # the check has teeth: the neighbouring rows, or another stream, differ clearly
+            r = rows[key]
+            for shifted in (r[1:], np.concatenate([r[:1], r[:-1]])):      # one row later / earlier
+                assert np.abs(got - mfcc_windows(shifted, n)).max() > 1.0
+            for k2 in rows:
+                assert k2 == key or np.abs(got - mfcc_windows(rows[k2], n)).max() > 1.0
+
+
 def test_generate_errors(assets, tmp_path, run_cli, capsys):
     def err(*args):
-        """One line on stderr and exit status 1 (in-process: the same main() the console script runs)."""
+        """One line on stderr and exit status 1 (in-process: the same main() the console script
+        runs)."""
         capsys.readouterr()
         assert G.main([str(a) for a in args]) == 1
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1
         return lines[0]
 
-    proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject", "zed",
-                    "--out", tmp_path / "o"], check=False)
+    proc = run_cli(["musicface.cli", "generate", CLIP, "--checkpoint", assets["full"], "--subject",
+                    "zed", "--out", tmp_path / "o"], check=False)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
         "musicface generate: unknown subject 'zed'; known subjects: alice, bob"
 
@@ -165,8 +238,8 @@ def test_generate_errors(assets, tmp_path, run_cli, capsys):
     bad.write_text("this is not audio")
     line = err(bad, "--checkpoint", assets["full"], "--subject", "alice", *base)
     assert line.startswith(f"musicface generate: cannot read audio from '{bad}'")
-    assert err(tmp_path / "missing.wav", "--checkpoint", assets["full"], "--subject", "alice", *base) == \
-        f"musicface generate: song not found: {tmp_path / 'missing.wav'}"
+    assert err(tmp_path / "missing.wav", "--checkpoint", assets["full"], "--subject", "alice",
+               *base) == f"musicface generate: song not found: {tmp_path / 'missing.wav'}"
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert err(CLIP, "--checkpoint", junk, "--subject", "alice", *base).startswith(
@@ -237,7 +310,8 @@ def _colour_height(frame, colour, tol=40):
 
 
 def test_preview_draws_mouth_and_eyes(tmp_path):
-    """Decoded preview frames: the drawn lips open with the expression, the drawn eyes close with the eye state."""
+    """Decoded preview frames: the drawn lips open with the expression, the drawn eyes close with
+    the eye state."""
     from musicface.metrics import mouth_opening
 
     basis = jaw_basis()
@@ -268,5 +342,6 @@ def test_close_eyes_moves_upper_lids_onto_lower():
     out = P.close_eyes(px, [0.0, 0.5, 1.0])
     np.testing.assert_array_equal(out[0], px[0])
     np.testing.assert_allclose(out[2][L.RIGHT_UPPER_LID], px[2][L.RIGHT_LOWER_LID])
-    np.testing.assert_allclose(out[1][L.LEFT_UPPER_LID], 0.5 * (px[1][L.LEFT_UPPER_LID] + px[1][L.LEFT_LOWER_LID]))
+    np.testing.assert_allclose(out[1][L.LEFT_UPPER_LID],
+                               0.5 * (px[1][L.LEFT_UPPER_LID] + px[1][L.LEFT_LOWER_LID]))
     np.testing.assert_array_equal(out[:, L.LIPS], px[:, L.LIPS])

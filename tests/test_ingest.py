@@ -1,4 +1,5 @@
-"""preprocessing.ingest: ingest.json from any video; bad videos fail with one line, nothing else lost."""
+"""preprocessing.ingest: ingest.json from any video; bad videos fail with one line, nothing else
+lost."""
 from __future__ import annotations
 
 import json
@@ -12,18 +13,20 @@ from preprocessing.ingest import ingest
 from preprocessing.media import write_video
 from test_media import code_frame, write_audio_file, write_with_pts
 
-KEYS = {"take", "video", "n_frames", "fps", "duration_s", "width", "height", "source_fps", "vfr", "has_audio",
-        "audio_sr", "audio_channels", "video_codec", "audio_codec"}
+KEYS = {"take", "video", "n_frames", "fps", "duration_s", "width", "height", "source_fps", "vfr",
+        "has_audio", "audio_sr", "audio_channels", "video_codec", "audio_codec"}
 
 
 def test_ingest_25fps_with_audio(tmp_path):
     """10 s at 25 fps (250 frames) + 48 kHz stereo AAC -> N = 300 frames at 30 fps."""
     audio = np.zeros((48000 * 10, 2), np.float32)
     audio[::4800] = 0.5
-    write_video(tmp_path / "v.mp4", (code_frame(k % 200, 48, 64) for k in range(250)), fps=25, audio=audio, sr=48000)
+    write_video(tmp_path / "v.mp4", (code_frame(k % 200, 48, 64) for k in range(250)), fps=25,
+                audio=audio, sr=48000)
     info = ingest("take1", tmp_path / "v.mp4")
     assert KEYS <= set(info)
-    assert (info["take"], info["n_frames"], info["fps"], info["width"], info["height"]) == ("take1", 300, 30, 64, 48)
+    assert ((info["take"], info["n_frames"], info["fps"], info["width"], info["height"])
+            == ("take1", 300, 30, 64, 48))
     assert info["duration_s"] == pytest.approx(10.0, abs=1e-9)
     assert info["source_fps"] == pytest.approx(25.0) and info["vfr"] is False
     assert (info["has_audio"], info["audio_sr"], info["audio_channels"]) == (True, 48000, 2)
@@ -54,24 +57,29 @@ def test_ingest_cli_and_path_with_spaces_and_quotes(tmp_path, run_cli):
 
 def _unsupported_codec(tmp_path):
     write_video(tmp_path / "ok.mp4", (code_frame(k) for k in range(10)))
-    data = (tmp_path / "ok.mp4").read_bytes().replace(b"avc1", b"zzzz")  # codec tag FFmpeg does not know
+    # codec tag FFmpeg does not know
+    data = (tmp_path / "ok.mp4").read_bytes().replace(b"avc1", b"zzzz")
     (tmp_path / "bad.mp4").write_bytes(data)
 
 
 def _truncated(tmp_path):
     write_video(tmp_path / "ok.mp4", (code_frame(k) for k in range(30)))
     data = (tmp_path / "ok.mp4").read_bytes()
-    (tmp_path / "bad.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) at the end is lost
+    # the index (moov) at the end is lost
+    (tmp_path / "bad.mp4").write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize("make,reason", [
     (lambda d: None, "file not found: {path}"),
     (lambda d: (d / "bad.mp4").write_bytes(b""), "empty file (0 bytes): {path}"),
     (lambda d: (d / "bad.mp4").write_bytes(b"\x00garbage" * 100),
-     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found when processing input"),
+     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found "
+     "when processing input"),
     (_truncated,
-     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found when processing input"),
-    (lambda d: write_audio_file(d / "bad.mp4", np.zeros((16000, 1), np.float32), 16000, "aac"), "no video stream"),
+     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found "
+     "when processing input"),
+    (lambda d: write_audio_file(d / "bad.mp4", np.zeros((16000, 1), np.float32), 16000, "aac"),
+     "no video stream"),
     (_unsupported_codec, "unsupported video codec (FFmpeg has no decoder for it)"),
 ])
 def test_ingest_bad_videos_one_line(tmp_path, run_cli, make, reason):

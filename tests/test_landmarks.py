@@ -1,4 +1,5 @@
-"""FaceMesh index sets (checked against MediaPipe's own edge sets and a real face) and geometry helpers."""
+"""FaceMesh index sets (checked against MediaPipe's own edge sets and a real face) and geometry
+helpers."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,12 +55,14 @@ def test_face68_layout_on_a_real_face(astronaut_px):
     p = astronaut_px[L.FACE68]
     x, y = p[:, 0], p[:, 1]
     jaw = slice(0, 17)
-    assert np.argmax(y[jaw]) in (7, 8, 9)                      # chin lowest, in the middle of the jaw
+    # chin lowest, in the middle of the jaw
+    assert np.argmax(y[jaw]) in (7, 8, 9)
     assert x[0] < x[4] < x[8] < x[12] < x[16]                  # jaw runs image-left -> right
     assert x[36] < x[39] < x[42] < x[45]                       # eye corners left -> right
     assert y[37] < y[41] and y[43] < y[47]                     # upper lids above lower lids
     assert y[27] < y[28] < y[29] < y[30]                       # nose bridge top -> tip
-    assert x[48] < x[51] < x[54] and y[51] < y[57]             # mouth corners, upper above lower lip
+    # mouth corners, upper above lower lip
+    assert x[48] < x[51] < x[54] and y[51] < y[57]
     assert y[19] < y[37] and y[24] < y[44]                     # brows above the eyes
     # right/left naming: subject's right eye is on the image's left
     assert astronaut_px[L.RIGHT_EYE_OUTER, 0] < astronaut_px[L.LEFT_EYE_OUTER, 0]
@@ -78,7 +81,8 @@ def test_eye_aspect_ratio_open_eyes_on_real_face(astronaut_px):
 
 
 def _synthetic_eye(height: float) -> np.ndarray:
-    """478 points, all 0, except both eyes: corners 20 px apart, every lid pair ``2*height`` apart."""
+    """478 points, all 0, except both eyes: corners 20 px apart, every lid pair ``2*height``
+    apart."""
     px = np.zeros((478, 3))
     for (pairs, c0, c1, x0) in ((L.RIGHT_LID_PAIRS, L.RIGHT_EYE_OUTER, L.RIGHT_EYE_INNER, 0.0),
                                 (L.LEFT_LID_PAIRS, L.LEFT_EYE_INNER, L.LEFT_EYE_OUTER, 50.0)):
@@ -92,7 +96,8 @@ def _synthetic_eye(height: float) -> np.ndarray:
 
 def test_eye_aspect_ratio_exact_values():
     for h in (0.0, 1.0, 3.0):
-        np.testing.assert_allclose(L.eye_aspect_ratio(_synthetic_eye(h)), [2 * h / 20] * 2, atol=1e-12)
+        np.testing.assert_allclose(L.eye_aspect_ratio(_synthetic_eye(h)),
+                                   [2 * h / 20] * 2, atol=1e-12)
     # batched: leading axes are kept
     batch = np.stack([_synthetic_eye(1.0), _synthetic_eye(2.0)])
     np.testing.assert_allclose(L.eye_aspect_ratio(batch), [[0.1, 0.1], [0.2, 0.2]])
@@ -102,7 +107,8 @@ def test_eye_aspect_ratio_exact_values():
     yawed[:, 0] *= np.cos(0.5)
     yawed[:, 2] = px[:, 0] * np.sin(0.5)
     np.testing.assert_allclose(L.eye_aspect_ratio(yawed), [0.2, 0.2], atol=1e-12)
-    np.testing.assert_allclose(L.eye_aspect_ratio(yawed[:, :2]), [0.2 / np.cos(0.5)] * 2, atol=1e-12)
+    np.testing.assert_allclose(L.eye_aspect_ratio(yawed[:, :2]),
+                               [0.2 / np.cos(0.5)] * 2, atol=1e-12)
 
 
 def test_to_pixels_and_bbox():

@@ -189,3 +189,35 @@ def test_variance_weighting_of_expression_dims():
     assert parts["exp_mse"] == pytest.approx(float(losses.mse(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
     assert parts["exp_vel"] == pytest.approx(
         float(losses.velocity_loss(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
+
+
+def test_global_counts_make_the_processes_mean_the_global_batch_loss():
+    """DDP averages the P processes' gradients; with ``counts`` = the global batch's counts / P, the
+    mean of the processes' losses (and so of their gradients) is the global batch's loss, term by
+    term, also when the processes hold different numbers of valid frames / pairs / MMD windows."""
+    pred, target = _pred_target(seed=5, b=4)
+    mask = torch.ones(4, 16)
+    mask[0, 3:9] = 0
+    mask[1, 10] = 0
+    mask[3, 1:] = 0                                  # a window with one valid frame: no MMD
+    fake, real = _rand(4, 16, seed=11), _rand(4, 16, seed=12)
+    cfg = LossConfig()
+    total, parts = losses.generator_loss(pred, target, mask, cfg, fake)
+    disc = losses.discriminator_loss(real, fake, mask)
+    counts = losses.batch_counts(mask)
+    assert losses.generator_loss(pred, target, mask, cfg, fake, counts)[1] == parts
+    assert {k: float(v) for k, v in counts.items()} == {"frames": 42, "pairs": 36, "windows": 3}
+    shares = {k: v / 2 for k, v in counts.items()}
+    halves = [slice(0, 2), slice(2, 4)]               # process 0: windows 0, 1; process 1: 2, 3
+    sub = lambda d, h: {k: (sub(v, h) if isinstance(v, dict) else v[h]) for k, v in d.items()}
+    got = [losses.generator_loss(sub(pred, h), sub(target, h), mask[h], cfg, fake[h], shares)
+           for h in halves]
+    assert float(sum(t for t, _ in got) / 2) == pytest.approx(float(total), rel=1e-6)
+    for k in parts:
+        assert sum(p[k] for _, p in got) / 2 == pytest.approx(parts[k], rel=1e-6, abs=1e-9), k
+    d = [losses.discriminator_loss(real[h], fake[h], mask[h], shares) for h in halves]
+    assert float(sum(d) / 2) == pytest.approx(float(disc), rel=1e-6)
+    # each process's own counts weight the processes' frames unequally: not the global loss
+    own = [losses.generator_loss(sub(pred, h), sub(target, h), mask[h], cfg, fake[h])[0]
+           for h in halves]
+    assert abs(float(sum(own) / 2) - float(total)) > 1e-3 * abs(float(total))

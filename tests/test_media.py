@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
+from badinputs import damage_audio, write_audio_file  # other tests import them from here
 from preprocessing.common import StepError
-from preprocessing.media import decode_audio, iter_frames, n_frames_cfr, probe, read_wav, write_video
-
-from badinputs import damage_audio, write_audio_file  # noqa: F401 (other tests import it from here)
+from preprocessing.media import (
+    decode_audio,
+    iter_frames,
+    n_frames_cfr,
+    probe,
+    read_wav,
+    write_video,
+)
 
 
 # ------------------------------------------------------------------------------------ material
@@ -58,7 +64,8 @@ def write_with_pts(path, times_s, codec="libx264", tb=Fraction(1, 1000), size=(3
         if audio is not None:
             start = int(round(audio_start_s * sr))
             for s in range(0, len(audio), 1024):
-                fr = av.AudioFrame.from_ndarray(audio[None, s:s + 1024].copy(), format="flt", layout="mono")
+                fr = av.AudioFrame.from_ndarray(audio[None, s:s + 1024].copy(), format="flt",
+                                                layout="mono")
                 fr.sample_rate, fr.pts, fr.time_base = sr, start + s, Fraction(1, sr)
                 out.mux(aus.encode(fr))
             out.mux(aus.encode(None))
@@ -118,7 +125,8 @@ def test_iter_frames_variable_frame_rate(tmp_path):
     rng = np.random.default_rng(0)
     ms = np.concatenate([[0], np.cumsum(rng.integers(10, 80, 59))])  # frame times in whole ms
     # avoid the ambiguity of a pts within half a tick of an output time
-    ms = np.array([m + 2 if abs((m / 1000 * 30) - round(m / 1000 * 30)) < 0.04 and m else m for m in ms])
+    ms = np.array([m + 2 if abs((m / 1000 * 30) - round(m / 1000 * 30)) < 0.04
+                   and m else m for m in ms])
     path = tmp_path / "vfr.mkv"
     write_with_pts(path, ms / 1000, tb=Fraction(1, 1000))
     p = probe(path)
@@ -171,8 +179,9 @@ def test_iter_frames_rotation_matches_ffmpeg_autorotate(tmp_path):
     p = probe(tmp_path / "r.mp4")
     assert (p["video"]["width"], p["video"]["height"], p["video"]["rotation"]) == (48, 64, 90)
     ours = next(iter(iter_frames(tmp_path / "r.mp4")))[1]
-    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "r.mp4"),
-                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+    raw = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i",
+                          str(tmp_path / "r.mp4"), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt",
+                          "rgb24", "-"],
                          capture_output=True, check=True).stdout
     ref = np.frombuffer(raw, np.uint8).reshape(64, 48, 3)
     assert ours.shape == ref.shape
@@ -266,7 +275,6 @@ def test_decode_audio_aligns_to_video_timeline(tmp_path, audio_start):
 ])
 def test_decode_audio_codecs_rates_channels(tmp_path, ext, codec, sr, channels):
     """Any codec/rate/layout decodes to 16 kHz mono, in time (lag 0) and faithful (SNR)."""
-    rng = np.random.default_rng(3)
     t = np.arange(int(1.5 * sr)) / sr
     # a chirp 200..3000 Hz (its autocorrelation has one sharp peak), right channel at half gain
     mono = 0.4 * np.sin(2 * np.pi * (200 * t + 1400 * t**2 / 1.5))
@@ -297,7 +305,8 @@ def test_decode_audio_stem_streams_of_real_clip():
     path = stempeg_clip()
     assert probe(path)["video"] is None  # the cover picture is not a video
     stems = [decode_audio(path, stream=i)[0] for i in range(5)]
-    assert all(len(s) == len(stems[0]) for s in stems) and len(stems[0]) == pytest.approx(6.08 * 16000, rel=0.01)
+    assert (all(len(s) == len(stems[0]) for s in stems)
+            and len(stems[0]) == pytest.approx(6.08 * 16000, rel=0.01))
     resid = stems[0] - sum(stems[1:])  # each stream went through AAC on its own: ~ -16 dB
     assert np.sqrt(np.mean(resid**2)) < 0.25 * np.sqrt(np.mean(stems[0] ** 2))
     xc = np.correlate(stems[0][16000:32000], sum(stems[1:])[16000 - 50:32000 + 50], mode="valid")
@@ -346,7 +355,8 @@ def test_real_avi_with_packed_b_frames():
     for i, f in it:
         small = f[::8, ::8]
         lo = max(0, int(i * 0.8) - 4)
-        d = [np.abs(small.astype(int) - native[j]).mean() for j in range(lo, min(len(native), lo + 8))]
+        d = [np.abs(small.astype(int) - native[j]).mean()
+             for j in range(lo, min(len(native), lo + 8))]
         assert min(d) == 0.0  # an exact source frame, not a blend
         shown.append(lo + int(np.argmin(d)))
     steps = np.diff(shown)

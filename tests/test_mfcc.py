@@ -1,4 +1,5 @@
-"""mfcc: window contract, feature values against a by-hand computation, offset handling, bad input, CLI."""
+"""mfcc: window contract, feature values against a by-hand computation, offset handling, bad input,
+CLI."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from preprocessing.common import StepError, load_npz, read_failure, save_json, save_wav, write_failure
+from preprocessing.common import (
+    StepError,
+    load_npz,
+    read_failure,
+    save_json,
+    save_wav,
+    write_failure,
+)
 from preprocessing.mfcc import SR, features_at, mfcc, mfcc_windows, take_features
 from preprocessing.timebase import n_mfcc_rows as n_rows
 
@@ -29,22 +37,27 @@ def test_mfcc_windows_matches_hand_built_index():
     win = mfcc_windows(feats, N)
     assert win.shape == (N, W, D) and win.dtype == np.float32
     ref = np.empty_like(win)
-    for i in range(N):                                              # the contract, one frame at a time
+    # the contract, one frame at a time
+    for i in range(N):
         centre = int(math.floor(i * 100 / 30 + 0.5))
         for j in range(W):
             ref[i, j] = feats[min(max(centre - 19 + j, 0), M - 1)]
     np.testing.assert_array_equal(win, ref)
     # centres: frame 1 at 3.33 -> row 3, frame 2 at 6.67 -> row 7, frame 3 at row 10
     assert [int(win[i, 19, 0]) // D for i in range(5)] == [0, 3, 7, 10, 13]
-    assert np.all(win[0, :19] == feats[0]) and np.all(win[0, 19:] == feats[:20])   # left edge replicated
-    assert int(win[N - 1, 19, 0]) // D == 163                       # last frame: 49 * 100 / 30 = 163.3
-    assert np.all(win[N - 1, 22:] == feats[M - 1])                  # rows 166.. replicate the last row
+    # left edge replicated
+    assert np.all(win[0, :19] == feats[0]) and np.all(win[0, 19:] == feats[:20])
+    # last frame: 49 * 100 / 30 = 163.3
+    assert int(win[N - 1, 19, 0]) // D == 163
+    # rows 166.. replicate the last row
+    assert np.all(win[N - 1, 22:] == feats[M - 1])
     assert int(win[N - 1, 21, 0]) // D == 165
 
 
 def test_mfcc_windows_other_rates_and_errors():
     feats = np.arange(20, dtype=np.float64)[:, None]
-    w = mfcc_windows(feats, 5, fps=40, width=3)                     # centres 0, 2.5 -> 3 (half up), 5, 7.5 -> 8, 10
+    # centres 0, 2.5 -> 3 (half up), 5, 7.5 -> 8, 10
+    w = mfcc_windows(feats, 5, fps=40, width=3)
     assert w.dtype == np.float64
     np.testing.assert_array_equal(w[:, 1, 0], [0, 3, 5, 8, 10])
     np.testing.assert_array_equal(w[0, :, 0], [0, 0, 1])
@@ -60,10 +73,17 @@ def test_mfcc_windows_other_rates_and_errors():
 # ------------------------------------------------------------------------------- feature values
 def hand_mfcc_rows(x: np.ndarray, centres: list[int]) -> np.ndarray:
     """13 MFCCs of the frames centred at the given samples, computed here from the definitions."""
-    xe = lambda p: float(x[p]) if 0 <= p < len(x) else 0.0          # the signal is zero outside
+
+    def xe(p):  # the signal is zero outside
+        return float(x[p]) if 0 <= p < len(x) else 0.0
+
     # HTK mel filterbank, 26 triangles, 0..8000 Hz, FFT bins floor(513 * f / 16000)
-    mel = lambda f: 2595 * np.log10(1 + f / 700)
-    imel = lambda m: 700 * (10 ** (m / 2595) - 1)
+    def mel(f):
+        return 2595 * np.log10(1 + f / 700)
+
+    def imel(m):
+        return 700 * (10 ** (m / 2595) - 1)
+
     edges = np.floor(513 * imel(np.linspace(mel(0), mel(8000), 28)) / SR).astype(int)
     fb = np.zeros((26, 257))
     for j in range(26):
@@ -92,7 +112,8 @@ def hand_mfcc_rows(x: np.ndarray, centres: list[int]) -> np.ndarray:
 
 def test_mfcc_values_match_hand_computation():
     t = np.arange(SR) / SR
-    x = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1375 * t) + noise(1, 3, 0.01)).astype(np.float32)
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1375 * t)
+         + noise(1, 3, 0.01)).astype(np.float32)
     feats = mfcc(x)
     assert feats.shape == (100, 26) and feats.dtype == np.float32
     rows = [0, 1, 37, 50, 51, 52, 53, 54, 99]
@@ -106,23 +127,25 @@ def test_mfcc_values_match_hand_computation():
 
 @pytest.mark.parametrize("seconds", [0.03, 5.13, 31.0])
 def test_blocked_cepstra_are_bit_identical_to_python_speech_features(seconds):
-    """preprocessing.mfcc computes psf.mfcc in cache-sized blocks (speed): the dataset's features must
-    not change by a single bit. Lengths: under one block, several blocks with a partial last one;
-    speech-like signal with digital silence (the eps branch) and a full-scale stretch."""
+    """preprocessing.mfcc computes psf.mfcc in cache-sized blocks (speed): the dataset's features
+    must not change by a single bit. Lengths: under one block, several blocks with a partial last
+    one; speech-like signal with digital silence (the eps branch) and a full-scale stretch."""
     import python_speech_features as psf
 
     from preprocessing.mfcc import BLOCK, HOP, WIN, _cepstra
 
     n = int(round(seconds * SR))
-    n = (max(n - WIN, 0) // HOP) * HOP + WIN                        # a whole number of frames, as _features cuts
+    # a whole number of frames, as _features cuts
+    n = (max(n - WIN, 0) // HOP) * HOP + WIN
     t = np.arange(n) / SR
     x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
     x = (x + noise(n / SR, 7, 0.05)[:n]).astype(np.float32)
     x[n // 3: n // 3 + 4000] = 0.0
     x[n // 2: n // 2 + 2000] = np.sign(x[n // 2: n // 2 + 2000])
     sig = np.asarray(x, np.float64)
-    ref = psf.mfcc(sig, samplerate=SR, winlen=0.025, winstep=0.01, numcep=13, nfilt=26, nfft=512, lowfreq=0,
-                   highfreq=SR / 2, preemph=0.97, ceplifter=22, appendEnergy=True, winfunc=np.hamming)
+    ref = psf.mfcc(sig, samplerate=SR, winlen=0.025, winstep=0.01, numcep=13, nfilt=26, nfft=512,
+                   lowfreq=0, highfreq=SR / 2, preemph=0.97, ceplifter=22, appendEnergy=True,
+                   winfunc=np.hamming)
     got = _cepstra(sig)
     assert got.shape == ref.shape == ((n - WIN) // HOP + 1, 13) and got.dtype == np.float64
     np.testing.assert_array_equal(got, ref)
@@ -136,7 +159,8 @@ def test_mfcc_shapes_and_silence():
     assert mfcc(noise(0.501)).shape == (51, 26)
     assert mfcc(np.zeros(10, np.float32)).shape == (1, 26)
     silent = mfcc(np.zeros(SR, np.float32))
-    assert np.all(np.isfinite(silent)) and np.allclose(silent[:, 0], LOG_EPS) and np.allclose(silent[:, 13:], 0)
+    assert (np.all(np.isfinite(silent)) and np.allclose(silent[:, 0], LOG_EPS)
+            and np.allclose(silent[:, 13:], 0))
     with pytest.raises(StepError, match=r"empty audio \(0 samples\)"):
         mfcc(np.zeros(0, np.float32))
     with pytest.raises(ValueError, match="multiple of 100"):
@@ -145,7 +169,8 @@ def test_mfcc_shapes_and_silence():
 
 # ------------------------------------------------------------------------------------ the offset
 def click_song(seconds: float, click_s: float) -> np.ndarray:
-    x = noise(seconds, 1, 1e-4)                                     # quiet floor, not digital silence
+    # quiet floor, not digital silence
+    x = noise(seconds, 1, 1e-4)
     x[int(round(click_s * SR))] = 1.0
     return x
 
@@ -188,7 +213,8 @@ def test_offset_is_applied_at_sample_precision():
     n_frames, M = 120, n_rows(120)
     for shift in (12345, 12346, 16000 * 2 + 1):
         for frac in (-0.49, 0.0, 0.49):                            # rounds to the same sample
-            out = take_features({"vocals": song, "music": song, "mix": song}, (shift + frac) / SR, n_frames)
+            out = take_features({"vocals": song, "music": song, "mix": song},
+                                (shift + frac) / SR, n_frames)
             ref = features_at(song, shift, M)
             np.testing.assert_array_equal(out["mfcc_vocals"], ref)
     # and equals the whole-signal features of the song cut at that sample (away from the cut's edge)
@@ -200,7 +226,8 @@ def test_offset_is_applied_at_sample_precision():
 
 def test_take_runs_past_the_song_is_padded_with_silence():
     song = noise(3.0, 2)
-    out = take_features({"vocals": song, "music": song, "mix": song}, offset_s=-1.0, n_frames=150)   # 5 s take
+    # 5 s take
+    out = take_features({"vocals": song, "music": song, "mix": song}, offset_s=-1.0, n_frames=150)
     e = out["mfcc_mix"][:, 0]
     assert out["mfcc_mix"].shape == (500, 26)
     assert out["coverage"] == pytest.approx(300 / 500)             # rows 100..399 lie in the song
@@ -211,13 +238,17 @@ def test_take_runs_past_the_song_is_padded_with_silence():
 def test_bad_inputs():
     song = noise(3.0, 2)
     stems = {"vocals": song, "music": song, "mix": song}
-    with pytest.raises(StepError, match=r"take does not overlap the song: the take covers song time 5\.00\.\.9\.99 s, "
+    with pytest.raises(StepError, match=r"take does not overlap the song: the take covers song "
+                                        r"time 5\.00\.\.9\.99 s, "
                                         r"the song is 0\.\.3\.00 s long"):
         take_features(stems, 5.0, 150)
     with pytest.raises(StepError, match="take does not overlap the song"):
         take_features(stems, -6.0, 150)
-    quiet = {"vocals": song, "music": song, "mix": np.concatenate([song[:SR], np.zeros(2 * SR, np.float32)])}
-    with pytest.raises(StepError, match=r"the song is silent during the whole take \(song time 1\.50\.\.3\.00 s\)"):
+    quiet = {"vocals": song, "music": song,
+             "mix": np.concatenate([song[:SR], np.zeros(2 * SR, np.float32)])}
+    with pytest.raises(StepError,
+                       match=r"the song is silent during the whole take \(song time 1\.50\.\.3\.00 "
+                             r"s\)"):
         take_features(quiet, 1.5, 60)
     with pytest.raises(StepError, match=r"mix\.wav is empty \(0 samples\)"):
         take_features({k: np.zeros(0, np.float32) for k in stems}, 0.0, 30)
@@ -239,13 +270,14 @@ def write_take(d, n_frames=90, offset_s=0.75, mix=None):
     save_wav(d / "music.wav", 0.5 * mix, SR)
     save_wav(d / "mix.wav", mix, SR)
     save_json(d / "ingest.json", {"take": "t 1", "n_frames": n_frames, "fps": 30})
-    save_json(d / "sync.json", {"take": "t 1", "offset_s": offset_s, "confidence": 9.0, "method": "gcc-phat",
-                                "details": {}})
+    save_json(d / "sync.json", {"take": "t 1", "offset_s": offset_s, "confidence": 9.0,
+                                "method": "gcc-phat", "details": {}})
 
 
 def cli_args(d):
-    return ["preprocessing.mfcc", "--take", "t1", "--ingest", d / "ingest.json", "--sync", d / "sync.json",
-            "--vocals", d / "vocals.wav", "--music", d / "music.wav", "--mix", d / "mix.wav", "--out", d / "mfcc.npz"]
+    return ["preprocessing.mfcc", "--take", "t1", "--ingest", d / "ingest.json", "--sync",
+            d / "sync.json", "--vocals", d / "vocals.wav", "--music", d / "music.wav", "--mix",
+            d / "mix.wav", "--out", d / "mfcc.npz"]
 
 
 def test_cli_writes_contract(tmp_path, run_cli):
@@ -266,19 +298,22 @@ def test_cli_failures_become_records(tmp_path, run_cli):
     write_take(tmp_path, mix=np.zeros(6 * SR, np.float32))
     proc = run_cli(cli_args(tmp_path))
     assert proc.stderr.strip().splitlines()[-1] == \
-        "musicface: take 't1' step 'mfcc': the song is silent during the whole take (song time 0.75..3.74 s)"
+        "musicface: take 't1' step 'mfcc': the song is silent during the whole take (song time " \
+        "0.75..3.74 s)"
     assert read_failure(tmp_path / "mfcc.npz")["step"] == "mfcc"
     write_take(tmp_path)
     write_failure(tmp_path / "sync.json", "t1", "sync", "no audio track")
     proc = run_cli(cli_args(tmp_path))
     assert "skipped, upstream step 'sync' failed: no audio track" in proc.stderr
-    assert read_failure(tmp_path / "mfcc.npz") == {"unit": "t1", "step": "sync", "reason": "no audio track"}
+    assert read_failure(tmp_path / "mfcc.npz") == {"unit": "t1", "step": "sync",
+                                                   "reason": "no audio track"}
 
 
 # ------------------------------------------------------------------------- demo song, true timing
 def test_separated_vocals_follow_the_demo_singing_on_the_take_timeline():
     """Demo song (true syllable times) -> built-in separation -> take features with an offset: the
-    vocals' log energy marks sung rows (AUC vs the score), best at lag 0 (the offset applied once)."""
+    vocals' log energy marks sung rows (AUC vs the score), best at lag 0 (the offset applied
+    once)."""
     from scipy.signal import resample_poly
     from sklearn.metrics import roc_auc_score
 
@@ -288,7 +323,8 @@ def test_separated_vocals_follow_the_demo_singing_on_the_take_timeline():
     song = render_song(0, 2, 20.0)
     mix = resample_poly(song.mix.astype(np.float64), 160, 441).astype(np.float32)
     vocals, music = separate_builtin(mix)
-    offset_s, n_frames = 2.345, 450                      # video frame 0 = song time 2.345 s, 15 s take
+    # video frame 0 = song time 2.345 s, 15 s take
+    offset_s, n_frames = 2.345, 450
     out = take_features({"vocals": vocals, "music": music, "mix": mix}, offset_s, n_frames)
     energy = out["mfcc_vocals"][:, 0]
     rows = np.arange(len(energy))

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from musicface.config import ModelConfig, from_dict
+from musicface.data import mfcc_centres, mfcc_span, padded_rows
 from musicface.model import Discriminator, MusicFace, count_parameters, export, load_checkpoint
 from musicface.model.atm import UNet1d
-from musicface.model.generators import combine_eye_states, sample_blinks
+from musicface.model.generators import (PGN, PoseRecurrence, PoseState, PoseWorkspace,
+                                        combine_eye_states, sample_blinks)
 from musicface.train import train_step
 
 VARIANTS = ["single_stream", "two_stream", "with_atm", "full"]
@@ -33,9 +35,17 @@ def tiny(variant: str, **kw) -> MusicFace:
     return MusicFace(ModelConfig(variant=variant, **{**TINY, **kw}), SUBJECTS, E)
 
 
+MF = ("mfcc_vocals", "mfcc_music", "mfcc_mix", "mfcc_index")  # the model's MFCC inputs
+
+
 def batch(b=3, t=32, seed=0) -> dict:
+    """A reader batch (musicface.data's item contract): MFCC rows + each frame's window index, for
+    windows starting at frames 0, 1, 2, ... (every phase of the 30 fps / 100 Hz grid)."""
     g = torch.Generator().manual_seed(seed)
-    out = {k: torch.randn(b, t, 39, 26, generator=g) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    r = mfcc_span(t)
+    out = {k: torch.randn(b, r, 26, generator=g) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    c = mfcc_centres(np.arange(b), t, 10**6)
+    out["mfcc_index"] = torch.from_numpy(c - c[:, :1])
     out["exp"] = torch.randn(b, t, E, generator=g)
     out["pose"] = torch.cumsum(0.05 * torch.randn(b, t, 6, generator=g), 1)
     out["pose_vel"] = torch.cat([torch.zeros(b, 1, 6), out["pose"][:, 1:] - out["pose"][:, :-1]], 1)
@@ -52,7 +62,7 @@ def batch(b=3, t=32, seed=0) -> dict:
 def test_forward_shapes_per_variant(variant):
     m = tiny(variant)
     b = batch()
-    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    out = m({k: b[k] for k in MF}, b["subject"])
     assert out["exp"].shape == (3, 32, E) and out["exp"].dtype == torch.float32
     assert out["pose"].shape == (3, 32, 6)
     assert out["e_long"].shape == (3, 32)
@@ -72,10 +82,31 @@ def test_forward_shapes_per_variant(variant):
 
 
 @torch.no_grad()
+def test_forward_on_rows_equals_forward_on_windows():
+    """The model cuts the MFCC windows from the rows on its device (MusicFace.windows): exactly the
+    windows the reader shipped before (numpy cut of the item contract), so the forward is the same
+    to the bit as the forward on windows."""
+    m = tiny("full")
+    m.set_normalisation(_stats())
+    b = batch()
+    idx = b["mfcc_index"].numpy()[..., None] + np.arange(39)
+    oh = m.onehot(b["subject"])
+    got, _ = m.encode({k: b[k] for k in MF}, oh)
+    windows = {s: torch.from_numpy(np.stack([r[i] for r, i in zip(b[f"mfcc_{s}"].numpy(), idx)]))
+               for s in m.streams}
+    assert windows["vocals"].shape == (3, 32, 39, 26)
+    norm = {s: (w - m.mfcc_mean[i]) / m.mfcc_std[i] for i, (s, w) in enumerate(windows.items())}
+    want, _ = m.encode_windows(norm, oh)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    audio = m.disc_audio({k: b[k] for k in MF})
+    assert torch.equal(audio, torch.cat([norm[s][:, :, 19] for s in m.streams], -1))
+
+
+@torch.no_grad()
 def test_single_stream_reads_only_the_mix():
     m = tiny("single_stream")
     b = batch()
-    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    mf = {k: b[k] for k in MF}
     a = m(mf, b["subject"])["exp"]
     mf2 = dict(mf, mfcc_vocals=torch.randn_like(b["mfcc_vocals"]), mfcc_music=None)
     assert torch.equal(a, m(mf2, b["subject"])["exp"])
@@ -95,11 +126,11 @@ def test_mixed_audio_feeds_the_mix_to_both_streams():
     m.set_normalisation(stats)
     assert torch.equal(m.mfcc_mean, torch.full((2, 26), 2.0))  # both rows: the mix's (row 2)
     b = batch()
-    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    mf = {k: b[k] for k in MF}
     out = m(mf, b["subject"])
     same = m(dict(mf, mfcc_vocals=None, mfcc_music=None), b["subject"])
     assert torch.equal(out["pose"], same["pose"]) and torch.equal(out["exp"], same["exp"])
-    gen = m.generate(mfcc_mix=b["mfcc_mix"][0].numpy(), subject=0)
+    gen = m.generate(mfcc_mix=b["mfcc_mix"][0].numpy(), subject=0, mfcc_index=b["mfcc_index"][0].numpy())
     assert gen["exp"].shape == (32, E)
     sep = tiny("full")
     assert sep.inputs == {"mfcc_vocals", "mfcc_music"}
@@ -127,7 +158,7 @@ def test_every_parameter_gets_a_gradient(variant):
     cfg = from_dict({"model": {"variant": variant, **TINY}})
     opt_g = torch.optim.SGD(m.parameters(), lr=0.0)
     opt_d = torch.optim.SGD(d.parameters(), lr=0.0)
-    parts = train_step(m, d, m, batch(), cfg, opt_g, opt_d)
+    parts = {k: float(v) for k, v in train_step(m, d, m, batch(), cfg, opt_g, opt_d).items()}
     assert np.isfinite(parts["loss"]) and parts["adv"] > 0 and parts["disc"] > 0
     for name, module in (("generator", m), ("discriminator", d)):
         for pname, p in module.named_parameters():
@@ -137,6 +168,25 @@ def test_every_parameter_gets_a_gradient(variant):
         assert parts["att"] > 0
 
 
+def test_bf16_autocast_step():
+    """``train.bf16`` (meant for GPUs) traced on CPU autocast: the step runs, its losses (computed
+    in float32 on bfloat16 network outputs) are within 2 % of the float32 step's on the same
+    weights, and the parameters stay float32."""
+    parts = {}
+    for bf16 in (False, True):
+        m = tiny("full")
+        d = Discriminator(52, 8)
+        cfg = from_dict({"model": {"variant": "full", **TINY}, "train": {"bf16": bf16}})
+        opt_g, opt_d = (torch.optim.SGD(x.parameters(), lr=0.0) for x in (m, d))
+        out = train_step(m, d, m, batch(2, 16), cfg, opt_g, opt_d)
+        parts[bf16] = {k: float(v) for k, v in out.items()}
+        assert all(p.dtype == p.grad.dtype == torch.float32 for p in m.parameters())
+    for k in ("reg", "exp_mse", "pose_mmd", "eye_l1", "disc"):
+        assert np.isfinite(parts[True][k]), k
+        assert parts[True][k] == pytest.approx(parts[False][k], rel=0.02), k
+    assert parts[True]["reg"] != parts[False]["reg"]  # bfloat16 really ran
+
+
 # --------------------------------------------------------------------------------- the PGN
 @torch.no_grad()
 def test_pgn_speed_is_nonnegative_and_bounds_each_step():
@@ -144,7 +194,7 @@ def test_pgn_speed_is_nonnegative_and_bounds_each_step():
     m.pgn.speed[2].bias.fill_(-3.0)  # push the speed MLP's raw output strongly negative
     m.pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
     b = batch()
-    out = m({k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}, b["subject"])
+    out = m({k: b[k] for k in MF}, b["subject"])
     s, p = out["speed"], out["pose"]
     assert float(s.min()) >= 0
     assert float(s.mean()) > 0.1  # ABS, not a clamp: negative outputs become speed
@@ -158,7 +208,7 @@ def test_pgn_speed_is_nonnegative_and_bounds_each_step():
 def test_pgn_is_autoregressive_and_starts_at_p0():
     m = tiny("full")
     b = batch()
-    mf = {k: b[k] for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    mf = {k: b[k] for k in MF}
     p0 = torch.zeros(3, 6)
     a = m(mf, b["subject"], p0=p0)["pose"]
     assert torch.equal(a[:, 0], p0)
@@ -174,6 +224,81 @@ def test_pgn_is_autoregressive_and_starts_at_p0():
     _, pa, _, _, state = m.decode(first, p0=p0)
     _, pb, _, _, _ = m.decode(second, state=state)
     assert torch.allclose(torch.cat([pa, pb], 1), full, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, shape, tol", [(torch.float64, (3, 20, 9, 5), 1e-12),
+                                               (torch.float32, (4, 127, 130, 128), 1e-5)])
+def test_pose_recurrence_equals_autograd(dtype, shape, tol):
+    """PGN.forward (PoseRecurrence, hand-written backward) against the autograd loop
+    (PGN.forward_autograd, the implementation before it): the same poses, final state and
+    gradients of every input and weight, to float rounding; float32 at the default sizes (B = 4,
+    T = 127, 2F + S = 130, H = 128) differs by a few ulp (2e-6 relative)."""
+    b, t, d_in, n = shape
+    torch.manual_seed(0)
+    pgn = PGN(d_in, 16, n).to(dtype)
+    pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(b, t, d_in, dtype=dtype, generator=g).requires_grad_()
+    state = [torch.randn(b, k, dtype=dtype, generator=g).requires_grad_() for k in (n, n, 6, 6)]
+    shapes = ((b, t, 6), (b, n), (b, n), (b, 6), (b, 6))
+    w = [torch.randn(*s, dtype=dtype, generator=g) for s in shapes]
+    results = []
+    for fn in (PGN.forward_autograd, PGN.forward):
+        pgn.zero_grad()
+        for x in (h, *state):
+            x.grad = None
+        poses, speed, last = fn(pgn, h, PoseState(*state))
+        outs = (poses, last.h, last.c, last.p, last.v)
+        sum((o * wo).sum() for o, wo in zip(outs, w)).backward()
+        grads = [x.grad.clone() for x in (h, *state)] + [p.grad.clone() for p in pgn.parameters()]
+        results.append(([o.detach() for o in outs], grads))
+    (want, want_g), (got, got_g) = results
+    assert float(want[0].abs().max()) > 1.0  # the poses move
+    for a, b_ in zip(want + want_g, got + got_g):
+        scale = float(a.abs().max())
+        assert scale > 0 and float((a - b_).abs().max()) <= tol * scale
+
+
+def test_pose_workspace_is_reused_only_when_free():
+    """The PGN reuses a shape's workspace once the graph that used it is gone; two forwards before
+    one backward get two workspaces and both gradients are right; a backward whose workspace was
+    overwritten anyway fails loudly (autograd's version check), it does not return wrong numbers."""
+    torch.manual_seed(0)
+    pgn = PGN(9, 16, 8)
+    g = torch.Generator().manual_seed(3)
+    h1, h2 = (torch.randn(2, 12, 9, generator=g).requires_grad_() for _ in range(2))
+    state = pgn.init_state(torch.zeros(2, 6))
+
+    def grads(fn):
+        for x in (h1, h2):
+            x.grad = None
+        (fn(pgn, h1, state)[0] ** 2 + 2 * fn(pgn, h2, state)[0]).sum().backward()
+        return h1.grad.clone(), h2.grad.clone()
+
+    for want, got in zip(grads(PGN.forward_autograd), grads(PGN.forward)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    ws = pgn.workspace(12, 2, torch.float32, h1.device)
+    assert not ws.busy and pgn.workspace(12, 2, torch.float32, h1.device) is ws  # kept, free again
+    poses = pgn(h1, state)[0]
+    assert ws.busy and pgn.workspace(12, 2, torch.float32, h1.device) is not ws
+    ws.release()  # misuse: hand it out while poses' graph still needs it
+    pgn(h2, state)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        poses.sum().backward()
+
+
+def test_pose_recurrence_gradcheck():
+    """The hand-written backward against finite differences (float64), every input."""
+    g = torch.Generator().manual_seed(2)
+    b, t, n = 2, 4, 3
+    shapes = [(b, t, 4 * n), (b, t, 6), (4 * n, 12 + n), (6, n), (6,), (b, n), (b, n), (b, 6),
+              (b, 6)]
+    args = [torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_() for s in shapes]
+
+    def fn(*a):  # a fresh workspace per call (gradcheck keeps several graphs alive)
+        return PoseRecurrence.apply(*a, PoseWorkspace(t, b, n, torch.float64, "cpu"))
+
+    assert torch.autograd.gradcheck(fn, args)
 
 
 @torch.no_grad()
@@ -265,8 +390,11 @@ def test_unet_context_bounds_the_receptive_field():
 
 # ------------------------------------------------------------------------------ generation
 def _song(t, seed=0):
-    g = np.random.default_rng(seed)
-    return {k: g.normal(size=(t, 39, 26)).astype(np.float32) for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    """A song's MFCC as generate takes it: padded rows + each frame's window start."""
+    g, m = np.random.default_rng(seed), -(-t * 100 // 30)
+    song = {k: padded_rows(g.normal(size=(m, 26)).astype(np.float32))
+            for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix")}
+    return dict(song, mfcc_index=mfcc_centres(0, t, m))
 
 
 def _stats(e=E):
@@ -338,10 +466,17 @@ def test_generate_rejects_bad_input():
     m = tiny("full")
     with pytest.raises(ValueError, match="unknown subject 'nobody'; this model knows: singer1, singer2"):
         m.generate(**_song(50), subject="nobody")
-    with pytest.raises(ValueError, match=r"shape \(T, 39, 26\)"):
-        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), mfcc_music=np.zeros((49, 39, 26)), subject=0)
+    song = _song(50)
+    msg = r"mfcc_music: MFCC rows must have shape \(R, 26\), got \(50, 39, 26\)"
+    with pytest.raises(ValueError, match=msg):
+        m.generate(**dict(song, mfcc_music=np.zeros((50, 39, 26))), subject=0)
+    msg = r"mfcc_index must be \(T,\) with 0 <= index <= R - 39 \(R = 205"
+    with pytest.raises(ValueError, match=msg):
+        m.generate(**dict(song, mfcc_index=song["mfcc_index"] + 5), subject=0)
+    with pytest.raises(ValueError, match="mfcc_index is required"):
+        m.generate(mfcc_vocals=song["mfcc_vocals"], mfcc_music=song["mfcc_music"], subject=0)
     with pytest.raises(ValueError, match="variant 'full' needs mfcc_music"):
-        m.generate(mfcc_vocals=np.zeros((50, 39, 26)), subject=0)
+        m.generate(mfcc_vocals=song["mfcc_vocals"], mfcc_index=song["mfcc_index"], subject=0)
 
 
 def test_save_and_load_with_weights_only(tmp_path):

@@ -1,12 +1,12 @@
 """preprocessing.qc on synthetic step outputs in docs/data.md's formats (and failure records).
 
-``write_take`` (also used by test_split.py / test_shards.py) writes one take's intermediate files."""
+``write_take`` (also used by test_split.py / test_shards.py) writes one take's intermediate
+files."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pytest
 
 from preprocessing import qc
 from preprocessing.common import read_failure, save_json, save_npz, write_failure
@@ -14,8 +14,8 @@ from preprocessing.common import read_failure, save_json, save_npz, write_failur
 K = 478  # FaceMesh landmarks
 
 
-def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=0, blinks=((30, 36),),
-               longs=((100, 130),), backend="builtin"):
+def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=0,
+               blinks=((30, 36),), longs=((100, 130),), backend="builtin"):
     """Write ingest/sync/mfcc/track/coeffs/au45/eyes of one synthetic take into folder ``d``.
 
     Known values: mfcc_*[r, 0] = r + 1000 * stream; pose[t] = 0.001 t (1..6); residual = low-rank
@@ -25,9 +25,10 @@ def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=
     m = -(-n * 100 // 30)
     valid = np.ones(n, np.uint8) if valid is None else np.asarray(valid, np.uint8)
     save_json(d / "ingest.json", {"take": take, "video": f"{take}.mp4", "n_frames": n, "fps": 30,
-                                  "duration_s": n / 30, "width": 640, "height": 480, "source_fps": 30.0,
-                                  "vfr": False, "has_audio": True, "audio_sr": 48000, "audio_channels": 1,
-                                  "video_codec": "h264", "audio_codec": "aac"})
+                                  "duration_s": n / 30, "width": 640, "height": 480,
+                                  "source_fps": 30.0, "vfr": False, "has_audio": True,
+                                  "audio_sr": 48000, "audio_channels": 1, "video_codec": "h264",
+                                  "audio_codec": "aac"})
     save_json(d / "sync.json", {"take": take, "offset_s": offset_s, "confidence": confidence,
                                 "method": "gcc-phat", "details": {}})
     mf = {}
@@ -42,8 +43,8 @@ def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=
              bbox=np.tile(np.array([0.3, 0.2, 0.7, 0.8], np.float32), (n, 1)))
     t = np.arange(n, dtype=np.float32)
     pose = (t[:, None] * 0.001 * np.arange(1, 7)).astype(np.float32)
-    coeffs = {"backend": np.array(backend), "pose": pose, "landmarks2d": lm[:, :, :2].copy(), "valid": valid,
-              "take": np.array(take)}
+    coeffs = {"backend": np.array(backend), "pose": pose, "landmarks2d": lm[:, :, :2].copy(),
+              "valid": valid, "take": np.array(take)}
     if backend == "builtin":
         latent = rng.standard_normal((n, 3))
         coeffs["residual"] = (latent @ rng.standard_normal((3, K * 3)) * 0.01).astype(np.float32)
@@ -60,7 +61,8 @@ def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=
     save_npz(d / "au45.npz", au45=au * 3, valid=valid, backend=np.array("builtin"))
     save_npz(d / "eyes.npz", au45=au, eye_long=long_, eye_blink=blink, valid=valid,
              events=np.zeros((0, 4), np.float32), stats_json=np.array("{}"))
-    return {"pose": pose, "mfcc": mf, "valid": valid, "landmarks2d": lm[:, :, :2], "residual": coeffs.get("residual")}
+    return {"pose": pose, "mfcc": mf, "valid": valid, "landmarks2d": lm[:, :, :2],
+            "residual": coeffs.get("residual")}
 
 
 def paths(d):
@@ -104,7 +106,8 @@ def test_failure_records_become_reasons(tmp_path):
     p = paths(tmp_path)
     # a corrupt video: ingest fails and every later step passes the same root cause on
     for k in ("ingest", "sync", "mfcc", "track", "coeffs", "au45", "eyes"):
-        write_failure(p[k], "t1", "ingest", "cannot open video: Invalid data found when processing input")
+        write_failure(p[k], "t1", "ingest",
+                      "cannot open video: Invalid data found when processing input")
     r = run(tmp_path)
     assert r["status"] == "fail"
     assert r["reasons"] == ["ingest: cannot open video: Invalid data found when processing input"]
@@ -132,7 +135,8 @@ def test_length_mismatches(tmp_path):
     z["pose"] = z["pose"][:299]
     save_npz(p["coeffs"], **z)
     r = run(tmp_path)
-    assert r["reasons"] == ["mfcc length mismatch: mfcc_music has shape (995, 26), expected (1000, 26) for 300 frames",
+    assert r["reasons"] == ["mfcc length mismatch: mfcc_music has shape (995, 26), expected (1000, "
+                            "26) for 300 frames",
                             "coeffs length mismatch: pose has 299 frames, expected 300"]
 
 
@@ -164,12 +168,14 @@ def test_cli(tmp_path, run_cli):
     args = ["preprocessing.qc", "--take", "t1", "--subject", "alice", "--song", "songA"]
     for k, v in paths(d).items():
         args += [f"--{k}", v]
-    proc = run_cli(args + ["--min-sync-confidence", "4", "--min-valid-fraction", "0.8", "--min-frames", "128",
-                           "--out", out])
+    proc = run_cli(args + ["--min-sync-confidence", "4", "--min-valid-fraction", "0.8",
+                           "--min-frames", "128", "--out", out])
     r = json.loads(out.read_text())
     assert read_failure(out) is None
-    assert r["status"] == "fail" and r["reasons"] == ["too short: 90 frames < 128 (one training window)"]
-    assert r["thresholds"] == {"min_sync_confidence": 4.0, "min_valid_fraction": 0.8, "min_frames": 128}
+    assert r["status"] == "fail" and r["reasons"] == ["too short: 90 frames < 128 (one training "
+                                                      "window)"]
+    assert r["thresholds"] == {"min_sync_confidence": 4.0, "min_valid_fraction": 0.8,
+                               "min_frames": 128}
     assert "qc t1: fail: too short" in proc.stderr
 
 

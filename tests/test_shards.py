@@ -17,8 +17,8 @@ from preprocessing.coeffs import expression_from_coeffs, fit_basis
 from preprocessing.common import load_npz, save_npz, write_failure
 from test_qc import write_take
 
-TAKES = [("t_b", "bob", "song1", "train"), ("t_a", "ann", "song1", "train"), ("t_c", "ann", "song2", "test"),
-         ("t_d", "cid", "song2", "train")]
+TAKES = [("t_b", "bob", "song1", "train"), ("t_a", "ann", "song1", "train"),
+         ("t_c", "ann", "song2", "test"), ("t_d", "cid", "song2", "train")]
 
 
 @pytest.fixture(scope="module")
@@ -28,24 +28,26 @@ def work(tmp_path_factory):
         valid = np.ones(200 + 10 * i, np.uint8)
         if take == "t_a":
             valid[20:30] = 0
-        write_take(root / "work" / "takes" / take, take, n=200 + 10 * i, offset_s=0.5 * i, confidence=5.0 + i,
-                   valid=valid, seed=i)
+        write_take(root / "work" / "takes" / take, take, n=200 + 10 * i, offset_s=0.5 * i,
+                   confidence=5.0 + i, valid=valid, seed=i)
     ds = root / "dataset"
     ds.mkdir()
-    pd.DataFrame(TAKES, columns=["take", "subject", "song", "split"]).to_csv(ds / "split.tsv", sep="\t", index=False)
+    pd.DataFrame(TAKES, columns=["take", "subject", "song", "split"]).to_csv(ds / "split.tsv",
+                                                                             sep="\t", index=False)
     fit_basis(ds / "split.tsv", [root / "work" / "takes" / t[0] / "coeffs.npz" for t in TAKES],
               ds / "exp_basis.npz", dim=6)
     return root
 
 
-CONFIG = {"coeffs": {"exp_dim": 6, "backend": "builtin"}, "separate": {"backend": "builtin"}, "qc": {"min_frames": 128},
-          "train": {"name": "x"}}
+CONFIG = {"coeffs": {"exp_dim": 6, "backend": "builtin"}, "separate": {"backend": "builtin"},
+          "qc": {"min_frames": 128}, "train": {"name": "x"}}
 
 
 def build(root, out="dataset/shards", per_shard=2, config=CONFIG):
-    return subprocess.run([sys.executable, "-m", "preprocessing.shards", "--split", "dataset/split.tsv",
-                           "--basis", "dataset/exp_basis.npz", "--work", "work/takes", "--takes-per-shard",
-                           str(per_shard), "--config-json", json.dumps(config), "--out", out],
+    return subprocess.run([sys.executable, "-m", "preprocessing.shards", "--split",
+                           "dataset/split.tsv", "--basis", "dataset/exp_basis.npz", "--work",
+                           "work/takes", "--takes-per-shard", str(per_shard), "--config-json",
+                           json.dumps(config), "--out", out],
                           cwd=root, capture_output=True, text=True, timeout=300)
 
 
@@ -53,8 +55,8 @@ def test_layout_and_values(work):
     p = build(work)
     assert p.returncode == 0, p.stderr
     out = work / "dataset" / "shards"
-    assert sorted(x.name for x in out.iterdir()) == ["manifest.json", "test-00000.h5", "train-00000.h5",
-                                                     "train-00001.h5"]
+    assert sorted(x.name for x in out.iterdir()) == ["manifest.json", "test-00000.h5",
+                                                     "train-00000.h5", "train-00001.h5"]
     man = json.loads((out / "manifest.json").read_text())
     assert [(f["name"], f["takes"]) for f in man["files"]] == [
         ("train-00000.h5", ["t_a", "t_b"]), ("train-00001.h5", ["t_d"]), ("test-00000.h5", ["t_c"])]
@@ -71,18 +73,21 @@ def test_layout_and_values(work):
         assert (ga["subject"], ga["subject_index"], ga["song"], ga["split"], ga["n_frames"]) == \
             ("ann", 0, "song1", "train", 210)
         assert (ga["offset_s"], ga["sync_method"], ga["sync_confidence"]) == (0.5, "gcc-phat", 6.0)
-        assert json.loads(ga["backends"]) == {"au45": "builtin", "coeffs": "builtin", "separate": "builtin",
-                                              "sync": "gcc-phat", "track": "mediapipe-facemesh"}
+        assert json.loads(ga["backends"]) == {"au45": "builtin", "coeffs": "builtin",
+                                              "separate": "builtin", "sync": "gcc-phat",
+                                              "track": "mediapipe-facemesh"}
         assert "numpy" in json.loads(ga["tool_versions"])
         n, m = 210, 700
-        want = {"mfcc_vocals": ("<f4", (m, 26)), "mfcc_music": ("<f4", (m, 26)), "mfcc_mix": ("<f4", (m, 26)),
-                "exp": ("<f4", (n, 6)), "pose": ("<f4", (n, 6)), "au45": ("<f4", (n,)), "eye_long": ("<f4", (n,)),
-                "eye_blink": ("|u1", (n,)), "valid": ("|u1", (n,)), "landmarks": ("<f2", (n, 478, 2))}
+        want = {"mfcc_vocals": ("<f4", (m, 26)), "mfcc_music": ("<f4", (m, 26)),
+                "mfcc_mix": ("<f4", (m, 26)), "exp": ("<f4", (n, 6)), "pose": ("<f4", (n, 6)),
+                "au45": ("<f4", (n,)), "eye_long": ("<f4", (n,)), "eye_blink": ("|u1", (n,)),
+                "valid": ("|u1", (n,)), "landmarks": ("<f2", (n, 478, 2))}
         assert {k: (g[k].dtype.str, g[k].shape) for k in g} == want
         assert g["exp"].chunks == (n, 6) and g["mfcc_mix"].chunks == (m, 26)  # shorter than a chunk
         assert g["pose"].compression == "gzip" and g["pose"].shuffle
         # values: exactly the step outputs; invalid frames (20:30) hold zeros
-        src = {k: load_npz(work / "work/takes/t_a" / f"{k}.npz") for k in ("mfcc", "coeffs", "eyes")}
+        src = {k: load_npz(work / "work/takes/t_a" / f"{k}.npz")
+               for k in ("mfcc", "coeffs", "eyes")}
         for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
             np.testing.assert_array_equal(g[k][()], src["mfcc"][k])
         v = g["valid"][()].astype(bool)
@@ -92,7 +97,8 @@ def test_layout_and_values(work):
         exp = expression_from_coeffs(src["coeffs"], basis)
         np.testing.assert_allclose(g["exp"][()], exp, rtol=0, atol=0)
         assert np.abs(g["exp"][()][v]).max() > 1e-3  # a real projection, not zeros
-        np.testing.assert_allclose(g["landmarks"][()][v], src["coeffs"]["landmarks2d"][v], atol=5e-4)
+        np.testing.assert_allclose(g["landmarks"][()][v],
+                                   src["coeffs"]["landmarks2d"][v], atol=5e-4)
         np.testing.assert_array_equal(g["eye_blink"][()], src["eyes"]["eye_blink"])
         np.testing.assert_array_equal(g["eye_long"][()][v], src["eyes"]["eye_long"][v])
     # the reader sees the same
@@ -105,11 +111,15 @@ def test_deterministic_bytes(work):
     assert build(work, out="dataset/s1").returncode == 0
     assert build(work, out="dataset/s2").returncode == 0
     for name in ("train-00000.h5", "train-00001.h5", "test-00000.h5", "manifest.json"):
-        assert (work / "dataset/s1" / name).read_bytes() == (work / "dataset/s2" / name).read_bytes(), name
+        assert ((work / "dataset/s1" / name).read_bytes()
+                == (work / "dataset/s2" / name).read_bytes()), name
     # the model/train config does not enter config_sha
-    assert build(work, out="dataset/s3", config={**CONFIG, "train": {"name": "other"}}).returncode == 0
-    assert (work / "dataset/s3/train-00000.h5").read_bytes() == (work / "dataset/s1/train-00000.h5").read_bytes()
-    assert build(work, out="dataset/s4", config={**CONFIG, "qc": {"min_frames": 64}}).returncode == 0
+    assert build(work, out="dataset/s3",
+                 config={**CONFIG, "train": {"name": "other"}}).returncode == 0
+    assert ((work / "dataset/s3/train-00000.h5").read_bytes()
+            == (work / "dataset/s1/train-00000.h5").read_bytes())
+    assert build(work, out="dataset/s4",
+                 config={**CONFIG, "qc": {"min_frames": 64}}).returncode == 0
     m1 = json.loads((work / "dataset/s1/manifest.json").read_text())
     m4 = json.loads((work / "dataset/s4/manifest.json").read_text())
     assert m1["config_sha"] != m4["config_sha"]
@@ -183,12 +193,16 @@ def test_atomic_replace_and_stale_temp(work, monkeypatch):
     real = sh.write_shard
     monkeypatch.setattr(sh, "write_shard", boom)
     with pytest.raises(KeyboardInterrupt):
-        sh.build(work / "dataset/split.tsv", work / "dataset/exp_basis.npz", work / "work/takes", out, 2, CONFIG)
+        sh.build(work / "dataset/split.tsv", work / "dataset/exp_basis.npz", work / "work/takes",
+                 out, 2, CONFIG)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not list(out.parent.glob(".atomic.tmp-*"))  # the stale one was cleaned at start, ours on failure
+    # the stale one was cleaned at start, ours on failure
+    assert not list(out.parent.glob(".atomic.tmp-*"))
     monkeypatch.setattr(sh, "write_shard", real)
-    sh.build(work / "dataset/split.tsv", work / "dataset/exp_basis.npz", work / "work/takes", out, 3, CONFIG)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test-00000.h5", "train-00000.h5"]
+    sh.build(work / "dataset/split.tsv", work / "dataset/exp_basis.npz", work / "work/takes",
+             out, 3, CONFIG)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test-00000.h5",
+                                                     "train-00000.h5"]
 
 
 def test_errors(work, tmp_path):
@@ -199,7 +213,8 @@ def test_errors(work, tmp_path):
     p = build(tmp_path)
     assert p.returncode == 1
     assert p.stderr.strip().splitlines()[-1] == ("musicface: step 'shards': no take passed QC "
-                                                 "(dataset/split.tsv is empty): see qc.tsv beside it")
+                                                 "(dataset/split.tsv is empty): see qc.tsv beside "
+                                                 "it")
     assert not (tmp_path / "dataset/shards").exists()
     # a take of split.tsv whose file turned into a failure record
     bad = work / "bad"
@@ -207,7 +222,8 @@ def test_errors(work, tmp_path):
     import shutil
 
     shutil.copytree(work / "work", bad / "work")
-    shutil.copytree(work / "dataset", bad / "dataset", ignore=shutil.ignore_patterns("s[0-9]", "shards", "atomic"))
+    shutil.copytree(work / "dataset", bad / "dataset",
+                    ignore=shutil.ignore_patterns("s[0-9]", "shards", "atomic"))
     write_failure(bad / "work/takes/t_c/track.npz", "t_c", "track", "no face found in any frame")
     p = build(bad)
     assert p.returncode == 1

@@ -1,8 +1,9 @@
 """The dataset DAG on a real (local, one-node) SLURM cluster, through profiles/slurm.
 
-Starts munge + slurmctld + slurmd on localhost (tests/slurm_cluster.py), runs the `dataset` target of a
-tiny demo with `snakemake --workflow-profile profiles/slurm`, checks the jobs went through SLURM and that
-the shards equal those of a local run, and stops every daemon it started. Every wait is bounded.
+Starts munge + slurmctld + slurmd on localhost (tests/slurm_cluster.py), runs the `dataset` target
+of a tiny demo with `snakemake --workflow-profile profiles/slurm`, checks the jobs went through
+SLURM and that the shards equal those of a local run, and stops every daemon it started. Every wait
+is bounded.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shardbytes import shard_array_bytes  # noqa: E402
-from slurm_cluster import LocalSlurm, missing_binaries  # noqa: E402
+from shardbytes import shard_array_bytes
+from slurm_cluster import LocalSlurm, missing_binaries
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -33,7 +34,8 @@ def _need_cluster():
     if os.geteuid() != 0 or missing:
         why = "needs root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
         if os.environ.get("CI") == "true":
-            pytest.fail(f"local SLURM test cannot run in CI: {why} (.ci/run installs slurm-wlm munge)")
+            pytest.fail(f"local SLURM test cannot run in CI: {why} (.ci/run installs slurm-wlm "
+                        f"munge)")
         pytest.skip(f"local SLURM: {why} (apt-get install slurm-wlm munge)")
 
 
@@ -70,12 +72,15 @@ def test_dataset_on_local_slurm_matches_local_run(tmp_path):
     assert len(names) >= 3, f"expected the DAG's jobs in SLURM, got:\n{chr(10).join(jobs)}"
     assert not [j for j in jobs if "JobState=FAILED" in j]
     logs = list((cluster_dir / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert len(logs) == len(names), (len(logs), len(names))  # one SLURM log per job the plugin submitted
+    # one SLURM log per job the plugin submitted
+    assert len(logs) == len(names), (len(logs), len(names))
     assert "job submitted" in (proc.stdout + proc.stderr).lower() or "slurm" in proc.stderr.lower()
 
-    a, b = shard_array_bytes(local / "dataset" / "shards"), shard_array_bytes(cluster_dir / "dataset" / "shards")
+    a, b = (shard_array_bytes(local / "dataset" / "shards"),
+            shard_array_bytes(cluster_dir / "dataset" / "shards"))
     assert a.keys() == b.keys() and a, "the SLURM run produced other shards than the local run"
     different = [k for k in a if a[k] != b[k]]
     assert not different, f"arrays differ between local and SLURM runs: {different[:5]}"
-    assert (local / "dataset" / "qc.tsv").read_text() == (cluster_dir / "dataset" / "qc.tsv").read_text()
+    assert ((local / "dataset" / "qc.tsv").read_text()
+            == (cluster_dir / "dataset" / "qc.tsv").read_text())
     shutil.rmtree(tmp_path / "cluster", ignore_errors=True)

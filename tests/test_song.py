@@ -39,9 +39,12 @@ def test_song_cli_formats(tmp_path, run_cli, ext, codec, sr, channels):
     err = np.sqrt(np.mean((mix[inner] - ref[inner]) ** 2)) / np.sqrt(np.mean(ref[inner] ** 2))
     assert err < (0.01 if codec in ("pcm_s16le", "flac") else 0.2)
     info = json.loads(js.read_text())
-    assert (info["song"], info["source_sr"], info["channels"], info["sr"]) == ("s1", sr, channels, 16000)
-    assert info["codec"] == {"pcm_s16le": "pcm_s16le", "flac": "flac", "libmp3lame": "mp3", "aac": "aac"}[codec]
-    assert info["duration_s"] == pytest.approx(len(mix) / 16000) and info["duration_s"] == pytest.approx(3.0, abs=0.05)
+    assert (info["song"], info["source_sr"], info["channels"], info["sr"]) == ("s1", sr,
+                                                                               channels, 16000)
+    assert (info["codec"]
+            == {"pcm_s16le": "pcm_s16le", "flac": "flac", "libmp3lame": "mp3", "aac": "aac"}[codec])
+    assert (info["duration_s"] == pytest.approx(len(mix) / 16000)
+            and info["duration_s"] == pytest.approx(3.0, abs=0.05))
 
 
 def test_song_from_stem_file_is_the_mixture():
@@ -60,20 +63,23 @@ def _video_only(d):
 @pytest.mark.parametrize("make,reason", [
     (lambda d: write_audio_file(d / "bad.mp4", np.zeros((44100 * 3, 2), np.float32), 44100, "aac"),
      "silent audio (peak -inf dBFS, below -60 dBFS)"),
-    (lambda d: write_audio_file(d / "bad.mp4", np.full((8000 * 3, 1), 1e-4, np.float32), 8000, "pcm_s16le"),
+    (lambda d: write_audio_file(d / "bad.mp4", np.full((8000 * 3, 1), 1e-4, np.float32),
+                                8000, "pcm_s16le"),
      "silent audio (peak -81 dBFS, below -60 dBFS)"),
     (lambda d: write_audio_file(d / "bad.mp4", chirp(16000, 0.5)[:, None], 16000, "flac"),
      "song too short: 0.50 s (need at least 1 s)"),
     (_video_only, "no audio track"),
     (lambda d: (d / "bad.mp4").write_bytes(b"ID3" + b"\x00" * 5000),
-     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found when processing input"),
+     "unreadable media file 'bad.mp4' (corrupt, truncated or not audio/video): Invalid data found "
+     "when processing input"),
 ])
 def test_song_bad_files_fail_by_name(tmp_path, run_cli, make, reason):
     make(tmp_path)
     wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
     proc = run_cli(["preprocessing.song", "--song", "my_song", "--audio", tmp_path / "bad.mp4",
                     "--out-wav", wav, "--out-json", js])
-    assert proc.stderr.strip().splitlines()[-1] == f"musicface: song 'my_song' step 'song': {reason}"
+    assert (proc.stderr.strip().splitlines()[-1]
+            == f"musicface: song 'my_song' step 'song': {reason}")
     for out in (wav, js):
         assert read_failure(out) == {"unit": "my_song", "step": "song", "reason": reason}
 
@@ -82,22 +88,23 @@ def test_song_with_nan_or_inf_samples_fails_by_name(tmp_path, run_cli):
     """A 32-bit float WAV with a NaN burst at 3 s and +inf 2 s later (44.1 kHz: resampled) and one
     -inf at 16 kHz (not resampled): named as such, not as silence (max |x| of NaN is NaN)."""
     from badinputs import nan_samples
-
     from preprocessing.common import StepError
 
     sf.write(tmp_path / "clean.wav", chirp(44100, 6.0), 44100, subtype="FLOAT")
     nan_samples(tmp_path / "clean.wav", tmp_path / "nan song.wav", at_s=3.0)
     wav, js = tmp_path / "mix.wav", tmp_path / "song.json"
-    proc = run_cli(["preprocessing.song", "--song", "nan_song", "--audio", tmp_path / "nan song.wav",
-                    "--out-wav", wav, "--out-json", js])
+    proc = run_cli(["preprocessing.song", "--song", "nan_song", "--audio",
+                    tmp_path / "nan song.wav", "--out-wav", wav, "--out-json", js])
     reason = "audio contains NaN or infinite samples (the first at 3.0 s)"
-    assert proc.stderr.strip().splitlines()[-1] == f"musicface: song 'nan_song' step 'song': {reason}"
+    assert (proc.stderr.strip().splitlines()[-1]
+            == f"musicface: song 'nan_song' step 'song': {reason}")
     for out in (wav, js):
         assert read_failure(out) == {"unit": "nan_song", "step": "song", "reason": reason}
     x = chirp(16000, 3.0)
     x[20000] = -np.inf
     sf.write(tmp_path / "inf.wav", x, 16000, subtype="FLOAT")
-    with pytest.raises(StepError, match=r"^audio contains NaN or infinite samples \(the first at 1\.2 s\)$"):
+    with pytest.raises(StepError,
+                       match=r"^audio contains NaN or infinite samples \(the first at 1\.2 s\)$"):
         decode_song(tmp_path / "inf.wav")
 
 

@@ -1,10 +1,8 @@
-"""preprocessing.split: qc.tsv lists every take, split.tsv the passing ones, 90/10 by take or song."""
+"""preprocessing.split: qc.tsv lists every take, split.tsv the passing ones, 90/10 by take or
+song."""
 from __future__ import annotations
 
-import io
-
 import pandas as pd
-import pytest
 
 from preprocessing import split as sp
 from preprocessing.common import save_json, write_failure
@@ -16,7 +14,8 @@ def qc_table(n_subjects=3, n_songs=10, fail=()):
         for j in range(n_songs):
             take = f"s{i}_g{j}"
             rows.append({"take": take, "subject": f"s{i}", "song": f"g{j}",
-                         "status": "fail" if take in fail else "pass", "reason": "x" if take in fail else ""})
+                         "status": "fail" if take in fail else "pass",
+                         "reason": "x" if take in fail else ""})
     return pd.DataFrame(rows, columns=sp.QC_COLUMNS)
 
 
@@ -53,7 +52,8 @@ def test_stable_when_adding_takes():
     """Adding takes moves at most one existing take across the split per added take."""
     q = qc_table(3, 10)
     base = sp.make_split(q, "take", 0.1, seed=0).set_index("take")["split"]
-    more = pd.concat([q, qc_table(1, 3).assign(take=lambda d: "new_" + d["take"])], ignore_index=True)
+    more = pd.concat([q, qc_table(1, 3).assign(take=lambda d: "new_" + d["take"])],
+                     ignore_index=True)
     after = sp.make_split(more, "take", 0.1, seed=0).set_index("take")["split"]
     moved = (after[base.index] != base).sum()
     assert moved <= 3
@@ -83,8 +83,11 @@ def test_failed_takes_excluded_from_split():
 
 def test_cli(tmp_path, run_cli):
     files = []
-    for i, (take, status, reasons) in enumerate([("b_take", "pass", []), ("a_take", "fail", ["too short: 10 frames < 128 (one training window)", "low sync confidence: 1.00 < 4"]),
-                                                  ("c_take", "pass", []), ("d_take", "pass", [])]):
+    for i, (take, status, reasons) in enumerate([("b_take", "pass", []),
+                                                 ("a_take", "fail",
+                                                  ["too short: 10 frames < 128 (one training "
+                                                   "window)", "low sync confidence: 1.00 < 4"]),
+                                                 ("c_take", "pass", []), ("d_take", "pass", [])]):
         p = tmp_path / "work" / take / "qc.json"
         save_json(p, {"take": take, "subject": f"subj{i % 2}", "song": f"song{i}", "status": status,
                       "reasons": reasons})
@@ -99,16 +102,18 @@ def test_cli(tmp_path, run_cli):
     qc = pd.read_csv(out_qc, sep="\t", dtype=str, keep_default_na=False)
     assert qc.to_dict("records") == [
         {"take": "a_take", "subject": "subj1", "song": "song1", "status": "fail",
-         "reason": "too short: 10 frames < 128 (one training window); low sync confidence: 1.00 < 4"},
+         "reason": "too short: 10 frames < 128 (one training window); low sync confidence: "
+                   "1.00 < 4"},
         {"take": "b_take", "subject": "subj0", "song": "song0", "status": "pass", "reason": ""},
         {"take": "c_take", "subject": "subj0", "song": "song2", "status": "pass", "reason": ""},
         {"take": "d_take", "subject": "subj1", "song": "song3", "status": "pass", "reason": ""},
-        {"take": "e_take", "subject": "", "song": "", "status": "fail", "reason": "qc: MemoryError: out of memory"},
+        {"take": "e_take", "subject": "", "song": "", "status": "fail",
+         "reason": "qc: MemoryError: out of memory"},
     ]
     s = pd.read_csv(out_split, sep="\t", dtype=str)
     assert list(s["take"]) == ["b_take", "c_take", "d_take"] and (s.split == "test").sum() == 1
     lines = [ln for ln in proc.stderr.splitlines() if "failed QC" in ln]
-    assert lines == ["musicface: take 'a_take' failed QC: too short: 10 frames < 128 (one training window); "
-                     "low sync confidence: 1.00 < 4",
+    assert lines == ["musicface: take 'a_take' failed QC: too short: 10 frames < 128 (one training "
+                     "window); low sync confidence: 1.00 < 4",
                      "musicface: take 'e_take' failed QC: qc: MemoryError: out of memory"]
     assert "5 takes, 3 passed QC (2 train, 1 test, by take), 2 failed" in proc.stderr

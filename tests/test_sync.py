@@ -9,14 +9,38 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from preprocessing.common import StepError, read_failure, save_json, save_npz, save_wav, write_failure
+from badinputs import (
+    SINGER_CAMERA,
+    SONG_FORMATS,
+    damage_audio,
+    simulate_camera,
+    write_song,
+    write_take,
+)
+from preprocessing.common import (
+    StepError,
+    read_failure,
+    save_json,
+    save_npz,
+    save_wav,
+    write_failure,
+)
 from preprocessing.media import decode_audio, write_video
 from preprocessing.song import decode_song
-from preprocessing.sync import (SYNCNET_FPS, camera_audio, clock_drift, gcc_phat_offset, lip_features,
-                                load_syncnet, mouth_envelope_offset, mouth_opening, resample_clock, sync_take,
-                                syncnet_audio_windows, syncnet_shift)
-from badinputs import (SINGER_CAMERA, SONG_FORMATS, damage_audio, simulate_camera, write_song,
-                       write_take)
+from preprocessing.sync import (
+    SYNCNET_FPS,
+    camera_audio,
+    clock_drift,
+    gcc_phat_offset,
+    lip_features,
+    load_syncnet,
+    mouth_envelope_offset,
+    mouth_opening,
+    resample_clock,
+    sync_take,
+    syncnet_audio_windows,
+    syncnet_shift,
+)
 from test_media import code_frame, stempeg_clip
 
 MIN_CONFIDENCE = 7.0  # config.yaml sync.min_confidence
@@ -68,7 +92,8 @@ def mouth_track(syl, offset, n, rng, lead=0.0, noise=0.05, dropout=0.1, size=(64
     w, h = size
     lm = np.zeros((n, 478, 3), np.float32)
     cx, cy = 320 + 10 * np.sin(np.arange(n) / 20), 240.0
-    eye = 90 * rng.uniform(0.8, 1.2) * (1 + 0.1 * np.sin(np.arange(n) / 50))  # face moves to/from camera
+    # face moves to/from camera
+    eye = 90 * rng.uniform(0.8, 1.2) * (1 + 0.1 * np.sin(np.arange(n) / 50))
     lm[:, 33, 0], lm[:, 263, 0] = (cx - eye / 2) / w, (cx + eye / 2) / w
     lm[:, 33, 1] = lm[:, 263, 1] = (cy - 40) / h
     gap = (0.03 + 0.35 * opening + noise * rng.standard_normal(n).clip(-2, 2)) * eye
@@ -76,7 +101,8 @@ def mouth_track(syl, offset, n, rng, lead=0.0, noise=0.05, dropout=0.1, size=(64
     lm[:, 61, 0], lm[:, 291, 0] = (cx - 30) / w, (cx + 30) / w
     lm[:, 13, 1], lm[:, 14, 1] = (cy + 50) / h, (cy + 50 + gap) / h
     lm[:, [61, 291], 1] = ((cy + 50 + gap / 2) / h)[:, None]
-    bbox = np.stack([(cx - 80) / w, np.full(n, (cy - 100) / h), (cx + 80) / w, np.full(n, (cy + 100) / h)], 1)
+    bbox = np.stack([(cx - 80) / w, np.full(n, (cy - 100) / h), (cx + 80) / w,
+                     np.full(n, (cy + 100) / h)], 1)
     valid = (rng.uniform(size=n) > dropout).astype(np.uint8)
     return {"landmarks": lm, "valid": valid, "interpolated": np.zeros(n, np.uint8),
             "frame_size": np.tile(np.int32([w, h]), (n, 1)), "bbox": bbox.astype(np.float32)}
@@ -91,9 +117,12 @@ def ingest_json(path, n_frames, has_audio):
 CAMERAS = {
     "late-start 48k": dict(seg=(1.0, 5.0), lead_s=0.5),
     "camera before song": dict(seg=(0.0, 4.0), lead_s=2.0),
-    "noisy 0 dB, singer, 22.05k": dict(seg=(2.5, 6.0), lead_s=0.3, snr_db=0.0, singer=1.0, cam_sr=22050),
-    "hard clip, long reverb, 8k": dict(seg=(0.5, 5.5), lead_s=1.2, rt60=0.8, clip=0.1, gain=2.0, cam_sr=8000),
-    "-5 dB noise, heavy reverb, 30 % clip": dict(seg=(1.0, 5.0), lead_s=0.5, snr_db=-5.0, rt60=0.8, clip=0.3),
+    "noisy 0 dB, singer, 22.05k": dict(seg=(2.5, 6.0), lead_s=0.3, snr_db=0.0, singer=1.0,
+                                       cam_sr=22050),
+    "hard clip, long reverb, 8k": dict(seg=(0.5, 5.5), lead_s=1.2, rt60=0.8, clip=0.1,
+                                       gain=2.0, cam_sr=8000),
+    "-5 dB noise, heavy reverb, 30 % clip": dict(seg=(1.0, 5.0), lead_s=0.5, snr_db=-5.0,
+                                                 rt60=0.8, clip=0.3),
 }
 
 
@@ -277,11 +306,13 @@ DEMO_SONGS = {"played": (1, 1, 10.0), "other seed": (0, 1, 10.0), "same seed, so
 
 @pytest.fixture(scope="module")
 def demo_camera():
-    """16 kHz: the demo camera track of song (seed 1, song 1) started 1.3 s before it, and the mixes."""
+    """16 kHz: the demo camera track of song (seed 1, song 1) started 1.3 s before it, and the
+    mixes."""
     from preprocessing.demo import CAM_SR, camera_audio, render_song
 
     songs = {name: render_song(*key) for name, key in DEMO_SONGS.items()}
-    cam = camera_audio(songs["played"].mix, int(1.3 * CAM_SR), int(11.8 * CAM_SR), np.random.default_rng(0))
+    cam = camera_audio(songs["played"].mix, int(1.3 * CAM_SR), int(11.8 * CAM_SR),
+                       np.random.default_rng(0))
     mixes = {name: signal.resample_poly(s.mix.astype(np.float64), 160, 441).astype(np.float32)
              for name, s in songs.items()}
     return signal.resample_poly(cam.astype(np.float64), 1, 3).astype(np.float32), mixes
@@ -293,7 +324,8 @@ def test_gcc_phat_demo_right_song(demo_camera):
     assert res["offset_s"] == pytest.approx(-1.3, abs=1e-4)
     assert res["confidence"] > 100
     d = res["details"]
-    assert d["drift_segments"] == 4 and abs(d["drift_ppm"]) < 20  # 2 s pieces 2-10 s (0-2 s is before the song)
+    # 2 s pieces 2-10 s (0-2 s is before the song)
+    assert d["drift_segments"] == 4 and abs(d["drift_ppm"]) < 20
 
 
 def test_gcc_phat_short_excerpt_of_a_repetitive_song(demo_camera):
@@ -347,13 +379,16 @@ def test_gcc_phat_subsample_and_sign():
     assert abs(res["offset_s"] - truth) < 0.1 / 16000   # a tenth of a sample
     assert res["details"]["lag"] == int(np.floor(truth * 16000 + 0.5))
     # negative offset: the camera started 1.5 s before the song
-    cam2 = np.concatenate([np.zeros(24000), song[:16000 * 3]]) + 0.01 * rng.standard_normal(16000 * 3 + 24000)
-    assert gcc_phat_offset(cam2.astype(np.float32), song.astype(np.float32))["offset_s"] == pytest.approx(-1.5, abs=1e-5)
+    cam2 = (np.concatenate([np.zeros(24000), song[:16000 * 3]])
+            + 0.01 * rng.standard_normal(16000 * 3 + 24000))
+    assert (gcc_phat_offset(cam2.astype(np.float32), song.astype(np.float32))["offset_s"]
+            == pytest.approx(-1.5, abs=1e-5))
 
 
 def ar_song(seconds, rng, sr=16000):
     """Broadband 'music' that never repeats: AR(1) noise."""
-    return signal.lfilter([1.0], [1.0, -0.5], rng.standard_normal(int(seconds * sr))).astype(np.float32)
+    return signal.lfilter([1.0], [1.0, -0.5],
+                          rng.standard_normal(int(seconds * sr))).astype(np.float32)
 
 
 def drifting_camera(song, offset_s, seconds, ppm, rng, sr=16000, rt60=0.0, snr_db=26.0):
@@ -408,7 +443,10 @@ def test_resample_clock_is_exact(ppm):
     rng = np.random.default_rng(3)
     sr, n = 16000, 16000 * 20 + 123
     f, ph = rng.uniform(20, 7000, 40), rng.uniform(0, 2 * np.pi, 40)
-    x_at = lambda t: np.sin(2 * np.pi * f[None] * t[:, None] + ph[None]).sum(axis=1) / 40  # noqa: E731
+
+    def x_at(t):
+        return np.sin(2 * np.pi * f[None] * t[:, None] + ph[None]).sum(axis=1) / 40
+
     x = x_at(np.arange(n) / sr)
     y, realised = resample_clock(x.astype(np.float32), ppm)
     assert y.dtype == np.float32 and len(y) == int(round(n * (1 + ppm * 1e-6)))
@@ -431,7 +469,8 @@ def test_clock_drift_ignores_pieces_that_do_not_fit():
     assert d["drift_ppm"] == pytest.approx(150, abs=1.0)
     assert d["offset_start_s"] == pytest.approx(20.0, abs=1e-4)
     other = clock_drift(cam, ar_song(100, rng), 20.0045)
-    assert other["drift_pieces"] == 30 and other["drift_segments"] < 5 and not other["drift_supported"]
+    assert (other["drift_pieces"] == 30 and other["drift_segments"] < 5
+            and not other["drift_supported"])
 
 
 # Long takes of a demo song whose accompaniment is a strict 4-bar loop (the plain PHAT peak of a
@@ -442,7 +481,8 @@ def long_demo_songs():
     samples (a wrong song)."""
     from preprocessing.demo import render_song
 
-    return {name: signal.resample_poly(render_song(1, j, 130.0).mix.astype(np.float64), 160, 441).astype(np.float32)
+    return {name: signal.resample_poly(render_song(1, j, 130.0).mix.astype(np.float64), 160,
+                                       441).astype(np.float32)
             for name, j in (("played", 1), ("other", 2))}
 
 
@@ -462,7 +502,8 @@ def test_gcc_phat_long_take_with_clock_drift(long_demo_songs, ppm):
     assert abs(res["offset_s"] - truth) < 2e-4  # measured: 0.02 ms
     assert d["drift_ppm"] == pytest.approx(ppm, abs=1.0)
     assert d["offset_end_s"] == pytest.approx(truth + 120 * ppm * 1e-6, abs=5e-4)
-    for wrong in (gcc_phat_offset(cam, long_demo_songs["other"]), gcc_phat_offset(cam[::-1].copy(), song)):
+    for wrong in (gcc_phat_offset(cam, long_demo_songs["other"]),
+                  gcc_phat_offset(cam[::-1].copy(), song)):
         assert wrong["confidence"] < MIN_CONFIDENCE
         assert "drift_ppm" not in wrong["details"]
 
@@ -499,9 +540,11 @@ def test_demo_takes_recovered_within_0_01ms(demo_dir, run_cli, tmp_path):
     for row in rows:
         take, song = row["take"], Path(row["song"]).stem
         d = tmp_path / take
-        run_cli(["preprocessing.ingest", "--take", take, "--video", demo_dir / row["video"], "--out", d / "ingest.json"])
-        run_cli(["preprocessing.sync", "--take", take, "--video", demo_dir / row["video"], "--ingest", d / "ingest.json",
-                 "--track", d / "track.npz", "--mix", songs[song], "--vocals", d / "none.wav", "--out", d / "sync.json"])
+        run_cli(["preprocessing.ingest", "--take", take, "--video", demo_dir / row["video"],
+                 "--out", d / "ingest.json"])
+        run_cli(["preprocessing.sync", "--take", take, "--video", demo_dir / row["video"],
+                 "--ingest", d / "ingest.json", "--track", d / "track.npz", "--mix", songs[song],
+                 "--vocals", d / "none.wav", "--out", d / "sync.json"])
         out = json.loads((d / "sync.json").read_text())
         truth = float(np.load(demo_dir / Path(row["video"]).with_suffix(".truth.npz"))["offset_s"])
         assert out["method"] == "gcc-phat" and out["take"] == take
@@ -541,7 +584,8 @@ def test_mouth_envelope_repeated_chorus_is_ambiguous():
     assert abs(once["offset_s"] - 10.0) < 1 / 30 and once["confidence"] >= MIN_CONFIDENCE
     res = mouth_envelope_offset(m, twice)
     assert min(abs(res["offset_s"] - 10.0), abs(res["offset_s"] - 45.0)) < 1 / 30
-    assert res["details"]["psr"] > MIN_CONFIDENCE and res["details"]["peak_to_second"] == pytest.approx(1.0, abs=0.01)
+    assert (res["details"]["psr"] > MIN_CONFIDENCE
+            and res["details"]["peak_to_second"] == pytest.approx(1.0, abs=0.01))
     assert res["confidence"] < 1.0
 
 
@@ -550,7 +594,8 @@ def test_mouth_envelope_anticipation_shows_as_bias():
     rng = np.random.default_rng(8)
     vocals, syl = synth_singing(60, rng)
     tr = mouth_track(syl, 5.0, 40 * 30, rng, lead=0.06)
-    res = mouth_envelope_offset(mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"]), vocals)
+    res = mouth_envelope_offset(mouth_opening(tr["landmarks"],
+                                              tr["frame_size"], tr["valid"]), vocals)
     assert res["offset_s"] - 5.0 == pytest.approx(0.06, abs=0.02)
 
 
@@ -561,7 +606,8 @@ def test_mouth_opening_is_scale_free():
     m1 = mouth_opening(tr["landmarks"], tr["frame_size"], tr["valid"])
     lm = tr["landmarks"].copy()
     lm[..., :2] = 0.5 + (lm[..., :2] - 0.5) * 0.5  # the face twice as far from the camera
-    np.testing.assert_allclose(mouth_opening(lm, tr["frame_size"], tr["valid"]), m1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mouth_opening(lm, tr["frame_size"], tr["valid"]), m1,
+                               rtol=1e-4, atol=1e-5)
 
 
 # -------------------------------------------------------------------------------- the step (CLI)
@@ -575,7 +621,8 @@ def no_audio_take(tmp_path_factory):
     write_video(d / "take 'one'.mp4", (code_frame(0) for _ in range(n)))
     save_npz(d / "track.npz", **mouth_track(syl, 17.5, n, rng))
     save_wav(d / "vocals.wav", vocals, 16000)
-    save_wav(d / "mix.wav", vocals + 0.05 * rng.standard_normal(len(vocals)).astype(np.float32), 16000)
+    save_wav(d / "mix.wav",
+             vocals + 0.05 * rng.standard_normal(len(vocals)).astype(np.float32), 16000)
     ingest_json(d / "ingest.json", n, False)
     return d
 
@@ -583,37 +630,42 @@ def no_audio_take(tmp_path_factory):
 def test_step_falls_back_to_mouth_envelope(no_audio_take, run_cli, tmp_path):
     d = no_audio_take
     out = tmp_path / "a dir" / "sync.json"
-    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4", "--ingest", d / "ingest.json",
-                    "--track", d / "track.npz", "--mix", d / "mix.wav", "--vocals", d / "vocals.wav", "--out", out])
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4",
+                    "--ingest", d / "ingest.json", "--track", d / "track.npz", "--mix",
+                    d / "mix.wav", "--vocals", d / "vocals.wav", "--out", out])
     res = json.loads(out.read_text())
     assert res["method"] == "mouth-envelope", proc.stderr
     assert abs(res["offset_s"] - 17.5) < 1 / 30
-    assert res["details"]["why_not_camera"] == "no audio track" and res["details"]["envelope_of"] == "vocals"
+    assert (res["details"]["why_not_camera"] == "no audio track"
+            and res["details"]["envelope_of"] == "vocals")
     assert res["details"]["overlap_fraction"] == pytest.approx(1.0)
 
 
 def test_step_mouth_envelope_uses_mix_when_separation_failed(no_audio_take, tmp_path):
     d = no_audio_take
     write_failure(tmp_path / "vocals.wav", "s", "separate", "boom")
-    res = sync_take("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav", tmp_path / "vocals.wav")
+    res = sync_take("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav",
+                    tmp_path / "vocals.wav")
     assert res["details"]["envelope_of"] == "mix" and abs(res["offset_s"] - 17.5) < 1 / 30
 
 
 def test_step_silent_camera_audio_falls_back(no_audio_take, tmp_path):
     d = no_audio_take
-    write_video(tmp_path / "silent.mp4", (code_frame(0) for _ in range(900)), audio=np.zeros(16000 * 30), sr=16000)
-    res = sync_take("t", tmp_path / "silent.mp4", ingest_json(tmp_path / "i.json", 900, True), d / "track.npz",
-                    d / "mix.wav", d / "vocals.wav")
-    assert res["method"] == "mouth-envelope" and res["details"]["why_not_camera"] == "camera audio is silent"
+    write_video(tmp_path / "silent.mp4", (code_frame(0) for _ in range(900)),
+                audio=np.zeros(16000 * 30), sr=16000)
+    res = sync_take("t", tmp_path / "silent.mp4", ingest_json(tmp_path / "i.json", 900, True),
+                    d / "track.npz", d / "mix.wav", d / "vocals.wav")
+    assert (res["method"] == "mouth-envelope"
+            and res["details"]["why_not_camera"] == "camera audio is silent")
 
 
 def test_step_no_audio_no_face_is_one_line_failure(no_audio_take, run_cli, tmp_path):
     d = no_audio_take
     write_failure(tmp_path / "track.npz", "t", "track", "no face found in any frame")
     out = tmp_path / "sync.json"
-    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4", "--ingest", d / "ingest.json",
-                    "--track", tmp_path / "track.npz", "--mix", d / "mix.wav", "--vocals", d / "vocals.wav",
-                    "--out", out])
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", d / "take 'one'.mp4",
+                    "--ingest", d / "ingest.json", "--track", tmp_path / "track.npz", "--mix",
+                    d / "mix.wav", "--vocals", d / "vocals.wav", "--out", out])
     expected = "no audio track and no face track (track: no face found in any frame)"
     assert proc.stderr.strip().splitlines()[-1] == f"musicface: take 't' step 'sync': {expected}"
     assert read_failure(out)["reason"] == expected
@@ -622,11 +674,13 @@ def test_step_no_audio_no_face_is_one_line_failure(no_audio_take, run_cli, tmp_p
 def test_step_song_shorter_than_take(clip44, tmp_path):
     """A 20 s take whose song file holds only the 6 s clip: the song covers too little of it."""
     mix, vocals = clip44
-    cam, truth = simulate_camera(mix, vocals, np.random.default_rng(2), seg=(0.0, 6.0), lead_s=1.0, tail_s=13.0)
+    cam, truth = simulate_camera(mix, vocals, np.random.default_rng(2), seg=(0.0, 6.0),
+                                 lead_s=1.0, tail_s=13.0)
     video = camera_video(tmp_path / "t.mp4", cam, 48000)
     save_wav(tmp_path / "mix.wav", decode_audio(stempeg_clip())[0], 16000)
     n = int(len(cam) / 48000 * 30)
-    with pytest.raises(StepError, match=r"^the song covers only 30% of the take \(song 6\.1 s, take 20\.0 s, "
+    with pytest.raises(StepError, match=r"^the song covers only 30% of the take \(song 6\.1 s, "
+                                        r"take 20\.0 s, "
                                         r"offset -1\.00 s\): wrong or truncated song\?$"):
         sync_take("t", video, ingest_json(tmp_path / "i.json", n, True), tmp_path / "no.npz",
                   tmp_path / "mix.wav", None)
@@ -634,11 +688,12 @@ def test_step_song_shorter_than_take(clip44, tmp_path):
 
 def test_step_upstream_failures_pass_through(tmp_path, run_cli):
     write_failure(tmp_path / "ingest.json", "t", "ingest", "video stream has no frames")
-    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", tmp_path / "v.mp4", "--ingest", tmp_path / "ingest.json",
-                    "--track", tmp_path / "x", "--mix", tmp_path / "x", "--vocals", tmp_path / "x",
-                    "--out", tmp_path / "sync.json"])
+    proc = run_cli(["preprocessing.sync", "--take", "t", "--video", tmp_path / "v.mp4", "--ingest",
+                    tmp_path / "ingest.json", "--track", tmp_path / "x", "--mix", tmp_path / "x",
+                    "--vocals", tmp_path / "x", "--out", tmp_path / "sync.json"])
     assert "upstream step 'ingest' failed: video stream has no frames" in proc.stderr
-    assert read_failure(tmp_path / "sync.json") == {"unit": "t", "step": "ingest", "reason": "video stream has no frames"}
+    assert read_failure(tmp_path / "sync.json") == {"unit": "t", "step": "ingest",
+                                                    "reason": "video stream has no frames"}
 
 
 # ---------------------------------------------------------------------------------------- SyncNet
@@ -661,16 +716,20 @@ def syncnet_weights(tmp_path_factory):
 
 def test_syncnet_missing_weights_fail_at_once(no_audio_take, tmp_path):
     d = no_audio_take
-    args = ("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav", d / "vocals.wav", "syncnet")
-    with pytest.raises(StepError, match=r"^SyncNet weights not found: /nowhere/syncnet_v2\.model \(get syncnet_v2\.model "
-                                        r"with the download script of https://github\.com/joonson/syncnet_python"):
+    args = ("t", d / "take 'one'.mp4", d / "ingest.json", d / "track.npz", d / "mix.wav",
+            d / "vocals.wav", "syncnet")
+    with pytest.raises(StepError, match=r"^SyncNet weights not found: /nowhere/syncnet_v2\.model "
+                                        r"\(get syncnet_v2\.model with the download script of "
+                                        r"https://github\.com/joonson/syncnet_python"):
         sync_take(*args, weights="/nowhere/syncnet_v2.model")
     with pytest.raises(StepError, match=r"^sync backend 'syncnet' needs sync\.syncnet\.weights"):
         sync_take(*args, weights=None)
     import torch
 
-    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.model")  # another network's weights
-    with pytest.raises(StepError, match=r"other\.model is not a SyncNet state dict: Error\(s\) in loading"):
+    # another network's weights
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.model")
+    with pytest.raises(StepError,
+                       match=r"other\.model is not a SyncNet state dict: Error\(s\) in loading"):
         load_syncnet(tmp_path / "other.model")
     (tmp_path / "junk.model").write_bytes(b"not a checkpoint")
     with pytest.raises(StepError, match=r"^cannot load SyncNet weights .*junk\.model: "):
@@ -722,15 +781,17 @@ def test_syncnet_backend_runs_on_our_crops(syncnet_weights, clip44, tmp_path):
     rng = np.random.default_rng(12)
     cam, truth = simulate_camera(mix, vocals, rng, seg=(2.0, 3.2), lead_s=0.0, tail_s=0.0)
     n = 36  # 1.2 s of video -> 30 frames at 25 fps -> 26 five-frame windows
-    write_video(tmp_path / "v.mp4", (rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(n)),
+    write_video(tmp_path / "v.mp4",
+                (rng.integers(0, 255, (120, 160, 3), dtype=np.uint8) for _ in range(n)),
                 audio=cam, sr=48000)
     _, syl = synth_singing(20, rng)
-    save_npz(tmp_path / "track.npz", **mouth_track(syl, truth, n, rng, dropout=0.0, size=(160, 120)))
+    save_npz(tmp_path / "track.npz",
+             **mouth_track(syl, truth, n, rng, dropout=0.0, size=(160, 120)))
     save_wav(tmp_path / "mix.wav", decode_audio(stempeg_clip(), stream=0)[0], 16000)
     save_wav(tmp_path / "vocals.wav", decode_audio(stempeg_clip(), stream=4)[0], 16000)
-    res = sync_take("t", tmp_path / "v.mp4", ingest_json(tmp_path / "i.json", n, True), tmp_path / "track.npz",
-                    tmp_path / "mix.wav", tmp_path / "vocals.wav", backend="syncnet", weights=syncnet_weights,
-                    search_frames=3)
+    res = sync_take("t", tmp_path / "v.mp4", ingest_json(tmp_path / "i.json", n, True),
+                    tmp_path / "track.npz", tmp_path / "mix.wav", tmp_path / "vocals.wav",
+                    backend="syncnet", weights=syncnet_weights, search_frames=3)
     sn = res["details"]["syncnet"]
     assert res["method"] == "syncnet" and res["details"]["builtin_method"] == "gcc-phat"
     assert res["details"]["syncnet_audio"] == "vocals"

@@ -10,8 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-STAGES = ["demo", "ingest", "song", "sync", "separate", "mfcc", "track", "coeffs", "au45", "eyes", "qc",
-          "split", "exp_basis", "shards", "train_run", "evaluate_run"]
+STAGES = ["demo", "ingest", "song", "sync", "separate", "mfcc", "track", "coeffs", "au45", "eyes",
+          "qc", "split", "exp_basis", "shards", "train_run", "evaluate_run"]
 
 
 def snakemake(*args, cwd=None):
@@ -59,7 +59,8 @@ def test_ablation_plans_four_variants(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    (["split={'by': 'subject'}"], "config key 'split.by': 'subject' is not one of ['take', 'song']"),
+    (["split={'by': 'subject'}"],
+     "config key 'split.by': 'subject' is not one of ['take', 'song']"),
     (['eyes={"tau": -1}'], "config key 'eyes.tau': -1 is less than or equal to the minimum of 0"),
     (["colour=blue"], "config key 'colour': unknown key"),
     (["sync={'backend': 'syncnet2'}"], "config key 'sync.backend': 'syncnet2' is not one of"),
@@ -87,7 +88,8 @@ def test_user_sheet_paths_relative_to_sheet_and_song_ids(tmp_path):
     for rel in ["videos/it's take 1.mp4", "songs/Song A.mp3", "t3.mkv", "other.wav"]:
         (tmp_path / "raw dir" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "raw dir" / rel).write_bytes(b"")
-    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config", f"samples={sheet}")
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config",
+                     f"samples={sheet}")
     assert proc.returncode == 0, proc.stdout
     assert "demo" not in job_counts(proc.stdout)
     assert job_counts(proc.stdout)["song"] == 2  # "Song A" and "other"
@@ -97,11 +99,13 @@ def test_user_sheet_paths_relative_to_sheet_and_song_ids(tmp_path):
 @pytest.mark.parametrize("rows, message", [
     ([("t1", "a", "v.mp4", "s.wav"), ("t1", "b", "w.mp4", "s.wav")], "duplicate take names: t1"),
     ([("bad take", "a", "v.mp4", "s.wav")], "does not match"),
-    ([("t1", "a", "v.mp4", "x/s.wav"), ("t2", "a", "w.mp4", "y/s.wav")], "different song files share a name: s"),
+    ([("t1", "a", "v.mp4", "x/s.wav"), ("t2", "a", "w.mp4", "y/s.wav")],
+     "different song files share a name: s"),
 ])
 def test_bad_sample_sheet(tmp_path, rows, message):
     sheet = _sheet(tmp_path, rows)
-    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config", f"samples={sheet}")
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "dataset", "--config",
+                     f"samples={sheet}")
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout
 
@@ -121,8 +125,109 @@ def test_conda_env_pins_match_requirements():
     """envs/musicface.yaml repeats requirements.txt (conda cannot include it): keep them in step."""
     import yaml
 
-    req = {line.split("#")[0].strip() for line in (REPO / "requirements.txt").read_text().splitlines()}
+    req = {line.split("#")[0].strip()
+           for line in (REPO / "requirements.txt").read_text().splitlines()}
     req.discard("")
     env = yaml.safe_load((REPO / "envs" / "musicface.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert set(pip) == req, {"only in requirements.txt": req - set(pip), "only in the env": set(pip) - req}
+    assert set(pip) == req, {"only in requirements.txt": req - set(pip),
+                             "only in the env": set(pip) - req}
+
+
+def _train_config(proc) -> dict:
+    """The whole config the train rule hands `musicface train` (--config-json), from `-n -p`."""
+    import json
+    import shlex
+
+    cmd = next(ln for ln in proc.stdout.splitlines() if "musicface.cli train" in ln)
+    argv = shlex.split(cmd.split("Shell command:", 1)[-1])
+    return json.loads(argv[argv.index("--config-json") + 1])
+
+
+def test_partial_nested_override_keeps_the_sections_other_keys(tmp_path):
+    """`--config train='{epochs: 3, processes: 2}'` changes those two keys and keeps every other key
+    of the section as config.yaml sets it (lr 5e-4, not the schema default 1e-4), other sections
+    alone; processes 2 launches torchrun. Lists inside the override are typed too (not strings)."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    proc = snakemake("-n", "-p", "--cores", "2", "-d", str(tmp_path), "train",
+                     "--config", "train={epochs: 3, processes: 2}",
+                     "model={hidden: 32, enc_channels: [8, 16], blink_interval: [1, 2.5]}")
+    assert proc.returncode == 0, proc.stdout
+    cfg = _train_config(proc)
+    assert cfg["train"] == {**base["train"], "epochs": 3, "processes": 2}
+    assert cfg["train"]["lr"] == 5.0e-4 and cfg["train"]["samples_per_epoch"] == 480
+    assert cfg["model"] == {**base["model"], "hidden": 32, "enc_channels": [8, 16],
+                            "blink_interval": [1, 2.5]}
+    assert cfg["loss"] == base["loss"]  # other sections alone (and training sees only its own)
+    assert set(cfg) == {"model", "train", "loss"}
+    launcher = "python -m torch.distributed.run --standalone --nproc_per_node 2 -m musicface.cli"
+    assert f"{launcher} train" in proc.stdout
+
+
+def test_several_config_errors_are_reported_together(tmp_path):
+    proc = snakemake("-n", "--cores", "1", "-d", str(tmp_path), "--config",
+                     "split={'by': 'subject'}", 'eyes={"tau": -1}', "colour=blue",
+                     "train={batch_size: 0, epochs: many}")
+    assert proc.returncode != 0
+    lines = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip().startswith("config key")]
+    assert lines == ["config key 'colour': unknown key",
+                     "config key 'eyes.tau': -1 is less than or equal to the minimum of 0",
+                     "config key 'split.by': 'subject' is not one of ['take', 'song']",
+                     "config key 'train.batch_size': 0 is less than the minimum of 1",
+                     "config key 'train.epochs': 'many' is not of type 'integer'"], proc.stdout
+
+
+# --------------------------------------------------------------------------------- strict mode
+def test_strict_mode_step_cli_exits_non_zero(tmp_path, run_cli):
+    """A bad take: the step prints its one line and writes failure records either way; it exits 0
+    (the DAG goes on) by default, 1 with MUSICFACE_STRICT=1."""
+    video = tmp_path / "empty.mp4"
+    video.write_bytes(b"")
+    args = ["preprocessing.ingest", "--take", "bad", "--video", video,
+            "--out", tmp_path / "ingest.json"]
+    line = f"musicface: take 'bad' step 'ingest': empty file (0 bytes): {video}"
+    for strict, code in (("0", 0), ("1", 1)):
+        proc = run_cli(args, check=False, env={"MUSICFACE_STRICT": strict})
+        assert proc.returncode == code, (strict, proc.stderr)
+        assert proc.stderr.strip() == line
+        assert (tmp_path / "ingest.json").read_bytes().startswith(b"MUSICFACE-FAILED")
+
+
+def test_strict_mode_stops_the_dag_at_the_first_failure(tmp_path):
+    """MUSICFACE_STRICT=1: the first failing job stops the run (Snakemake exits non-zero, starts no
+    further job). Two takes with an empty video, their song a real file: `song` and `separate` may
+    run, the first `ingest` fails, and nothing after it (the other ingest, sync, track, qc, ...)
+    is started."""
+    import os
+    import shutil
+
+    from preprocessing.demo import render_song, write_wav
+
+    song = render_song(0, 1, 4.0)
+    write_wav(tmp_path / "song.wav", song.mix, song.sr)
+    (tmp_path / "bad.mp4").write_bytes(b"")
+    sheet = _sheet(tmp_path, [("bad", "s1", "bad.mp4", "song.wav"),
+                              ("bad2", "s1", "bad.mp4", "song.wav")])
+    run = tmp_path / "run"
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(run), "--cores", "1", "dataset",
+           "--config", f"samples={sheet}"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=300, env={**os.environ, "MUSICFACE_STRICT": "1"})
+    assert proc.returncode != 0, proc.stdout
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout, re.M))
+    # Snakemake may schedule the song's own jobs first; nothing that needs a take's ingest runs,
+    # and no job starts after the failure
+    assert "ingest" in ran and ran <= {"ingest", "song", "separate"}, proc.stdout
+    assert not re.search(r"^(?:local)?rule \w+:", proc.stdout.split("Error in rule")[1], re.M)
+    failed = re.findall(r"Error in rule (\w+):", proc.stdout)
+    assert failed == ["ingest"], proc.stdout
+    error = proc.stdout.split("Error in rule")[1]
+    take = re.search(r"output: work/takes/(\w+)/ingest.json", error).group(1)
+    log = (run / "logs" / "ingest" / f"{take}.log").read_text()
+    bad = tmp_path / "bad.mp4"
+    assert log.strip() == f"musicface: take '{take}' step 'ingest': empty file (0 bytes): {bad}"
+    assert not (run / "work" / "takes" / take / "ingest.json").exists()   # Snakemake removed it
+    assert not (run / "dataset").exists()
+    shutil.rmtree(run)

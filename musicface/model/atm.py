@@ -8,10 +8,10 @@ sequence, so the weight of a channel at frame t depends on seconds of context ar
 dominates changes between intro, singing and breaks). One ATM per task: exp, pose, eye.
 
 U-Net (defaults ``model.unet_channels = [64, 96, 128]``): level i works at 1/2^i of the frame rate
-with ``channels[i]`` channels (two conv k3 + LeakyReLU); average pooling down, nearest upsampling up,
-skip connections by concatenation; a 1x1 conv gives the 2F attention logits. No normalisation layer:
-every output frame depends only on a bounded neighbourhood (:func:`UNet1d.context`), so generation in
-chunks with that much overlap gives the same values as one pass.
+with ``channels[i]`` channels (two conv k3 + LeakyReLU); average pooling down, nearest upsampling
+up, skip connections by concatenation; a 1x1 conv gives the 2F attention logits. No normalisation
+layer: every output frame depends only on a bounded neighbourhood (:func:`UNet1d.context`), so
+generation in chunks with that much overlap gives the same values as one pass.
 
 Generation (``inference=True``) runs the U-Net in channels-last layout (``encoder.conv_nhwc``): the
 (B, T, C) features are a channels-last (B, C, 1, T) tensor as they are, so no transposes, and
@@ -37,7 +37,8 @@ def conv_block_nhwc(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 
 class UNet1d(nn.Module):
-    """(B, C_in, T) -> (B, C_out, T) for any T (the input is padded to a multiple of :attr:`stride`)."""
+    """(B, C_in, T) -> (B, C_out, T) for any T (the input is padded to a multiple of
+    :attr:`stride`)."""
 
     def __init__(self, c_in: int, c_out: int, channels: list[int]):
         super().__init__()
@@ -57,7 +58,8 @@ class UNet1d(nn.Module):
         multiple of :attr:`stride`: two k3 convs per level on the way down and up (+-2 steps at
         scale 2^i each) and the pooling/upsampling grid (+-2^i)."""
         depth = len(self.down) - 1
-        half = sum(2 * 2 ** i for i in range(depth + 1)) + sum(2 * 2 ** i + 2 * 2 ** i for i in range(depth))
+        half = sum(2 * 2 ** i for i in range(depth + 1)) + sum(2 * 2 ** i + 2 * 2 ** i
+                                                               for i in range(depth))
         return -(-half // self.stride) * self.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +80,8 @@ class UNet1d(nn.Module):
         return self.out(x)[:, :, :n]
 
     def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` for generation: (B, C_in, 1, T) channels-last -> (B, T, C_out) (time-major)."""
+        """:meth:`forward` for generation: (B, C_in, 1, T) channels-last -> (B, T, C_out)
+        (time-major)."""
         n = x.shape[3]
         pad = (-n) % self.stride
         if pad:
@@ -103,7 +106,8 @@ class ATM(nn.Module):
         super().__init__()
         self.unet = UNet1d(channels, channels, unet_channels)
 
-    def forward(self, feats: torch.Tensor, inference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor,
+                inference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``inference``: the U-Net's channels-last path (generation, no autograd)."""
         if inference:
             att = torch.sigmoid(self.unet.forward_nhwc(feats.transpose(1, 2)[:, :, None]))

@@ -1,9 +1,9 @@
 """Sequence discriminator (paper eq. 12): is this (pose, e_long) sequence real, given the audio?
 
-Input per frame (all normalised): pose p_t (6), velocity p_t - p_{t-1} (6), e_long_t (1) and the audio
-of the streams the variant uses, as the centre MFCC row of each frame's window (26 per stream). Frames
-with valid = 0 are zeroed in real and generated sequences alike, so they carry no evidence; their
-logits are left out of the loss by the mask.
+Input per frame (all normalised): pose p_t (6), velocity p_t - p_{t-1} (6), e_long_t (1) and the
+audio of the streams the variant uses, as the centre MFCC row of each frame's window (26 per
+stream). Frames with valid = 0 are zeroed in real and generated sequences alike, so they carry no
+evidence; their logits are left out of the loss by the mask.
 
 Temporal conv net: conv k3 with dilations 1, 2, 4, 8 (LeakyReLU 0.2) -> 1x1 conv -> one logit per
 frame; receptive field 31 frames (~1 s), so it judges the rhythm of motion against the music.

@@ -4,7 +4,8 @@ Each video frame t comes with a window of 39 MFCC rows (390 ms at 100 Hz, 26 coe
 ``preprocessing.mfcc.mfcc_windows``). An :class:`AudioEncoder` reads that window as a 1D signal of
 39 steps with 26 + S channels (the S-dim one-hot subject code is concatenated to every row, paper
 3.2.4) and maps it to one feature vector f_t of size F. The vocal and the music stream use two
-encoders with the same structure and separate weights; the single-stream ablation uses one on the mix.
+encoders with the same structure and separate weights; the single-stream ablation uses one on the
+mix.
 
 Sizes (defaults, ``model.enc_channels = [32, 64, 128]``, ``enc_blocks = 1``, ``feat_dim = 64``):
 
@@ -14,11 +15,11 @@ Sizes (defaults, ``model.enc_channels = [32, 64, 128]``, ``enc_blocks = 1``, ``f
     stage2 conv k3 stride 2    64 -> 128,    10 ->  5 steps, + residual block
     head   mean over steps, linear 128 -> F, LayerNorm over the F features of the frame
 
-The strided stem halves the cost of the whole encoder (generation of a 4-minute song runs the encoder
-on 2 x 7,200 windows); bench/generate.py measures it. The LayerNorm keeps the features at unit scale
-(no normalisation elsewhere in the generator): without it they grew to |f| ~ 5 within 400 demo steps
-and drove the ATM's sigmoids into saturation. It acts on one frame at a time, so chunked generation
-is unaffected.
+The strided stem halves the cost of the whole encoder (generation of a 4-minute song runs the
+encoder on 2 x 7,200 windows); bench/generate.py measures it. The LayerNorm keeps the features at
+unit scale (no normalisation elsewhere in the generator): without it they grew to |f| ~ 5 within 400
+demo steps and drove the ATM's sigmoids into saturation. It acts on one frame at a time, so chunked
+generation is unaffected.
 
 Generation (``inference=True``) runs the same network in channels-last layout (:func:`conv_nhwc`):
 an MFCC window (39, 26) is already time-major with the coefficients last, and oneDNN's NHWC
@@ -39,7 +40,8 @@ def conv_nhwc(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     A ``(B, T, C)`` feature sequence viewed as ``x.transpose(1, 2)[:, :, None]`` is such a tensor
     without a copy.
     """
-    return F.conv2d(x, conv.weight[:, :, None], conv.bias, (1, conv.stride[0]), (0, conv.padding[0]))
+    return F.conv2d(x, conv.weight[:, :, None], conv.bias, (1, conv.stride[0]),
+                    (0, conv.padding[0]))
 
 
 class ResBlock1d(nn.Module):
@@ -61,7 +63,8 @@ class ResBlock1d(nn.Module):
 class AudioEncoder(nn.Module):
     """One stream: MFCC windows (N, 39, 26) + subject one-hot (N, S) -> features (N, F)."""
 
-    def __init__(self, n_subjects: int, channels: list[int], blocks: int, feat_dim: int, n_mfcc: int = 26):
+    def __init__(self, n_subjects: int, channels: list[int], blocks: int, feat_dim: int,
+                 n_mfcc: int = 26):
         super().__init__()
         c0 = channels[0]
         self.stem = nn.Conv1d(n_mfcc + n_subjects, c0, 5, stride=2, padding=2)
@@ -81,9 +84,12 @@ class AudioEncoder(nn.Module):
         return self.norm(self.head(F.relu(x).mean(dim=2)))
 
     def forward_nhwc(self, mfcc: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` in channels-last layout (generation, :func:`conv_nhwc`); same arguments."""
-        x = torch.cat([mfcc, onehot[:, None, :].expand(-1, mfcc.shape[1], -1)], dim=2)  # (N, 39, 26+S)
-        x = conv_nhwc(self.stem, x.transpose(1, 2)[:, :, None])  # (N, 26+S, 1, 39) view: channels last
+        """:meth:`forward` in channels-last layout (generation, :func:`conv_nhwc`); same
+        arguments."""
+        # (N, 39, 26+S)
+        x = torch.cat([mfcc, onehot[:, None, :].expand(-1, mfcc.shape[1], -1)], dim=2)
+        # (N, 26+S, 1, 39) view: channels last
+        x = conv_nhwc(self.stem, x.transpose(1, 2)[:, :, None])
         for stage in self.stages:
             for layer in stage:
                 x = layer.forward_nhwc(x) if isinstance(layer, ResBlock1d) else conv_nhwc(layer, x)
@@ -91,7 +97,8 @@ class AudioEncoder(nn.Module):
 
 
 class TSAE(nn.Module):
-    """Two-stream audio encoder: AE^v on the vocals, AE^b on the music (same structure, own weights).
+    """Two-stream audio encoder: AE^v on the vocals, AE^b on the music (same structure, own
+    weights).
 
     With ``streams=("mix",)`` it is the single-stream encoder of the ablation.
     """
@@ -104,17 +111,20 @@ class TSAE(nn.Module):
             {s: AudioEncoder(n_subjects, channels, blocks, feat_dim) for s in self.streams})
         self.out_dim = feat_dim * len(self.streams)
 
-    block = 1024  # frames per encoder call at inference (frames are independent: same result, cache-friendly)
+    # frames per encoder call at inference (frames are independent: same result, cache-friendly)
+    block = 1024
 
-    def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor, inference: bool = False) -> torch.Tensor:
-        """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (..., F)).
-        ``inference``: the encoders' channels-last path (generation, no autograd)."""
+    def forward(self, mfcc: dict[str, torch.Tensor], onehot: torch.Tensor,
+                inference: bool = False) -> torch.Tensor:
+        """``mfcc[stream]`` (..., 39, 26), ``onehot`` (..., S) -> f_v ++ f_b (..., 2F) (or f (...,
+        F)). ``inference``: the encoders' channels-last path (generation, no autograd)."""
         lead = onehot.shape[:-1]
         oh = onehot.reshape(-1, onehot.shape[-1])
         x = {s: mfcc[s].reshape(-1, *mfcc[s].shape[-2:]) for s in self.streams}
         n = oh.shape[0]
         step = n if torch.is_grad_enabled() else self.block
-        enc = {s: self.encoders[s].forward_nhwc if inference else self.encoders[s] for s in self.streams}
+        enc = {s: self.encoders[s].forward_nhwc if inference else self.encoders[s]
+               for s in self.streams}
         feats = torch.cat([
             torch.cat([enc[s](x[s][a:a + step], oh[a:a + step]) for s in self.streams], dim=-1)
             for a in range(0, n, max(step, 1))])

@@ -2,6 +2,7 @@
 
 Data flow for a sequence of T video frames (30 fps) of subject s:
 
+    MFCC rows (R, 26) + index (T,) per stream -> windows (T, 39, 26) (cut here, on the device)
     MFCC windows (T, 39, 26) per stream ---- TSAE ----> f_v ++ f_b (T, 2F)     [mix only: f (T, F)]
     per task k in (exp, pose, eye):    ATM_k -> att_k (T, 2F), l_k ++ m_k = att_k * (f_v ++ f_b)
                                        h_k = l_k ++ m_k ++ onehot(s)            (T, 2F + S)
@@ -124,31 +125,50 @@ class MusicFace(nn.Module):
         v = self.exp_std ** 2
         return v / v.mean()
 
-    def _mfcc(self, mfcc: dict, inference: bool = False) -> dict[str, torch.Tensor]:
-        """Raw MFCC windows keyed ``mfcc_vocals``/... -> normalised, keyed by stream."""
+    def _mfcc(self, mfcc: dict) -> dict[str, torch.Tensor]:
+        """Raw MFCC rows keyed ``mfcc_vocals``/... -> normalised, keyed by stream (row by row, so
+        normalising the rows and then cutting windows gives the windows' normalised values)."""
         out = {}
         for i, s in enumerate(self.streams):
             x = mfcc[MFCC_KEY[self.sources[s]]]
             if x is None:
                 raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[self.sources[s]]}")
-            x = x - self.mfcc_mean[i]
-            out[s] = x.div_(self.mfcc_std[i]) if inference else x / self.mfcc_std[i]  # same values
+            out[s] = (x - self.mfcc_mean[i]) / self.mfcc_std[i]
         return out
+
+    @staticmethod
+    def windows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Every frame's MFCC window, cut from the rows (musicface.data's item contract): ``rows``
+        (B, R, 26), ``index`` (B, T) int -> (B, T, 39, 26), frame t's window being
+        ``rows[index[t] : index[t] + 39]``. One row gather on the rows' device (``index_select``
+        copies whole 26-float rows: 6x faster on CPU than indexing a sliding-window view)."""
+        b, r, d = rows.shape
+        first = torch.arange(b, device=rows.device)[:, None, None] * r + index[..., None]
+        flat = (first + torch.arange(MFCC_WIDTH, device=rows.device)).reshape(-1)
+        return rows.reshape(b * r, d).index_select(0, flat).view(*index.shape, MFCC_WIDTH, d)
 
     def disc_audio(self, mfcc: dict) -> torch.Tensor:
         """The discriminator's audio input: each used stream's centre MFCC row, normalised (B, T, 26*n)."""
-        norm = self._mfcc(mfcc)
-        return torch.cat([norm[s][..., CENTRE_ROW, :] for s in self.streams], dim=-1)
+        norm, idx = self._mfcc(mfcc), mfcc["mfcc_index"] + CENTRE_ROW
+        b = torch.arange(idx.shape[0], device=idx.device)[:, None]
+        return torch.cat([norm[s][b, idx] for s in self.streams], dim=-1)
 
     # ------------------------------------------------------------------------------------- network
     def onehot(self, subject: torch.Tensor) -> torch.Tensor:
         return nn.functional.one_hot(subject.long(), len(self.subjects)).float()
 
-    def encode(self, mfcc: dict, onehot: torch.Tensor, inference: bool = False) -> tuple[dict, dict | None]:
-        """MFCC windows (B, T, 39, 26) per stream -> per-task inputs h_k (B, T, D) and att_k (B, T, C).
+    def encode(self, mfcc: dict, onehot: torch.Tensor) -> tuple[dict, dict | None]:
+        """MFCC rows (B, R, 26) per stream + ``mfcc_index`` (B, T) -> per-task inputs h_k (B, T, D)
+        and att_k (B, T, C) (training path)."""
+        norm = self._mfcc(mfcc)
+        idx = mfcc["mfcc_index"]
+        return self.encode_windows({s: self.windows(norm[s], idx) for s in self.streams}, onehot)
+
+    def encode_windows(self, norm: dict, onehot: torch.Tensor,
+                       inference: bool = False) -> tuple[dict, dict | None]:
+        """Normalised MFCC windows (B, T, 39, 26) per stream -> h_k (B, T, D) and att_k (B, T, C).
         ``inference``: the channels-last encoder and U-Net paths (generation: no autograd, ~1.6x
         faster on CPU; float32 rounding differs from the training path by ~1e-7 relative)."""
-        norm = self._mfcc(mfcc, inference)
         b, t = norm[self.streams[0]].shape[:2]
         oh_t = onehot[:, None, :].expand(b, t, -1)
         f = self.tsae(norm, oh_t, inference)  # (B, T, C)
@@ -186,9 +206,10 @@ class MusicFace(nn.Module):
                 v0: torch.Tensor | None = None) -> dict:
         """Training forward on whole windows; outputs are normalised.
 
-        ``mfcc``: ``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix`` (B, T, 39, 26) raw (the ones the
-        variant uses); ``subject`` (B,) int; ``p0`` (B, 6) normalised pose of frame 0 (default: the
-        subject's mean pose); ``v0`` (B, 6) its normalised velocity p_0 - p_{-1} (default 0).
+        ``mfcc``: ``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix`` (B, R, 26) raw MFCC rows (the ones
+        the variant uses) and ``mfcc_index`` (B, T) (musicface.data's item contract); ``subject``
+        (B,) int; ``p0`` (B, 6) normalised pose of frame 0 (default: the subject's mean pose);
+        ``v0`` (B, 6) its normalised velocity p_0 - p_{-1} (default 0).
         Returns exp (B, T, E), pose (B, T, 6), speed (B, T, 6) or None, e_long (B, T),
         att {task: (B, T, C)} or None.
         """
@@ -221,14 +242,17 @@ class MusicFace(nn.Module):
 
     @torch.inference_mode()
     def generate(self, mfcc_vocals=None, mfcc_music=None, mfcc_mix=None, subject=0, pose0=None, seed: int = 0,
-                 chunk: int | None = None) -> dict:
+                 chunk: int | None = None, mfcc_index=None) -> dict:
         """Audio features of a whole song -> driving parameters in data units (numpy).
 
-        ``mfcc_*``: (T, 39, 26) MFCC windows at the video frame rate (the streams the variant uses;
-        single_stream needs only ``mfcc_mix``); ``subject``: name or index; ``pose0``: (6,) pose of
-        frame 0 in data units (default: the subject's mean training pose); ``seed``: blink sampler;
-        ``chunk``: frames per pass (None: one pass). Chunks overlap by :attr:`context` frames for the
-        U-Net and carry the PGN's LSTM state and last pose/velocity, so the result equals one pass.
+        ``mfcc_*``: (R, 26) MFCC rows (the streams the variant uses; single_stream needs only
+        ``mfcc_mix``) and ``mfcc_index`` (T,): the window of video frame t is
+        ``rows[mfcc_index[t] : mfcc_index[t] + 39]`` (``musicface.data.take_arrays`` and
+        ``musicface.generate.song_features`` give both); ``subject``: name or index; ``pose0``: (6,)
+        pose of frame 0 in data units (default: the subject's mean training pose); ``seed``: blink
+        sampler; ``chunk``: frames per pass (None: one pass). Chunks overlap by :attr:`context`
+        frames for the U-Net and carry the PGN's LSTM state and last pose/velocity, so the result
+        equals one pass.
 
         Returns exp (T, E), pose (T, 6), speed (T, 6) per frame (None for MLP-pose variants),
         e_long (T,) (ESGN output, values <= ``eye_threshold`` set to 0), e_blink (T,) in {0, 1},
@@ -236,17 +260,28 @@ class MusicFace(nn.Module):
         """
         self.eval()
         dev = self.pose_mean.device
+        if mfcc_index is None:
+            raise ValueError("mfcc_index is required: MFCC rows and each frame's first row (the "
+                             "window of frame t is rows[mfcc_index[t] : mfcc_index[t] + 39])")
+        index = torch.as_tensor(np.asarray(mfcc_index), dtype=torch.int64, device=dev)
         given = {"mfcc_vocals": mfcc_vocals, "mfcc_music": mfcc_music, "mfcc_mix": mfcc_mix}
-        mfcc = {}
-        for s in sorted(set(self.sources.values())):
-            x = given[MFCC_KEY[s]]
+        norm = {}  # each stream's rows, normalised once (then windows are cut per chunk)
+        for i, s in enumerate(self.streams):
+            key = MFCC_KEY[self.sources[s]]
+            x = given[key]
             if x is None:
-                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
-            mfcc[MFCC_KEY[s]] = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)[None]
-        n = next(iter(mfcc.values())).shape[1]
-        if any(v.shape[1:] != (n, MFCC_WIDTH, MFCC_DIM) for v in mfcc.values()):
-            raise ValueError(f"MFCC windows must all have shape (T, {MFCC_WIDTH}, {MFCC_DIM}) "
-                             "with the same T")
+                raise ValueError(f"variant '{self.cfg.variant}' needs {key}")
+            x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)
+            if x.dim() != 2 or x.shape[1] != MFCC_DIM:
+                raise ValueError(f"{key}: MFCC rows must have shape (R, {MFCC_DIM}), "
+                                 f"got {tuple(x.shape)}")
+            inside = len(index) == 0 or (int(index.min()) >= 0
+                                         and int(index.max()) + MFCC_WIDTH <= len(x))
+            if index.dim() != 1 or not inside:
+                raise ValueError(f"mfcc_index must be (T,) with 0 <= index <= R - {MFCC_WIDTH} "
+                                 f"(R = {len(x)} rows of {key})")
+            norm[s] = (x - self.mfcc_mean[i]).div_(self.mfcc_std[i])[None]  # (1, R, 26)
+        n = len(index)
         si = self.subject_index(subject)
         oh = self.onehot(torch.tensor([si], device=dev))
         if pose0 is None:
@@ -262,7 +297,8 @@ class MusicFace(nn.Module):
         for a in range(0, n, max(step, 1)):
             b = min(n, a + step)
             lo, hi = max(0, a - margin), min(n, b + margin)
-            h, att = self.encode({k: v[:, lo:hi] for k, v in mfcc.items()}, oh, inference=True)
+            win = {s: self.windows(v, index[None, lo:hi]) for s, v in norm.items()}
+            h, att = self.encode_windows(win, oh, inference=True)
             h = {k: v[:, a - lo:b - lo] for k, v in h.items()}
             exp, pose, speed, e_long, state = self.decode(h, state=state, p0=p0 if a == 0 else None, inference=True)
             for k, v in (("exp", exp), ("pose", pose), ("speed", speed), ("e_long", e_long)):

@@ -1,6 +1,6 @@
 # au45: raw eye-closure intensity per frame [builtin: eyelid aspect ratio | openface: AU45_r]
-# No `container:` directive: the step itself is our Python; only OpenFace's FeatureExtraction runs in
-# the image (apptainer/singularity exec), and only when the binary is not installed on the host.
+# No `container:` directive: the step itself is our Python; only OpenFace's FeatureExtraction runs
+# in the image (apptainer/singularity exec), and only when the binary is not installed on the host.
 
 
 rule au45:
@@ -27,7 +27,8 @@ rule au45:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.au45 --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
+        "python -m preprocessing.au45 --take {wildcards.take} --video {params.video:q}"
+        " --ingest {input.ingest:q}"
         " --track {input.track:q} --backend {params.backend} --openface-binary {params.binary}"
         " --openface-container {params.container}"
         " --out {output:q} > {log:q} 2>&1"

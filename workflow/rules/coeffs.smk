@@ -60,5 +60,6 @@ rule exp_basis:
     resources:
         mem_mb=4000,
     shell:
-        "python -m preprocessing.coeffs fit-basis --split {input.split:q} --backend {params.backend}"
+        "python -m preprocessing.coeffs fit-basis --split {input.split:q}"
+        " --backend {params.backend}"
         " --dim {params.dim} --out {output:q} {input.coeffs:q} > {log:q} 2>&1"

@@ -17,26 +17,29 @@ from preprocessing.shard_schema import DATASET_CONFIG_KEYS
 
 # ---------------------------------------------------------------------------------- validation
 def _coerce(cfg, schema):
-    """`--config key='{a: 1}'` gives nested values as strings (Snakemake parses them with YAML's
-    BaseLoader): turn such strings into the number/boolean/null the schema asks for."""
+    """`--config key='{a: 1, b: [2, 3]}'` gives nested values as strings (Snakemake parses them
+    with YAML's BaseLoader): turn such strings, in dicts and lists, into the number/boolean/null
+    the schema asks for."""
     for key, sub in schema.get("properties", {}).items():
-        if key not in cfg:
-            continue
-        value = cfg[key]
-        if isinstance(value, dict):
-            _coerce(value, sub)
-        elif isinstance(value, str):
-            types = sub.get("type", [])
-            types = [types] if isinstance(types, str) else types
-            if "string" in types or not types:
-                if "null" in types and value in ("null", "~"):  # YAML's spellings of null
-                    cfg[key] = None
-                continue
-            import yaml
+        if key in cfg:
+            cfg[key] = _coerce_value(cfg[key], sub)
 
-            parsed = yaml.safe_load(value)
-            if not isinstance(parsed, str):
-                cfg[key] = parsed
+
+def _coerce_value(value, sub):
+    if isinstance(value, dict):
+        _coerce(value, sub)
+    elif isinstance(value, list):
+        return [_coerce_value(v, sub.get("items", {})) for v in value]
+    elif isinstance(value, str):
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        if "string" in types or not types:
+            return None if "null" in types and value in ("null", "~") else value
+        import yaml
+
+        parsed = yaml.safe_load(value)
+        return value if isinstance(parsed, str) else parsed
+    return value
 
 
 def validate_config(cfg, schema_file):
@@ -235,3 +238,42 @@ def config_json(sections, **replace):
     cfg = {k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
            for k in sections if k in config}
     return q(json.dumps(cfg, sort_keys=True))
+
+
+# render_data.smk, render_train.smk, render.smk (the renderer)
+
+
+def render_bfm_arg(wildcards):
+    """deep3d coefficients: the Basel Face Model folder gives the renderer's mesh."""
+    bfm_dir = config["coeffs"]["deep3d"]["bfm_dir"]
+    return f"--bfm-dir {q(bfm_dir)}" if config["coeffs"]["backend"] == "deep3d" and bfm_dir else ""
+
+
+def subject_render_data(wildcards):
+    """The render data of every take of the subject (the step keeps the training takes)."""
+    takes = SAMPLES.loc[SAMPLES["subject"] == wildcards.subject, "take"]
+    if not len(takes):
+        raise WorkflowError(f"render_train: no take of subject '{wildcards.subject}' in the sample sheet")
+    return expand("work/takes/{take}/render.h5", take=takes)
+
+
+def test_takes():
+    """Test takes of dataset/split.tsv (a checkpoint: the DAG is re-evaluated once it exists)."""
+    split = pd.read_csv(checkpoints.split.get().output.split, sep="\t", dtype=str, keep_default_na=False)
+    return sorted(split.loc[split["split"] == "test", "take"])
+
+
+def render_outputs(kind="video"):
+    """render_take's outputs for every test take (``kind``: video, recon, metrics, figure)."""
+    ext = {"video": ".mp4", "recon": ".recon.mp4", "metrics": ".json", "figure": ".png"}[kind]
+    return [f"runs/{RUN}/render/{take}{ext}" for take in test_takes()]
+
+
+def render_metrics(wildcards):
+    """evaluate's input: the rendered-video metrics of the test takes, when render.enabled."""
+    return render_outputs("metrics") if config["render"]["enabled"] else []
+
+
+def render_targets():
+    """What `snakemake render` makes: every test take's videos and frame grid."""
+    return render_outputs("video") + render_outputs("recon") + render_outputs("figure")

@@ -21,5 +21,5 @@ rule demo:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.demo --out work/demo --subjects {params.subjects} --songs {params.songs}"
-        " --seconds {params.seconds} --seed {params.seed} > {log:q} 2>&1"
+        "python -m preprocessing.demo --out work/demo --subjects {params.subjects}"
+        " --songs {params.songs} --seconds {params.seconds} --seed {params.seed} > {log:q} 2>&1"

@@ -17,6 +17,8 @@ rule evaluate_run:
         model="runs/{run}/model.pt",
         shards=SHARDS,
         truth=[DEMO_SHEET] if TRUTH == "work/demo" else [],  # the demo's truth files come with it
+        # the configured run also gathers the rendered-video metrics (render.smk, render.enabled)
+        render=lambda wc: render_metrics(wc) if wc.run == RUN else [],
     output:
         metrics=report("runs/{run}/eval/metrics.json", caption="../report/metrics.rst",
                        category="Evaluation", subcategory="{run}"),
@@ -57,7 +59,8 @@ rule evaluate_run:
     shell:
         "python -m musicface.cli evaluate --checkpoint {input.model:q} --shards {input.shards:q}"
         " --out {params.out:q} --seed {params.seed} --device {params.device} --tau {params.tau}"
-        " --closed-threshold {params.closed} {params.optional} > {log:q} 2>&1"
+        " --closed-threshold {params.closed} {params.optional}"
+        " --render-metrics {input.render:q} > {log:q} 2>&1"
 
 
 rule ablation:

@@ -21,5 +21,5 @@ rule eyes:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.eyes --take {wildcards.take} --au45 {input.au45:q} --tau {params.tau}"
-        " --closed-threshold {params.closed} --out {output:q} > {log:q} 2>&1"
+        "python -m preprocessing.eyes --take {wildcards.take} --au45 {input.au45:q}"
+        " --tau {params.tau} --closed-threshold {params.closed} --out {output:q} > {log:q} 2>&1"

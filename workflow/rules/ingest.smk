@@ -20,5 +20,5 @@ rule ingest:
     resources:
         mem_mb=1000,
     shell:
-        "python -m preprocessing.ingest --take {wildcards.take} --video {params.video:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        "python -m preprocessing.ingest --take {wildcards.take} --video {params.video:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -22,6 +22,7 @@ rule mfcc:
     resources:
         mem_mb=1000,
     shell:
-        "python -m preprocessing.mfcc --take {wildcards.take} --ingest {input.ingest:q} --sync {input.sync:q}"
+        "python -m preprocessing.mfcc --take {wildcards.take} --ingest {input.ingest:q}"
+        " --sync {input.sync:q}"
         " --vocals {input.vocals:q} --music {input.music:q} --mix {input.mix:q} --out {output:q}"
         " > {log:q} 2>&1"

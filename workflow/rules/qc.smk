@@ -30,8 +30,9 @@ rule qc:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.qc --take {wildcards.take} --subject {params.subject:q} --song {params.song:q}"
-        " --ingest {input.ingest:q} --sync {input.sync:q} --mfcc {input.mfcc:q} --track {input.track:q}"
-        " --coeffs {input.coeffs:q} --au45 {input.au45:q} --eyes {input.eyes:q}"
+        "python -m preprocessing.qc --take {wildcards.take} --subject {params.subject:q}"
+        " --song {params.song:q} --ingest {input.ingest:q} --sync {input.sync:q}"
+        " --mfcc {input.mfcc:q} --track {input.track:q} --coeffs {input.coeffs:q}"
+        " --au45 {input.au45:q} --eyes {input.eyes:q}"
         " --min-sync-confidence {params.min_conf} --min-valid-fraction {params.min_valid}"
         " --min-frames {params.min_frames} --out {output:q} > {log:q} 2>&1"

@@ -32,6 +32,7 @@ rule shards:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.shards --split {input.split:q} --basis {input.basis:q} --work work/takes"
+        "python -m preprocessing.shards --split {input.split:q} --basis {input.basis:q}"
+        " --work work/takes"
         " --takes-per-shard {params.per_shard} --config-json {params.config_json} --out {output:q}"
         " > {log:q} 2>&1"

@@ -1,9 +1,9 @@
 # split: gather every take's QC -> dataset/qc.tsv (all takes, status, reason) and
-# dataset/split.tsv (passing takes, 90/10 seeded, by take or by song). One line per failed take goes to
-# the terminal (and the log): failed takes never stop the DAG, but the user should see them.
+# dataset/split.tsv (passing takes, 90/10 seeded, by take or by song). One line per failed take goes
+# to the terminal (and the log): failed takes never stop the DAG, but the user should see them.
 
 
-rule split:
+checkpoint split:
     input:
         qc=all_takes("qc.json"),
     output:
@@ -23,5 +23,6 @@ rule split:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.split --by {params.by} --test-fraction {params.frac} --seed {params.seed}"
+        "python -m preprocessing.split --by {params.by} --test-fraction {params.frac}"
+        " --seed {params.seed}"
         " --out-split {output.split:q} --out-qc {output.qc:q} {input.qc:q} 2>&1 | tee {log:q} >&2"

@@ -31,6 +31,7 @@ rule sync:
         mem_mb=2000,
     shell:
         "python -m preprocessing.sync --take {wildcards.take} --video {params.video:q}"
-        " --ingest {input.ingest:q} --track {input.track:q} --mix {input.mix:q} --vocals {input.vocals:q}"
+        " --ingest {input.ingest:q} --track {input.track:q} --mix {input.mix:q}"
+        " --vocals {input.vocals:q}"
         " --backend {params.backend} {params.weights} --device {params.device}"
         " --search-frames {params.search} --out {output:q} > {log:q} 2>&1"

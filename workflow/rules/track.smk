@@ -22,5 +22,5 @@ rule track:
     conda:
         "../../envs/musicface.yaml"
     shell:
-        "python -m preprocessing.track --take {wildcards.take} --video {params.video:q} --ingest {input.ingest:q}"
-        " --max-gap {params.max_gap} --out {output:q} > {log:q} 2>&1"
+        "python -m preprocessing.track --take {wildcards.take} --video {params.video:q}"
+        " --ingest {input.ingest:q} --max-gap {params.max_gap} --out {output:q} > {log:q} 2>&1"

@@ -34,7 +34,7 @@ rule train_run:
         "logs/train/{run}.log",
     benchmark:
         "benchmarks/train/{run}.tsv"
-    threads: workflow.cores or 1  # None with `snakemake --unlock`
+    threads: workflow.resource_settings.cores or 1  # None without --cores (--unlock, --report)
     resources:
         mem_mb=8000,
         gpu=NPROC,
