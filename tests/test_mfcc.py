@@ -521,3 +521,61 @@ def test_frames_over_a_corrupt_song_are_marked_invalid(corrupt_song, tmp_path, r
     for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
         np.testing.assert_array_equal(z["clean"][k], z["clean-no-info"][k])
 
+
+def test_corrupt_song_takes_through_qc_and_shards(corrupt_song, tmp_path):
+    """Takes sung to the corrupt demo song, their face files synthetic (tests/test_qc.py), mfcc.npz
+    from the step: QC's valid fraction counts the frames over the song's gaps out (a take mostly
+    over them fails with the usual reason, saying why), the shards' ``valid`` is face AND audio
+    with zeros in the invalid frames; the same take sung to the clean song keeps the face's valid
+    frames and its features."""
+    from preprocessing import qc
+    from preprocessing import shards as sh
+    from preprocessing.mfcc import main as mfcc_main
+    from test_qc import paths, write_take
+
+    takes = {  # take -> (song, offset_s, frames, face lost on frames)
+        "over_short_gap": ("corrupt", 0.2, 200, ()),
+        "clean_song": ("clean", 0.2, 200, ()),
+        "face_lost_too": ("corrupt", 0.5, 390, range(300, 330)),
+        "mostly_over_gap": ("corrupt", 6.5, 150, ()),
+    }
+    res, audio, face = {}, {}, {}
+    for take, (song, offset_s, n, lost) in takes.items():
+        d = tmp_path / take
+        face[take] = np.ones(n, np.uint8)
+        face[take][list(lost)] = 0
+        write_take(d, take, n=n, offset_s=offset_s, valid=face[take], backend="deep3d")
+        s = corrupt_song[song]
+        assert mfcc_main(["--take", take, "--ingest", str(d / "ingest.json"), "--sync",
+                          str(d / "sync.json"), "--vocals", str(s / "vocals.wav"), "--music",
+                          str(s / "music.wav"), "--mix", str(s / "mix.wav"), "--song-info",
+                          str(s / "song.json"), "--out", str(d / "mfcc.npz")]) == 0
+        audio[take] = load_npz(d / "mfcc.npz")["valid"].astype(bool)
+        res[take] = qc.check_take(take, "alice", song, paths(d), min_sync_confidence=7.0,
+                                  min_valid_fraction=0.8, min_frames=128)
+    # the short gap (2.98-3.40 s of the song) costs 26 frames: 0.42 s + 2 x 0.2225 s of windows
+    assert (~audio["over_short_gap"]).sum() == 26 and audio["clean_song"].all()
+    assert res["over_short_gap"]["status"] == "pass"
+    assert res["over_short_gap"]["valid_fraction"] == pytest.approx(174 / 200, abs=1e-12)
+    assert res["clean_song"]["valid_fraction"] == 1.0 and res["clean_song"]["status"] == "pass"
+    # 130 frames over the gaps, 30 without a face (elsewhere): 230 / 390 valid
+    assert (~audio["face_lost_too"]).sum() == 130 and audio["face_lost_too"][300:330].all()
+    assert res["face_lost_too"]["valid_fraction"] == pytest.approx(230 / 390, abs=1e-12)
+    assert res["face_lost_too"]["reasons"] == [
+        "too few valid frames: 59.0% < 80% (33.3% over corrupt stretches of the song)"]
+    # song 6.5-11.5 s over the gaps 6.98-9.98 s: 3.45 s of the 5 s take's frames
+    gone = (~audio["mostly_over_gap"]).sum()
+    assert gone == pytest.approx(30 * 3.445, abs=2)
+    assert res["mostly_over_gap"]["reasons"] == [
+        f"too few valid frames: {1 - gone / 150:.1%} < 80% ({gone / 150:.1%} over corrupt "
+        f"stretches of the song)"]
+    # shards: the passing takes (deep3d coefficients: exp as is, no basis to fit)
+    for take in ("over_short_gap", "clean_song"):
+        t = sh.assemble_take(tmp_path / take, {"identity": np.array(True)}, take, "alice",
+                             takes[take][0], "train")
+        v = t.arrays["valid"].astype(bool)
+        np.testing.assert_array_equal(v, face[take].astype(bool) & audio[take])
+        coeffs = load_npz(tmp_path / take / "coeffs.npz")
+        np.testing.assert_array_equal(t.arrays["pose"][v], coeffs["pose"][v])
+        assert not t.arrays["pose"][~v].any() and not t.arrays["exp"][~v].any()
+    assert t.arrays["valid"].all()                                  # the clean song's take
