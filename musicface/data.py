@@ -23,9 +23,10 @@ Definitions (units):
 * ``pose_vel[t] = pose[t] - pose[t-1]`` (per frame); at a window's first frame ``pose[t-1]`` is the
   frame before the window, at the take's first frame the velocity is 0; it is 0 wherever frame ``t``
   or ``t-1`` is invalid.
-* ``valid`` is 1 where the face was tracked and every coefficient is trustworthy; invalid frames
-  hold 0 in every per-frame array. Training windows are drawn among those whose valid fraction is at
-  least ``min_valid_fraction`` (default 0.9): losses should still be masked with ``valid``.
+* ``valid`` is 1 where the face was tracked, every coefficient is trustworthy and the song audio
+  decoded (docs/data.md); invalid frames hold 0 in every per-frame array. Training windows are
+  drawn among those whose valid fraction is at least ``min_valid_fraction`` (default 0.9): losses
+  should still be masked with ``valid``.
 * ``subject`` is the index into ``ShardSet.subjects`` (sorted subject names of the passing takes):
   the model's one-hot order.
 """

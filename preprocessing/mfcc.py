@@ -28,6 +28,19 @@ frames (``timebase.n_mfcc_rows``).
 Where the take runs past either end of the song (recording started before the song or went on after
 it), the song is zero (digital silence, the log(eps) rows above). A take that does not overlap the
 song at all, a song that is silent during the whole take, empty or mismatched wav files are errors.
+
+**Song gaps.** A partly corrupt song file decodes with its broken stretches as zeros (song.json
+``gaps_s``, :mod:`preprocessing.song`); the stems are computed from that mix, sample for sample on
+its timeline, so they hold the same gaps. The features there are those of silence while the singer
+sang, so the step also writes ``valid`` (uint8 ``(N,)``, per video frame): 0 where the frame's
+39-row window (``mfcc_windows``, ``timebase.MFCC_WIDTH``) reads any song sample inside a gap.
+Row ``r`` is computed from the song samples within 32.5 ms of its centre (:func:`reach`: its
+25 ms frame, the ``DELTA_N`` frames each side for the deltas, and the sample before for the
+pre-emphasis); with drift, from the two song-grid rows it is interpolated between. So frame ``i``
+is invalid when a gap overlaps the song time from its window's first row to its last, widened by
+32.5 ms each side: about 445 ms around the frame's song time ``offset_s + t (1 + drift_ppm
+1e-6)``. A song without gaps gives ``valid`` all 1. QC and the shards AND it into the take's valid
+frames.
 """
 from __future__ import annotations
 
@@ -180,8 +193,37 @@ def mfcc_windows(features_100hz: np.ndarray, n_frames: int, fps: int = FPS,
 
 
 # ------------------------------------------------------------------------------------- the take
+def reach(sr: int = SR) -> tuple[int, int]:
+    """``(before, after)``: a row centred on sample ``c`` is computed from the samples
+    ``[c - before, c + after)``: its own 25 ms frame and the ``DELTA_N`` frames each side (the
+    deltas), one sample more in front (the pre-emphasis). 521 and 520 at 16 kHz (32.5 ms)."""
+    hop, win = sr // RATE, int(round(0.025 * sr))
+    return DELTA_N * hop + win // 2 + 1, DELTA_N * hop + win - win // 2
+
+
+def rows_over_gaps(centres: np.ndarray, gaps_s, sr: int = SR) -> np.ndarray:
+    """Which rows read a song gap: bool ``(len(centres),)``.
+
+    ``centres``: the rows' centres in song samples, ascending; ``gaps_s``: ``[from_s, to_s]``
+    stretches of the song (song.json ``gaps_s``, rounded to 0.1 ms there: taken outwards to whole
+    samples). A row reads the samples :func:`reach` gives around its centre.
+    """
+    centres = np.asarray(centres, np.int64)
+    before, after = reach(sr)
+    hit = np.zeros(len(centres), bool)
+    for a, b in gaps_s:
+        g0, g1 = math.floor(float(a) * sr), math.ceil(float(b) * sr)   # samples [g0, g1)
+        if g1 <= g0:
+            continue
+        # overlap: c - before < g1 and g0 < c + after
+        lo = np.searchsorted(centres, g0 - after, side="right")
+        hi = np.searchsorted(centres, g1 + before, side="left")
+        hit[lo:hi] = True
+    return hit
+
+
 def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, fps: int = FPS,
-                  sr: int = SR, drift_ppm: float = 0.0) -> dict[str, np.ndarray]:
+                  sr: int = SR, drift_ppm: float = 0.0, gaps_s=()) -> dict[str, np.ndarray]:
     """The take's features: ``{"mfcc_vocals", "mfcc_music", "mfcc_mix"}`` float32 ``(M, 26)``.
 
     ``stems`` maps vocals / music / mix to the song's float mono audio at ``sr`` (same length).
@@ -189,7 +231,8 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
     (module docstring; ``drift_ppm`` from sync.json, the camera clock's drift against the player).
     With drift the rows are computed on the song's own 100 Hz grid and linearly interpolated at the
     drifted times (exact at drift 0: then no interpolation happens). Also returns ``"coverage"``:
-    the fraction of rows whose centre lies inside the song.
+    the fraction of rows whose centre lies inside the song, and ``"valid"``: uint8 ``(n_frames,)``,
+    0 for the frames whose window reads a stretch of ``gaps_s`` (song seconds; module docstring).
     """
     lengths = {k: len(v) for k, v in stems.items()}
     if len(set(lengths.values())) != 1:
@@ -215,22 +258,30 @@ def take_features(stems: dict[str, np.ndarray], offset_s: float, n_frames: int, 
                         f"{first / sr:.2f}.."
                         f"{last / sr:.2f} s, the song is 0..{song_s:.2f} s long (check sync "
                         f"offset_s)")
-    mix_span = cut(stems["mix"], first, last - first + 1)
-    if float(np.max(np.abs(mix_span))) < SILENCE:
-        raise StepError(f"the song is silent during the whole take (song time "
-                        f"{max(first, 0) / sr:.2f}..{min(last, n - 1) / sr:.2f} s)")
-    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, song_rows, sr)
-           for k in STEMS}
+    # the rows that read a song gap: on the song grid, then (drift) the video rows interpolated
+    # from them, then the frames whose window holds one of those rows
+    over_gaps = rows_over_gaps(first + hop * np.arange(song_rows, dtype=np.int64), gaps_s, sr)
     if drift_ppm != 0:
         # fractional song-grid row of each video row
         at = np.arange(rows) * ratio
         lo = np.minimum(at.astype(np.int64), song_rows - 2)
         w = (at - lo)[:, None].astype(np.float32)
+        over_gaps = over_gaps[lo] | ((w[:, 0] > 0) & over_gaps[lo + 1])
+    valid = ~mfcc_windows(over_gaps[:, None], n_frames, fps).any(axis=(1, 2))
+    mix_span = cut(stems["mix"], first, last - first + 1)
+    # a take wholly over the song's gaps is silent too: QC fails it for its invalid frames
+    if float(np.max(np.abs(mix_span))) < SILENCE and valid.any():
+        raise StepError(f"the song is silent during the whole take (song time "
+                        f"{max(first, 0) / sr:.2f}..{min(last, n - 1) / sr:.2f} s)")
+    out = {f"mfcc_{k}": features_at(np.asarray(stems[k], np.float32), first, song_rows, sr)
+           for k in STEMS}
+    if drift_ppm != 0:
         for k in STEMS:
             f = out[f"mfcc_{k}"]
             out[f"mfcc_{k}"] = ((1 - w) * f[lo] + w * f[lo + 1]).astype(np.float32)
     centres = first + np.round(np.arange(rows) * hop * ratio)
     out["coverage"] = np.float32(np.mean((centres >= 0) & (centres < n)))
+    out["valid"] = valid.astype(np.uint8)
     return out
 
 
@@ -239,16 +290,20 @@ def work(args) -> None:
 
     info = load_json(args.ingest)
     sync = load_json(args.sync)
-    check_upstream(args.vocals, args.music, args.mix)
+    check_upstream(args.vocals, args.music, args.mix, args.song_info)
     stems = {"vocals": read_wav(args.vocals, SR), "music": read_wav(args.music, SR),
              "mix": read_wav(args.mix, SR)}
     fps = info.get("fps", FPS)
     fps = int(fps) if float(fps).is_integer() else float(fps)
     offset = float(sync["offset_s"])
     drift = float(sync.get("drift_ppm", 0.0))
-    feats = take_features(stems, offset, int(info["n_frames"]), fps, drift_ppm=drift)
+    gaps = load_json(args.song_info)["gaps_s"] if args.song_info else []
+    feats = take_features(stems, offset, int(info["n_frames"]), fps, drift_ppm=drift,
+                          gaps_s=gaps)
     print(f"mfcc: {args.take}: {len(feats['mfcc_mix'])} rows, offset {offset:+.4f} s, drift "
-          f"{drift:+.1f} ppm, coverage {float(feats['coverage']):.3f}", file=sys.stderr)
+          f"{drift:+.1f} ppm, coverage {float(feats['coverage']):.3f}, "
+          f"{int(np.sum(feats['valid'] == 0))} of {len(feats['valid'])} frames over the song's "
+          f"{len(gaps)} corrupt stretches", file=sys.stderr)
     save_npz(args.out, **feats, offset_s=np.float64(offset))
 
 
@@ -260,6 +315,9 @@ def main(argv=None) -> int:
     ap.add_argument("--vocals", required=True)
     ap.add_argument("--music", required=True)
     ap.add_argument("--mix", required=True)
+    ap.add_argument("--song-info", default=None,
+                    help="song.json (gaps_s: frames over them are marked invalid; without it "
+                         "the song is taken as whole)")
     ap.add_argument("--out", required=True, help="mfcc.npz")
     args = ap.parse_args(argv)
     return run_step("mfcc", args.take, [args.out], lambda: work(args))

@@ -14,7 +14,9 @@ Checks (each failing one adds a reason; the take fails when there is any):
   cannot be read -> ``"<file>: unreadable (<error>)"``.
 * ingest: fps is 30; N (``n_frames``) >= ``min_frames`` (one training window), else "too short".
 * track: some face (``"no face found in any frame"``); the valid fraction, i.e. frames valid in
-  track AND coeffs AND eyes over N, >= ``min_valid_fraction``.
+  track AND coeffs AND eyes AND mfcc (the frame's audio window reads no stretch of the song that
+  failed to decode) over N, >= ``min_valid_fraction``; when song gaps cost frames the reason says
+  how many (``"too few valid frames: 35.0% < 80% (61.3% over corrupt stretches of the song)"``).
 * sync: confidence >= ``min_sync_confidence`` (the reason says why when sync.json does: the
   offsets a repeated section fits about as well, or why the camera audio could not be used).
 * lengths: MFCC arrays ``(ceil(N * 100 / 30), 26)`` (``timebase.n_mfcc_rows``); every per-frame
@@ -42,6 +44,7 @@ FRAME_ARRAYS = {
     "coeffs": ("pose", "landmarks2d", "valid"),
     "au45": ("au45", "valid"),
     "eyes": ("au45", "eye_long", "eye_blink", "valid"),
+    "mfcc": ("valid",),  # its frames clear of the song's gaps (its MFCC rows: M, checked apart)
 }
 # arrays that must be finite where the take is valid
 FINITE = {"coeffs": ("pose", "landmarks2d", "residual", "exp"), "eyes": ("au45", "eye_long")}
@@ -157,19 +160,22 @@ def check_take(take: str, subject: str, song: str, paths: dict, *, min_sync_conf
                 check(name, lambda name=name: frame_checks(name))
 
         def valid_checks():
-            masks = [np.asarray(d[k]["valid"]).astype(bool) for k in ("track", "coeffs", "eyes")
-                     if d[k] is not None and len(d[k].get("valid", ())) == n]
+            masks = {k: np.asarray(d[k]["valid"]).astype(bool)
+                     for k in ("track", "coeffs", "eyes", "mfcc")
+                     if d[k] is not None and len(d[k].get("valid", ())) == n}
             if not masks:
                 return
             if d["track"] is not None and not np.asarray(d["track"]["valid"]).any():
                 _add(reasons, "no face found in any frame")
                 result["valid_fraction"] = 0.0
                 return
-            valid = np.logical_and.reduce(masks)
+            valid = np.logical_and.reduce(list(masks.values()))
             frac = float(valid.mean()) if n else 0.0
             result["valid_fraction"] = frac
             if frac < min_valid_fraction:
-                _add(reasons, f"too few valid frames: {frac:.1%} < {min_valid_fraction:.0%}")
+                gaps = 1.0 - float(masks["mfcc"].mean()) if "mfcc" in masks and n else 0.0
+                why = f" ({gaps:.1%} over corrupt stretches of the song)" if gaps else ""
+                _add(reasons, f"too few valid frames: {frac:.1%} < {min_valid_fraction:.0%}{why}")
             for name, keys in FINITE.items():
                 z = d[name]
                 if z is None:

@@ -11,8 +11,10 @@ Contracts fixed here (the reader, ``musicface.data``, relies on them):
 
 * ``subjects`` (root attribute) = the sorted subject names of the passing takes (train and test);
   a take's ``subject_index`` is its subject's position in that list: the model's one-hot order.
-* ``valid`` = tracked AND coefficients valid AND eye state valid. In frames with ``valid == 0``
-  every per-frame array (exp, pose, au45, eye_long, eye_blink, landmarks) holds 0, never NaN.
+* ``valid`` = tracked AND coefficients valid AND eye state valid AND audio valid (mfcc.npz
+  ``valid``: the frame's MFCC window reads no stretch of the song that failed to decode). In frames
+  with ``valid == 0`` every per-frame array (exp, pose, au45, eye_long, eye_blink, landmarks) holds
+  0, never NaN.
 * MFCC arrays have ``M = ceil(N * mfcc_rate / fps)`` rows; row 0 is the time of video frame 0.
 * Deterministic: the same inputs give the same arrays and the same file bytes (fixed order, no HDF5
   timestamps, no wall-clock attribute), so ``manifest.json`` sha256 values are reproducible.
@@ -130,8 +132,15 @@ def assemble_take(take_dir: str | os.PathLike, basis: dict, take: str, subject: 
     backend = _str(coeffs["backend"])
     # builtin: residual on the PCA basis; deep3d: exp as is
     exp = expression_from_coeffs(coeffs, basis)
+    if "valid" not in mfcc:
+        raise StepError(f"take '{take}' passed QC but its mfcc.npz has no 'valid' array (written "
+                        f"by an older MusicFace: rerun the mfcc step)")
     valid = (np.asarray(track["valid"]).astype(bool) & np.asarray(coeffs["valid"]).astype(bool)
              & np.asarray(eyes["valid"]).astype(bool))
+    audio_valid = np.asarray(mfcc["valid"]).astype(bool)
+    if audio_valid.shape != (n,):
+        raise StepError(f"take '{take}': mfcc valid has shape {audio_valid.shape}, expected ({n},)")
+    valid &= audio_valid
 
     arrays = {k: np.asarray(mfcc[k], np.float32) for k in MFCC_KEYS}
     arrays.update(

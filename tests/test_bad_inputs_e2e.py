@@ -43,6 +43,7 @@ NAN_SONG = "bad/nan song.wav"
 OTHER_SONG = "bad/other song.wav"  # a real song, but not the one played during the take
 LOOP_SONG = "bad/loop song.wav"    # the demo song twice in a row, sample for sample
 ADTS_SONG = "bad/adts song.aac"    # the demo song as raw ADTS AAC (its encoder delay unsignalled)
+CORRUPT_SONG = "bad/corrupt song.mp3"  # the demo song as MP3, its packets from 3 to 6 s damaged
 QUOTED = "bad/it's \"take\" 7.mp4"
 
 # take -> (subject, video, song): paths relative to the sheet, as a user writes them
@@ -67,6 +68,7 @@ SHEET = {
     "loop_song": ("singer1", "bad/excerpt 2-7 s.mp4", LOOP_SONG),
     "joined_ts": ("singer2", "bad/joined.ts", SONG),
     "avi_mp3": ("singer1", "bad/old camera.avi", ADTS_SONG),
+    "corrupt_song": ("singer2", "demo/singer2/singer2_song1.mp4", CORRUPT_SONG),
 }
 PASS = ["singer1_song1", "singer2_song1", "vfr", "fps25", "quoted_path", "joined_ts", "avi_mp3"]
 # take -> (step that fails it, unit named in the log, stable part of the reason). Step "qc" means no
@@ -87,6 +89,7 @@ FAIL = {
     "silent_audio": ("qc", None, "low sync confidence: "),
     "wrong_song": ("qc", None, "low sync confidence: "),
     "loop_song": ("qc", None, "low sync confidence: "),
+    "corrupt_song": ("qc", None, "too few valid frames: "),
 }
 # which later steps read each step's output (directly or not): they log "skipped, upstream ..."
 DOWNSTREAM = {
@@ -118,6 +121,8 @@ split:
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> dict:
     """The user's raw folder: demo takes (2 singers x 1 song x 10 s, seed 1) + bad recordings."""
+    import soundfile as sf
+
     from preprocessing.demo import generate, render_song, write_wav
 
     root = tmp_path_factory.mktemp("bad inputs")  # a space in every path of the run
@@ -135,6 +140,9 @@ def raw(tmp_path_factory) -> dict:
              "joined_ts": badinputs.joined_mpegts(s2, bad / "joined.ts", split=150)}
     badinputs.avi_mp3(s1, bad / "old camera.avi", damaged_s=(3.0, 4.0))
     badinputs.adts_song(root / SONG, root / ADTS_SONG)
+    x, sr = sf.read(str(root / SONG), dtype="float32", always_2d=True)
+    badinputs.write_audio_file(bad / "clean song.mp3", x, sr, "libmp3lame")
+    badinputs.damage_audio(bad / "clean song.mp3", root / CORRUPT_SONG, 3.0, 6.0)
     badinputs.looped(root / SONG, root / LOOP_SONG)
     badinputs.excerpt(s1, bad / "excerpt 2-7 s.mp4", 60, 210)  # inside both copies of the loop
     # 3 s from 5 s in: 90 frames. (Not from 4 s in: there the demo song's drums and chords repeat
@@ -311,6 +319,39 @@ def test_silent_camera_audio_fails_on_confidence(full):
     assert full["qc"].loc["silent_audio", "reason"] == (
         f"low sync confidence: {sync['confidence']:.2f} < {MIN_CONFIDENCE:g} "
         "(aligned by mouth movement: camera audio is silent)")
+
+
+def test_partly_corrupt_song_costs_the_frames_over_its_gaps(full):
+    """The song as an MP3 damaged from 3 to 6 s: the song step keeps what decodes (the gaps in
+    song.json), the take aligns, and mfcc marks exactly the frames whose window reads a gap,
+    through sync's offset and drift: about 3.5 s of the 12 s take, so it fails QC on them, saying
+    so (measured: 71.3% valid, 28.7% over the gaps). Takes of the songs without gaps: every frame
+    clear, the shards' valid is the face's."""
+    from test_mfcc import invalid_from_gap_times
+
+    song = json.loads((full["dir"] / "work/songs/corrupt_song/song.json").read_text())
+    assert song["gaps_s"][0][0] == pytest.approx(3.0, abs=0.03)
+    assert song["gaps_s"][-1][1] == pytest.approx(6.0, abs=0.03)
+    take = full["dir"] / "work/takes/corrupt_song"
+    sync = _sync(full, "corrupt_song")
+    assert sync["confidence"] >= MIN_CONFIDENCE
+    audio = np.load(take / "mfcc.npz")["valid"]
+    n = len(audio)
+    np.testing.assert_array_equal(audio == 0, invalid_from_gap_times(
+        song["gaps_s"], sync["offset_s"], n, sync.get("drift_ppm", 0.0)))
+    face = np.logical_and.reduce([np.load(take / f"{k}.npz")["valid"].astype(bool)
+                                  for k in ("track", "coeffs", "eyes")])
+    frac, gone = (face & (audio > 0)).mean(), 1 - audio.mean()
+    assert 0.25 < gone < 0.35 and frac < 0.8
+    assert full["qc"].loc["corrupt_song", "reason"] == (
+        f"too few valid frames: {frac:.1%} < 80% ({gone:.1%} over corrupt stretches of the song)")
+    shards = shard_takes(full["dir"])
+    for t in PASS:
+        d = full["dir"] / "work/takes" / t
+        assert np.load(d / "mfcc.npz")["valid"].all(), t
+        face = np.logical_and.reduce([np.load(d / f"{k}.npz")["valid"].astype(bool)
+                                      for k in ("track", "coeffs", "eyes")])
+        np.testing.assert_array_equal(shards[t]["arrays"]["valid"], face.astype(np.uint8))
 
 
 # ------------------------------------------------------------------------------ awkward but good

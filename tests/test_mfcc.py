@@ -15,6 +15,7 @@ from preprocessing.common import (
     save_wav,
     write_failure,
 )
+from preprocessing.media import read_wav
 from preprocessing.mfcc import SR, features_at, mfcc, mfcc_windows, take_features
 from preprocessing.timebase import n_mfcc_rows as n_rows
 
@@ -338,3 +339,243 @@ def test_separated_vocals_follow_the_demo_singing_on_the_take_timeline():
     assert aucs[0] > max(aucs[-5], aucs[5]) > max(aucs[-15], aucs[15]), aucs
     # separation helps: the mix's energy marks singing less well (measured 0.89)
     assert aucs[0] > roc_auc_score(song.active(rows / 100 + offset_s), out["mfcc_mix"][:, 0]) + 0.03
+
+
+# ----------------------------------------------------------------------- partly corrupt songs
+def invalid_from_gap_times(gaps_s, offset_s, n_frames, drift_ppm=0.0) -> np.ndarray:
+    """The frames that must be invalid, one at a time from the gap times (docs/data.md): frame
+    ``i``'s window holds rows ``c - 19 .. c + 19`` (``c = round(i * 100 / 30)``, clipped to the
+    take's ``M`` rows); row ``r`` is at song time ``offset_s + r / 100 (1 + drift)``, on the
+    song's 100 Hz grid between rows ``floor`` and ``ceil`` of ``r (1 + drift)``; a row reads the
+    song within 32.5 ms of its centre (520 samples after, 521 before: one more for the
+    pre-emphasis). Frame ``i`` is invalid when that stretch of the song overlaps a gap."""
+    m = n_rows(n_frames)
+    ratio = 1 + drift_ppm * 1e-6
+    first = round(offset_s * SR)                       # the song sample of video time 0
+    gaps = [(math.floor(a * SR), math.ceil(b * SR)) for a, b in gaps_s]
+    out = np.zeros(n_frames, bool)
+    for i in range(n_frames):
+        c = math.floor(i * 100 / 30 + 0.5)
+        r0, r1 = max(c - 19, 0), min(c + 19, m - 1)
+        j0, j1 = math.floor(r0 * ratio), math.ceil(r1 * ratio)   # song-grid rows read
+        lo, hi = first + 160 * j0 - 521, first + 160 * j1 + 520   # song samples read: [lo, hi)
+        out[i] = any(g0 < hi and lo < g1 for g0, g1 in gaps)
+    return out
+
+
+@pytest.mark.parametrize("offset_s, drift_ppm", [
+    (1.2345, 0.0),
+    (-0.5, 0.0),          # the camera started before the song: the gap at the song's start
+    (0.77, 300.0),
+    (2.0, -900.0),
+])
+def test_frames_over_song_gaps_are_exactly_those_that_read_them(offset_s, drift_ppm):
+    """A song with stretches that did not decode (zeros): the frames marked invalid are exactly
+    those whose 39-row MFCC window changes when music is put back in the gaps (the truth: which
+    frames read the gaps), and exactly those the gap times give (docs/data.md's mapping through
+    offset and drift); at drift 0 the same holds row by row."""
+    from preprocessing.mfcc import rows_over_gaps
+
+    gaps = [(0.0, 0.3), (3.0371, 3.41), (5.5, 5.52), (7.99, 9.2345), (11.5, 11.8)]
+    n_frames = 300                                          # 10 s: the last gap is past the take
+    song = noise(12.0, 11)
+    other = noise(12.0, 12)
+    gapped, filled = song.copy(), song.copy()
+    for a, b in gaps:
+        gapped[math.floor(a * SR):math.ceil(b * SR)] = 0.0
+        filled[math.floor(a * SR):math.ceil(b * SR)] = other[math.floor(a * SR):math.ceil(b * SR)]
+    out = {name: take_features({"vocals": 0.5 * x, "music": 0.5 * x, "mix": x}, offset_s,
+                               n_frames, drift_ppm=drift_ppm, gaps_s=gaps)
+           for name, x in (("gapped", gapped), ("filled", filled))}
+    valid = out["gapped"]["valid"]
+    assert valid.dtype == np.uint8 and valid.shape == (n_frames,)
+    np.testing.assert_array_equal(valid, out["filled"]["valid"])   # the gap times alone decide
+    reads = np.zeros(n_frames, bool)
+    for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
+        reads |= (mfcc_windows(out["gapped"][k], n_frames)
+                  != mfcc_windows(out["filled"][k], n_frames)).any(axis=(1, 2))
+    assert 80 < reads.sum() < 200
+    np.testing.assert_array_equal(valid == 0, reads)
+    np.testing.assert_array_equal(valid == 0,
+                                  invalid_from_gap_times(gaps, offset_s, n_frames, drift_ppm))
+    if drift_ppm == 0:
+        rows = (out["gapped"]["mfcc_mix"] != out["filled"]["mfcc_mix"]).any(axis=1)
+        centres = round(offset_s * SR) + 160 * np.arange(len(rows))
+        np.testing.assert_array_equal(rows_over_gaps(centres, gaps), rows)
+    # without gaps every frame is valid, and the features are the same
+    plain = take_features({"vocals": 0.5 * gapped, "music": 0.5 * gapped, "mix": gapped},
+                          offset_s, n_frames, drift_ppm=drift_ppm)
+    assert plain["valid"].all()
+    for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
+        np.testing.assert_array_equal(plain[k], out["gapped"][k])
+
+
+def test_take_wholly_over_a_song_gap_is_left_to_qc():
+    """The song is zero under the whole take because it did not decode there: not "silent" (a
+    reason that would blame the song), every frame invalid (QC: too few valid frames)."""
+    song = noise(10.0, 3)
+    song[2 * SR:8 * SR] = 0.0
+    stems = {"vocals": song, "music": song, "mix": song}
+    out = take_features(stems, 3.0, 90, gaps_s=[(2.0, 8.0)])
+    assert not out["valid"].any()
+    with pytest.raises(StepError, match="the song is silent during the whole take"):
+        take_features(stems, 3.0, 90)
+
+
+@pytest.fixture(scope="module")
+def corrupt_song(tmp_path_factory):
+    """A demo song as a 44.1 kHz MP3 with its packets from 3.0 to 3.4 s and from 7.0 to 10.0 s
+    damaged (tests/badinputs.py), and the same MP3 undamaged, through the song and separate steps:
+    ``{name: folder with mix.wav, song.json, vocals.wav, music.wav}`` for "corrupt" and "clean"."""
+    from badinputs import damage_audio, write_audio_file
+    from preprocessing.demo import render_song
+    from preprocessing.separate import separate_builtin
+    from preprocessing.song import song_step
+
+    d = tmp_path_factory.mktemp("corrupt song")
+    song = render_song(0, 0, 14.0)
+    write_audio_file(d / "clean.mp3", np.repeat(song.mix[:, None], 2, 1), song.sr, "libmp3lame")
+    damage_audio(d / "clean.mp3", d / "half.mp3", 3.0, 3.4)
+    damage_audio(d / "half.mp3", d / "corrupt.mp3", 7.0, 10.0, seed=1)
+    out = {}
+    for name in ("clean", "corrupt"):
+        w = d / name
+        song_step(name, d / f"{name}.mp3", w / "mix.wav", w / "song.json")
+        vocals, music = separate_builtin(read_wav(w / "mix.wav", SR))
+        save_wav(w / "vocals.wav", vocals, SR)
+        save_wav(w / "music.wav", music, SR)
+        out[name] = w
+    out["mp3"] = d / "corrupt.mp3"
+    return out
+
+
+def test_corrupt_song_stems_hold_the_mix_gaps(corrupt_song):
+    """The stems are the mix's length, on its timeline: inside every gap of the mix they are
+    silent too (exact zeros further than the separator's STFT reach, 64 ms, from the gap's ends),
+    so the mix's gaps are the stems' gaps. The Spleeter backend decodes the song again at 44.1 kHz
+    (``separate_spleeter``): the same gaps at the same times."""
+    import json
+
+    from preprocessing.media import decode_audio
+
+    d = corrupt_song["corrupt"]
+    gaps = json.loads((d / "song.json").read_text())["gaps_s"]
+    # damaged MP3 frames that decode to garbage; a frame that decodes to plausible values stays
+    assert len(gaps) == 5 and gaps[0][0] == pytest.approx(2.98, abs=0.03)
+    assert gaps[-1][1] == pytest.approx(9.98, abs=0.03)
+    mix = read_wav(d / "mix.wav", SR)
+    stems = {k: read_wav(d / f"{k}.wav", SR) for k in ("vocals", "music")}
+    reach = 1024                                                # STFT frames of 1024 at hop 256
+    inner = 0
+    for a, b in gaps:
+        s = slice(math.ceil(a * SR) + reach, math.floor(b * SR) - reach)
+        for k, x in stems.items():
+            assert len(x) == len(mix)
+            assert not x[s].any(), (k, a, b)
+        inner += max(0, s.stop - s.start)
+    assert inner > 2.5 * SR
+    _, _, gaps_44k = decode_audio(corrupt_song["mp3"], sr=44100, mono=False, with_gaps=True)
+    np.testing.assert_allclose(np.array(gaps_44k), np.array(gaps), atol=1e-4)
+
+
+def test_frames_over_a_corrupt_song_are_marked_invalid(corrupt_song, tmp_path, run_cli):
+    """The mfcc CLI, as the rule runs it, on a 13 s take over the corrupt demo song (offset 0.5 s,
+    camera 120 ppm fast): the frames invalid are exactly those the song's gaps give through the
+    offset and the drift; over the gaps the mix's features are those of silence (what the model
+    would have learnt from); the clean song's take: every frame valid, the same features as
+    without song.json."""
+    import json
+
+    n_frames, offset_s, drift = 390, 0.5, 120.0
+    save_json(tmp_path / "ingest.json", {"take": "t", "n_frames": n_frames, "fps": 30})
+    save_json(tmp_path / "sync.json", {"take": "t", "offset_s": offset_s, "drift_ppm": drift,
+                                       "confidence": 30.0, "method": "gcc-phat", "details": {}})
+    z, log = {}, {}
+    for name, info in (("corrupt", True), ("clean", True), ("clean-no-info", False)):
+        d = corrupt_song[name.split("-")[0]]
+        argv = ["preprocessing.mfcc", "--take", "t", "--ingest", tmp_path / "ingest.json",
+                "--sync", tmp_path / "sync.json", "--vocals", d / "vocals.wav", "--music",
+                d / "music.wav", "--mix", d / "mix.wav", "--out", tmp_path / f"{name}.npz"]
+        if info:
+            argv += ["--song-info", d / "song.json"]
+        log[name] = run_cli(argv).stderr
+        z[name] = load_npz(tmp_path / f"{name}.npz")
+    gaps = json.loads((corrupt_song["corrupt"] / "song.json").read_text())["gaps_s"]
+    invalid = z["corrupt"]["valid"] == 0
+    np.testing.assert_array_equal(invalid, invalid_from_gap_times(gaps, offset_s, n_frames, drift))
+    # the broken stretches are 2.98-3.40 and 6.98-9.98 s of the song: video 2.48-2.90 and
+    # 6.48-9.48 s, each widened by the window's reach (0.2225 s) -> about 0.86 + 3.44 s of frames
+    assert invalid.sum() == pytest.approx(30 * (0.86 + 3.44), abs=4)
+    assert f"{invalid.sum()} of 390 frames over the song's 5 corrupt stretches" in log["corrupt"]
+    t = np.arange(n_frames) / 30
+    song_t = offset_s + t * (1 + drift * 1e-6)
+    # frames whose whole window lies in the first part of the long gap (6.98-8.49 s; at 8.49 s a
+    # damaged MP3 frame decoded to plausible values, 26 ms of noise between two gaps)
+    deep = (song_t > 7.3) & (song_t < 8.2)
+    assert invalid[deep].all() and deep.sum() == 27
+    rows = mfcc_windows(z["corrupt"]["mfcc_mix"], n_frames)[deep][:, 19, 0]
+    assert np.allclose(rows, LOG_EPS)                       # silence where the singer sang
+    assert not invalid[(song_t > 4.0) & (song_t < 6.5)].any()
+    # the clean song: nothing invalid, the features as before
+    assert z["clean"]["valid"].all() and z["clean-no-info"]["valid"].all()
+    for k in ("mfcc_vocals", "mfcc_music", "mfcc_mix"):
+        np.testing.assert_array_equal(z["clean"][k], z["clean-no-info"][k])
+
+
+def test_corrupt_song_takes_through_qc_and_shards(corrupt_song, tmp_path):
+    """Takes sung to the corrupt demo song, their face files synthetic (tests/test_qc.py), mfcc.npz
+    from the step: QC's valid fraction counts the frames over the song's gaps out (a take mostly
+    over them fails with the usual reason, saying why), the shards' ``valid`` is face AND audio
+    with zeros in the invalid frames; the same take sung to the clean song keeps the face's valid
+    frames and its features."""
+    from preprocessing import qc
+    from preprocessing import shards as sh
+    from preprocessing.mfcc import main as mfcc_main
+    from test_qc import paths, write_take
+
+    takes = {  # take -> (song, offset_s, frames, face lost on frames)
+        "over_short_gap": ("corrupt", 0.2, 200, ()),
+        "clean_song": ("clean", 0.2, 200, ()),
+        "face_lost_too": ("corrupt", 0.5, 390, range(300, 330)),
+        "mostly_over_gap": ("corrupt", 6.5, 150, ()),
+    }
+    res, audio, face = {}, {}, {}
+    for take, (song, offset_s, n, lost) in takes.items():
+        d = tmp_path / take
+        face[take] = np.ones(n, np.uint8)
+        face[take][list(lost)] = 0
+        write_take(d, take, n=n, offset_s=offset_s, valid=face[take], backend="deep3d")
+        s = corrupt_song[song]
+        assert mfcc_main(["--take", take, "--ingest", str(d / "ingest.json"), "--sync",
+                          str(d / "sync.json"), "--vocals", str(s / "vocals.wav"), "--music",
+                          str(s / "music.wav"), "--mix", str(s / "mix.wav"), "--song-info",
+                          str(s / "song.json"), "--out", str(d / "mfcc.npz")]) == 0
+        audio[take] = load_npz(d / "mfcc.npz")["valid"].astype(bool)
+        res[take] = qc.check_take(take, "alice", song, paths(d), min_sync_confidence=7.0,
+                                  min_valid_fraction=0.8, min_frames=128)
+    # the short gap (2.98-3.40 s of the song) costs 26 frames: 0.42 s + 2 x 0.2225 s of windows
+    assert (~audio["over_short_gap"]).sum() == 26 and audio["clean_song"].all()
+    assert res["over_short_gap"]["status"] == "pass"
+    assert res["over_short_gap"]["valid_fraction"] == pytest.approx(174 / 200, abs=1e-12)
+    assert res["clean_song"]["valid_fraction"] == 1.0 and res["clean_song"]["status"] == "pass"
+    # 130 frames over the gaps, 30 without a face (elsewhere): 230 / 390 valid
+    assert (~audio["face_lost_too"]).sum() == 130 and audio["face_lost_too"][300:330].all()
+    assert res["face_lost_too"]["valid_fraction"] == pytest.approx(230 / 390, abs=1e-12)
+    assert res["face_lost_too"]["reasons"] == [
+        "too few valid frames: 59.0% < 80% (33.3% over corrupt stretches of the song)"]
+    # song 6.5-11.5 s over the gaps 6.98-9.98 s: 3.45 s of the 5 s take's frames
+    gone = (~audio["mostly_over_gap"]).sum()
+    assert gone == pytest.approx(30 * 3.445, abs=2)
+    assert res["mostly_over_gap"]["reasons"] == [
+        f"too few valid frames: {1 - gone / 150:.1%} < 80% ({gone / 150:.1%} over corrupt "
+        f"stretches of the song)"]
+    # shards: the passing takes (deep3d coefficients: exp as is, no basis to fit)
+    for take in ("over_short_gap", "clean_song"):
+        t = sh.assemble_take(tmp_path / take, {"identity": np.array(True)}, take, "alice",
+                             takes[take][0], "train")
+        v = t.arrays["valid"].astype(bool)
+        np.testing.assert_array_equal(v, face[take].astype(bool) & audio[take])
+        coeffs = load_npz(tmp_path / take / "coeffs.npz")
+        np.testing.assert_array_equal(t.arrays["pose"][v], coeffs["pose"][v])
+        assert not t.arrays["pose"][~v].any() and not t.arrays["exp"][~v].any()
+    assert t.arrays["valid"].all()                                  # the clean song's take

@@ -15,11 +15,13 @@ K = 478  # FaceMesh landmarks
 
 
 def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=0,
-               blinks=((30, 36),), longs=((100, 130),), backend="builtin"):
+               blinks=((30, 36),), longs=((100, 130),), backend="builtin", audio_valid=None):
     """Write ingest/sync/mfcc/track/coeffs/au45/eyes of one synthetic take into folder ``d``.
 
     Known values: mfcc_*[r, 0] = r + 1000 * stream; pose[t] = 0.001 t (1..6); residual = low-rank
-    random; landmarks2d random; eyes with the given blink / long-closure frame ranges."""
+    random; landmarks2d random; eyes with the given blink / long-closure frame ranges; ``valid``
+    the face's valid frames (track, coeffs, au45, eyes), ``audio_valid`` mfcc's (frames clear of
+    song gaps; default all)."""
     d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     m = -(-n * 100 // 30)
@@ -36,7 +38,9 @@ def write_take(d, take, n=300, offset_s=1.25, confidence=10.0, valid=None, seed=
         a = rng.standard_normal((m, 26)).astype(np.float32)
         a[:, 0] = np.arange(m) + 1000 * j
         mf[k] = a
-    save_npz(d / "mfcc.npz", offset_s=np.float64(offset_s), **mf)
+    audio_valid = np.ones(n, np.uint8) if audio_valid is None else np.asarray(audio_valid, np.uint8)
+    save_npz(d / "mfcc.npz", offset_s=np.float64(offset_s), **mf, coverage=np.float32(1.0),
+             valid=audio_valid)
     lm = rng.random((n, K, 3)).astype(np.float32)
     save_npz(d / "track.npz", landmarks=lm, valid=valid, interpolated=np.zeros(n, np.uint8),
              frame_size=np.tile(np.array([640, 480], np.int32), (n, 1)),
@@ -198,3 +202,31 @@ def test_low_sync_confidence_says_why(tmp_path):
         save_json(tmp_path / "sync.json", {**sync, "method": method, "details": details})
         reasons = run(tmp_path, min_sync_confidence=7.0)["reasons"]
         assert reasons == [f"low sync confidence: 0.00 < 7{why}"]
+
+
+def test_frames_over_song_gaps_count_out(tmp_path):
+    """mfcc.npz ``valid`` (frames whose audio window reads a stretch of the song that did not
+    decode) is ANDed with the face's valid frames; the reason says how much the song's gaps took
+    (only when they took some); a missing or short mask is a reason like any per-frame array's."""
+    face = np.ones(200, np.uint8)
+    face[:40] = 0                                   # frames 0-39: no face
+    audio = np.ones(200, np.uint8)
+    audio[20:70] = 0                                # frames 20-69: over a song gap
+    write_take(tmp_path, "t1", n=200, valid=face, audio_valid=audio)
+    r = run(tmp_path)
+    assert r["valid_fraction"] == 130 / 200         # 70 frames lost, 20 of them both ways
+    assert r["reasons"] == ["too few valid frames: 65.0% < 80% (25.0% over corrupt stretches of "
+                            "the song)"]
+    r = run(tmp_path, min_valid_fraction=0.6)
+    assert r["status"] == "pass" and r["valid_fraction"] == 0.65
+    write_take(tmp_path, "t1", n=200, valid=face)   # the song decodes whole: no word about it
+    assert run(tmp_path, min_valid_fraction=0.9)["reasons"] == [
+        "too few valid frames: 80.0% < 90%"]
+    p = paths(tmp_path)
+    z = dict(np.load(p["mfcc"]))
+    z["valid"] = z["valid"][:199]
+    save_npz(p["mfcc"], **z)
+    assert run(tmp_path)["reasons"] == ["mfcc length mismatch: valid has 199 frames, expected 200"]
+    del z["valid"]
+    save_npz(p["mfcc"], **z)
+    assert run(tmp_path)["reasons"] == ["mfcc: missing array 'valid'"]

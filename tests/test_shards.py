@@ -238,3 +238,32 @@ def test_deep3d_exp_as_is(tmp_path):
     np.testing.assert_array_equal(t.arrays["exp"], load_npz(d / "coeffs.npz")["exp"])
     assert t.backends["coeffs"] == "deep3d" and t.backends["separate"] == "spleeter"
     assert t.arrays["exp"].shape == (150, 64) and t.arrays["landmarks"].dtype == np.float16
+
+
+def test_frames_over_song_gaps_are_invalid(tmp_path):
+    """``valid`` = face (track AND coeffs AND eyes) AND audio (mfcc.npz ``valid``: the frame's
+    MFCC window reads no stretch of the song that failed to decode); every per-frame array holds 0
+    where it is 0, the MFCC rows are kept as they are. A take whose mfcc.npz has no mask (an older
+    file) is refused by name."""
+    from preprocessing.common import StepError
+
+    d = tmp_path / "work/takes/x1"
+    face = np.ones(150, np.uint8)
+    face[10:20] = 0
+    audio = np.ones(150, np.uint8)
+    audio[15:60] = 0
+    src = write_take(d, "x1", n=150, valid=face, audio_valid=audio, backend="deep3d")
+    t = sh.assemble_take(d, {"identity": np.array(True)}, "x1", "s", "g", "train")
+    v = t.arrays["valid"]
+    assert v.dtype == np.uint8 and v.sum() == 150 - 50 and not v[10:60].any() and v[60:].all()
+    for k in ("exp", "pose", "au45", "eye_long", "eye_blink", "landmarks"):
+        assert not t.arrays[k][10:60].any(), k
+    np.testing.assert_array_equal(t.arrays["pose"][60:], src["pose"][60:])
+    np.testing.assert_array_equal(t.arrays["mfcc_mix"], src["mfcc"]["mfcc_mix"])
+    z = load_npz(d / "mfcc.npz")
+    del z["valid"]
+    save_npz(d / "mfcc.npz", **z)
+    with pytest.raises(StepError, match=r"^take 'x1' passed QC but its mfcc\.npz has no 'valid' "
+                                        r"array \(written by an older MusicFace: rerun the mfcc "
+                                        r"step\)$"):
+        sh.assemble_take(d, {"identity": np.array(True)}, "x1", "s", "g", "train")

@@ -1,4 +1,5 @@
 # mfcc: vocals / music / mix -> 100 Hz MFCC + delta (26-D), row 0 = time of the take's video frame 0
+# (valid = 0 on the frames over stretches of the song that did not decode: song.json gaps_s)
 
 
 rule mfcc:
@@ -8,6 +9,7 @@ rule mfcc:
         vocals=take_song_file("vocals.wav"),
         music=take_song_file("music.wav"),
         mix=take_song_file("mix.wav"),
+        song=take_song_file("song.json"),
     output:
         "work/takes/{take}/mfcc.npz",
     log:
@@ -24,5 +26,6 @@ rule mfcc:
     shell:
         "python -m preprocessing.mfcc --take {wildcards.take} --ingest {input.ingest:q}"
         " --sync {input.sync:q}"
-        " --vocals {input.vocals:q} --music {input.music:q} --mix {input.mix:q} --out {output:q}"
+        " --vocals {input.vocals:q} --music {input.music:q} --mix {input.mix:q}"
+        " --song-info {input.song:q} --out {output:q}"
         " > {log:q} 2>&1"
