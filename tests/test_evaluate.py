@@ -358,3 +358,92 @@ def test_avc_on_a_rendered_video_with_syncnet_weights(tmp_path):
     assert "SyncNet weights not configured" in EV.avc_value(None, rendered, ["alice_4"])["reason"]
     assert "not found" in EV.avc_value(tmp_path / "none.model", rendered, ["alice_4"])["reason"]
     assert "no rendered video" in EV.avc_value(weights, rendered, ["carol_1"])["reason"]
+
+
+# --------------------------------------------------------------------------- against known truth
+def _truth_case(n=900, fps=30):
+    """A take's truth (the demo's per-frame layout) and a tracked take that equals it: a head moved
+    by a beat-like speed, a mouth that opens on sung frames, one blink and one long closure."""
+    t = np.arange(n) / fps
+    rng = np.random.default_rng(0)
+    speed = 0.2 + 0.15 * (np.sin(2 * np.pi * 2.0 * t) > 0.6)  # rad/s, pulses twice a second
+    direction = np.stack([np.sin(0.7 * t), np.cos(0.5 * t), 0.3 * np.sin(0.3 * t)], 1)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    steps = direction * (speed / fps)[:, None]
+    angles = np.cumsum(steps, axis=0)
+    pose = np.concatenate([angles, 0.01 * rng.standard_normal((n, 3)).cumsum(0)], 1)
+    head_speed = np.linalg.norm(np.diff(angles, axis=0, prepend=angles[:1] - steps[:1]), axis=1) * fps
+    vocal = ((t % 4) < 2.5).astype(np.uint8)  # 2.5 s sung, 1.5 s rest
+    mouth = vocal * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 3 * t)))
+    eye = np.zeros(n)
+    eye[60:66] = 1.0     # a 0.2 s blink
+    eye[300:345] = 1.0   # a 1.5 s long closure
+    events = np.array([[60, 66, 0.2, 0], [300, 345, 1.5, 1]], np.float32)
+    truth = {"pose": pose.astype(np.float32), "head_speed": head_speed.astype(np.float32),
+             "mouth_open": mouth.astype(np.float32), "vocal_activity": vocal, "events": events,
+             "eye_closure": eye.astype(np.float32), "fps": fps, "offset_s": 0.0, "n_frames": n,
+             "in_song": np.ones(n, bool)}
+    gt = {"valid": np.ones(n, np.uint8), "pose": pose.copy(), "au45": eye.copy()}
+    return truth, gt, mouth
+
+
+def test_truth_scores_the_truth_as_perfect_and_a_wrong_generation_as_wrong():
+    truth, gt, mouth = _truth_case()
+    n, f = len(mouth), 8
+    att = np.zeros((n, 2 * f))
+    att[:, :f] = truth["vocal_activity"][:, None]   # vocal channels on exactly when sung
+    att[:, f:] = 0.5
+    gen = {"pose": truth["pose"].copy(), "eye": truth["eye_closure"].copy(), "att": {"exp": att}}
+    pool = {"mouth": (mouth.copy(), mouth.copy())}
+    row = EV.score_truth(gen, gt, truth, pool)
+    assert row["head_speed_r"] == pytest.approx(1.0, abs=1e-9)
+    assert row["head_speed_r"] == pytest.approx(row["head_speed_r_true"], abs=1e-12)
+    assert row["cca_pose_speed_truth"] == pytest.approx(1.0, abs=1e-6)
+    assert row["rough"] == pytest.approx(row["rough_true"], rel=1e-12)
+    assert row["mouth_r"] == pytest.approx(1.0, abs=1e-9)
+    assert row["silent_open_truth"] == 0.0
+    assert (row["long_precision"], row["long_recall"]) == (1.0, 1.0)
+    assert row["blinks_per_s"] == row["blinks_per_s_true"] == pytest.approx(1 / 30)
+    a = row["attention"]["exp"]
+    assert a["vocal_diff"] == pytest.approx(1.0) and a["off_fraction"] == 0.0
+    summary, ref = EV.summarise_truth([row])
+    assert summary["blink_duration_s"] == pytest.approx(0.2) == ref["blink_duration_s_true"]
+    assert summary["att_vocal_diff_exp"] == pytest.approx(1.0) and summary["n_long"] == 1
+    assert ref["head_speed_r_tracked"] == pytest.approx(1.0, abs=1e-9)
+
+    # a generation that ignores the song: a still head, the mouth open in the rests, a long closure
+    # where the truth has none and no blink; the attention constant and half of it shut off
+    still = np.tile(truth["pose"][:1], (n, 1)) + 1e-3 * np.random.default_rng(1).standard_normal((n, 6))
+    eye = np.zeros(n)
+    eye[600:660] = 1.0
+    att = np.full((n, 2 * f), 0.05)
+    att[:, f:] = 0.9
+    bad = {"pose": still, "eye": eye, "att": {"exp": att}}
+    row = EV.score_truth(bad, gt, truth, {"mouth": (1.0 - mouth, mouth.copy())})
+    assert abs(row["head_speed_r"]) < 0.1
+    assert row["mouth_r"] == pytest.approx(-1.0, abs=1e-9)
+    assert row["silent_open_truth"] == 1.0
+    assert (row["long_precision"], row["long_recall"], row["blinks_per_s"]) == (0.0, 0.0, 0.0)
+    a = row["attention"]["exp"]
+    assert a["vocal_diff"] == pytest.approx(0.0) and a["off_fraction"] == 0.5
+
+
+def test_truth_files_and_their_errors(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    np.savez(tmp_path / "a" / "t1.truth.npz", n_frames=10, fps=30, offset_s=-1.0)
+    np.savez(tmp_path / "a" / "s1.truth.npz", seconds=0.2)
+    files = EV.truth_files(tmp_path)
+    assert sorted(files) == ["s1", "t1"]
+    tr = EV.load_truth(files, "t1", "s1", 10)
+    # frame i is at song time i/30 - 1: none of the 10 frames reaches the song's start
+    assert not tr["in_song"].any()
+    with pytest.raises(EV.StepError, match="the truth has 10 frames, the take 11"):
+        EV.load_truth(files, "t1", "s1", 11)
+    with pytest.raises(EV.StepError, match="no truth file t2.truth.npz"):
+        EV.load_truth(files, "t2", "s1", 10)
+    np.savez(tmp_path / "b" / "t1.truth.npz", n_frames=10)
+    with pytest.raises(EV.StepError, match="two truth files for 't1'"):
+        EV.truth_files(tmp_path)
+    with pytest.raises(EV.StepError, match="truth folder not found"):
+        EV.truth_files(tmp_path / "missing")
