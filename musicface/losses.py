@@ -22,19 +22,21 @@ Conventions (ours, where the paper leaves them open):
   weights them. Plain z-scores (``uniform``) give a PCA basis' noise-level tail components (std 100x
   below the mouth's on the demo) as much weight as the mouth. Pose dims have different units
   (radians, translation) and stay z-scored with equal weights.
-* Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames) counts
-  only when both frames are valid. A window with fewer than two valid frames adds nothing to MMD.
+* Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames)
+  counts only when both frames are valid. A window with fewer than two valid frames adds nothing to
+  MMD.
 * Denominators: each mean divides by its batch's count of valid frames, valid pairs or MMD windows
   (:func:`batch_counts`). Under DDP every process passes ``counts`` = the global batch's counts / P
   instead of its own, so that DDP's average of the P gradients is the gradient of the global batch's
   mean, as in one process (the processes' batches hold different numbers of valid frames).
-* MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased (V-statistic)
-  squared MMD with a Gaussian kernel averaged over several bandwidths (``loss.mmd_bandwidths``, in
-  normalised units), averaged over windows.
+* MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased
+  (V-statistic) squared MMD with a Gaussian kernel averaged over several bandwidths
+  (``loss.mmd_bandwidths``, in normalised units), averaged over windows.
 * L_att: the mean of att over valid frames and channels (att > 0, so this is the L1 norm / count).
 * Adversarial: the non-saturating form of eq. 12 with BCE on per-frame logits. The discriminator
   minimises BCE(D(real), 1) + BCE(D(fake), 0); the generator minimises BCE(D(fake), 1) instead of
-  -BCE(D(fake), 0): the same fixed point, but it does not saturate when D wins early (Goodfellow 2014).
+  -BCE(D(fake), 0): the same fixed point, but it does not saturate when D wins early (Goodfellow
+  2014).
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ def velocity_loss(pred, target, mask, weight=None, count=None):
 
 
 def abs_velocity_l1(pred, target, mask, count=None):
-    """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from data)."""
+    """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from
+    data)."""
     return l1(velocity(pred).abs(), velocity(target).abs(), pair_mask(mask), count)
 
 
@@ -122,7 +125,8 @@ def attention_l1(att: dict | None, mask: torch.Tensor, count=None) -> torch.Tens
 
 
 def _bce(logits, target: float, mask, count=None):
-    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none")
+    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target),
+                                              reduction="none")
     return masked_mean(loss, mask, count=count)
 
 

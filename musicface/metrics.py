@@ -13,11 +13,14 @@ landmarks image-normalised ``(T, K, 2)``.
     blink_stats         blinks/s and mean blink duration (Table 2; ground truth 0.35 /s, 0.23 s) of
                         closure events (pool takes by concatenating their events);
                         ``preprocessing.eyes.blink_stats``, the dataset's own definition
-    lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole face)
+    lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole
+                        face)
     mouth_opening       inner-lip gap / inter-ocular distance (``preprocessing.geometry``)
     lipsync_proxy       corr(mouth opening, vocal energy) and mouth-open ratio where nobody sings
-    syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's weights
-    unavailable         the JSON value of a metric that cannot be computed: {"value": None, "reason": ...}
+    syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's
+                        weights
+    unavailable         the JSON value of a metric that cannot be computed:
+                        {"value": None, "reason": ...}
 
 Against known truth (the demo recordings' ``*.truth.npz``; ``musicface evaluate --truth``):
 
@@ -65,10 +68,11 @@ def _column_basis(x: np.ndarray) -> np.ndarray:
 def cca(x, y) -> float:
     """First canonical correlation of two sequences ``x (T, p)`` and ``y (T, q)`` (1-D allowed).
 
-    rho_1 = max over a, b of corr(x a, y b). Computed exactly (Bjorck-Golub): with Qx, Qy orthonormal
-    bases of the centred columns, rho_1 is the largest singular value of Qx^T Qy. sklearn's CCA finds
-    the same number iteratively (NIPALS); the direct SVD is exact, fast and tolerates constant or
-    collinear columns, which pose speeds often have. For 1-D inputs rho_1 = |Pearson correlation|.
+    rho_1 = max over a, b of corr(x a, y b). Computed exactly (Bjorck-Golub): with Qx, Qy
+    orthonormal bases of the centred columns, rho_1 is the largest singular value of Qx^T Qy.
+    sklearn's CCA finds the same number iteratively (NIPALS); the direct SVD is exact, fast and
+    tolerates constant or collinear columns, which pose speeds often have. For 1-D inputs
+    rho_1 = |Pearson correlation|.
     NaN when either sequence is constant (the correlation is undefined).
     """
     x, y = _as2d(x), _as2d(y)
@@ -102,7 +106,8 @@ def cca_pose_speed(pose_gen, pose_gt, dims=slice(0, 6), valid=None) -> float:
     The paper correlates the *speed* rather than the pose itself because the same singer moves
     differently on every take but with a similar rhythm. ``dims`` selects the pose parameters
     (default all six: 3 Euler angles + 3 translations; CCA is invariant to their scales).
-    ``valid (T,)``: ground-truth frames with a tracked face; speeds touching another frame are left out.
+    ``valid (T,)``: ground-truth frames with a tracked face; speeds touching another frame are left
+    out.
     """
     sg, sr = pose_speed(np.asarray(pose_gen)[:, dims]), pose_speed(np.asarray(pose_gt)[:, dims])
     if valid is not None:
@@ -121,10 +126,11 @@ def roughness(euler, *, degrees: bool = True, valid=None) -> float:
     """Roughness of head rotation, paper Eq. 14: ``Rough(R) = 1/T' sum_t ||R''(t)||^2``.
 
     ``euler (T, 3)``: pitch, yaw, roll in radians (or ``(T, >=3)`` pose: the first three columns).
-    Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the central
-    second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by dt^2),
-    ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior frames
-    (with ``valid (T,)``: over the frames whose three frames t-1, t, t+1 are all valid; NaN if none).
+    Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the
+    central second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by
+    dt^2), ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior
+    frames (with ``valid (T,)``: over the frames whose three frames t-1, t, t+1 are all valid; NaN
+    if none).
     """
     r = np.asarray(euler, dtype=np.float64)[:, :3]
     if len(r) < 3:
@@ -161,9 +167,10 @@ def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
     ``LMD = 100 / (T K) sum_t sum_k ||g_tk - r_tk|| / d_t`` with ``d_t`` the ground truth's
     inter-ocular distance (:func:`interocular`) in frame t, over the landmarks of ``region``
     ("mouth": the lips, 40 FaceMesh / 20 iBUG points; "face": all).
-    The normalisation makes LMD independent of image and face size; a face 256 px wide has d ~ 100 px,
-    so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the *ground-truth pose*,
-    so LMD measures the expression (lip sync), not the freely generated head motion.
+    The normalisation makes LMD independent of image and face size; a face 256 px wide has
+    d ~ 100 px, so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the
+    *ground-truth pose*, so LMD measures the expression (lip sync), not the freely generated head
+    motion.
     """
     g = np.asarray(landmarks_gen, dtype=np.float64)[..., :2]
     r = np.asarray(landmarks_gt, dtype=np.float64)[..., :2]
@@ -197,7 +204,8 @@ def silence_mask(energy_db, *, min_gap_db: float = 10.0) -> np.ndarray:
     return e < thr
 
 
-def lipsync_proxy(opening_gen, energy_db, *, opening_gt=None, silent=None, open_fraction: float = 0.3) -> dict:
+def lipsync_proxy(opening_gen, energy_db, *, opening_gt=None, silent=None,
+                  open_fraction: float = 0.3) -> dict:
     """A lip-sync measure that needs no renderer (ours; AVC needs rendered faces).
 
     ``energy_corr`` = Pearson correlation of the generated mouth opening with the vocal energy
@@ -257,25 +265,30 @@ def syncnet_confidence(crops, audio, *, sr: int = 16000, weights: str | Path, de
     net.load_state_dict({k.removeprefix("__S__."): v for k, v in state.items()})
     net.to(device).eval()
 
-    # SyncNet was trained on BGR frames read by OpenCV, 0..255 floats; MFCC: 13 coefficients at 100 Hz
-    video = torch.from_numpy(crops[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)  # (3, T, H, W)
+    # SyncNet was trained on BGR frames read by OpenCV, 0..255 floats; MFCC: 13 coefficients at
+    # 100 Hz. video: (3, T, H, W)
+    video = torch.from_numpy(crops[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)
     mfcc = python_speech_features.mfcc(np.asarray(audio, dtype=np.float64), sr).T.astype(np.float32)
-    # windows of 5 frames (200 ms) and the 20 MFCC rows of the same time; 640 samples per 25 fps frame
+    # windows of 5 frames (200 ms) and the 20 MFCC rows of the same time; 640 samples per 25 fps
+    # frame
     n = min(len(crops), len(audio) // 640) - 5
     if n < 2 * vshift + 1:
-        raise ValueError(f"syncnet_confidence: {len(crops)} frames are too few for shifts of +-{vshift}")
+        raise ValueError(f"syncnet_confidence: {len(crops)} frames are too few for shifts of "
+                         f"+-{vshift}")
     lip, aud = [], []
     with torch.no_grad():
         for i in range(0, n, batch):
             js = range(i, min(n, i + batch))
             v = torch.stack([video[:, j:j + 5] for j in js]).to(device)
-            a = torch.stack([torch.from_numpy(mfcc[None, :, 4 * j:4 * j + 20]) for j in js]).to(device)
+            a = torch.stack([torch.from_numpy(mfcc[None, :, 4 * j:4 * j + 20])
+                             for j in js]).to(device)
             lip.append(net.forward_lip(v).cpu())
             aud.append(net.forward_aud(a).cpu())
     lip, aud = torch.cat(lip), torch.cat(aud)
     aud_pad = torch.nn.functional.pad(aud, (0, 0, vshift, vshift))
     shifts = torch.arange(2 * vshift + 1)
-    dists = torch.stack([torch.linalg.vector_norm(lip - aud_pad[s:s + n], dim=1) for s in shifts], dim=1)
+    dists = torch.stack([torch.linalg.vector_norm(lip - aud_pad[s:s + n], dim=1)
+                         for s in shifts], dim=1)
     mdist = dists.mean(dim=0)
     best = int(torch.argmin(mdist))
     return {"offset": vshift - best, "confidence": float(torch.median(mdist) - mdist[best]),
@@ -297,9 +310,9 @@ def pearson(x, y) -> float:
 
 
 def angular_speed(pose, fps: float = FPS) -> np.ndarray:
-    """Head angular speed ``||R(t) - R(t-1)|| * fps`` (rad/s) of the Euler angles (pitch, yaw, roll),
-    (T, >=3) -> (T,): frame 0 gets frame 1's value. Frame t holds the step that ends at t, as the
-    demo's ``head_speed[t]`` drives the step from t-1 to t (``preprocessing.demo``)."""
+    """Head angular speed ``||R(t) - R(t-1)|| * fps`` (rad/s) of the Euler angles (pitch, yaw,
+    roll), (T, >=3) -> (T,): frame 0 gets frame 1's value. Frame t holds the step that ends at t, as
+    the demo's ``head_speed[t]`` drives the step from t-1 to t (``preprocessing.demo``)."""
     r = np.asarray(pose, np.float64)[:, :3]
     if len(r) < 2:
         raise ValueError(f"angular_speed: need at least 2 frames, got {len(r)}")

@@ -215,8 +215,8 @@ def test_resume_with_another_model_config_is_refused(trained, shards):
 
 
 def test_mixed_wave_model_trains_on_the_mix_alone(shards, tmp_path):
-    """model.audio: mix (paper Table 2 "mixed wave"): items carry only the mix rows, and both streams
-    are normalised with the mix's statistics."""
+    """model.audio: mix (paper Table 2 "mixed wave"): items carry only the mix rows, and both
+    streams are normalised with the mix's statistics."""
     cfg = tiny_config(epochs=1, samples_per_epoch=8, val_samples=8)
     cfg["model"]["audio"] = "mix"
     model, _ = load_checkpoint(train(shards[0], cfg, tmp_path / "mix", progress=False))
