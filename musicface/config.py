@@ -42,7 +42,7 @@ class ModelConfig:
     blink_interval: list[float] = field(default_factory=lambda: [1.2, 2.0])
     blink_duration: list[float] = field(default_factory=lambda: [0.10, 0.45])  # s, blink length
     # what blink_interval measures: start_to_start | end_to_start (the open gap between blinks)
-    blink_interval_mode: str = "start_to_start"
+    blink_interval_mode: str = "end_to_start"
 
     @property
     def two_streams(self) -> bool:

@@ -369,7 +369,7 @@ class PGN(nn.Module):
 
 # ---------------------------------------------------------------------------- generation-time eyes
 def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duration=(0.10, 0.45),
-                  seed: int = 0, mode: str = "start_to_start") -> np.ndarray:
+                  seed: int = 0, mode: str = "end_to_start") -> np.ndarray:
     """Random blinks (paper 3.3.3): e_blink (n_frames,) float32 in {0, 1}.
 
     Blink k lasts B_d ~ U(duration) seconds and the blink interval B_i ~ U(interval) separates it
