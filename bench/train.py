@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from musicface.config import from_dict
 from musicface.data import WindowDataset, collate, open_shards
 from musicface.model import Discriminator, MusicFace, count_parameters
-from musicface.model.musicface import MFCC_KEY
 from musicface.train import (
     GraphedStep,
     _device,
@@ -98,7 +97,7 @@ class Setup:
         self.disc = Discriminator(26 * len(self.model.streams), cfg.model.disc_channels).to(device)
         self.opt_g = make_optimizer(self.model.parameters(), cfg.train.lr, device, graph)
         self.opt_d = make_optimizer(self.disc.parameters(), cfg.train.lr, device, graph)
-        keys = tuple(MFCC_KEY[s] for s in self.model.streams)
+        keys = tuple(sorted(self.model.inputs))
         self.ds = WindowDataset(shards, "train", cfg.train.window, batch * n_batches,
                                 cfg.train.seed, mfcc_keys=keys, pin_memory=device.type == "cuda")
         self.loader = torch.utils.data.DataLoader(self.ds, batch_size=batch, collate_fn=collate,

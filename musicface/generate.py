@@ -1,4 +1,5 @@
-"""`musicface generate`: any song -> separation -> MFCC -> the model -> driving parameters + a preview.
+"""`musicface generate`: any song -> separation -> MFCC -> the model -> driving parameters + a
+preview.
 
     musicface generate song.mp3 --checkpoint runs/demo/model.pt --subject singer1 --out out/
         [--separate builtin|spleeter] [--seed K] [--no-preview]
@@ -9,8 +10,8 @@ Pipeline (the same features as the dataset, so a model sees at generation what i
 
 1. ``preprocessing.media.decode_audio``: the song at 16 kHz mono (any format FFmpeg reads);
    ``N = ceil(duration * 30)`` video frames (frame i at i / 30 s, the project's frame-count rule).
-2. Separation into vocals + music (``preprocessing.separate``: builtin REPET-SIM, or Spleeter 2stems in
-   its own environment); skipped for the single_stream variant, which only uses the mix.
+2. Separation into vocals + music (``preprocessing.separate``: builtin REPET-SIM, or Spleeter 2stems
+   in its own environment); skipped for the single_stream variant, which only uses the mix.
 3. ``preprocessing.mfcc``: 26-D MFCC+delta at 100 Hz per stream, windows ``(N, 39, 26)``.
 4. ``model.generate`` (seeded blink sampler; initial pose = the subject's mean training pose).
 5. ``DIR/params.npz``: ``exp (N, E)``, ``pose (N, 6)`` (pitch, yaw, roll rad, tx, ty, tz), ``eye``
@@ -44,7 +45,8 @@ from preprocessing.timebase import FPS, SR
 
 # -------------------------------------------------------------------------------------- features
 def load_song(path, sr: int = SR) -> np.ndarray:
-    """Decode any audio/video file's first audio track to float32 mono at ``sr`` (StepError if unreadable)."""
+    """Decode any audio/video file's first audio track to float32 mono at ``sr`` (StepError if
+    unreadable)."""
     from preprocessing.media import decode_audio
 
     path = Path(path)
@@ -59,9 +61,11 @@ def load_song(path, sr: int = SR) -> np.ndarray:
     return np.asarray(audio, np.float32)
 
 
-def separate(mix: np.ndarray, song_path, backend: str = "builtin", spleeter_python=".venv-spleeter/bin/python",
-             spleeter_model_dir=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Song -> (vocals, music), float32 (n,) at 16 kHz, via ``preprocessing.separate``'s backends."""
+def separate(mix: np.ndarray, song_path, backend: str = "builtin",
+             spleeter_python=".venv-spleeter/bin/python", spleeter_model_dir=None,
+             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Song -> (vocals, music), float32 (n,) at 16 kHz, via ``preprocessing.separate``'s
+    backends."""
     from preprocessing import separate as sep
 
     if backend == "builtin":
@@ -78,8 +82,8 @@ def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys
     row 0 at song time 0) in the form of :func:`musicface.data.take_arrays`: the rows padded to
     ``(M + 38, 26)`` and ``mfcc_index`` ``(N,)``, the window of frame t being rows
     ``mfcc_index[t] .. + 39`` (the model cuts them). ``keys``: the streams to compute
-    (``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix``; default all available): a model uses either the
-    two separated streams or the mix, never all three.
+    (``mfcc_vocals`` / ``mfcc_music`` / ``mfcc_mix``; default all available): a model uses either
+    the two separated streams or the mix, never all three.
     """
     from musicface.data import mfcc_centres, padded_rows
     from preprocessing.media import n_frames_cfr
@@ -100,7 +104,8 @@ def song_features(mix: np.ndarray, vocals=None, music=None, fps: int = FPS, keys
 
 # ------------------------------------------------------------------------------------ generation
 def check_inputs(checkpoint, subject: str, device: str = "cpu"):
-    """Load the model and check the subject; one-line StepErrors for a missing checkpoint / unknown subject."""
+    """Load the model and check the subject; one-line StepErrors for a missing checkpoint / unknown
+    subject."""
     from musicface.model import load_checkpoint
 
     checkpoint = Path(checkpoint)
@@ -108,7 +113,7 @@ def check_inputs(checkpoint, subject: str, device: str = "cpu"):
         raise StepError(f"checkpoint not found: {checkpoint}")
     try:
         model, meta = load_checkpoint(checkpoint, device)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+    except Exception as e:  # any unreadable file gets the same one-line answer
         raise StepError(f"cannot load checkpoint {checkpoint}: {one_line(e)}") from e
     if subject not in model.subjects:
         raise StepError(f"unknown subject '{subject}'; known subjects: {', '.join(model.subjects)}")
@@ -117,7 +122,7 @@ def check_inputs(checkpoint, subject: str, device: str = "cpu"):
 
 def model_streams(model) -> set[str]:
     """The MFCC inputs the model's variant uses: {mfcc_vocals, mfcc_music} or {mfcc_mix}."""
-    return {f"mfcc_{s}" for s in model.streams}
+    return model.inputs
 
 
 def params_from_output(gen: dict, variant: str, fps: int) -> dict:
@@ -139,8 +144,8 @@ def params_from_output(gen: dict, variant: str, fps: int) -> dict:
     return out
 
 
-def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "builtin", seed: int = 0,
-             device: str = "cpu", preview: bool = True, size: int = 480,
+def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "builtin",
+             seed: int = 0, device: str = "cpu", preview: bool = True, size: int = 480,
              spleeter_python=".venv-spleeter/bin/python", spleeter_model_dir=None, bfm_dir=None,
              render=None, progress: bool = True) -> dict:
     """The whole pipeline (module docstring). Returns timings and output paths."""
@@ -159,8 +164,9 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
             raise StepError(str(e)) from e
         comps = renderer.basis.get("components")
         if comps is not None and len(comps) != model.exp_dim:
-            raise StepError(f"renderer {render} was trained with {len(comps)} expression components, the "
-                            f"model predicts {model.exp_dim}: use a renderer made from the model's dataset")
+            raise StepError(f"renderer {render} was trained with {len(comps)} expression "
+                            f"components, the model predicts {model.exp_dim}: use a renderer made "
+                            "from the model's dataset")
     if preview and model.exp_basis is None:
         raise StepError(f"{checkpoint} carries no expression basis for the preview (written before "
                         "model files embedded it, or trained without --basis): retrain it, or pass "
@@ -172,7 +178,8 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
     t = time.perf_counter()
     vocals = music = None
     if model.cfg.two_streams:
-        vocals, music = separate(mix, song, separate_backend, spleeter_python, spleeter_model_dir, progress)
+        vocals, music = separate(mix, song, separate_backend, spleeter_python, spleeter_model_dir,
+                                 progress)
     timings["separate_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -199,7 +206,8 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         t = time.perf_counter()
         lm = landmarks_from_coeffs(params["exp"], params["pose"], model.exp_basis,
                                    frame_size=(1, 1), bfm_dir=bfm_dir)
-        write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size, progress=progress)
+        write_preview(out / "preview.mp4", lm, params["eye"], mix, SR, fps=FPS, size=size,
+                      progress=progress)
         timings["preview_s"] = time.perf_counter() - t
         result["preview"] = str(out / "preview.mp4")
         result["basis_sha256"] = model.exp_basis_sha256
@@ -214,7 +222,8 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
         if progress:
             from tqdm import tqdm
 
-            frames = tqdm(frames, total=len(params["exp"]), desc="render", unit="frame", leave=False)
+            frames = tqdm(frames, total=len(params["exp"]), desc="render", unit="frame",
+                          leave=False)
         write_video(out / "video.mp4", frames, fps=FPS, audio=mix, sr=SR)
         timings["render_s"] = time.perf_counter() - t
         result["video"] = str(out / "video.mp4")
@@ -225,11 +234,15 @@ def generate(song, checkpoint, subject: str, out, *, separate_backend: str = "bu
 # ------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="musicface generate",
-                                 description="song audio -> expression, head pose and eye parameters + a preview video")
-    ap.add_argument("song", help="any audio (or video) file FFmpeg reads: wav, mp3, flac, m4a, mp4, ...")
+                                 description="song audio -> expression, head pose and eye "
+                                             "parameters + a preview video")
+    ap.add_argument("song",
+                    help="any audio (or video) file FFmpeg reads: wav, mp3, flac, m4a, mp4, ...")
     ap.add_argument("--checkpoint", required=True, help="runs/<name>/model.pt")
-    ap.add_argument("--subject", required=True, help="whose singing style (one of the model's subjects)")
-    ap.add_argument("--out", required=True, help="output folder: params.npz, preview.mp4 (, video.mp4)")
+    ap.add_argument("--subject", required=True,
+                    help="whose singing style (one of the model's subjects)")
+    ap.add_argument("--out", required=True,
+                    help="output folder: params.npz, preview.mp4 (, video.mp4)")
     ap.add_argument("--separate", default="builtin", choices=["builtin", "spleeter"],
                     help="vocal/music separation backend (default builtin)")
     ap.add_argument("--seed", type=int, default=0, help="blink-sampler seed")
@@ -238,14 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=480, help="preview width = height in pixels")
     ap.add_argument("--spleeter-python", default=".venv-spleeter/bin/python",
                     help="interpreter of the Spleeter environment (--separate spleeter)")
-    ap.add_argument("--spleeter-model-dir", default=None, help="MODEL_PATH holding 2stems/ (--separate spleeter)")
-    ap.add_argument("--bfm-dir", default=None, help="Basel Face Model folder (deep3d coefficients only)")
+    ap.add_argument("--spleeter-model-dir", default=None,
+                    help="MODEL_PATH holding 2stems/ (--separate spleeter)")
+    ap.add_argument("--bfm-dir", default=None,
+                    help="Basel Face Model folder (deep3d coefficients only)")
     ap.add_argument("--render", default=None, metavar="RENDERER.pt",
-                    help="the subject's renderer (runs/<name>/render/<subject>.pt): also write video.mp4")
+                    help="the subject's renderer (runs/<name>/render/<subject>.pt): also write "
+                    "video.mp4")
     a = ap.parse_args(argv)
     try:
-        r = generate(a.song, a.checkpoint, a.subject, a.out, separate_backend=a.separate, seed=a.seed,
-                     device=a.device, preview=not a.no_preview, size=a.size,
+        r = generate(a.song, a.checkpoint, a.subject, a.out, separate_backend=a.separate,
+                     seed=a.seed, device=a.device, preview=not a.no_preview, size=a.size,
                      spleeter_python=a.spleeter_python, spleeter_model_dir=a.spleeter_model_dir,
                      bfm_dir=a.bfm_dir, render=a.render)
     except StepError as e:
@@ -253,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     save_json(Path(a.out) / "generate.json", r)
     print(f"{r['n_frames']} frames ({r['n_frames'] / FPS:.2f} s) -> {r['params']}"
-          + (f", {r['preview']}" if "preview" in r else "") + (f", {r['video']}" if "video" in r else ""))
+          + (f", {r['preview']}" if "preview" in r else "")
+          + (f", {r['video']}" if "video" in r else ""))
     return 0
 
 

@@ -9,28 +9,34 @@
 Conventions (ours, where the paper leaves them open):
 
 * Everything is computed on the model's normalised targets (per-dim z-scores of exp and pose; e_long
-  as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions, so a term's
-  size does not depend on E, the window length or the batch size. The paper's weights then keep
-  their relative meaning across coefficient backends.
+  as stored, in [0, 1]), and every term is a *mean* over valid frames and over dimensions
+  (``loss.reduction: mean``), so a term's size does not depend on E, the window length or the
+  batch size. ``loss.reduction: sum`` is eq. 10-11 as the paper writes them: ||x - x^||^2 / T sums
+  over the dimensions, so exp terms count E times, the pose speed term 6 times and L_att the 2F
+  attention channels (still a mean over frames: the paper's 1/T; its ||att||_1 has none, which
+  would multiply L_att by the window length too: that reading is ``w_att`` = window under
+  ``sum``). MMD compares whole vectors either way. docs/fidelity.md measures both reductions.
 * Expression dims share one unit (coefficients of one basis), so the exp terms weight dim d by its
   share of the training variance, w_d = std_d^2 / mean(std^2) (``loss.exp_weighting: variance``):
   the MSE is then the data-unit MSE over the mean variance, as the paper's loss on raw coefficients
   weights them. Plain z-scores (``uniform``) give a PCA basis' noise-level tail components (std 100x
   below the mouth's on the demo) as much weight as the mouth. Pose dims have different units
   (radians, translation) and stay z-scored with equal weights.
-* Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames) counts
-  only when both frames are valid. A window with fewer than two valid frames adds nothing to MMD.
+* Masks: a frame with valid = 0 is left out of every term; a velocity (and its pair of frames)
+  counts only when both frames are valid. A window with fewer than two valid frames adds nothing to
+  MMD.
 * Denominators: each mean divides by its batch's count of valid frames, valid pairs or MMD windows
   (:func:`batch_counts`). Under DDP every process passes ``counts`` = the global batch's counts / P
   instead of its own, so that DDP's average of the P gradients is the gradient of the global batch's
   mean, as in one process (the processes' batches hold different numbers of valid frames).
-* MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased (V-statistic)
-  squared MMD with a Gaussian kernel averaged over several bandwidths (``loss.mmd_bandwidths``, in
-  normalised units), averaged over windows.
+* MMD (Li et al. 2015, the paper's [32]): the frames of one window are the samples; biased
+  (V-statistic) squared MMD with a Gaussian kernel averaged over several bandwidths
+  (``loss.mmd_bandwidths``, in normalised units), averaged over windows.
 * L_att: the mean of att over valid frames and channels (att > 0, so this is the L1 norm / count).
 * Adversarial: the non-saturating form of eq. 12 with BCE on per-frame logits. The discriminator
   minimises BCE(D(real), 1) + BCE(D(fake), 0); the generator minimises BCE(D(fake), 1) instead of
-  -BCE(D(fake), 0): the same fixed point, but it does not saturate when D wins early (Goodfellow 2014).
+  -BCE(D(fake), 0): the same fixed point, but it does not saturate when D wins early (Goodfellow
+  2014).
 """
 from __future__ import annotations
 
@@ -84,7 +90,8 @@ def velocity_loss(pred, target, mask, weight=None, count=None):
 
 
 def abs_velocity_l1(pred, target, mask, count=None):
-    """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from data)."""
+    """L1 between absolute velocities |v| and |v^| (the PGN learns speed, not direction, from
+    data)."""
     return l1(velocity(pred).abs(), velocity(target).abs(), pair_mask(mask), count)
 
 
@@ -118,7 +125,8 @@ def attention_l1(att: dict | None, mask: torch.Tensor, count=None) -> torch.Tens
 
 
 def _bce(logits, target: float, mask, count=None):
-    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target), reduction="none")
+    loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target),
+                                              reduction="none")
     return masked_mean(loss, mask, count=count)
 
 
@@ -158,6 +166,11 @@ def generator_loss(pred: dict, target: dict, mask: torch.Tensor, cfg: LossConfig
         "eye_mmd": mmd(pred["e_long"], target["e_long"], mask, bw, windows),
         "att": attention_l1(pred.get("att"), mask, frames),
     }
+    if cfg.reduction == "sum":  # eq. 10-11 as written: sums over dimensions (module docstring)
+        dims = {"exp_mse": pred["exp"].shape[-1], "exp_vel": pred["exp"].shape[-1],
+                "pose_vel": pred["pose"].shape[-1],
+                "att": next(iter(pred["att"].values())).shape[-1] if pred.get("att") else 1}
+        parts.update({k: parts[k] * d for k, d in dims.items()})
     reg = (cfg.w1 * parts["exp_mse"] + cfg.w2 * parts["exp_vel"] + cfg.w3 * parts["pose_mmd"]
            + cfg.w4 * parts["pose_vel"] + cfg.w5 * parts["eye_l1"] + cfg.w6 * parts["eye_mmd"]
            + cfg.w_att * parts["att"])

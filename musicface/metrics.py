@@ -13,11 +13,23 @@ landmarks image-normalised ``(T, K, 2)``.
     blink_stats         blinks/s and mean blink duration (Table 2; ground truth 0.35 /s, 0.23 s) of
                         closure events (pool takes by concatenating their events);
                         ``preprocessing.eyes.blink_stats``, the dataset's own definition
-    lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole face)
+    lmd                 landmark distance, % of the inter-ocular distance (mouth region / whole
+                        face)
     mouth_opening       inner-lip gap / inter-ocular distance (``preprocessing.geometry``)
     lipsync_proxy       corr(mouth opening, vocal energy) and mouth-open ratio where nobody sings
-    syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's weights
-    unavailable         the JSON value of a metric that cannot be computed: {"value": None, "reason": ...}
+    syncnet_confidence  AVC: SyncNet confidence (LSE-C) of face crops vs audio, with the user's
+                        weights
+    unavailable         the JSON value of a metric that cannot be computed:
+                        {"value": None, "reason": ...}
+
+Against known truth (the demo recordings' ``*.truth.npz``; ``musicface evaluate --truth``):
+
+    pearson             Pearson correlation (NaN for a constant sequence)
+    angular_speed       ||d(pitch, yaw, roll)/dt||, rad/s, aligned with the truth's ``head_speed``
+    overlapping         how many events of one set overlap some event of another (long closures)
+    silent_frames       frames at least ``margin`` frames away from any sung frame
+    attention_stats     does an ATM follow the song: vocal-channel attention sung - instrumental,
+                        the fraction of channels shut off for the whole take, temporal std
 
 A metric that is undefined on its input (a constant sequence, no silent frame, ...) returns NaN;
 ``evaluate`` writes it as null. Nothing here is ever faked: AVC without SyncNet weights and rendered
@@ -56,10 +68,11 @@ def _column_basis(x: np.ndarray) -> np.ndarray:
 def cca(x, y) -> float:
     """First canonical correlation of two sequences ``x (T, p)`` and ``y (T, q)`` (1-D allowed).
 
-    rho_1 = max over a, b of corr(x a, y b). Computed exactly (Bjorck-Golub): with Qx, Qy orthonormal
-    bases of the centred columns, rho_1 is the largest singular value of Qx^T Qy. sklearn's CCA finds
-    the same number iteratively (NIPALS); the direct SVD is exact, fast and tolerates constant or
-    collinear columns, which pose speeds often have. For 1-D inputs rho_1 = |Pearson correlation|.
+    rho_1 = max over a, b of corr(x a, y b). Computed exactly (Bjorck-Golub): with Qx, Qy
+    orthonormal bases of the centred columns, rho_1 is the largest singular value of Qx^T Qy.
+    sklearn's CCA finds the same number iteratively (NIPALS); the direct SVD is exact, fast and
+    tolerates constant or collinear columns, which pose speeds often have. For 1-D inputs
+    rho_1 = |Pearson correlation|.
     NaN when either sequence is constant (the correlation is undefined).
     """
     x, y = _as2d(x), _as2d(y)
@@ -93,7 +106,8 @@ def cca_pose_speed(pose_gen, pose_gt, dims=slice(0, 6), valid=None) -> float:
     The paper correlates the *speed* rather than the pose itself because the same singer moves
     differently on every take but with a similar rhythm. ``dims`` selects the pose parameters
     (default all six: 3 Euler angles + 3 translations; CCA is invariant to their scales).
-    ``valid (T,)``: ground-truth frames with a tracked face; speeds touching another frame are left out.
+    ``valid (T,)``: ground-truth frames with a tracked face; speeds touching another frame are left
+    out.
     """
     sg, sr = pose_speed(np.asarray(pose_gen)[:, dims]), pose_speed(np.asarray(pose_gt)[:, dims])
     if valid is not None:
@@ -112,10 +126,11 @@ def roughness(euler, *, degrees: bool = True, valid=None) -> float:
     """Roughness of head rotation, paper Eq. 14: ``Rough(R) = 1/T' sum_t ||R''(t)||^2``.
 
     ``euler (T, 3)``: pitch, yaw, roll in radians (or ``(T, >=3)`` pose: the first three columns).
-    Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the central
-    second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by dt^2),
-    ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior frames
-    (with ``valid (T,)``: over the frames whose three frames t-1, t, t+1 are all valid; NaN if none).
+    Units/scaling (the paper leaves them open; ours): angles converted to degrees, R''(t) the
+    central second difference ``R(t+1) - 2 R(t) + R(t-1)`` in degrees per frame^2 (no division by
+    dt^2), ``||.||^2`` the squared norm over the three angles, averaged over the T' = T - 2 interior
+    frames (with ``valid (T,)``: over the frames whose three frames t-1, t, t+1 are all valid; NaN
+    if none).
     """
     r = np.asarray(euler, dtype=np.float64)[:, :3]
     if len(r) < 3:
@@ -152,9 +167,10 @@ def lmd(landmarks_gen, landmarks_gt, *, region: str = "mouth") -> float:
     ``LMD = 100 / (T K) sum_t sum_k ||g_tk - r_tk|| / d_t`` with ``d_t`` the ground truth's
     inter-ocular distance (:func:`interocular`) in frame t, over the landmarks of ``region``
     ("mouth": the lips, 40 FaceMesh / 20 iBUG points; "face": all).
-    The normalisation makes LMD independent of image and face size; a face 256 px wide has d ~ 100 px,
-    so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the *ground-truth pose*,
-    so LMD measures the expression (lip sync), not the freely generated head motion.
+    The normalisation makes LMD independent of image and face size; a face 256 px wide has
+    d ~ 100 px, so 1 % ~ 1 px there. ``evaluate`` builds both sets from coefficients with the
+    *ground-truth pose*, so LMD measures the expression (lip sync), not the freely generated head
+    motion.
     """
     g = np.asarray(landmarks_gen, dtype=np.float64)[..., :2]
     r = np.asarray(landmarks_gt, dtype=np.float64)[..., :2]
@@ -188,7 +204,8 @@ def silence_mask(energy_db, *, min_gap_db: float = 10.0) -> np.ndarray:
     return e < thr
 
 
-def lipsync_proxy(opening_gen, energy_db, *, opening_gt=None, silent=None, open_fraction: float = 0.3) -> dict:
+def lipsync_proxy(opening_gen, energy_db, *, opening_gt=None, silent=None,
+                  open_fraction: float = 0.3) -> dict:
     """A lip-sync measure that needs no renderer (ours; AVC needs rendered faces).
 
     ``energy_corr`` = Pearson correlation of the generated mouth opening with the vocal energy
@@ -248,29 +265,98 @@ def syncnet_confidence(crops, audio, *, sr: int = 16000, weights: str | Path, de
     net.load_state_dict({k.removeprefix("__S__."): v for k, v in state.items()})
     net.to(device).eval()
 
-    # SyncNet was trained on BGR frames read by OpenCV, 0..255 floats; MFCC: 13 coefficients at 100 Hz
-    video = torch.from_numpy(crops[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)  # (3, T, H, W)
+    # SyncNet was trained on BGR frames read by OpenCV, 0..255 floats; MFCC: 13 coefficients at
+    # 100 Hz. video: (3, T, H, W)
+    video = torch.from_numpy(crops[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)
     mfcc = python_speech_features.mfcc(np.asarray(audio, dtype=np.float64), sr).T.astype(np.float32)
-    # windows of 5 frames (200 ms) and the 20 MFCC rows of the same time; 640 samples per 25 fps frame
+    # windows of 5 frames (200 ms) and the 20 MFCC rows of the same time; 640 samples per 25 fps
+    # frame
     n = min(len(crops), len(audio) // 640) - 5
     if n < 2 * vshift + 1:
-        raise ValueError(f"syncnet_confidence: {len(crops)} frames are too few for shifts of +-{vshift}")
+        raise ValueError(f"syncnet_confidence: {len(crops)} frames are too few for shifts of "
+                         f"+-{vshift}")
     lip, aud = [], []
     with torch.no_grad():
         for i in range(0, n, batch):
             js = range(i, min(n, i + batch))
             v = torch.stack([video[:, j:j + 5] for j in js]).to(device)
-            a = torch.stack([torch.from_numpy(mfcc[None, :, 4 * j:4 * j + 20]) for j in js]).to(device)
+            a = torch.stack([torch.from_numpy(mfcc[None, :, 4 * j:4 * j + 20])
+                             for j in js]).to(device)
             lip.append(net.forward_lip(v).cpu())
             aud.append(net.forward_aud(a).cpu())
     lip, aud = torch.cat(lip), torch.cat(aud)
     aud_pad = torch.nn.functional.pad(aud, (0, 0, vshift, vshift))
     shifts = torch.arange(2 * vshift + 1)
-    dists = torch.stack([torch.linalg.vector_norm(lip - aud_pad[s:s + n], dim=1) for s in shifts], dim=1)
+    dists = torch.stack([torch.linalg.vector_norm(lip - aud_pad[s:s + n], dim=1)
+                         for s in shifts], dim=1)
     mdist = dists.mean(dim=0)
     best = int(torch.argmin(mdist))
     return {"offset": vshift - best, "confidence": float(torch.median(mdist) - mdist[best]),
             "min_dist": float(mdist[best])}
+
+
+# ------------------------------------------------------------------------- against known truth
+def pearson(x, y) -> float:
+    """Pearson correlation of two 1-D sequences over the frames where both are finite; NaN when
+    either is constant there (or fewer than 3 frames are left)."""
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"pearson: sequences differ in length ({len(x)} vs {len(y)})")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def angular_speed(pose, fps: float = FPS) -> np.ndarray:
+    """Head angular speed ``||R(t) - R(t-1)|| * fps`` (rad/s) of the Euler angles (pitch, yaw,
+    roll), (T, >=3) -> (T,): frame 0 gets frame 1's value. Frame t holds the step that ends at t, as
+    the demo's ``head_speed[t]`` drives the step from t-1 to t (``preprocessing.demo``)."""
+    r = np.asarray(pose, np.float64)[:, :3]
+    if len(r) < 2:
+        raise ValueError(f"angular_speed: need at least 2 frames, got {len(r)}")
+    step = np.linalg.norm(np.diff(r, axis=0), axis=1) * fps
+    return np.concatenate([step[:1], step])
+
+
+def overlapping(events, others) -> int:
+    """How many of ``events`` (K, >=2: start frame, end frame exclusive) share at least one frame
+    with some event of ``others`` (same layout): the hits of a precision or recall count."""
+    a, b = np.asarray(events, np.float64), np.asarray(others, np.float64)
+    if not a.size or not b.size:
+        return 0
+    hit = (a[:, None, 0] < b[None, :, 1]) & (b[None, :, 0] < a[:, None, 1])
+    return int(hit.any(axis=1).sum())
+
+
+def silent_frames(active, margin: int = 3) -> np.ndarray:
+    """Frames where nobody sings: ``active`` (T,) is 0 on the frame and on the ``margin`` frames
+    each side of it (a mouth cannot shut within a frame of a syllable's end; 3 frames = 0.1 s)."""
+    from scipy.ndimage import binary_dilation
+
+    act = np.asarray(active).astype(bool)
+    if margin > 0 and act.any():
+        act = binary_dilation(act, iterations=margin)
+    return ~act
+
+
+def attention_stats(att, sung, instrumental, n_vocal: int, off: float = 0.1) -> dict:
+    """Does an ATM's attention ``att`` (T, C) follow the song (paper Fig. 6)?
+
+    ``vocal_diff``: mean attention over the vocal-stream channels (the first ``n_vocal``: f_v comes
+    first in f_v ++ f_b) on ``sung`` frames minus that on ``instrumental`` frames (boolean (T,)
+    masks; NaN if either is empty). ``off_fraction``: the fraction of all C channels whose
+    attention stays below ``off`` on every frame (shut off for the whole take). ``temporal_std``:
+    the mean over channels of each channel's standard deviation over time. ``mean``: the mean
+    attention. All on the sigmoid's 0-1 scale."""
+    a = np.asarray(att, np.float64)
+    sung, instrumental = np.asarray(sung, bool), np.asarray(instrumental, bool)
+    voc = a[:, :n_vocal].mean(axis=1)
+    diff = (float(voc[sung].mean() - voc[instrumental].mean())
+            if sung.any() and instrumental.any() else float("nan"))
+    return {"vocal_diff": diff, "off_fraction": float(np.mean(a.max(axis=0) < off)),
+            "temporal_std": float(a.std(axis=0).mean()), "mean": float(a.mean())}
 
 
 def finite_or_none(x):
@@ -282,14 +368,7 @@ def finite_or_none(x):
 
 
 # ------------------------------------------------------------------------------ rendered video
-def pearson(x, y) -> float:
-    """Pearson correlation of two 1-D sequences; NaN when either is constant."""
-    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
+# (the rendered mouth's correlation with the driving one is :func:`pearson` above)
 def image_similarity(image, reference) -> tuple[float, float]:
     """(SSIM, PSNR in dB) of two uint8 RGB images (scikit-image, data range 255, SSIM over the
     colour channels with its default 7 x 7 window)."""

@@ -59,7 +59,6 @@ from musicface import losses
 from musicface.config import Config, from_dict, to_dict
 from musicface.data import MFCC_KEYS, ShardError, WindowDataset, collate, open_shards, take_arrays
 from musicface.model import Discriminator, MusicFace, export, load_checkpoint
-from musicface.model.musicface import MFCC_KEY
 from preprocessing.common import StepError, atomic_path, config_sha, load_npz, sha256_file
 from preprocessing.timebase import CENTRE_ROW, MFCC_DIM
 
@@ -386,7 +385,7 @@ def train(shards_path: str | os.PathLike, config: dict, out: str | os.PathLike,
     opt_d = make_optimizer(disc.parameters(), tc.lr, device, graph)
 
     # items carry the MFCC streams this variant reads, in page-locked memory when training on CUDA
-    reader = dict(mfcc_keys=tuple(MFCC_KEY[s] for s in model.streams),
+    reader = dict(mfcc_keys=tuple(sorted(model.inputs)),
                   pin_memory=device.type == "cuda")
     ds = WindowDataset(shards, "train", tc.window, tc.samples_per_epoch, tc.seed, **reader)
     try:

@@ -388,8 +388,12 @@ def landmarks_from_coeffs(exp: np.ndarray, pose: np.ndarray, basis: dict, refere
 # ----------------------------------------------------------------------------------- step functions
 def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", video=None,
             checkpoint=None, batch_size: int = 25, device: str = "cpu",
-            smooth_sigma: float = 0.0) -> dict:
-    """The ``coeffs`` step for one take: track.npz (+ the video for deep3d) -> coeffs.npz."""
+            smooth_sigma: float = 0.0, pose_sigma: float = 0.0) -> dict:
+    """The ``coeffs`` step for one take: track.npz (+ the video for deep3d) -> coeffs.npz.
+
+    ``smooth_sigma``: Gaussian smoothing (frames) of pose and expression; ``pose_sigma``: then of
+    the pose alone (the head moves slowly, a per-frame tracker jitters: docs/fidelity.md), either
+    backend, inside tracked runs."""
     ingest = load_json(ingest_path)
     track = load_npz(track_path)
     n = int(ingest["n_frames"])
@@ -413,6 +417,7 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
                                     batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
     else:
         raise ValueError(f"unknown coeffs backend {backend!r}")
+    smooth_pose(res["pose"], res["valid"].astype(bool), pose_sigma)
     res["backend"] = np.array(backend)
     res["take"] = np.array(take)
     save_npz(out, **res)
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--smooth", action="store_true",
                     help="temporal Gaussian smoothing of the outputs")
     ex.add_argument("--smooth-sigma", type=float, default=1.0, help="smoothing sigma in frames")
+    ex.add_argument("--pose-sigma", type=float, default=0.0,
+                    help="Gaussian smoothing of the pose alone, sigma in frames (0: off)")
     ex.add_argument("--out", required=True)
     fb = sub.add_parser("fit-basis", help="training takes' residuals -> dataset/exp_basis.npz")
     fb.add_argument("--split", required=True)
@@ -518,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_step("coeffs", args.take, [args.out], lambda: extract(
         args.take, args.track, args.ingest, args.out, args.backend, video=args.video,
         checkpoint=checkpoint, batch_size=args.batch_size,
-        device=args.device, smooth_sigma=sigma))
+        device=args.device, smooth_sigma=sigma, pose_sigma=args.pose_sigma))
 
 
 if __name__ == "__main__":

@@ -23,14 +23,16 @@ FACEMESH_MIDLINE = [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 
 
 
 # ------------------------------------------------------------------------------------ helpers
-def synthetic_take(n=120, size=(1280, 720), seed=0, noise=0.0, max_angle=0.5):
-    """Reference face under random known poses + a known jaw opening, projected to normalised
-    coords."""
+def synthetic_take(n=120, size=(1280, 720), seed=0, noise=0.0, max_angle=0.5, angles=None):
+    """Reference face under random known poses (or the given ``angles`` (n, 3), at a fixed scale
+    and place) + a known jaw opening, projected to normalised coords."""
     rng = np.random.default_rng(seed)
     ref = C.load_reference()["shape"]
     ang = rng.uniform(-max_angle, max_angle, (n, 3))
     scale = np.exp(rng.uniform(-2.6, -1.6, n))
     t = np.c_[rng.uniform(-0.3, 0.3, (n, 2)), np.zeros(n)]
+    if angles is not None:
+        ang, scale, t = np.asarray(angles, np.float64), np.full(n, np.exp(-2.0)), np.zeros((n, 3))
     mouth = rng.uniform(0, 0.3, n)
     lip_y = 0.5 * (ref[13, 1] + ref[14, 1])
     below = np.clip((lip_y - ref[:, 1]) / 0.3, 0, 1)  # 0 above the lips -> 1 at the chin
@@ -294,6 +296,36 @@ def test_builtin_smoothing_is_optional_and_local():
     assert jitter(smooth["pose"]) < 0.5 * jitter(raw["pose"])
     assert not smooth["pose"][40:45].any() and not smooth["residual"][40:45].any()
     assert not np.allclose(raw["pose"], smooth["pose"])  # off by default means raw values stored
+
+
+def test_pose_sigma_smooths_the_pose_alone(tmp_path, run_cli):
+    """coeffs.pose_sigma: the stored pose is smoothed (a slowly turning head seen by a jittering
+    tracker comes out far smoother and nearer the true path), the expression residual is stored
+    raw, and frames outside the tracked runs stay 0."""
+    from musicface.metrics import roughness
+
+    t = np.arange(120) / 30
+    angles = 0.3 * np.stack([np.sin(1.1 * t), np.sin(0.7 * t + 1), 0.3 * np.sin(0.5 * t)], 1)
+    take = synthetic_take(n=120, noise=2e-3, angles=angles)
+    valid = np.ones(120, np.uint8)
+    valid[60:64] = 0
+    d = tmp_path / "a"
+    d.mkdir()
+    track, ingest = write_track(d, take["landmarks"], valid, take["size"])
+    raw = C.extract("a", track, ingest, d / "raw.npz")
+    proc = run_cli(["preprocessing.coeffs", "extract", "--take", "a", "--track", track,
+                    "--ingest", ingest, "--pose-sigma", "2", "--out", d / "coeffs.npz"])
+    assert proc.returncode == 0, proc.stderr
+    out = np.load(d / "coeffs.npz")
+    ok = raw["valid"].astype(bool)
+    assert np.array_equal(out["residual"], raw["residual"])
+    assert not out["pose"][60:64].any()
+    assert roughness(out["pose"], valid=ok) < roughness(raw["pose"], valid=ok) / 200  # 630x
+
+    def err(pose):
+        return np.abs(pose[ok, :3] - angles[ok]).mean()
+
+    assert err(out["pose"]) < 0.6 * err(raw["pose"]), (err(out["pose"]), err(raw["pose"]))  # 0.44
 
 
 def test_landmarks_from_coeffs_reproduces_tracked_landmarks():

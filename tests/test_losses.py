@@ -29,8 +29,10 @@ def test_mse_and_l1_against_numpy_and_masks():
     mask = torch.ones(2, 10)
     mask[1, 4:] = 0
     xn, yn, keep = x.numpy(), y.numpy(), mask.numpy() > 0
-    assert math.isclose(float(losses.mse(x, y, mask)), float(((xn - yn) ** 2)[keep].mean()), rel_tol=1e-6)
-    assert math.isclose(float(losses.l1(x, y, mask)), float(np.abs(xn - yn)[keep].mean()), rel_tol=1e-6)
+    assert math.isclose(float(losses.mse(x, y, mask)), float(((xn - yn) ** 2)[keep].mean()),
+                        rel_tol=1e-6)
+    assert math.isclose(float(losses.l1(x, y, mask)), float(np.abs(xn - yn)[keep].mean()),
+                        rel_tol=1e-6)
     # garbage in masked frames changes nothing
     x2 = x.clone()
     x2[1, 4:] = 1e6
@@ -44,7 +46,8 @@ def test_velocity_losses():
     mask[0, 3] = 0  # drops the velocities 2->3 and 3->4
     vx, vy = np.diff(x.numpy()[0], axis=0), np.diff(y.numpy()[0], axis=0)
     keep = np.array([True, True, False, False, True])
-    assert float(losses.velocity_loss(x, y, mask)) == pytest.approx(float(((vx - vy) ** 2)[keep].mean()), rel=1e-6)
+    assert float(losses.velocity_loss(x, y, mask)) == pytest.approx(
+        float(((vx - vy) ** 2)[keep].mean()), rel=1e-6)
     assert float(losses.abs_velocity_l1(x, y, mask)) == pytest.approx(
         float(np.abs(np.abs(vx) - np.abs(vy))[keep].mean()), rel=1e-6)
     # |v| loss: moving the other way at the same speed costs nothing; the velocity loss does see it
@@ -68,8 +71,10 @@ def test_mmd_matches_definition_and_is_a_distribution_distance():
     mask = torch.ones(2, 40)
     mask[1, 30:] = 0
     got = float(losses.mmd(x, y, mask, bw))
-    want = np.mean([_mmd_numpy(x[0].numpy(), y[0].numpy(), bw), _mmd_numpy(x[1, :30].numpy(), y[1, :30].numpy(), bw)])
-    # float32 kernel means cancel: ~1e-5 relative error that depends on the reduction order (threads)
+    want = np.mean([_mmd_numpy(x[0].numpy(), y[0].numpy(), bw),
+                    _mmd_numpy(x[1, :30].numpy(), y[1, :30].numpy(), bw)])
+    # float32 kernel means cancel: ~1e-5 relative error that depends on the reduction order
+    # (threads)
     assert got == pytest.approx(want, rel=1e-3)
     # zero for the same samples in any order (a distribution loss, not a frame-by-frame one)
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
@@ -83,14 +88,16 @@ def test_mmd_matches_definition_and_is_a_distribution_distance():
     m[2] = 0
     m[2, 0] = 1
     one_d = float(losses.mmd(e1, e2, m, bw))
-    want = np.mean([_mmd_numpy(e1[i, :, None].numpy(), e2[i, :, None].numpy(), bw) for i in range(2)])
+    want = np.mean([_mmd_numpy(e1[i, :, None].numpy(), e2[i, :, None].numpy(), bw)
+                    for i in range(2)])
     assert one_d == pytest.approx(want, rel=1e-3)
 
 
 def test_attention_and_adversarial_losses():
     mask = torch.ones(2, 8)
     mask[0, :4] = 0
-    att = {"exp": torch.full((2, 8, 4), 0.25), "pose": torch.full((2, 8, 4), 0.5), "eye": torch.full((2, 8, 4), 1.0)}
+    att = {"exp": torch.full((2, 8, 4), 0.25), "pose": torch.full((2, 8, 4), 0.5),
+           "eye": torch.full((2, 8, 4), 1.0)}
     att["exp"][0, :4] = 99.0  # masked frames do not count
     assert float(losses.attention_l1(att, mask)) == pytest.approx(1.75)
     assert float(losses.attention_l1(None, mask)) == 0.0
@@ -99,7 +106,8 @@ def test_attention_and_adversarial_losses():
     assert float(losses.generator_adversarial_loss(z, mask)) == pytest.approx(math.log(2), rel=1e-6)
     big = torch.full((2, 8), 12.0)
     assert float(losses.discriminator_loss(big, -big, mask)) < 1e-4  # D is right: no loss
-    assert float(losses.generator_adversarial_loss(-big, mask)) > 11.9  # non-saturating: G still learns
+    # non-saturating: G still learns
+    assert float(losses.generator_adversarial_loss(-big, mask)) > 11.9
 
 
 def _pred_target(seed=0, b=2, t=16, e=4):
@@ -117,8 +125,8 @@ def test_generator_loss_is_the_weighted_sum():
     fake = _rand(2, 16, seed=9)
     cfg = LossConfig()
     total, parts = losses.generator_loss(pred, target, mask, cfg, fake)
-    reg = (5 * parts["exp_mse"] + 50 * parts["exp_vel"] + 1 * parts["pose_mmd"] + 10 * parts["pose_vel"]
-           + 5 * parts["eye_l1"] + 1 * parts["eye_mmd"] + 1 * parts["att"])
+    reg = (5 * parts["exp_mse"] + 50 * parts["exp_vel"] + 1 * parts["pose_mmd"]
+           + 10 * parts["pose_vel"] + 5 * parts["eye_l1"] + 1 * parts["eye_mmd"] + 1 * parts["att"])
     assert parts["reg"] == pytest.approx(reg, rel=1e-5)
     assert float(total) == pytest.approx(1.0 * reg + 0.1 * parts["adv"], rel=1e-5)
     assert parts["att"] == pytest.approx(0.5)
@@ -132,13 +140,33 @@ def test_generator_loss_is_the_weighted_sum():
         assert float(t) == pytest.approx(2.0 * p[name], rel=1e-6), name
 
 
+def test_sum_reduction_is_eq_10_11_as_written():
+    """loss.reduction: sum: the per-dimension means times the dimensions they average over
+    (E for exp, 6 for the pose speed, the attention channels); MMD and e_long unchanged."""
+    pred, target = _pred_target(e=5)
+    pred["att"] = {"exp": torch.full((2, 16, 3), 0.5), "pose": torch.full((2, 16, 3), 0.25)}
+    mask = torch.ones(2, 16)
+    _, mean = losses.generator_loss(pred, target, mask, LossConfig())
+    _, summed = losses.generator_loss(pred, target, mask, LossConfig(reduction="sum"))
+    e, c = pred["exp"].shape[-1], next(iter(pred["att"].values())).shape[-1]
+    for key, dims in (("exp_mse", e), ("exp_vel", e), ("pose_vel", 6), ("att", c), ("pose_mmd", 1),
+                      ("eye_l1", 1), ("eye_mmd", 1)):
+        assert summed[key] == pytest.approx(dims * mean[key], rel=1e-6), key
+    # by hand: the exp MSE summed over dimensions, averaged over frames
+    by_hand = ((pred["exp"] - target["exp"]) ** 2).sum(-1).mean()
+    assert summed["exp_mse"] == pytest.approx(float(by_hand), rel=1e-5)
+    with pytest.raises(ValueError, match="config key loss.reduction: 'total'"):
+        from_dict({"loss": {"reduction": "total"}})
+
+
 def test_invalid_frames_are_excluded_from_every_term():
     pred, target = _pred_target(seed=3)
     mask = torch.ones(2, 16)
     mask[0, 5:9] = 0
     fake = _rand(2, 16, seed=10)
     _, a = losses.generator_loss(pred, target, mask, LossConfig(), fake)
-    pred2 = {k: (v.clone() if torch.is_tensor(v) else {kk: vv.clone() for kk, vv in v.items()}) for k, v in pred.items()}
+    pred2 = {k: (v.clone() if torch.is_tensor(v) else {kk: vv.clone() for kk, vv in v.items()})
+             for k, v in pred.items()}
     for k in ("exp", "pose", "e_long"):
         pred2[k][0, 5:9] = 50.0
     pred2["att"]["exp"][0, 5:9] = 50.0
@@ -150,8 +178,8 @@ def test_invalid_frames_are_excluded_from_every_term():
 
 
 def test_variance_weighting_of_expression_dims():
-    """exp_weighting 'variance': the z-scored MSE weighted by std^2 / mean(std^2) is the data-unit MSE
-    over the mean variance, so a noise-level dim counts as little as its variance."""
+    """exp_weighting 'variance': the z-scored MSE weighted by std^2 / mean(std^2) is the data-unit
+    MSE over the mean variance, so a noise-level dim counts as little as its variance."""
     std = torch.tensor([1.0, 0.5, 0.01])
     w = std ** 2 / (std ** 2).mean()
     x, y = _rand(2, 12, 3, seed=7), _rand(2, 12, 3, seed=8)  # z-scored prediction and target
@@ -163,11 +191,13 @@ def test_variance_weighting_of_expression_dims():
     e0, e2 = torch.zeros(1, 4, 3), torch.zeros(1, 4, 3)
     e0[..., 0], e2[..., 2] = 1.0, 1.0
     m = torch.ones(1, 4)
-    assert float(losses.mse(e2, 0 * e2, m, w)) / float(losses.mse(e0, 0 * e0, m, w)) == pytest.approx(1e-4, rel=1e-3)
+    assert (float(losses.mse(e2, 0 * e2, m, w)) / float(losses.mse(e0, 0 * e0, m, w))
+            == pytest.approx(1e-4, rel=1e-3))
     pred, target = _pred_target(seed=11, e=3)
     target["exp_weight"] = w
     _, parts = losses.generator_loss(pred, target, torch.ones(2, 16), LossConfig())
-    assert parts["exp_mse"] == pytest.approx(float(losses.mse(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
+    assert parts["exp_mse"] == pytest.approx(
+        float(losses.mse(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
     assert parts["exp_vel"] == pytest.approx(
         float(losses.velocity_loss(pred["exp"], target["exp"], torch.ones(2, 16), w)), rel=1e-6)
 
@@ -190,7 +220,10 @@ def test_global_counts_make_the_processes_mean_the_global_batch_loss():
     assert {k: float(v) for k, v in counts.items()} == {"frames": 42, "pairs": 36, "windows": 3}
     shares = {k: v / 2 for k, v in counts.items()}
     halves = [slice(0, 2), slice(2, 4)]               # process 0: windows 0, 1; process 1: 2, 3
-    sub = lambda d, h: {k: (sub(v, h) if isinstance(v, dict) else v[h]) for k, v in d.items()}
+
+    def sub(d, h):
+        return {k: (sub(v, h) if isinstance(v, dict) else v[h]) for k, v in d.items()}
+
     got = [losses.generator_loss(sub(pred, h), sub(target, h), mask[h], cfg, fake[h], shares)
            for h in halves]
     assert float(sum(t for t, _ in got) / 2) == pytest.approx(float(total), rel=1e-6)

@@ -1,4 +1,5 @@
-"""musicface.metrics against independent computations (sklearn, hand-computed values, SyncNet's own code)."""
+"""musicface.metrics against independent computations (sklearn, hand-computed values, SyncNet's own
+code)."""
 from __future__ import annotations
 
 import math
@@ -62,7 +63,8 @@ def test_cca_pose_speed_sees_rhythm_not_direction():
     valid = np.ones(400, bool)
     valid[100] = False
     # an untracked ground-truth frame (zeros in the shards) is masked out
-    assert M.cca_pose_speed(gen, np.where(valid[:, None], gt, 0.0), valid=valid) == pytest.approx(1.0, abs=1e-9)
+    assert M.cca_pose_speed(gen, np.where(valid[:, None], gt, 0.0),
+                            valid=valid) == pytest.approx(1.0, abs=1e-9)
     unrelated = np.cumsum(rng.standard_normal((400, 6)) * 0.01, axis=0)
     assert M.cca_pose_speed(unrelated, gt) < 0.4
 
@@ -201,6 +203,44 @@ def test_lipsync_proxy_constructed():
     assert flat["silent_frames"] == 0 and math.isnan(flat["silent_open_ratio"])
 
 
+# ------------------------------------------------------------------------ against known truth
+def test_pearson_and_angular_speed_hand_computed():
+    assert M.pearson([1, 2, 3, 4], [2, 4, 6, 8.5]) == pytest.approx(
+        np.corrcoef([1, 2, 3, 4], [2, 4, 6, 8.5])[0, 1])
+    assert math.isnan(M.pearson([1, 1, 1], [1, 2, 3]))
+    # non-finite frames left out
+    assert M.pearson([1, 2, np.nan, 4], [1, 2, 0, 4]) == pytest.approx(1.0)
+    pose = np.zeros((4, 6))
+    pose[:, 0] = [0.0, 0.03, 0.03, 0.03]   # pitch moves 0.03 rad between frames 0 and 1
+    pose[:, 1] = [0.0, 0.04, 0.04, 0.0]    # yaw: 0.04 rad, then back
+    pose[:, 3] = [0.0, 9.0, 0.0, 9.0]      # translation is not an angle: ignored
+    # frame t holds the step ending at t (frame 0 repeats frame 1): |(0.03, 0.04)| = 0.05 rad x 30
+    np.testing.assert_allclose(M.angular_speed(pose, fps=30), [1.5, 1.5, 0.0, 1.2], atol=1e-12)
+
+
+def test_overlapping_silent_frames_and_attention_stats():
+    a = np.array([[0, 10, 0.3, 1], [20, 30, 0.3, 1], [50, 60, 0.3, 1]], float)
+    # touches [0, 10); [30, 40) only abuts [20, 30)
+    b = np.array([[9, 12, 0.1, 1], [30, 40, 0.3, 1]], float)
+    assert M.overlapping(a, b) == 1 and M.overlapping(b, a) == 1
+    assert M.overlapping(a, np.zeros((0, 4))) == 0 and M.overlapping(np.zeros((0, 4)), a) == 0
+    active = np.zeros(20, np.uint8)
+    active[8:10] = 1
+    silent = M.silent_frames(active, margin=3)
+    np.testing.assert_array_equal(np.flatnonzero(~silent), np.arange(5, 13))
+    assert M.silent_frames(np.zeros(5), margin=3).all()
+    t = 100
+    sung = np.arange(t) >= 50
+    att = np.full((t, 4), 0.5)
+    att[sung, 0] = 0.9             # vocal channel 0 opens while singing
+    att[:, 3] = 0.02               # a music channel shut off for the whole take
+    st = M.attention_stats(att, sung, ~sung, n_vocal=2)
+    assert st["vocal_diff"] == pytest.approx((0.9 + 0.5) / 2 - 0.5)
+    assert st["off_fraction"] == pytest.approx(0.25)
+    assert st["temporal_std"] == pytest.approx(0.2 / 4)   # channel 0: std 0.2, the others constant
+    assert math.isnan(M.attention_stats(att, sung, np.zeros(t, bool), n_vocal=2)["vocal_diff"])
+
+
 # ------------------------------------------------------------------------------------------- AVC
 def test_unavailable_and_finite_or_none():
     assert M.unavailable("no renderer") == {"value": None, "reason": "no renderer"}
@@ -208,7 +248,8 @@ def test_unavailable_and_finite_or_none():
 
 
 def test_syncnet_confidence_matches_syncnet_own_pipeline(tmp_path):
-    """Random weights in SyncNet's own format; our driver vs syncnet_python's evaluate() on the same frames."""
+    """Random weights in SyncNet's own format; our driver vs syncnet_python's evaluate() on the same
+    frames."""
     import types
 
     import cv2
@@ -234,7 +275,8 @@ def test_syncnet_confidence_matches_syncnet_own_pipeline(tmp_path):
     ours = M.syncnet_confidence(decoded, audio.astype(np.float64), weights=weights, vshift=15)
     inst = SyncNetInstance(S(num_layers_in_fc_layers=1024), device="cpu")
     inst.loadParameters(str(weights))
-    offset, conf, min_dist = inst.evaluate(types.SimpleNamespace(tmp_dir=str(work), batch_size=20, vshift=15))
+    offset, conf, min_dist = inst.evaluate(types.SimpleNamespace(tmp_dir=str(work), batch_size=20,
+                                                                 vshift=15))
     assert ours["offset"] == offset
     assert ours["confidence"] == pytest.approx(conf, abs=1e-3)
     assert ours["min_dist"] == pytest.approx(min_dist, rel=1e-4)

@@ -1,4 +1,5 @@
-"""The MusicFace generator, its variants and parts (synthetic tensors; training is in test_train.py)."""
+"""The MusicFace generator, its variants and parts (synthetic tensors; training is in
+test_train.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,19 +12,27 @@ from musicface.config import ModelConfig, from_dict
 from musicface.data import mfcc_centres, mfcc_span, padded_rows
 from musicface.model import Discriminator, MusicFace, count_parameters, export, load_checkpoint
 from musicface.model.atm import UNet1d
-from musicface.model.generators import (PGN, PoseRecurrence, PoseState, PoseWorkspace,
-                                        combine_eye_states, sample_blinks)
+from musicface.model.generators import (
+    PGN,
+    PoseRecurrence,
+    PoseState,
+    PoseWorkspace,
+    combine_eye_states,
+    sample_blinks,
+)
 from musicface.train import train_step
 
 VARIANTS = ["single_stream", "two_stream", "with_atm", "full"]
-TINY = dict(enc_channels=[8, 16], feat_dim=8, unet_channels=[8, 16], hidden=16, lstm_hidden=16, disc_channels=8)
+TINY = dict(enc_channels=[8, 16], feat_dim=8, unet_channels=[8, 16], hidden=16, lstm_hidden=16,
+            disc_channels=8)
 SUBJECTS = ["singer1", "singer2"]
 E = 5
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """One intra-op thread: the CPU is shared, and torch's thread pool collapses when oversubscribed."""
+    """One intra-op thread: the CPU is shared, and torch's thread pool collapses when
+    oversubscribed."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -114,13 +123,39 @@ def test_single_stream_reads_only_the_mix():
         tiny("full")(mf2, b["subject"])
 
 
+@torch.no_grad()
+def test_mixed_audio_feeds_the_mix_to_both_streams():
+    """model.audio: mix (paper Table 2 "mixed wave"): the two-stream model hears only the mix,
+    normalised with the mix's statistics, in both streams."""
+    m = tiny("full", audio="mix")
+    assert m.streams == ("vocals", "music") and m.inputs == {"mfcc_mix"}
+    stats = {"mfcc_mean": torch.arange(3.0)[:, None].expand(3, 26), "mfcc_std": torch.ones(3, 26),
+             "exp_mean": torch.zeros(E), "exp_std": torch.ones(E), "pose_mean": torch.zeros(6),
+             "pose_std": torch.ones(6), "subject_pose": torch.zeros(2, 6), "vel_std": torch.ones(6)}
+    m.set_normalisation(stats)
+    assert torch.equal(m.mfcc_mean, torch.full((2, 26), 2.0))  # both rows: the mix's (row 2)
+    b = batch()
+    mf = {k: b[k] for k in MF}
+    out = m(mf, b["subject"])
+    same = m(dict(mf, mfcc_vocals=None, mfcc_music=None), b["subject"])
+    assert torch.equal(out["pose"], same["pose"]) and torch.equal(out["exp"], same["exp"])
+    gen = m.generate(mfcc_mix=b["mfcc_mix"][0].numpy(), subject=0,
+                     mfcc_index=b["mfcc_index"][0].numpy())
+    assert gen["exp"].shape == (32, E)
+    sep = tiny("full")
+    assert sep.inputs == {"mfcc_vocals", "mfcc_music"}
+    with pytest.raises(ValueError, match="config key model.audio: 'stems'"):
+        from_dict({"model": {"audio": "stems"}})
+
+
 def test_default_sizes_and_parameter_count():
     """The documented default architecture (2 subjects, E = 64)."""
     m = MusicFace(ModelConfig(), SUBJECTS, 64)
     assert count_parameters(m.tsae) == 2 * 173_280
     assert count_parameters(m.atm) == 3 * 313_344
     assert count_parameters(m.pgn) == 157_580
-    counts = {v: count_parameters(MusicFace(ModelConfig(variant=v), SUBJECTS, 64)) for v in VARIANTS}
+    counts = {v: count_parameters(MusicFace(ModelConfig(variant=v), SUBJECTS, 64))
+              for v in VARIANTS}
     assert counts == {"single_stream": 208_167, "two_stream": 406_023, "with_atm": 1_346_055,
                       "full": 1_486_093}
 
@@ -139,7 +174,8 @@ def test_every_parameter_gets_a_gradient(variant):
     for name, module in (("generator", m), ("discriminator", d)):
         for pname, p in module.named_parameters():
             assert p.grad is not None, f"{variant}: {name}.{pname} got no gradient"
-            assert float(p.grad.abs().sum()) > 0, f"{variant}: {name}.{pname} has an all-zero gradient"
+            assert float(p.grad.abs().sum()) > 0, (f"{variant}: {name}.{pname} has an all-zero "
+                                                   "gradient")
     if variant in ("with_atm", "full"):
         assert parts["att"] > 0
 
@@ -191,7 +227,8 @@ def test_pgn_is_autoregressive_and_starts_at_p0():
     p0b = p0.clone()
     p0b[:, 1] = 2.0
     c = m(mf, b["subject"], p0=p0b)["pose"]
-    # the LSTM sees its own previous pose: a different start changes the directions, not just an offset
+    # the LSTM sees its own previous pose: a different start changes the directions, not just an
+    # offset
     assert float(((c - p0b[:, None]) - (a - p0[:, None])).abs()[:, 5:].max()) > 1e-4
     # the state carried over a split equals one roll-out
     h, _ = m.encode(mf, m.onehot(b["subject"]))
@@ -279,7 +316,8 @@ def test_pose_recurrence_gradcheck():
 
 @torch.no_grad()
 def test_pgn_rollout_equals_forward():
-    """The generation-time roll-out (numpy) runs the training recurrence: same poses, speeds, state."""
+    """The generation-time roll-out (numpy) runs the training recurrence: same poses, speeds,
+    state."""
     m = tiny("full", lstm_hidden=24)
     m.pgn.speed_scale.copy_(torch.tensor([0.5, 1, 2, 0.1, 0.2, 3.0]))
     g = torch.Generator().manual_seed(1)
@@ -300,11 +338,13 @@ def test_pgn_rollout_equals_forward():
 
 
 def _generate_vs_forward(m: MusicFace, song: dict, subject: int) -> dict:
-    """Max |difference| per output between model.generate and the training forward, in data units."""
+    """Max |difference| per output between model.generate and the training forward, in data
+    units."""
     gen = m.generate(**song, subject=subject, seed=3)
     with torch.no_grad():
         ref = m({k: torch.from_numpy(v)[None] for k, v in song.items()}, torch.tensor([subject]))
-    want = {"exp": ref["exp"][0] * m.exp_std + m.exp_mean, "pose": ref["pose"][0] * m.pose_std + m.pose_mean}
+    want = {"exp": ref["exp"][0] * m.exp_std + m.exp_mean,
+            "pose": ref["pose"][0] * m.pose_std + m.pose_mean}
     if ref["speed"] is not None:
         want["speed"] = ref["speed"][0] * m.pose_std
     e_long = ref["e_long"][0].numpy()
@@ -325,10 +365,10 @@ def _generate_vs_forward(m: MusicFace, song: dict, subject: int) -> dict:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_generate_equals_the_training_forward(variant):
-    """model.generate (inference paths: channels-last encoder and U-Nets, numpy PGN roll-out) against
-    the training forward, which is the implementation generation started from: a 4-minute song (7,200
-    frames), default sizes, data units. Differences are float32 rounding: below 1e-5 everywhere (exp up
-    to 63 and pose up to 55 here, where one float32 step is 4e-6)."""
+    """model.generate (inference paths: channels-last encoder and U-Nets, numpy PGN roll-out)
+    against the training forward, which is the implementation generation started from: a 4-minute
+    song (7,200 frames), default sizes, data units. Differences are float32 rounding: below 1e-5
+    everywhere (exp up to 63 and pose up to 55 here, where one float32 step is 4e-6)."""
     torch.manual_seed(0)
     m = MusicFace(ModelConfig(variant=variant), SUBJECTS, 64)
     m.set_normalisation(_stats(64))
@@ -374,10 +414,12 @@ def _song(t, seed=0):
 
 
 def _stats(e=E):
-    return {"mfcc_mean": np.full((3, 26), 0.5), "mfcc_std": np.full((3, 26), 2.0), "exp_mean": np.arange(e) * 1.0,
-            "exp_std": np.full(e, 0.1), "pose_mean": np.array([0.1, -0.2, 0.0, 1.0, 2.0, 50.0]),
+    return {"mfcc_mean": np.full((3, 26), 0.5), "mfcc_std": np.full((3, 26), 2.0),
+            "exp_mean": np.arange(e) * 1.0, "exp_std": np.full(e, 0.1),
+            "pose_mean": np.array([0.1, -0.2, 0.0, 1.0, 2.0, 50.0]),
             "pose_std": np.array([0.05, 0.1, 0.02, 0.5, 0.5, 3.0]), "vel_std": np.full(6, 0.01),
-            "subject_pose": np.array([[0.1, -0.2, 0.0, 1.0, 2.0, 50.0], [0.2, 0.0, 0.05, 1.5, 2.5, 55.0]])}
+            "subject_pose": np.array([[0.1, -0.2, 0.0, 1.0, 2.0, 50.0],
+                                      [0.2, 0.0, 0.05, 1.5, 2.5, 55.0]])}
 
 
 def test_generate_four_minute_song_full_model():
@@ -406,9 +448,11 @@ def test_chunked_generation_has_no_seams(variant):
     song = _song(1000, seed=1)
     one = m.generate(**song, subject=1, pose0=np.array([0.0, 0.1, 0.0, 1.0, 2.0, 50.0]))
     for chunk in (64, 250, 333):
-        ch = m.generate(**song, subject=1, pose0=np.array([0.0, 0.1, 0.0, 1.0, 2.0, 50.0]), chunk=chunk)
+        ch = m.generate(**song, subject=1, pose0=np.array([0.0, 0.1, 0.0, 1.0, 2.0, 50.0]),
+                        chunk=chunk)
         for k in ("exp", "pose", "e_long", "eye"):
-            np.testing.assert_allclose(ch[k], one[k], atol=2e-5, rtol=1e-5, err_msg=f"{k}, chunk {chunk}")
+            np.testing.assert_allclose(ch[k], one[k], atol=2e-5, rtol=1e-5,
+                                       err_msg=f"{k}, chunk {chunk}")
         np.testing.assert_allclose(ch["att"]["exp"], one["att"]["exp"], atol=1e-6)
 
 
@@ -429,18 +473,21 @@ def test_generate_returns_data_units():
                 m.mlp_pose.net[2].bias.zero_()
         pose0 = np.array([0.3, 0.1, -0.1, 0.0, 1.0, 40.0], np.float32)
         out = m.generate(**_song(200), subject="singer1", pose0=pose0)
-        np.testing.assert_allclose(out["exp"], np.broadcast_to(stats["exp_mean"], (200, E)), atol=1e-5)
+        np.testing.assert_allclose(out["exp"], np.broadcast_to(stats["exp_mean"], (200, E)),
+                                   atol=1e-5)
         if variant == "full":  # zero speed: the head stays where it started
             np.testing.assert_allclose(out["pose"], np.broadcast_to(pose0, (200, 6)), atol=1e-5)
             assert np.abs(out["speed"]).max() == 0
         else:
-            np.testing.assert_allclose(out["pose"], np.broadcast_to(stats["pose_mean"], (200, 6)), atol=1e-5)
+            np.testing.assert_allclose(out["pose"], np.broadcast_to(stats["pose_mean"], (200, 6)),
+                                       atol=1e-5)
             assert out["speed"] is None
 
 
 def test_generate_rejects_bad_input():
     m = tiny("full")
-    with pytest.raises(ValueError, match="unknown subject 'nobody'; this model knows: singer1, singer2"):
+    with pytest.raises(ValueError,
+                       match="unknown subject 'nobody'; this model knows: singer1, singer2"):
         m.generate(**_song(50), subject="nobody")
     song = _song(50)
     msg = r"mfcc_music: MFCC rows must have shape \(R, 26\), got \(50, 39, 26\)"
@@ -470,7 +517,8 @@ def test_save_and_load_with_weights_only(tmp_path):
     payload = export(m)
     del payload["state_dict"]["tsae.encoders.vocals.norm.weight"]
     torch.save(payload, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match=r"does not match this MusicFace's architecture .*missing \['tsae"):
+    with pytest.raises(ValueError,
+                       match=r"does not match this MusicFace's architecture .*missing \['tsae"):
         load_checkpoint(tmp_path / "old.pt")
     torch.save({"format": "something-else"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a MusicFace model file"):
@@ -479,11 +527,12 @@ def test_save_and_load_with_weights_only(tmp_path):
 
 # --------------------------------------------------------------------------------------- eyes
 def test_blink_sampler_follows_the_paper_distributions():
+    """The start-to-start reading of the paper's interval: onset to onset ~ U(1.2, 2.0) s."""
     fps = 30
-    e = sample_blinks(7200, fps, seed=5)
+    e = sample_blinks(7200, fps, seed=5, mode="start_to_start")
     assert e.dtype == np.float32 and set(np.unique(e)) == {0.0, 1.0}
-    np.testing.assert_array_equal(e, sample_blinks(7200, fps, seed=5))
-    assert not np.array_equal(e, sample_blinks(7200, fps, seed=6))
+    np.testing.assert_array_equal(e, sample_blinks(7200, fps, seed=5, mode="start_to_start"))
+    assert not np.array_equal(e, sample_blinks(7200, fps, seed=6, mode="start_to_start"))
     d = np.diff(np.concatenate([[0], e, [0]]))
     starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
     dur = (ends - starts) / fps
@@ -493,7 +542,29 @@ def test_blink_sampler_follows_the_paper_distributions():
     assert abs(dur.mean() - 0.275) < 0.03  # mean of U(0.10, 0.45)
     assert abs(intervals.mean() - 1.6) < 0.05  # mean of U(1.2, 2.0)
     assert abs(len(starts) / (7200 / fps) - 1 / 1.6) < 0.03  # blinks per second
-    assert 1.2 - 1 / fps <= starts[0] / fps <= 2.0 + 1 / fps  # the first blink comes after one interval
+    # the first blink comes after one interval
+    assert 1.2 - 1 / fps <= starts[0] / fps <= 2.0 + 1 / fps
+
+
+def test_blink_sampler_end_to_start_reading():
+    """The default reading of the paper's interval (docs/fidelity.md): the open-eye gap from a
+    blink's end to the next start ~ U(1.2, 2.0) s, so 1 / (1.6 + 0.275) blinks per second; the
+    same random numbers as the other reading."""
+    fps = 30
+    e = sample_blinks(7200, fps, seed=5)
+    np.testing.assert_array_equal(e, sample_blinks(7200, fps, seed=5, mode="end_to_start"))
+    d = np.diff(np.concatenate([[0], e, [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    gaps = (starts[1:] - ends[:-1]) / fps
+    assert gaps.min() >= 1.2 - 2 / fps and gaps.max() <= 2.0 + 2 / fps
+    assert abs(len(starts) / (7200 / fps) - 1 / 1.875) < 0.03
+    first = sample_blinks(7200, fps, seed=5, mode="start_to_start")
+    assert np.flatnonzero(np.diff(first) == 1)[0] == starts[0] - 1  # the same first draw
+    from musicface.config import ModelConfig
+
+    assert ModelConfig().blink_interval_mode == "end_to_start"
+    with pytest.raises(ValueError, match="blink interval mode 'onset'"):
+        sample_blinks(100, fps, mode="onset")
 
 
 def test_eye_combination_and_filter():

@@ -214,6 +214,17 @@ def test_resume_with_another_model_config_is_refused(trained, shards):
         train(shards[0], other, out, resume=True, progress=False)
 
 
+def test_mixed_wave_model_trains_on_the_mix_alone(shards, tmp_path):
+    """model.audio: mix (paper Table 2 "mixed wave"): items carry only the mix rows, and both
+    streams are normalised with the mix's statistics."""
+    cfg = tiny_config(epochs=1, samples_per_epoch=8, val_samples=8)
+    cfg["model"]["audio"] = "mix"
+    model, _ = load_checkpoint(train(shards[0], cfg, tmp_path / "mix", progress=False))
+    assert model.cfg.audio == "mix" and model.inputs == {"mfcc_mix"}
+    st = compute_normalisation(open_shards(shards[0]))
+    np.testing.assert_allclose(model.mfcc_mean.numpy(), st["mfcc_mean"][[2, 2]], rtol=1e-6)
+
+
 def test_gpu_only_switches_are_refused_on_cpu(shards, tmp_path):
     """train.cuda_graph needs one CUDA process: on CPU it stops at once with the key's name."""
     msg = r"train.cuda_graph: needs one CUDA process \(device cpu, 1 processes\)"

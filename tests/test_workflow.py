@@ -58,6 +58,29 @@ def test_ablation_plans_four_variants(tmp_path):
     assert tuple(schema["properties"]["model"]["properties"]["variant"]["enum"]) == VARIANTS
 
 
+def test_fidelity_plans_the_variants_and_the_mixed_wave_scored_against_the_truth(tmp_path):
+    """make fidelity: fidelity.yaml read on top of config.yaml (its demo, split by song, run name),
+    the four variants and the mixed wave (the full model on the mix in both streams) trained and
+    evaluated against the demo's truth, one table."""
+    import yaml
+
+    fid = yaml.safe_load((REPO / "fidelity.yaml").read_text())
+    proc = snakemake("-n", "-p", "--cores", "2", "--configfile", str(REPO / "fidelity.yaml"),
+                     "-d", str(tmp_path), "fidelity")
+    assert proc.returncode == 0, proc.stdout
+    counts = job_counts(proc.stdout)
+    takes = fid["demo"]["subjects"] * fid["demo"]["songs"]
+    assert counts["ingest"] == counts["qc"] == takes and counts["separate"] == fid["demo"]["songs"]
+    assert counts["train_run"] == counts["evaluate_run"] == 5 and counts["fidelity"] == 1
+    assert "render_train" not in counts and "render_take" not in counts
+    name = fid["train"]["name"]
+    assert f"runs/{name}-fidelity/table.md" in proc.stdout
+    assert re.search(r'--config-json .*"audio": "mix", .*"variant": "full".* --out runs/'
+                     + name + "-mixed ", proc.stdout)
+    assert proc.stdout.count("--truth work/demo") == 5
+    assert "preprocessing.split --by song --test-fraction 0.25" in proc.stdout  # unheard test songs
+
+
 @pytest.mark.parametrize("override, message", [
     (["split={'by': 'subject'}"],
      "config key 'split.by': 'subject' is not one of ['take', 'song']"),

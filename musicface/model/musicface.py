@@ -1,4 +1,5 @@
-"""The MusicFace generator (paper Fig. 3): TSAE -> ATM per task -> EGN / PGN / ESGN, and its variants.
+"""The MusicFace generator (paper Fig. 3): TSAE -> ATM per task -> EGN / PGN / ESGN, and its
+variants.
 
 Data flow for a sequence of T video frames (30 fps) of subject s:
 
@@ -8,28 +9,30 @@ Data flow for a sequence of T video frames (30 fps) of subject s:
                                        h_k = l_k ++ m_k ++ onehot(s)            (T, 2F + S)
     EGN(h_exp) -> exp (T, E);  PGN(h_pose, p_0) -> pose, speed (T, 6);  ESGN(h_eye) -> e_long (T,)
 
-Variants (``model.variant``, paper 4.3): ``single_stream`` (mix MFCC, one encoder, no ATM, MLP pose),
-``two_stream`` (vocals + music, TSAE, no ATM, MLP pose), ``with_atm`` (+ ATM, MLP pose), ``full``
-(+ PGN). Without ATM every head gets h = f ++ onehot(s).
+Variants (``model.variant``, paper 4.3): ``single_stream`` (mix MFCC, one encoder, no ATM, MLP
+pose), ``two_stream`` (vocals + music, TSAE, no ATM, MLP pose), ``with_atm`` (+ ATM, MLP pose),
+``full`` (+ PGN). Without ATM every head gets h = f ++ onehot(s).
 
 Sizes (config.yaml defaults, 2 subjects, E = 64): 1,486,093 generator parameters = TSAE 2 x 173,280
 + ATM 3 x 313,344 + EGN 25,024 + ESGN 16,897 + PGN 157,580 (speed MLP, LSTM 128, direction FC);
 discriminator 49,665.
 
 Generation (:meth:`generate`) runs inference paths of the same network, with the same weights:
-channels-last convolutions in the encoders and U-Nets (``encoder.conv_nhwc``) and a numpy roll-out of
-the PGN (:meth:`PGN.rollout`); training uses the plain ``forward`` paths. The two agree to float32
-rounding (tests/test_model.py: < 1e-5 in data units over 7,200 frames). bench/generate.py, one CPU
-core, 4-minute song (7,200 frames): ~0.5 s (encoders 0.28 s, ATMs 0.07 s, PGN roll-out 0.10 s).
+channels-last convolutions in the encoders and U-Nets (``encoder.conv_nhwc``) and a numpy roll-out
+of the PGN (:meth:`PGN.rollout`); training uses the plain ``forward`` paths. The two agree to
+float32 rounding (tests/test_model.py: < 1e-5 in data units over 7,200 frames). bench/generate.py,
+one CPU core, 4-minute song (7,200 frames): ~0.5 s (encoders 0.28 s, ATMs 0.07 s, PGN roll-out
+0.10 s).
 
 The model file is self-contained (:func:`export`): besides the weights it carries the expression
 basis the exp coefficients are defined on (``exp_basis.npz`` of the training data, with its sha256),
 so the landmark model, the preview and LMD need nothing else.
 
-Normalisation lives in the model as buffers (saved with the weights): MFCC per stream and coefficient,
-exp and pose per dimension (mean/std of the training split's valid frames), the per-subject mean pose
-(the default p_0) and sigma_v, the PGN's speed scale. The network works on z-scores; :meth:`generate`
-returns data units (exp in the coefficients' units, pose in radians and the translation's units).
+Normalisation lives in the model as buffers (saved with the weights): MFCC per stream and
+coefficient, exp and pose per dimension (mean/std of the training split's valid frames), the
+per-subject mean pose (the default p_0) and sigma_v, the PGN's speed scale. The network works on
+z-scores; :meth:`generate` returns data units (exp in the coefficients' units, pose in radians and
+the translation's units).
 """
 from __future__ import annotations
 
@@ -43,7 +46,15 @@ import torch.nn as nn
 from musicface.config import ModelConfig
 from musicface.model.atm import ATM
 from musicface.model.encoder import TSAE
-from musicface.model.generators import EGN, ESGN, PGN, MLPPose, PoseState, combine_eye_states, sample_blinks
+from musicface.model.generators import (
+    EGN,
+    ESGN,
+    PGN,
+    MLPPose,
+    PoseState,
+    combine_eye_states,
+    sample_blinks,
+)
 from preprocessing.timebase import CENTRE_ROW, FPS, MFCC_DIM, MFCC_WIDTH
 
 TASKS = ("exp", "pose", "eye")
@@ -61,9 +72,13 @@ class MusicFace(nn.Module):
         self.fps = int(fps)
         n_subj = len(self.subjects)
         self.streams = ("vocals", "music") if cfg.two_streams else ("mix",)
+        # the audio each stream hears: its stem, or the unseparated mix in both streams
+        # (model.audio: mix, the paper's Table 2 "mixed wave" row)
+        self.sources = {s: "mix" if cfg.audio == "mix" else s for s in self.streams}
         self.tsae = TSAE(self.streams, n_subj, cfg.enc_channels, cfg.enc_blocks, cfg.feat_dim)
         c = self.tsae.out_dim
-        self.atm = nn.ModuleDict({k: ATM(c, cfg.unet_channels) for k in TASKS}) if cfg.use_atm else None
+        self.atm = (nn.ModuleDict({k: ATM(c, cfg.unet_channels) for k in TASKS}) if cfg.use_atm
+                    else None)
         d = c + n_subj
         self.egn = EGN(d, cfg.hidden, self.exp_dim)
         self.esgn = ESGN(d, cfg.hidden)
@@ -77,10 +92,16 @@ class MusicFace(nn.Module):
         self.register_buffer("exp_std", torch.ones(self.exp_dim))
         self.register_buffer("pose_mean", torch.zeros(6))
         self.register_buffer("pose_std", torch.ones(6))
-        self.register_buffer("subject_pose", torch.zeros(n_subj, 6))  # normalised mean pose per subject
+        # normalised mean pose per subject
+        self.register_buffer("subject_pose", torch.zeros(n_subj, 6))
         # the expression basis exp is defined on (set_exp_basis; saved in model.pt, not a buffer)
         self.exp_basis: dict | None = None
         self.exp_basis_sha256: str | None = None
+
+    @property
+    def inputs(self) -> set[str]:
+        """The MFCC keys the model reads: {mfcc_vocals, mfcc_music} or {mfcc_mix}."""
+        return {MFCC_KEY[v] for v in self.sources.values()}
 
     def set_exp_basis(self, basis: dict, sha256: str) -> None:
         """Attach the expression basis (``exp_basis.npz`` as loaded, and its file's sha256): the
@@ -99,7 +120,7 @@ class MusicFace(nn.Module):
         ``pose_mean/std`` (6,); ``subject_pose`` (S, 6) (data units); ``vel_std`` (6,) std of
         frame-to-frame pose velocity (data units)."""
         t = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32) for k, v in stats.items()}
-        rows = [("vocals", "music", "mix").index(s) for s in self.streams]
+        rows = [("vocals", "music", "mix").index(self.sources[s]) for s in self.streams]
         self.mfcc_mean.copy_(t["mfcc_mean"][rows])
         self.mfcc_std.copy_(t["mfcc_std"][rows])
         for k in ("exp_mean", "exp_std", "pose_mean", "pose_std"):
@@ -108,7 +129,8 @@ class MusicFace(nn.Module):
         if self.pgn is not None:
             self.pgn.speed_scale.copy_(t["vel_std"] / t["pose_std"])
 
-    def normalise_targets(self, exp: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalise_targets(self, exp: torch.Tensor,
+                          pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (exp - self.exp_mean) / self.exp_std, (pose - self.pose_mean) / self.pose_std
 
     @property
@@ -122,9 +144,9 @@ class MusicFace(nn.Module):
         normalising the rows and then cutting windows gives the windows' normalised values)."""
         out = {}
         for i, s in enumerate(self.streams):
-            x = mfcc[MFCC_KEY[s]]
+            x = mfcc[MFCC_KEY[self.sources[s]]]
             if x is None:
-                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
+                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[self.sources[s]]}")
             out[s] = (x - self.mfcc_mean[i]) / self.mfcc_std[i]
         return out
 
@@ -140,7 +162,8 @@ class MusicFace(nn.Module):
         return rows.reshape(b * r, d).index_select(0, flat).view(*index.shape, MFCC_WIDTH, d)
 
     def disc_audio(self, mfcc: dict) -> torch.Tensor:
-        """The discriminator's audio input: each used stream's centre MFCC row, normalised (B, T, 26*n)."""
+        """The discriminator's audio input: each used stream's centre MFCC row, normalised
+        (B, T, 26*n)."""
         norm, idx = self._mfcc(mfcc), mfcc["mfcc_index"] + CENTRE_ROW
         b = torch.arange(idx.shape[0], device=idx.device)[:, None]
         return torch.cat([norm[s][b, idx] for s in self.streams], dim=-1)
@@ -225,16 +248,18 @@ class MusicFace(nn.Module):
     def subject_index(self, subject) -> int:
         if isinstance(subject, str):
             if subject not in self.subjects:
-                raise ValueError(f"unknown subject '{subject}'; this model knows: {', '.join(self.subjects)}")
+                raise ValueError(f"unknown subject '{subject}'; this model knows: "
+                                 f"{', '.join(self.subjects)}")
             return self.subjects.index(subject)
         i = int(subject)
         if not 0 <= i < len(self.subjects):
-            raise ValueError(f"subject index {i} out of range (model has {len(self.subjects)} subjects)")
+            raise ValueError(f"subject index {i} out of range (model has {len(self.subjects)} "
+                             "subjects)")
         return i
 
     @torch.inference_mode()
-    def generate(self, mfcc_vocals=None, mfcc_music=None, mfcc_mix=None, subject=0, pose0=None, seed: int = 0,
-                 chunk: int | None = None, mfcc_index=None) -> dict:
+    def generate(self, mfcc_vocals=None, mfcc_music=None, mfcc_mix=None, subject=0, pose0=None,
+                 seed: int = 0, chunk: int | None = None, mfcc_index=None) -> dict:
         """Audio features of a whole song -> driving parameters in data units (numpy).
 
         ``mfcc_*``: (R, 26) MFCC rows (the streams the variant uses; single_stream needs only
@@ -248,7 +273,8 @@ class MusicFace(nn.Module):
 
         Returns exp (T, E), pose (T, 6), speed (T, 6) per frame (None for MLP-pose variants),
         e_long (T,) (ESGN output, values <= ``eye_threshold`` set to 0), e_blink (T,) in {0, 1},
-        eye (T,) (eq. 9 combination, Gaussian-filtered), att {exp, pose, eye: (T, C)} (None without ATM).
+        eye (T,) (eq. 9 combination, Gaussian-filtered), att {exp, pose, eye: (T, C)} (None without
+        ATM).
         """
         self.eval()
         dev = self.pose_mean.device
@@ -259,18 +285,19 @@ class MusicFace(nn.Module):
         given = {"mfcc_vocals": mfcc_vocals, "mfcc_music": mfcc_music, "mfcc_mix": mfcc_mix}
         norm = {}  # each stream's rows, normalised once (then windows are cut per chunk)
         for i, s in enumerate(self.streams):
-            x = given[MFCC_KEY[s]]
+            key = MFCC_KEY[self.sources[s]]
+            x = given[key]
             if x is None:
-                raise ValueError(f"variant '{self.cfg.variant}' needs {MFCC_KEY[s]}")
+                raise ValueError(f"variant '{self.cfg.variant}' needs {key}")
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32, device=dev)
             if x.dim() != 2 or x.shape[1] != MFCC_DIM:
-                raise ValueError(f"{MFCC_KEY[s]}: MFCC rows must have shape (R, {MFCC_DIM}), "
+                raise ValueError(f"{key}: MFCC rows must have shape (R, {MFCC_DIM}), "
                                  f"got {tuple(x.shape)}")
             inside = len(index) == 0 or (int(index.min()) >= 0
                                          and int(index.max()) + MFCC_WIDTH <= len(x))
             if index.dim() != 1 or not inside:
                 raise ValueError(f"mfcc_index must be (T,) with 0 <= index <= R - {MFCC_WIDTH} "
-                                 f"(R = {len(x)} rows of {MFCC_KEY[s]})")
+                                 f"(R = {len(x)} rows of {key})")
             norm[s] = (x - self.mfcc_mean[i]).div_(self.mfcc_std[i])[None]  # (1, R, 26)
         n = len(index)
         si = self.subject_index(subject)
@@ -278,7 +305,8 @@ class MusicFace(nn.Module):
         if pose0 is None:
             p0 = self.subject_pose[si][None]
         else:
-            p0 = ((torch.as_tensor(np.asarray(pose0, np.float32), device=dev) - self.pose_mean) / self.pose_std)[None]
+            p0 = ((torch.as_tensor(np.asarray(pose0, np.float32), device=dev) - self.pose_mean)
+                  / self.pose_std)[None]
 
         step = n if not chunk else -(-int(chunk) // self.stride) * self.stride
         margin = self.context
@@ -291,7 +319,9 @@ class MusicFace(nn.Module):
             win = {s: self.windows(v, index[None, lo:hi]) for s, v in norm.items()}
             h, att = self.encode_windows(win, oh, inference=True)
             h = {k: v[:, a - lo:b - lo] for k, v in h.items()}
-            exp, pose, speed, e_long, state = self.decode(h, state=state, p0=p0 if a == 0 else None, inference=True)
+            exp, pose, speed, e_long, state = self.decode(h, state=state,
+                                                          p0=p0 if a == 0 else None,
+                                                          inference=True)
             for k, v in (("exp", exp), ("pose", pose), ("speed", speed), ("e_long", e_long)):
                 parts[k].append(v)
             if att is not None:
@@ -303,7 +333,8 @@ class MusicFace(nn.Module):
         speed = None if self.pgn is None else torch.cat(parts["speed"], 1)[0] * self.pose_std
         e_long = torch.cat(parts["e_long"], 1)[0].cpu().numpy()
         e_long = np.where(e_long > self.cfg.eye_threshold, e_long, 0.0).astype(np.float32)
-        e_blink = sample_blinks(n, self.fps, self.cfg.blink_interval, self.cfg.blink_duration, seed)
+        e_blink = sample_blinks(n, self.fps, self.cfg.blink_interval, self.cfg.blink_duration, seed,
+                                self.cfg.blink_interval_mode)
         return {
             "exp": exp.cpu().numpy(),
             "pose": pose.cpu().numpy(),
@@ -311,7 +342,8 @@ class MusicFace(nn.Module):
             "e_long": e_long,
             "e_blink": e_blink,
             "eye": combine_eye_states(e_long, e_blink, self.cfg.eye_sigma),
-            "att": None if self.atm is None else {k: torch.cat(v, 1)[0].cpu().numpy() for k, v in att_parts.items()},
+            "att": None if self.atm is None else {k: torch.cat(v, 1)[0].cpu().numpy()
+                                                  for k, v in att_parts.items()},
         }
 
 
@@ -347,14 +379,15 @@ def from_payload(payload: dict, device: str | torch.device = "cpu") -> MusicFace
     if payload.get("format") != FORMAT:
         raise ValueError("not a MusicFace model file (no 'format: musicface-model' entry)")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"model file format version {payload.get('format_version')} is not supported "
-                         f"(this MusicFace reads version {FORMAT_VERSION})")
+        raise ValueError(f"model file format version {payload.get('format_version')} is not "
+                         f"supported (this MusicFace reads version {FORMAT_VERSION})")
     cfg = ModelConfig(**payload["model_config"])
     model = MusicFace(cfg, payload["subjects"], payload["exp_dim"], payload.get("fps", FPS))
     missing, unexpected = model.state_dict().keys() - payload["state_dict"].keys(), \
         payload["state_dict"].keys() - model.state_dict().keys()
     if missing or unexpected:
-        raise ValueError("model file does not match this MusicFace's architecture (written by another version?): "
+        raise ValueError("model file does not match this MusicFace's architecture (written by "
+                         "another version?): "
                          f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     model.load_state_dict(payload["state_dict"])
     basis = payload.get("exp_basis")  # absent in model files written before it was embedded
@@ -364,7 +397,8 @@ def from_payload(payload: dict, device: str | torch.device = "cpu") -> MusicFace
     return model.to(device).eval()
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MusicFace, dict]:
+def load_checkpoint(path: str | os.PathLike,
+                    device: str | torch.device = "cpu") -> tuple[MusicFace, dict]:
     """``runs/<name>/model.pt`` (or ``checkpoint.pt``) -> (model in eval mode on ``device``, meta).
 
     ``meta``: subjects, exp_dim, fps, model_config, n_params, ``exp_basis_sha256`` (None without a

@@ -24,6 +24,7 @@ rule coeffs:
             else ""
         ),
         smooth="--smooth" if config["coeffs"]["smooth"] else "",
+        pose_sigma=config["coeffs"]["pose_sigma"],
     log:
         "logs/coeffs/{take}.log",
     benchmark:
@@ -38,7 +39,7 @@ rule coeffs:
     shell:
         "python -m preprocessing.coeffs extract --take {wildcards.take} --video {params.video:q}"
         " --ingest {input.ingest:q} --track {input.track:q} --backend {params.backend}"
-        " {params.deep3d} {params.smooth} --out {output:q} > {log:q} 2>&1"
+        " {params.deep3d} {params.smooth} --pose-sigma {params.pose_sigma} --out {output:q} > {log:q} 2>&1"
 
 
 rule exp_basis:

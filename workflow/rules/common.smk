@@ -81,9 +81,11 @@ def backend_problems(cfg) -> list[str]:
         if not weights or not Path(weights).is_file():
             from preprocessing.sync import SYNCNET_URL
 
-            problems.append(f"config key 'sync.syncnet.weights': SyncNet weights not found: "
-                            f"{weights} (get syncnet_v2.model with the download script of "
-                            f"{SYNCNET_URL})")
+            problems.append(
+                f"config key 'sync.syncnet.weights': SyncNet weights not found: "
+                f"{weights} (get syncnet_v2.model with the download script of "
+                f"{SYNCNET_URL})"
+            )
     if cfg["coeffs"]["backend"] == "deep3d":
         from preprocessing.deep3d import checkpoint_problem
 
@@ -128,8 +130,10 @@ def load_samples():
     df["video"] = [v if Path(v).is_absolute() else str(root / v) for v in df["video"]]
     df["song_path"] = [s if Path(s).is_absolute() else str(root / s) for s in df["song"]]
     # song id = file name without extension, made file-name safe ("My Song (live).mp3" -> My_Song_live)
-    df["song"] = [re.sub(r"[^A-Za-z0-9._-]+", "_", Path(s).stem).strip("_.") or "song"
-                  for s in df["song_path"]]
+    df["song"] = [
+        re.sub(r"[^A-Za-z0-9._-]+", "_", Path(s).stem).strip("_.") or "song"
+        for s in df["song_path"]
+    ]
     clash = df.groupby("song")["song_path"].nunique()
     if (clash > 1).any():
         raise WorkflowError(
@@ -145,8 +149,17 @@ SONG_PATH = dict(zip(SAMPLES["song"], SAMPLES["song_path"]))
 SHARDS = "dataset/shards"
 DEMO_SHEET = "work/demo/samples.tsv"
 RUN = config["train"]["name"]
-# training runs: the configured one, and one per paper variant (ablation: runs/<name>-<variant>)
-RUN_VARIANT = {RUN: config["model"]["variant"], **{f"{RUN}-{v}": v for v in VARIANTS}}
+# training runs and what each sets in the model section: the configured run (as configured), one
+# per paper variant (ablation: runs/<name>-<variant>) and the full model hearing the unseparated mix
+# in both streams (fidelity: runs/<name>-mixed, the paper's Table 2 "mixed wave")
+RUN_MODEL = {
+    RUN: {},
+    **{f"{RUN}-{v}": {"variant": v, "audio": "separated"} for v in VARIANTS},
+    f"{RUN}-mixed": {"variant": "full", "audio": "mix"},
+}
+FIDELITY_RUNS = [f"{RUN}-{v}" for v in VARIANTS] + [f"{RUN}-mixed"]
+# known truth to score the test takes against: the configured folder, else the demo's own
+TRUTH = config["evaluate"]["truth"] or ("work/demo" if config["samples"] == "demo" else None)
 
 NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 
@@ -154,7 +167,7 @@ NAME_RE = "[A-Za-z0-9][A-Za-z0-9._-]*"
 wildcard_constraints:
     take=NAME_RE,
     song=NAME_RE,
-    run="|".join(re.escape(r) for r in RUN_VARIANT),
+    run="|".join(re.escape(r) for r in RUN_MODEL),
 
 
 # Rules run `python -m preprocessing.<stage>` / `python -m musicface.cli <command>`. The interpreter
@@ -173,7 +186,8 @@ os.environ.update(
 # ------------------------------------------------------------------------------ input functions
 def _existing(path):
     """Input list for a raw file: [] when the file is missing, so that the step itself reports
-    "not found" for that take (a failure record -> QC) instead of Snakemake refusing the whole DAG."""
+    "not found" for that take (a failure record -> QC) instead of Snakemake refusing the whole
+    DAG."""
     return [path] if config["samples"] == "demo" or os.path.exists(path) else []
 
 
@@ -226,8 +240,11 @@ def config_json(sections, **replace):
     """The config sections a step uses, as one quoted JSON argument (``replace``: section -> keys
     to set in it). A rule passes only those, so that editing another section does not change its
     params (Snakemake reruns a job whose params changed)."""
-    cfg = {k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
-           for k in sections if k in config}
+    cfg = {
+        k: {**config[k], **replace.get(k, {})} if isinstance(config[k], dict) else config[k]
+        for k in sections
+        if k in config
+    }
     return q(json.dumps(cfg, sort_keys=True))
 
 
@@ -244,13 +261,17 @@ def subject_render_data(wildcards):
     """The render data of every take of the subject (the step keeps the training takes)."""
     takes = SAMPLES.loc[SAMPLES["subject"] == wildcards.subject, "take"]
     if not len(takes):
-        raise WorkflowError(f"render_train: no take of subject '{wildcards.subject}' in the sample sheet")
+        raise WorkflowError(
+            f"render_train: no take of subject '{wildcards.subject}' in the sample sheet"
+        )
     return expand("work/takes/{take}/render.h5", take=takes)
 
 
 def test_takes():
     """Test takes of dataset/split.tsv (a checkpoint: the DAG is re-evaluated once it exists)."""
-    split = pd.read_csv(checkpoints.split.get().output.split, sep="\t", dtype=str, keep_default_na=False)
+    split = pd.read_csv(
+        checkpoints.split.get().output.split, sep="\t", dtype=str, keep_default_na=False
+    )
     return sorted(split.loc[split["split"] == "test", "take"])
 
 

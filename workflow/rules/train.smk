@@ -1,5 +1,6 @@
 # train: shards -> runs/<run>/model.pt (+ checkpoints, metrics.csv, config snapshot), one rule for
-# every run: runs/<name> (config model.variant) and runs/<name>-<variant> (paper 4.3 ablation).
+# every run: runs/<name> (config model.variant), runs/<name>-<variant> (paper 4.3 ablation) and
+# runs/<name>-mixed (the full model on the unseparated mix, paper Table 2; fidelity).
 # Target `train`: the configured run.
 
 
@@ -25,10 +26,8 @@ rule train_run:
         model="runs/{run}/model.pt",
         metrics="runs/{run}/metrics.csv",
     params:
-        # the sections training uses, with the run's variant: other edits never retrain
-        cfg=lambda wc: config_json(
-            ("model", "train", "loss"), model={"variant": RUN_VARIANT[wc.run]}
-        ),
+        # the sections training uses, with the run's model settings: other edits never retrain
+        cfg=lambda wc: config_json(("model", "train", "loss"), model=RUN_MODEL[wc.run]),
         out=lambda wc, output: os.path.dirname(output.model),
         threads=lambda wc, threads: max(1, threads // NPROC),
     log:
