@@ -4,7 +4,8 @@
 #   snakemake --workflow-profile profiles/slurm train   # the same DAG on a SLURM cluster
 #
 # Targets: dataset, train, evaluate, render (the test takes rendered), all (= evaluate + render),
-# ablation (the paper's four variants).
+# ablation (the paper's four variants), fidelity (the variants and the mixed wave scored against the
+# demo truth; make fidelity, docs/fidelity.md).
 # docs/dag.md draws the DAG and says which config sections each rule depends on.
 # Every stage is one file in workflow/rules/ calling `python -m preprocessing.<stage>` (or `musicface`).
 import os
