@@ -31,16 +31,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from musicface.data import WindowDataset, collate, open_shards
 from preprocessing import shards as sh
+from preprocessing import timebase as tb
 
 
 def synthetic_take(i: int, n: int, rng) -> sh.TakeData:
     m = sh.n_mfcc_rows(n)
-    t = np.arange(n) / 30
+    t = np.arange(n) / tb.FPS
     # smooth-ish signals like real features (random walks), so compression is not meaningless
     def walk(*shape):
         return np.cumsum(rng.standard_normal(shape).astype(np.float32) * 0.05, axis=0)
 
-    arrays = {k: walk(m, 26) for k in sh.MFCC_KEYS}
+    arrays = {k: walk(m, tb.MFCC_DIM) for k in sh.MFCC_KEYS}
     arrays.update(exp=walk(n, 64), pose=walk(n, 6) * 0.1, au45=rng.random(n).astype(np.float32),
                   eye_long=np.zeros(n, np.float32),
                   eye_blink=(np.sin(t * 2) > 0.95).astype(np.uint8),
@@ -84,9 +85,9 @@ def storage_options(root: Path, takes, minutes_total: float, windows: int) -> li
                 info = infos[rng.integers(len(infos))]
                 st = int(rng.integers(0, info.n_frames - 128))
                 g = files[info.shard]["takes"][info.take]
-                r0 = st * 10 // 3
+                r0, r1 = tb.centre_rows([st, st + 127])  # the window's first / last frame
                 for k in sh.MFCC_KEYS:
-                    g[k][max(0, r0 - 19):r0 + 427 + 19]
+                    g[k][max(0, r0 - tb.CENTRE_ROW):r1 + tb.CENTRE_ROW + 1]
                 for k in ("exp", "pose", "au45", "eye_long", "eye_blink", "valid"):
                     g[k][st:st + 128]
             direct = (windows // 10) / (time.process_time() - c0)

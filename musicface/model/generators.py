@@ -36,6 +36,7 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.special import expit
 
 from musicface.config import BLINK_INTERVALS
+from preprocessing.timebase import FPS
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -368,7 +369,7 @@ class PGN(nn.Module):
 
 
 # ---------------------------------------------------------------------------- generation-time eyes
-def sample_blinks(n_frames: int, fps: float = 30.0, interval=(1.2, 2.0), duration=(0.10, 0.45),
+def sample_blinks(n_frames: int, fps: float = FPS, interval=(1.2, 2.0), duration=(0.10, 0.45),
                   seed: int = 0, mode: str = "end_to_start") -> np.ndarray:
     """Random blinks (paper 3.3.3): e_blink (n_frames,) float32 in {0, 1}.
 
