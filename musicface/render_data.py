@@ -8,10 +8,12 @@
   boxes (``track.npz`` ``bbox``): the box spanning the 2nd .. 98th percentile of the boxes' edges
   over the valid frames, made square, ``PAD`` times its longer side, moved inside the frame when it
   fits (black beyond the frame otherwise), area-averaged to ``size`` px (:func:`take_box`).
-* **Conditions**: from the *dataset's own* parameters, the shards' ``exp``, ``pose`` and eye state
-  (``au45``, normalised closure), not from the raw tracker, so what the renderer sees in training is
-  what generation gives it (:func:`musicface.raster.conditions`, with the take's identity shape from
-  ``coeffs.npz`` and the expression basis). Frames without a tracked face are left out of training.
+* **Conditions**: from the *dataset's own* parameters, the shards' ``exp`` and eye state
+  (``au45``, normalised closure) and the per-frame pose fit (``coeffs.npz`` ``pose_raw``: the
+  shards' pose is smoothed for the motion model, ``coeffs.pose_sigma``), not from the raw tracker,
+  so what the renderer sees in training is what generation gives it
+  (:func:`musicface.raster.conditions`, with the take's identity shape from ``coeffs.npz`` and the
+  expression basis). Frames without a tracked face are left out of training.
 * **Frames**: JPEG (quality ``JPEG_QUALITY``, OpenCV) in an HDF5 variable-length dataset, one per
   frame.
   Chosen by measurement (``bench/render.py`` ``storage``; demo-singer frames, 30 fps, one core on a
@@ -23,7 +25,7 @@
   again at each training step would cost ~13 ms of a ~60 ms sample instead).
 
 render.h5: ``frames`` (N,) vlen uint8 (JPEG), ``cond`` u1 (N, 4, S, S), ``valid`` u1 (N,), ``eye``,
-``exp``, ``pose`` (the shard's), group ``geometry`` (``identity``, ``frame_size``, ``box``),
+``exp``, ``pose`` (the per-frame fit), group ``geometry`` (``identity``, ``frame_size``, ``box``),
 group ``basis`` (the expression basis' ``mean`` and ``components``, or deep3d's ``identity`` flag);
 attributes ``take, subject, split, size, n_frames, version, backend``.
 A take that failed QC gets a failure record (``skipped, upstream step 'qc' failed: ...``).
@@ -177,6 +179,15 @@ def build(
         )
     frame_size = (int(ingest["width"]), int(ingest["height"]))
     valid = arr["valid"].astype(bool)
+    if "pose_raw" in coeffs:
+        # the per-frame fit, not the pose smoothed for the motion model (coeffs.pose_sigma): the
+        # conditions must sit where the face is in each frame (smoothed, the re-tracked mouth of a
+        # rendered reconstruction followed the driving one with r 0.78 instead of >= 0.8)
+        raw = np.asarray(coeffs["pose_raw"], np.float32)
+        if raw.shape != arr["pose"].shape:
+            raise StepError(f"coeffs.npz pose_raw has shape {raw.shape}, the shards' pose "
+                            f"{arr['pose'].shape}")
+        arr["pose"] = np.where(valid[:, None], raw, arr["pose"])
     box = take_box(track["bbox"], valid, frame_size)
     geo = take_geometry(coeffs, frame_size, box)
     bfm = load_bfm_for(basis, bfm_dir)

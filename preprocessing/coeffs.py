@@ -393,7 +393,7 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
 
     ``smooth_sigma``: Gaussian smoothing (frames) of pose and expression; ``pose_sigma``: then of
     the pose alone (the head moves slowly, a per-frame tracker jitters: docs/fidelity.md), either
-    backend, inside tracked runs."""
+    backend, inside tracked runs; ``pose_raw`` keeps the pose before it (the renderer's)."""
     ingest = load_json(ingest_path)
     track = load_npz(track_path)
     n = int(ingest["n_frames"])
@@ -417,6 +417,9 @@ def extract(take: str, track_path, ingest_path, out, backend: str = "builtin", v
                                     batch_size=batch_size, device=device, smooth_sigma=smooth_sigma)
     else:
         raise ValueError(f"unknown coeffs backend {backend!r}")
+    # pose_raw: the per-frame fit, where the face is in each frame (the renderer's conditions);
+    # pose: smoothed for the motion model (docs/pose.md)
+    res["pose_raw"] = res["pose"].copy()
     smooth_pose(res["pose"], res["valid"].astype(bool), pose_sigma)
     res["backend"] = np.array(backend)
     res["take"] = np.array(take)

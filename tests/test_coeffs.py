@@ -319,6 +319,7 @@ def test_pose_sigma_smooths_the_pose_alone(tmp_path, run_cli):
     out = np.load(d / "coeffs.npz")
     ok = raw["valid"].astype(bool)
     assert np.array_equal(out["residual"], raw["residual"])
+    assert np.array_equal(out["pose_raw"], raw["pose"])  # the per-frame fit kept (the renderer's)
     assert not out["pose"][60:64].any()
     assert roughness(out["pose"], valid=ok) < roughness(raw["pose"], valid=ok) / 200  # 630x
 
