@@ -182,7 +182,7 @@ def build(
     if "pose_raw" in coeffs:
         # the per-frame fit, not the pose smoothed for the motion model (coeffs.pose_sigma): the
         # conditions must sit where the face is in each frame (smoothed, the re-tracked mouth of a
-        # rendered reconstruction followed the driving one with r 0.78 instead of >= 0.8)
+        # rendered reconstruction followed the driving one with r 0.775 instead of 0.809)
         raw = np.asarray(coeffs["pose_raw"], np.float32)
         if raw.shape != arr["pose"].shape:
             raise StepError(f"coeffs.npz pose_raw has shape {raw.shape}, the shards' pose "
